@@ -1,0 +1,30 @@
+"""dmlr: multinomial logistic regression at scale on Dask, with full statistical inference.
+
+The entry point is :func:`dmlr.fit`; it returns :class:`dmlr.MNLogitResults`. See ``docs/architecture.md`` for
+the data flow and the coefficient layout convention.
+"""
+
+from dmlr.api import fit
+from dmlr.errors import (
+    ConvergenceWarning,
+    DmlrError,
+    InferenceUnavailableError,
+    InputError,
+    NumericalError,
+    SingularInformationWarning,
+)
+from dmlr.results.results import MNLogitResults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "DmlrError",
+    "InferenceUnavailableError",
+    "InputError",
+    "MNLogitResults",
+    "NumericalError",
+    "SingularInformationWarning",
+    "__version__",
+    "fit",
+]

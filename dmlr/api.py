@@ -1,0 +1,237 @@
+"""``dmlr.fit``: from user data to :class:`~dmlr.results.results.MNLogitResults`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from dmlr.data.design import Design, build_design, default_row_chunk
+from dmlr.driver import FitOutcome, null_loglik, optimize
+from dmlr.errors import InputError
+from dmlr.reduce import DataPasses
+from dmlr.results.covariance import inverse_information
+from dmlr.results.results import MNLogitResults
+from dmlr.steps import Objective
+
+__all__ = ["fit"]
+
+
+def _current_client() -> Any:
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _client_threads(client: Any) -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - any client that cannot say gets the default
+        return 1
+
+
+def fit(
+    X: Any,
+    y: Any,
+    *,
+    method: str = "auto",
+    base: Any = None,
+    weights: Any = None,
+    offset: Any = None,
+    l2: float = 0.0,
+    fit_intercept: bool = True,
+    feature_names: Sequence[str] | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    split_every: int = 8,
+    inference: bool = True,
+    client: Any = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> MNLogitResults:
+    """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
+
+    Parameters
+    ----------
+    X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
+        Features, chunked by rows when a dask array (each partition is one task of every pass).
+    y : array-like or dask.array.Array, shape (n,)
+        Class labels of any sortable dtype (ints, strings).
+    method : {"auto", "newton", "bohning"}
+        ``"newton"``: exact information every iteration (one pass each) with step halving.
+        ``"bohning"``: Böhning's fixed bound (Gram gathered on the first pass, one ``d x d`` Cholesky), one
+        score pass per iteration, monotone. ``"auto"``: Newton when ``m d`` is small, else quasi-Newton
+        preconditioned by the bound, each step one score pass.
+    base : object, optional
+        Reference class (coefficients fixed at 0); default the smallest label.
+    weights : array-like, shape (n,), optional
+        Non-negative frequency weights.
+    offset : array-like, shape (n, K - 1), optional
+        Added to the linear predictors of the non-base classes (columns in sorted label order, base removed).
+    l2 : float
+        Ridge penalty ``l2/2 * ||W||^2`` (intercept not penalized).
+    fit_intercept : bool
+        Prepend a constant column named ``"const"``.
+    feature_names : sequence of str, optional
+        Names of the ``p`` columns of ``X``.
+    tol : float
+        Stop when ``max |score| / nobs <= tol`` or (Newton) ``sqrt(decrement / nobs) <= tol``.
+    max_iter : int
+        Maximum number of steps.
+    split_every : int
+        Fan-in of the tree reduction of the per-partition statistics.
+    inference : bool
+        Compute the information at the optimum (an extra pass for bound-based rules). ``False`` skips it;
+        ``bse`` and everything derived then raise :class:`~dmlr.errors.InferenceUnavailableError`.
+    client : distributed.Client, optional
+        Cluster to run on; default the current client if one exists, else dask's threaded scheduler.
+    callback : callable, optional
+        Called with every history record as the fit progresses (progress reporting).
+
+    Returns
+    -------
+    MNLogitResults
+
+    Raises
+    ------
+    InputError
+        Invalid data or arguments (the message names the column, partition or class).
+    NumericalError
+        The fit produced non-finite values.
+    """
+    _check_options(method, l2, tol, max_iter, split_every)
+    if client is None:
+        client = _current_client()
+    row_chunk = None
+    if client is not None and not isinstance(X, da.Array):
+        shape = np.shape(X)
+        if len(shape) == 2:
+            row_chunk = default_row_chunk(shape[0], shape[1], _client_threads(client))
+    design = build_design(
+        X,
+        y,
+        base=base,
+        weights=weights,
+        offset=offset,
+        fit_intercept=fit_intercept,
+        feature_names=feature_names,
+        row_chunk=row_chunk,
+    )
+    persisted = None
+    if client is not None:
+        design, persisted = _persist_in_memory(design, client, X, y, weights, offset)
+    try:
+        passes = DataPasses(design, client=client, split_every=split_every)
+        mask = np.ones(design.n_features)
+        if design.intercept:
+            mask[0] = 0.0
+        objective = Objective(float(l2), mask)
+        outcome = optimize(
+            passes,
+            n_classes=design.labels.n_classes,
+            n_features=design.n_features,
+            method=method,
+            objective=objective,
+            tol=tol,
+            max_iter=max_iter,
+            inference=inference,
+            callback=callback,
+        )
+        llnull = null_loglik(
+            passes, outcome.final.stats.class_weights, has_offset=design.offset is not None
+        )
+    finally:
+        del persisted
+    return _results(design, outcome, objective, llnull, y)
+
+
+def _check_options(method: str, l2: float, tol: float, max_iter: int, split_every: int) -> None:
+    if not (np.isfinite(l2) and l2 >= 0):
+        raise InputError(f"l2 must be a finite number >= 0, got {l2!r}")
+    if not (np.isfinite(tol) and tol > 0):
+        raise InputError(f"tol must be > 0, got {tol!r}")
+    if int(max_iter) != max_iter or max_iter < 0:
+        raise InputError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if int(split_every) != split_every or split_every < 2:
+        raise InputError(f"split_every must be an integer >= 2, got {split_every!r}")
+    from dmlr.driver import METHODS
+
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _persist_in_memory(
+    design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any
+) -> tuple[Design, list[Any]]:
+    """Ship in-memory inputs to the workers once, instead of embedding them in every pass's graph."""
+    given_lazy = {
+        "x": isinstance(X, da.Array),
+        "codes": isinstance(y, da.Array),
+        "weights": isinstance(weights, da.Array),
+        "offset": isinstance(offset, da.Array),
+    }
+    names = ["x", "codes"] + [
+        n for n, a in (("weights", design.weights), ("offset", design.offset)) if a is not None
+    ]
+    arrays = design.arrays()
+    to_persist = [i for i, n in enumerate(names) if not given_lazy[n]]
+    if not to_persist:
+        return design, []
+    persisted = client.persist([arrays[i] for i in to_persist])
+    for i, arr in zip(to_persist, persisted, strict=True):
+        arrays[i] = arr
+    return design.with_arrays(arrays), list(persisted)
+
+
+def _has_constant(outcome: FitOutcome, intercept: bool) -> bool:
+    if intercept:
+        return True
+    stats = outcome.first_stats
+    if stats.col_sum is None or stats.col_sumsq is None:
+        return False
+    n = stats.weight_sum
+    mean = stats.col_sum / n
+    var = stats.col_sumsq / n - mean**2
+    return bool(np.any((np.abs(mean) > 0) & (var <= 1e-12 * mean**2)))
+
+
+def _dep_name(y: Any) -> str:
+    name = getattr(y, "name", None)
+    return str(name) if isinstance(y, pd.Series) and name is not None else "y"
+
+
+def _results(
+    design: Design, outcome: FitOutcome, objective: Objective, llnull: float, y: Any
+) -> MNLogitResults:
+    final = outcome.final
+    cov = None
+    if final.stats.information is not None:
+        names = [f"{c}:{f}" for c in design.labels.non_base for f in design.feature_names]
+        cov = inverse_information(objective.information(final.stats), names)
+    return MNLogitResults(
+        coef=final.coef,
+        covariance=cov,
+        feature_names=design.feature_names,
+        classes=design.labels.classes,
+        base=design.labels.base,
+        intercept=design.intercept,
+        llf=final.stats.loglik,
+        llnull=llnull,
+        nobs=final.stats.weight_sum,
+        n_rows=design.n_rows,
+        has_constant=_has_constant(outcome, design.intercept),
+        converged=outcome.converged,
+        n_iter=outcome.n_iter,
+        method=outcome.method,
+        history=outcome.history,
+        l2=objective.l2,
+        dep_name=_dep_name(y),
+        message=outcome.message,
+    )

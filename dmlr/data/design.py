@@ -1,0 +1,299 @@
+"""Turning user inputs into aligned, row-chunked dask arrays: the :class:`Design` every fit consumes.
+
+Accepted inputs are NumPy arrays, pandas objects and dask arrays. ``X`` is chunked by rows only; ``y`` (as class
+codes), ``weights`` and ``offset`` are rechunked to exactly ``X``'s row chunks so partition ``i`` of each array holds
+the same rows. In-memory inputs are wrapped without copying.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from dmlr.data.labels import LabelCoding
+from dmlr.errors import InputError
+
+__all__ = ["Design", "as_feature_array", "build_design", "default_row_chunk"]
+
+TARGET_PARTITION_BYTES = 64 * 2**20
+"""Default upper bound of one in-memory partition of ``X``."""
+
+
+@dataclass(frozen=True)
+class Design:
+    """Aligned row-partitioned model data.
+
+    Attributes
+    ----------
+    x : dask.array.Array, shape (n, p)
+        Features, float64, chunked by rows only (no intercept column).
+    codes : dask.array.Array, shape (n,)
+        Class codes (0 = base), int32, same row chunks as ``x``.
+    weights : dask.array.Array, shape (n,), optional
+        Frequency weights, same row chunks.
+    offset : dask.array.Array, shape (n, m), optional
+        Offsets of the non-base linear predictors, same row chunks.
+    labels : LabelCoding
+        Class labels and the base.
+    feature_names : tuple of str, length d
+        Model column names; ``"const"`` first when ``intercept``.
+    intercept : bool
+        Whether the model adds an intercept (model column 0, not stored in ``x``).
+    """
+
+    x: da.Array
+    codes: da.Array
+    weights: da.Array | None
+    offset: da.Array | None
+    labels: LabelCoding
+    feature_names: tuple[str, ...]
+    intercept: bool
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows ``n``."""
+        return int(self.x.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Model columns ``d`` (intercept included)."""
+        return len(self.feature_names)
+
+    @property
+    def n_nonbase(self) -> int:
+        """Number of coefficient columns ``m = K - 1``."""
+        return self.labels.n_classes - 1
+
+    @property
+    def n_partitions(self) -> int:
+        """Number of row partitions."""
+        return len(self.x.chunks[0])
+
+    def arrays(self) -> list[da.Array]:
+        """The dask arrays of the design (for persisting)."""
+        return [a for a in (self.x, self.codes, self.weights, self.offset) if a is not None]
+
+    def with_arrays(self, arrays: Sequence[da.Array]) -> Design:
+        """A copy whose arrays are replaced, in the order of :meth:`arrays` (e.g. by persisted ones)."""
+        it = iter(arrays)
+        x, codes = next(it), next(it)
+        weights = next(it) if self.weights is not None else None
+        offset = next(it) if self.offset is not None else None
+        return Design(x, codes, weights, offset, self.labels, self.feature_names, self.intercept)
+
+
+def default_row_chunk(n: int, p: int, n_parallel: int | None = None) -> int:
+    """Rows per partition for in-memory input.
+
+    At least one partition per parallel worker thread, and none larger than ``TARGET_PARTITION_BYTES``.
+
+    Parameters
+    ----------
+    n, p : int
+        Rows and feature columns.
+    n_parallel : int, optional
+        Threads that will work on the partitions (default: CPU count).
+    """
+    n_parallel = n_parallel or os.cpu_count() or 1
+    by_size = math.ceil(n * max(p, 1) * 8 / TARGET_PARTITION_BYTES)
+    parts = max(n_parallel, by_size, 1)
+    return max(1, math.ceil(n / parts))
+
+
+def as_feature_array(
+    X: Any, row_chunk: int | None = None, what: str = "X"
+) -> tuple[da.Array, list[str] | None]:
+    """Coerce a feature matrix to a float64 dask array chunked by rows only.
+
+    Parameters
+    ----------
+    X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
+    row_chunk : int, optional
+        Rows per partition for in-memory input; default :func:`default_row_chunk`.
+    what : str
+        Name used in error messages.
+
+    Returns
+    -------
+    x : dask.array.Array, shape (n, p)
+    names : list of str or None
+        Column names when ``X`` is a DataFrame.
+    """
+    names: list[str] | None = None
+    if isinstance(X, pd.DataFrame):
+        names = [str(c) for c in X.columns]
+        for col in X.columns:
+            if not (pd.api.types.is_numeric_dtype(X[col]) or pd.api.types.is_bool_dtype(X[col])):
+                raise InputError(
+                    f"{what} column {col!r} has dtype {X[col].dtype}, not numeric; "
+                    "encode categorical columns first (e.g. pandas.get_dummies(..., drop_first=True))"
+                )
+        X = X.to_numpy(dtype=np.float64)
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise InputError(f"{what} must be 2-dimensional (n, p); got shape {X.shape}")
+        if any(math.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        if X.dtype != np.float64:
+            X = X.astype(np.float64)
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        return X, names
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} cannot be converted to a float64 matrix: {exc}") from None
+    if arr.ndim != 2:
+        raise InputError(f"{what} must be 2-dimensional (n, p); got shape {arr.shape}")
+    chunk = row_chunk or default_row_chunk(arr.shape[0], arr.shape[1])
+    return da.from_array(arr, chunks=(max(chunk, 1), -1)), names
+
+
+def _as_vector_or_matrix(values: Any, what: str) -> da.Array | NDArray[Any]:
+    if isinstance(values, pd.DataFrame):
+        return values.to_numpy()
+    if isinstance(values, (pd.Series, pd.Index, pd.Categorical)):
+        return np.asarray(values)
+    if isinstance(values, da.Array):
+        if any(math.isnan(c) for c in values.chunks[0]):
+            values = values.compute_chunk_sizes()
+        return values
+    return np.asarray(values)
+
+
+def _align(values: da.Array | NDArray[Any], chunks: tuple[int, ...], what: str, n: int) -> da.Array:
+    if values.shape[0] != n:
+        raise InputError(f"{what} has {values.shape[0]} rows but X has {n}")
+    if isinstance(values, da.Array):
+        if values.chunks[0] != chunks or (values.ndim == 2 and len(values.chunks[1]) > 1):
+            values = values.rechunk((chunks,) + ((-1,) if values.ndim == 2 else ()))
+        return values
+    return da.from_array(values, chunks=(chunks,) + ((-1,) if values.ndim == 2 else ()))
+
+
+def _encode_block(labels: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
+    where = "y" if block_id is None else f"y (partition {block_id[0]})"
+    return coding.encode(labels, where)
+
+
+def build_design(
+    X: Any,
+    y: Any,
+    *,
+    base: Any = None,
+    weights: Any = None,
+    offset: Any = None,
+    fit_intercept: bool = True,
+    feature_names: Sequence[str] | None = None,
+    row_chunk: int | None = None,
+) -> Design:
+    """Validate and align the inputs of a fit.
+
+    Parameters
+    ----------
+    X : array-like or dask array, shape (n, p)
+    y : array-like or dask array, shape (n,)
+        Labels of any sortable dtype.
+    base : object, optional
+        Reference label (default: smallest).
+    weights : array-like, shape (n,), optional
+        Non-negative frequency weights.
+    offset : array-like, shape (n, K - 1), optional
+        Offsets of the non-base linear predictors.
+    fit_intercept : bool
+        Add an intercept named ``"const"`` as model column 0.
+    feature_names : sequence of str, optional
+        Names of the ``p`` columns of ``X`` (default: DataFrame columns or ``x1..xp``).
+    row_chunk : int, optional
+        Rows per partition for in-memory input.
+
+    Returns
+    -------
+    Design
+
+    Raises
+    ------
+    InputError
+        Mismatched lengths or shapes, empty input, a single class, negative weights, a bad ``base``.
+    """
+    x, names = as_feature_array(X, row_chunk)
+    n, p = x.shape
+    if n == 0:
+        raise InputError("X has 0 rows; nothing to fit")
+    if p == 0 and not fit_intercept:
+        raise InputError("X has 0 feature columns and fit_intercept=False: the model has no parameters")
+    if feature_names is not None:
+        names = [str(f) for f in feature_names]
+        if len(names) != p:
+            raise InputError(f"feature_names has {len(names)} names but X has {p} columns")
+    names = names or [f"x{j + 1}" for j in range(p)]
+    if fit_intercept and "const" in names:
+        raise InputError(
+            "X already has a column named 'const'; pass fit_intercept=False to use it as the intercept"
+        )
+    if len(set(names)) != len(names):
+        dup = sorted({f for f in names if names.count(f) > 1})
+        raise InputError(f"duplicate feature names: {dup}")
+
+    chunks = x.chunks[0]
+    y_arr = _as_vector_or_matrix(y, "y")
+    if y_arr.ndim != 1:
+        raise InputError(f"y must be 1-dimensional (n,); got shape {y_arr.shape}")
+    if isinstance(y_arr, da.Array):
+        coding = LabelCoding.from_labels(np.asarray(da.unique(y_arr).compute()), base)
+        y_al = _align(y_arr, chunks, "y", n)
+        codes = y_al.map_blocks(_encode_block, coding, dtype=np.int32)
+    else:
+        if y_arr.shape[0] != n:
+            raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
+        from dmlr.data.labels import check_label_values
+
+        check_label_values(y_arr)
+        coding = LabelCoding.from_labels(np.unique(y_arr), base)
+        codes = da.from_array(coding.encode(y_arr), chunks=(chunks,))
+    m = coding.n_classes - 1
+
+    w = None
+    if weights is not None:
+        w_arr = _as_vector_or_matrix(weights, "weights")
+        if w_arr.ndim != 1:
+            raise InputError(f"weights must be 1-dimensional (n,); got shape {w_arr.shape}")
+        w = _align(w_arr, chunks, "weights", n).astype(np.float64)
+        if not isinstance(w_arr, da.Array):
+            _check_weights(np.asarray(w_arr, dtype=np.float64))
+        else:
+            w = w.map_blocks(_checked_weights_block, dtype=np.float64)
+    o = None
+    if offset is not None:
+        o_arr = _as_vector_or_matrix(offset, "offset")
+        if o_arr.ndim == 1 and m == 1:
+            o_arr = o_arr.reshape(-1, 1)
+        if o_arr.ndim != 2 or o_arr.shape[1] != m:
+            raise InputError(f"offset must have shape (n, K - 1) = ({n}, {m}); got {o_arr.shape}")
+        o = _align(o_arr, chunks, "offset", n).astype(np.float64)
+
+    model_names = (["const"] if fit_intercept else []) + names
+    return Design(x, codes, w, o, coding, tuple(model_names), fit_intercept)
+
+
+def _check_weights(w: NDArray[np.float64], where: str = "weights") -> None:
+    finite = np.isfinite(w)
+    if not finite.all():
+        raise InputError(f"{where} has a non-finite value at row {int(np.argmin(finite))}")
+    if (w < 0).any():
+        row = int(np.argmax(w < 0))
+        raise InputError(f"{where} has a negative value ({w[row]!r}) at row {row}")
+
+
+def _checked_weights_block(w: NDArray[np.float64], block_id: Any = None) -> NDArray[np.float64]:
+    where = "weights" if block_id is None else f"weights (partition {block_id[0]})"
+    _check_weights(w, where)
+    return w

@@ -1,0 +1,146 @@
+"""Class labels: validation, reference-category order, and encoding to integer codes.
+
+Codes follow the model order: code 0 is the base (reference) class, codes ``1..m`` the other classes in sorted label
+order. The sorted order of all labels (``classes``) is what prediction reports, as scikit-learn's ``classes_`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.errors import InputError
+
+__all__ = ["LabelCoding", "check_label_values"]
+
+
+@dataclass(frozen=True)
+class LabelCoding:
+    """How labels map to class codes.
+
+    Attributes
+    ----------
+    classes : ndarray, shape (K,)
+        All labels, sorted.
+    base : object
+        The reference label (coefficient fixed at 0).
+    """
+
+    classes: NDArray[Any]
+    base: Any
+
+    @classmethod
+    def from_labels(cls, unique_labels: NDArray[Any], base: Any = None) -> LabelCoding:
+        """Build the coding from the distinct labels seen in ``y``.
+
+        Parameters
+        ----------
+        unique_labels : ndarray, shape (K,)
+            Distinct labels (any sortable dtype).
+        base : object, optional
+            Reference label; default the smallest label.
+
+        Raises
+        ------
+        InputError
+            Fewer than two classes, or ``base`` is not one of the labels.
+        """
+        classes = np.unique(unique_labels)
+        if classes.size < 2:
+            raise InputError(
+                f"y has a single class ({classes.tolist()!r}); a multinomial logit needs at least 2 classes"
+            )
+        if base is None:
+            base = classes[0]
+        match = np.nonzero(classes == base)[0] if _comparable(classes, base) else []
+        if len(match) != 1:
+            raise InputError(f"base={base!r} is not one of the class labels {classes.tolist()!r}")
+        return cls(classes=classes, base=classes[match[0]])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes ``K``."""
+        return int(self.classes.size)
+
+    @property
+    def model_order(self) -> NDArray[Any]:
+        """Labels in code order, shape (K,): the base first, then the others sorted."""
+        return np.concatenate([[self.base], self.non_base])
+
+    @property
+    def non_base(self) -> NDArray[Any]:
+        """Labels of the ``m = K - 1`` coefficient columns, shape (m,)."""
+        return self.classes[self.classes != self.base]
+
+    @property
+    def base_index(self) -> int:
+        """Position of the base in ``classes``."""
+        return int(np.nonzero(self.classes == self.base)[0][0])
+
+    def encode(self, labels: NDArray[Any], where: str = "y") -> NDArray[np.int32]:
+        """Map labels to codes (0 = base).
+
+        Parameters
+        ----------
+        labels : ndarray, shape (r,)
+            Labels to encode.
+        where : str
+            Names the block in error messages.
+
+        Returns
+        -------
+        ndarray of int32, shape (r,)
+
+        Raises
+        ------
+        InputError
+            A label that is not one of ``classes``.
+        """
+        labels = np.asarray(labels)
+        check_label_values(labels, where)
+        pos = np.searchsorted(self.classes, labels)
+        pos = np.minimum(pos, self.classes.size - 1)
+        unknown = self.classes[pos] != labels
+        if np.any(unknown):
+            first = labels[np.nonzero(unknown)[0][0]]
+            raise InputError(f"{where} has label {first!r}, which is not one of {self.classes.tolist()!r}")
+        # sorted position -> code: labels before the base shift up by one, the base becomes 0.
+        b = self.base_index
+        codes = np.where(pos < b, pos + 1, pos).astype(np.int32)
+        codes[pos == b] = 0
+        return codes
+
+
+def check_label_values(labels: NDArray[Any], where: str = "y") -> None:
+    """Reject missing labels and float labels that are not integral.
+
+    Raises
+    ------
+    InputError
+        Naming the first offending row of ``where``.
+    """
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels)
+        if np.any(bad):
+            raise InputError(f"{where} has a missing/non-finite label at row {int(np.argmax(bad))}")
+        frac = labels != np.round(labels)
+        if np.any(frac):
+            row = int(np.argmax(frac))
+            raise InputError(
+                f"{where} has float labels that are not integral (row {row}: {labels[row]!r}); "
+                "pass integer or string class labels"
+            )
+    elif labels.dtype.kind == "O":
+        bad = np.array([v is None or (isinstance(v, float) and v != v) for v in labels.tolist()])
+        if bad.any():
+            raise InputError(f"{where} has a missing label at row {int(np.argmax(bad))}")
+
+
+def _comparable(classes: NDArray[Any], base: Any) -> bool:
+    try:
+        return bool(np.any(classes == base))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,239 @@
+"""The fitting loop: evaluate -> reduce -> step -> check termination -> record.
+
+One iteration is one accepted move of the coefficients. Every evaluation is one data pass (``DataPasses``) that
+returns the reduced statistics; the step rules of :mod:`dmlr.steps` turn them into a direction and the line search
+decides how far to go. Convergence is judged on the gradient (``max |g| / sum(v) <= tol``) and, for Newton, on the
+decrement (``sqrt(g^T I^{-1} g / sum(v)) <= tol``), never on the change of the coefficients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.errors import ConvergenceWarning, InputError, NumericalError
+from dmlr.oracle.statistics import Request, Statistics
+from dmlr.reduce import DataPasses
+from dmlr.steps import BoundRule, Iterate, NewtonRule, Objective, QuasiNewtonRule, backtrack
+
+__all__ = ["METHODS", "FitOutcome", "choose_method", "null_loglik", "optimize"]
+
+logger = logging.getLogger("dmlr")
+
+Array = NDArray[np.float64]
+METHODS = ("auto", "newton", "bohning")
+
+AUTO_NEWTON_MAX_PARAMS = 64
+"""``auto`` uses exact Newton throughout when ``m d`` is at most this; above it, the information pass costs more
+than the dozen score passes a bound-preconditioned quasi-Newton step sequence needs, so it is taken only once."""
+
+
+@dataclass
+class FitOutcome:
+    """What the optimizer returns to the results layer.
+
+    Attributes
+    ----------
+    final : Iterate
+        The last accepted iterate; ``final.stats.information`` is set when inference was computed.
+    converged : bool
+    n_iter : int
+        Accepted steps.
+    history : list of dict
+        One record per evaluation that moved or finished the fit.
+    method : str
+        The rule(s) used, e.g. ``"newton"`` or ``"lbfgs+bound"``.
+    message : str
+        Why the loop stopped.
+    """
+
+    final: Iterate
+    converged: bool
+    n_iter: int
+    history: list[dict[str, Any]]
+    method: str
+    message: str
+    first_stats: Statistics = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def choose_method(method: str, n_params: int) -> str:
+    """Resolve ``"auto"`` to the rule used for a problem with ``n_params = m d`` coefficients."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    return "newton" if n_params <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
+
+
+def optimize(
+    passes: DataPasses,
+    *,
+    n_classes: int,
+    n_features: int,
+    method: str,
+    objective: Objective,
+    tol: float,
+    max_iter: int,
+    inference: bool,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> FitOutcome:
+    """Maximize the penalized log-likelihood from ``W = 0``.
+
+    Parameters
+    ----------
+    passes : DataPasses
+        Evaluates statistics (one pass per call).
+    n_classes, n_features : int
+        ``K`` and ``d``.
+    method : {"auto", "newton", "bohning"}
+    objective : Objective
+    tol : float
+        Convergence tolerance (see module docstring).
+    max_iter : int
+        Maximum accepted steps.
+    inference : bool
+        End with the information at the optimum (one extra pass for bound-based rules).
+    callback : callable, optional
+        Called with each history record as it is made.
+
+    Returns
+    -------
+    FitOutcome
+    """
+    m, d = n_classes - 1, n_features
+    rule_name = choose_method(method, m * d)
+    rule: NewtonRule | BoundRule | QuasiNewtonRule
+    if rule_name == "newton":
+        rule = NewtonRule(objective)
+        first_request = Request(information=True, moments=True)
+    else:
+        bound = BoundRule(objective, n_classes)
+        rule = bound if rule_name == "bohning" else QuasiNewtonRule(bound)
+        first_request = bound.first_request
+
+    history: list[dict[str, Any]] = []
+    clock = time.perf_counter()
+
+    def evaluate(coef: Array, request: Request) -> Iterate:
+        return Iterate.at(coef, passes(coef, request), objective)
+
+    def record(it: Iterate, iteration: int, kind: str, step: float) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        rec = {
+            "iteration": iteration,
+            "kind": kind,
+            "loglik": it.stats.loglik,
+            "objective": it.objective,
+            "max_abs_score": float(np.max(np.abs(it.gradient))),
+            "step_size": step,
+            "seconds": now - clock,
+            "passes": passes.count,
+        }
+        clock = now
+        history.append(rec)
+        logger.info(
+            "iter %3d %-9s loglik %.10g  max|score| %.3e  step %.3g  %.2fs  passes %d",
+            iteration, kind, rec["loglik"], rec["max_abs_score"], step, rec["seconds"], rec["passes"],
+        )  # fmt: skip
+        if callback is not None:
+            callback(rec)
+
+    it = evaluate(np.zeros((d, m)), first_request)
+    first_stats = it.stats
+    _check_weights_total(it.stats)
+    if isinstance(rule, (BoundRule, QuasiNewtonRule)):
+        rule.prepare(it.stats)
+    record(it, 0, "start", 0.0)
+
+    converged, message, n_iter = False, "", 0
+    while True:
+        if not it.finite:
+            raise NumericalError(
+                f"non-finite log-likelihood or coefficients at iteration {n_iter}; "
+                "the data may be separable or badly scaled"
+            )
+        if it.max_abs_gradient() <= tol:
+            converged, message = True, f"max |score| / n <= tol ({tol:g})"
+            break
+        if n_iter >= max_iter:
+            message = f"max_iter ({max_iter}) reached"
+            break
+        direction = rule.direction(it)
+        if isinstance(rule, NewtonRule) and _decrement_small(rule, it, tol):
+            converged, message = True, f"Newton decrement <= tol ({tol:g})"
+            break
+        ls = backtrack(lambda c: evaluate(c, rule.request), it, direction)
+        if ls.iterate is None and isinstance(rule, QuasiNewtonRule):
+            rule.reset()  # fall back to the bound step, whose unit length always ascends
+            ls = backtrack(lambda c: evaluate(c, rule.request), it, rule.direction(it))
+        if ls.iterate is None:
+            message = "the line search found no step that increases the log-likelihood"
+            break
+        rule.accept(it, ls.iterate)
+        it = ls.iterate
+        n_iter += 1
+        record(it, n_iter, rule.name, ls.step)
+
+    if not converged:
+        warnings.warn(
+            f"dmlr did not converge: {message}; max |score| / n = {it.max_abs_gradient():.3e} "
+            f"(tol {tol:g}). Increase max_iter or use method='newton'.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    if inference and it.stats.information is None:
+        it = evaluate(it.coef, Request(information=True))
+        record(it, n_iter, "inference", 0.0)
+    used = rule.name if not isinstance(rule, QuasiNewtonRule) else "lbfgs+bound"
+    return FitOutcome(it, converged, n_iter, history, used, message, first_stats)
+
+
+def _decrement_small(rule: NewtonRule, it: Iterate, tol: float) -> bool:
+    return rule.last_shift == 0.0 and math.sqrt(
+        max(rule.last_decrement, 0.0) / max(it.stats.weight_sum, 1e-300)
+    ) <= tol
+
+
+def _check_weights_total(stats: Statistics) -> None:
+    if not stats.weight_sum > 0:
+        raise InputError("the weights sum to zero: no observation contributes to the fit")
+
+
+def null_loglik(
+    passes: DataPasses, class_weights: Array, *, has_offset: bool, tol: float = 1e-10
+) -> float:
+    """Log-likelihood of the intercept-only model.
+
+    Without an offset it has the closed form ``sum_c n_c log(n_c / n)`` from the weighted class counts
+    (shape (K,)). With an offset the intercept-only model is fitted by Newton over the data (a few passes).
+    """
+    total = float(class_weights.sum())
+    if not has_offset:
+        present = class_weights[class_weights > 0]
+        return float(np.sum(present * np.log(present / total)))
+    m = class_weights.size - 1
+    objective = Objective(0.0, np.zeros(1))
+    rule = NewtonRule(objective)
+    request = Request(information=True)
+
+    def evaluate(c: Array) -> Iterate:
+        return Iterate.at(c, passes(c, request, intercept_only=True), objective)
+
+    it = evaluate(np.zeros((1, m)))
+    for _ in range(100):
+        if it.max_abs_gradient() <= tol:
+            break
+        ls = backtrack(evaluate, it, rule.direction(it))
+        if ls.iterate is None:
+            break
+        it = ls.iterate
+    return it.stats.loglik

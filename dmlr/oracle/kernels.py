@@ -1,0 +1,266 @@
+"""Pure NumPy kernels on one partition: probabilities, log-likelihood, score, information, Gram.
+
+Layout conventions are in :mod:`dmlr.oracle.statistics`. Every kernel works over row blocks whose working set is
+bounded by ``block_bytes`` (the information's BLAS form builds an ``r x m d`` matrix per block of ``r`` rows), so a
+partition of any size runs in bounded memory. There is no Python loop over rows; the only loops are over row blocks
+and over classes around BLAS calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.linalg.blas import dsyrk
+
+from dmlr.errors import InputError
+from dmlr.oracle.statistics import Request, Statistics
+
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "block_rows",
+    "linear_predictor",
+    "log_probabilities",
+    "partition_statistics",
+]
+
+Array = NDArray[np.float64]
+
+DEFAULT_BLOCK_BYTES = 16 * 2**20
+"""Target size of the largest per-block temporary (bytes)."""
+
+
+def block_rows(n: int, width: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Rows per block so that an ``r x width`` float64 temporary stays under ``block_bytes``.
+
+    Parameters
+    ----------
+    n : int
+        Rows in the partition.
+    width : int
+        Columns of the widest per-row temporary.
+    block_bytes : int
+        Memory budget of that temporary.
+
+    Returns
+    -------
+    int
+        Between 1 and ``max(n, 1)``; at least 256 rows when the budget allows so BLAS-3 calls stay efficient.
+    """
+    rows = max(256, block_bytes // (8 * max(width, 1)))
+    return max(1, min(max(n, 1), rows))
+
+
+def linear_predictor(
+    x: Array, coef: Array, intercept: bool, offset: Array | None = None
+) -> Array:
+    """Linear predictor of the non-base classes.
+
+    Parameters
+    ----------
+    x : ndarray, shape (r, p)
+        Feature rows (without the intercept column).
+    coef : ndarray, shape (d, m)
+        Coefficients; row 0 is the intercept when ``intercept`` is true.
+    intercept : bool
+        Whether ``coef`` has an intercept row.
+    offset : ndarray, shape (r, m), optional
+        Added to the linear predictor.
+
+    Returns
+    -------
+    ndarray, shape (r, m)
+    """
+    eta = x @ coef[1:] + coef[0] if intercept else x @ coef
+    if offset is not None:
+        eta += offset
+    return eta
+
+
+def log_probabilities(eta: Array) -> tuple[Array, Array]:
+    """Stable probabilities of the non-base classes and the log-normalizer.
+
+    Parameters
+    ----------
+    eta : ndarray, shape (r, m)
+        Linear predictor of the non-base classes (the base's is 0).
+
+    Returns
+    -------
+    prob : ndarray, shape (r, m)
+        ``p_ik = exp(eta_ik - lse_i)``.
+    lse : ndarray, shape (r,)
+        ``log(1 + sum_k exp(eta_ik))`` computed with a shift that includes the base's 0.
+    """
+    shift = np.maximum(eta.max(axis=1, initial=0.0), 0.0)
+    ex = np.exp(eta - shift[:, None])
+    denom = np.exp(-shift) + ex.sum(axis=1)
+    lse = shift + np.log(denom)
+    ex /= denom[:, None]
+    return ex, lse
+
+
+def partition_statistics(
+    x: Array,
+    codes: NDArray[np.integer],
+    weights: Array | None,
+    offset: Array | None,
+    coef: Array,
+    *,
+    intercept: bool,
+    request: Request,
+    partition: int = 0,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Statistics:
+    """Log-likelihood, score and the requested second-order statistics of one partition.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_b, p)
+        Feature rows of the partition (no intercept column).
+    codes : ndarray of int, shape (n_b,)
+        Class codes, 0 = base, 1..m = non-base classes.
+    weights : ndarray, shape (n_b,), optional
+        Frequency weights ``v_i >= 0``.
+    offset : ndarray, shape (n_b, m), optional
+        Offsets added to the linear predictor.
+    coef : ndarray, shape (d, m)
+        Coefficients, ``d = p + intercept``.
+    intercept : bool
+        Whether model column 0 is an intercept (not stored in ``x``).
+    request : Request
+        Which of information, Gram and column moments to accumulate.
+    partition : int
+        Index of this partition, used in error messages.
+    block_bytes : int
+        Memory budget of the largest per-block temporary.
+
+    Returns
+    -------
+    Statistics
+        ``score`` is ``(d, m)``; ``information`` ``(m d, m d)`` upper triangle if requested; ``gram`` ``(d, d)``
+        upper triangle if requested.
+    """
+    n_b, p = x.shape
+    d, m = coef.shape
+    if d != p + intercept:
+        raise InputError(f"partition {partition}: {p} feature columns but coefficients have {d} rows")
+    if request.moments:
+        _check_finite(x, "X", partition)
+        if weights is not None:
+            _check_finite(weights, "weights", partition)
+        if offset is not None:
+            _check_finite(offset, "offset", partition)
+
+    score = np.zeros((d, m))
+    loglik = 0.0
+    info = np.zeros((m * d, m * d), order="F") if request.information else None
+    diag_blocks = [np.zeros((d, d), order="F") for _ in range(m)] if info is not None else []
+    gram = np.zeros((d, d), order="F") if request.gram else None
+    col_sum = np.zeros(d) if request.moments else None
+    col_sumsq = np.zeros(d) if request.moments else None
+
+    width = m * d if info is not None else d + 3 * m
+    rows = block_rows(n_b, width, block_bytes)
+    zbuf = np.empty((rows, m, d)) if info is not None else None
+    for start in range(0, n_b, rows):
+        stop = min(start + rows, n_b)
+        xb = x[start:stop]
+        yb = codes[start:stop]
+        vb = None if weights is None else weights[start:stop]
+        ob = None if offset is None else offset[start:stop]
+
+        eta = linear_predictor(xb, coef, intercept, ob)
+        prob, lse = log_probabilities(eta)
+        rows_with_class = np.nonzero(yb > 0)[0]
+        picked = eta[rows_with_class, yb[rows_with_class] - 1]
+        if vb is None:
+            loglik += picked.sum() - lse.sum()
+        else:
+            loglik += vb[rows_with_class] @ picked - vb @ lse
+
+        resid = -prob
+        resid[rows_with_class, yb[rows_with_class] - 1] += 1.0
+        if vb is not None:
+            resid *= vb[:, None]
+        if intercept:
+            score[0] += resid.sum(axis=0)
+            score[1:] += xb.T @ resid
+        else:
+            score += xb.T @ resid
+
+        if gram is None and info is None and col_sum is None:
+            continue
+        # sqrt(v) * [1, x]: the design rows scaled for Gram and information products.
+        xs = _scaled_design(xb, vb, intercept)
+        if col_sum is not None and col_sumsq is not None:
+            sv = np.ones(stop - start) if vb is None else np.sqrt(vb)
+            col_sum += sv @ xs
+            col_sumsq += np.einsum("ij,ij->j", xs, xs)
+        if gram is not None:
+            gram = dsyrk(1.0, xs.T, beta=1.0, c=gram, trans=0, overwrite_c=1)
+        if info is not None and zbuf is not None:
+            r = stop - start
+            if m == 1:
+                # K = 2: I = X^T diag(v p (1 - p)) X, one symmetric rank-k update, no cancellation.
+                z = xs * np.sqrt(prob[:, 0] * (1.0 - prob[:, 0]))[:, None]
+                info = dsyrk(1.0, z.T, beta=1.0, c=info, trans=0, overwrite_c=1)
+                continue
+            # Z = [sqrt(v) p_1 x, ..., sqrt(v) p_m x] (r x m d, class-major); I = blockdiag(X^T V P_k X) - Z^T Z.
+            z3 = zbuf[:r]
+            np.multiply(prob[:, :, None], xs[:, None, :], out=z3)
+            z = z3.reshape(r, m * d)
+            info = dsyrk(-1.0, z.T, beta=1.0, c=info, trans=0, overwrite_c=1)
+            sqrt_prob = np.sqrt(prob)
+            for k in range(m):
+                zk = xs * sqrt_prob[:, k : k + 1]
+                diag_blocks[k] = dsyrk(1.0, zk.T, beta=1.0, c=diag_blocks[k], trans=0, overwrite_c=1)
+
+    if info is not None and m > 1:
+        for k, block in enumerate(diag_blocks):
+            info[k * d : (k + 1) * d, k * d : (k + 1) * d] += block
+
+    if weights is None:
+        class_weights = np.bincount(codes, minlength=m + 1).astype(np.float64)
+        weight_sum = float(n_b)
+    else:
+        class_weights = np.bincount(codes, weights=weights, minlength=m + 1)
+        weight_sum = float(weights.sum())
+    return Statistics(
+        n_rows=int(n_b),
+        weight_sum=weight_sum,
+        loglik=float(loglik),
+        score=score,
+        class_weights=class_weights,
+        information=info,
+        gram=gram,
+        col_sum=col_sum,
+        col_sumsq=col_sumsq,
+    )
+
+
+def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:
+    """``sqrt(v) * [1, x]`` for a row block (``r x d``); no copy when unweighted without intercept."""
+    if not intercept and vb is None:
+        return xb
+    r, p = xb.shape
+    xs = np.empty((r, p + intercept))
+    if intercept:
+        xs[:, 0] = 1.0
+        xs[:, 1:] = xb
+    else:
+        xs[:] = xb
+    if vb is not None:
+        xs *= np.sqrt(vb)[:, None]
+    return xs
+
+
+def _check_finite(values: Array, name: str, partition: int) -> None:
+    """Raise :class:`InputError` naming the column and row of the first non-finite value."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)[0]
+    where = f"row {bad[0]} of partition {partition}"
+    if values.ndim == 2:
+        where = f"column {bad[1]}, " + where
+    raise InputError(f"{name} has a non-finite value ({values[tuple(bad)]!r}) at {where}")

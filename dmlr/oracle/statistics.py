@@ -1,0 +1,111 @@
+"""The additive statistics record one partition produces and the tree reduction sums.
+
+Conventions (the only place they are written down in full; every docstring repeats the shapes)
+-----------------------------------------------------------------------------------------------
+- ``n`` rows, ``p`` feature columns in the data, ``d = p + intercept`` model columns (the intercept, when fitted,
+  is model column 0 and is *not* stored in the data), ``K`` classes, ``m = K - 1`` non-base classes.
+- Class codes: ``0`` is the base (reference) class, ``1..m`` are the non-base classes in sorted label order.
+- Coefficients ``coef`` are a ``(d, m)`` array ``W``; column ``k`` belongs to non-base class ``k + 1``.
+- Flat parameters are class-major: ``theta = vec(W) = [w_1; w_2; ...; w_m]`` (``W.ravel(order="F")``), length
+  ``m * d``; the information is ``(m d, m d)`` in the same order, block ``(k, l)`` is ``d x d``.
+- ``information`` is minus the Hessian of the log-likelihood: positive semi-definite. Only its upper triangle is
+  accumulated in partitions and reductions; :meth:`Statistics.full_information` mirrors it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Request", "Statistics"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Which statistics a data pass must compute besides log-likelihood and score.
+
+    Attributes
+    ----------
+    information : bool
+        Accumulate the ``(m d, m d)`` observed information (upper triangle).
+    gram : bool
+        Accumulate the weighted Gram matrix ``X^T V X`` (``d x d``, upper triangle) for Böhning's bound.
+    moments : bool
+        Accumulate weighted column sums and sums of squares (``d``,) and check every value is finite.
+    """
+
+    information: bool = False
+    gram: bool = False
+    moments: bool = False
+
+
+@dataclass
+class Statistics:
+    """Additive sufficient statistics of one or more partitions at one coefficient value.
+
+    Attributes
+    ----------
+    n_rows : int
+        Number of rows that contributed (unweighted), so a reduction can prove every row counted once.
+    weight_sum : float
+        Sum of the frequency weights ``sum_i v_i`` (``n_rows`` when unweighted).
+    loglik : float
+        Weighted log-likelihood ``sum_i v_i l_i`` (unpenalized).
+    score : ndarray, shape (d, m)
+        Gradient of ``loglik`` with respect to ``W``: ``X^T V (Y - P)``.
+    class_weights : ndarray, shape (K,)
+        Weighted count of each class code (code 0 is the base).
+    information : ndarray, shape (m d, m d), optional
+        Upper triangle of ``sum_i v_i (Lambda_p - p p^T) kron x_i x_i^T``.
+    gram : ndarray, shape (d, d), optional
+        Upper triangle of ``X^T V X``.
+    col_sum, col_sumsq : ndarray, shape (d,), optional
+        Weighted column sums and sums of squares (model columns, intercept included).
+    """
+
+    n_rows: int
+    weight_sum: float
+    loglik: float
+    score: Array
+    class_weights: Array
+    information: Array | None = None
+    gram: Array | None = None
+    col_sum: Array | None = None
+    col_sumsq: Array | None = None
+
+    def __add__(self, other: Statistics) -> Statistics:
+        values = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            values[f.name] = None if a is None or b is None else a + b
+        return Statistics(**values)
+
+    @staticmethod
+    def sum(records: list[Statistics]) -> Statistics:
+        """Sum a non-empty list of records (the combine step of the tree reduction)."""
+        total = records[0]
+        for r in records[1:]:
+            total = total + r
+        return total
+
+    def full_information(self) -> Array:
+        """The symmetric ``(m d, m d)`` information, mirrored from the accumulated upper triangle."""
+        if self.information is None:
+            raise ValueError("this pass did not compute the information")
+        return _mirror_upper(self.information)
+
+    def full_gram(self) -> Array:
+        """The symmetric ``(d, d)`` Gram matrix ``X^T V X``, mirrored from the upper triangle."""
+        if self.gram is None:
+            raise ValueError("this pass did not compute the Gram matrix")
+        return _mirror_upper(self.gram)
+
+
+def _mirror_upper(upper: Array) -> Array:
+    full = np.triu(upper)
+    full += np.triu(upper, 1).T
+    return full

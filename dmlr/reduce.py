@@ -1,0 +1,170 @@
+"""One data pass: per-partition statistics, tree-reduced to the driver.
+
+This follows the contract of ``dask.array.reduction(chunk, combine, aggregate, split_every)``: every partition
+produces one :class:`~dmlr.oracle.statistics.Statistics` record, records are summed ``split_every`` at a time in a
+tree, and only the final record (of size ~ ``(m d)^2``) is ever computed onto the driver. Coefficients travel to the
+tasks as small literal arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import dask
+import numpy as np
+from dask.delayed import Delayed, delayed
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
+
+from dmlr.data.design import Design
+from dmlr.errors import DmlrError
+from dmlr.oracle.kernels import partition_statistics
+from dmlr.oracle.statistics import Request, Statistics
+
+__all__ = ["DataPasses", "tree_reduce"]
+
+T = TypeVar("T")
+
+
+def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[T]], T], split_every: int) -> Delayed:
+    """Sum delayed records in a tree of fan-in ``split_every``.
+
+    Parameters
+    ----------
+    parts : sequence of Delayed
+        One record per partition (non-empty).
+    combine : callable
+        Takes a list of records and returns their sum.
+    split_every : int
+        Fan-in of each combine task (>= 2).
+
+    Returns
+    -------
+    Delayed
+        The single reduced record.
+    """
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}")
+    level = list(parts)
+    if not level:
+        raise ValueError("nothing to reduce")
+    while len(level) > 1:
+        level = [
+            delayed(combine, pure=True)(level[i : i + split_every])
+            for i in range(0, len(level), split_every)
+        ]
+    return level[0]
+
+
+def _partition_task(
+    x: NDArray[np.float64],
+    codes: NDArray[np.int32],
+    weights: NDArray[np.float64] | None,
+    offset: NDArray[np.float64] | None,
+    coef: NDArray[np.float64],
+    intercept: bool,
+    request: Request,
+    partition: int,
+    intercept_only: bool,
+) -> Statistics:
+    if intercept_only:
+        x, intercept = x[:, :0], True
+    return partition_statistics(
+        x, codes, weights, offset, coef, intercept=intercept, request=request, partition=partition
+    )
+
+
+@dataclass
+class DataPasses:
+    """Evaluates the statistics of a design at given coefficients, one full data pass per call.
+
+    Parameters
+    ----------
+    design : Design
+        The (possibly persisted) data.
+    client : distributed.Client, optional
+        Runs the passes; ``None`` uses dask's threaded scheduler with BLAS limited to one thread per task.
+    split_every : int
+        Fan-in of the tree reduction.
+
+    Attributes
+    ----------
+    count : int
+        Number of passes made so far.
+    seconds : float
+        Wall time spent in passes.
+    """
+
+    design: Design
+    client: Any = None
+    split_every: int = 8
+    count: int = 0
+    seconds: float = 0.0
+    _blocks: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        d = self.design
+        cols = [a.to_delayed().ravel() for a in (d.x, d.codes)]
+        n_parts = len(cols[0])
+        for extra in (d.weights, d.offset):
+            cols.append(extra.to_delayed().ravel() if extra is not None else [None] * n_parts)
+        self._blocks = list(zip(*cols, strict=True))
+
+    def __call__(
+        self, coef: NDArray[np.float64], request: Request, *, intercept_only: bool = False
+    ) -> Statistics:
+        """One pass over the data at ``coef``.
+
+        Parameters
+        ----------
+        coef : ndarray, shape (d, m)
+            Coefficients (``(1, m)`` when ``intercept_only``).
+        request : Request
+            Second-order statistics to compute besides log-likelihood and score.
+        intercept_only : bool
+            Evaluate the intercept-only model (features ignored), for the null log-likelihood with an offset.
+
+        Returns
+        -------
+        Statistics
+            The reduced record.
+
+        Raises
+        ------
+        DmlrError
+            If the reduction did not count every row exactly once.
+        """
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
+        parts = [
+            delayed(_partition_task, pure=True)(
+                x, c, w, o, coef, self.design.intercept, request, i, intercept_only
+            )
+            for i, (x, c, w, o) in enumerate(self._blocks)
+        ]
+        total = tree_reduce(parts, Statistics.sum, self.split_every)
+        start = time.perf_counter()
+        result: Statistics = self._compute(total)
+        self.seconds += time.perf_counter() - start
+        self.count += 1
+        if result.n_rows != self.design.n_rows:
+            raise DmlrError(
+                f"the reduction counted {result.n_rows} rows but the data has {self.design.n_rows}: "
+                "a partition was lost or counted twice"
+            )
+        return result
+
+    def _compute(self, total: Delayed) -> Statistics:
+        if self.client is not None:
+            return self.client.compute(total).result()  # type: ignore[no-any-return]
+        threads = os.cpu_count() or 1
+        if threads > 1:
+            # Parallel tasks each get one BLAS thread; the tasks themselves fill the cores.
+            with threadpool_limits(limits=1, user_api="blas"):
+                (out,) = dask.compute(total, scheduler="threads", num_workers=threads)
+        else:
+            (out,) = dask.compute(total, scheduler="threads")
+        return out  # type: ignore[no-any-return]

@@ -1,0 +1,60 @@
+"""Covariance of the coefficients from the information at the optimum."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from dmlr.errors import SingularInformationWarning
+
+__all__ = ["inverse_information"]
+
+Array = NDArray[np.float64]
+
+
+def inverse_information(information: Array, names: Sequence[str]) -> Array:
+    """Model-based covariance ``I(theta_hat)^{-1}``, class-major, shape (m d, m d).
+
+    Parameters
+    ----------
+    information : ndarray, shape (m d, m d)
+        Information (minus the Hessian of the penalized log-likelihood) at the optimum.
+    names : sequence of str, length m d
+        ``"class:feature"`` labels of the flat parameters, for the warning.
+
+    Returns
+    -------
+    ndarray, shape (m d, m d)
+        Symmetric. When the information is singular a :class:`SingularInformationWarning` names the parameters in
+        its null space and their variances are reported as ``inf``, never as finite numbers that mean nothing.
+    """
+    q = information.shape[0]
+    try:
+        factor = scipy.linalg.cho_factor(information, lower=False)
+        cov: Array = scipy.linalg.cho_solve(factor, np.eye(q))
+        if np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0):
+            return 0.5 * (cov + cov.T)
+    except np.linalg.LinAlgError:
+        pass
+    vals, vecs = np.linalg.eigh(information)
+    cutoff = max(vals.max(), 0.0) * q * np.finfo(np.float64).eps * 1e3
+    keep = vals > cutoff
+    null = vecs[:, ~keep]
+    involved = np.nonzero(np.abs(null).max(axis=1) > 1e-6)[0] if null.size else np.array([], int)
+    warnings.warn(
+        "the information matrix at the optimum is singular (rank "
+        f"{int(keep.sum())} of {q}); parameters not identified: "
+        f"{[names[i] for i in involved]}. Their standard errors are reported as inf; "
+        "drop collinear or constant columns, or fit with l2 > 0.",
+        SingularInformationWarning,
+        stacklevel=3,
+    )
+    cov = (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T
+    cov[involved, :] = np.nan
+    cov[:, involved] = np.nan
+    cov[involved, involved] = np.inf
+    return cov

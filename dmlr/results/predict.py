@@ -1,0 +1,130 @@
+"""Class probabilities and labels for new data: NumPy, pandas or dask (lazy, per partition)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from dmlr.errors import InputError
+from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
+
+__all__ = ["predict_labels", "predict_proba"]
+
+Array = NDArray[np.float64]
+
+
+def _proba_block(
+    x: Array, coef: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None = None
+) -> Array:
+    """Probabilities of all ``K`` classes for one block, columns in sorted label order, shape (r, K)."""
+    out = np.empty((x.shape[0], coef.shape[1] + 1))
+    rows = block_rows(x.shape[0], coef.shape[1] + 1)
+    for s in range(0, x.shape[0], rows):
+        e = min(s + rows, x.shape[0])
+        eta = linear_predictor(x[s:e], coef, intercept, None if offset is None else offset[s:e])
+        prob, lse = log_probabilities(eta)
+        coded = np.empty((e - s, coef.shape[1] + 1))
+        coded[:, 0] = np.exp(-lse)
+        coded[:, 1:] = prob
+        out[s:e] = coded[:, order]
+    return out
+
+
+def _feature_matrix(X: Any, feature_names: Sequence[str], p: int) -> Any:
+    if isinstance(X, pd.DataFrame):
+        missing = [f for f in feature_names if f not in X.columns]
+        if missing:
+            raise InputError(f"X is missing the feature columns {missing} the model was fitted with")
+        return X[list(feature_names)].to_numpy(dtype=np.float64)
+    if isinstance(X, da.Array):
+        if X.ndim != 2 or X.shape[1] != p:
+            raise InputError(f"X must have shape (n, {p}); got {X.shape}")
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        return X.astype(np.float64)
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != p:
+        raise InputError(f"X must have shape (n, {p}); got {arr.shape}")
+    return arr
+
+
+def predict_proba(
+    X: Any,
+    coef: Array,
+    *,
+    intercept: bool,
+    feature_names: Sequence[str],
+    classes: NDArray[Any],
+    code_to_sorted: NDArray[np.intp],
+    offset: Any = None,
+) -> Any:
+    """Class probabilities, columns in sorted label order.
+
+    Parameters
+    ----------
+    X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
+    coef : ndarray, shape (d, m)
+    intercept : bool
+    feature_names : sequence of str, length p
+        Data columns (without ``const``); DataFrames are selected by these names.
+    classes : ndarray, shape (K,)
+        Sorted labels.
+    code_to_sorted : ndarray of int, shape (K,)
+        ``order`` such that ``coded[:, order]`` lists classes in sorted order.
+    offset : array-like, shape (n, m), optional
+
+    Returns
+    -------
+    ndarray, pandas.DataFrame or dask.array.Array, shape (n, K)
+        Same kind as ``X``; a dask input gives a lazy dask array with ``X``'s row chunks.
+    """
+    x = _feature_matrix(X, feature_names, len(feature_names))
+    k = coef.shape[1] + 1
+    if isinstance(x, da.Array):
+        args: list[Any] = [x]
+        if offset is not None:
+            o = offset if isinstance(offset, da.Array) else da.from_array(np.asarray(offset))
+            args.append(o.rechunk((x.chunks[0], (coef.shape[1],))))
+        return da.map_blocks(
+            lambda xb, *ob: _check_block(
+                _proba_block(xb, coef, intercept, code_to_sorted, ob[0] if ob else None)
+            ),
+            *args,
+            chunks=(x.chunks[0], (k,)),
+            dtype=np.float64,
+        )
+    off = None if offset is None else np.asarray(offset, dtype=np.float64).reshape(x.shape[0], -1)
+    _check_finite_input(x, "X")
+    proba = _proba_block(x, coef, intercept, code_to_sorted, off)
+    if isinstance(X, pd.DataFrame):
+        return pd.DataFrame(proba, index=X.index, columns=list(classes))
+    return proba
+
+
+def predict_labels(proba: Any, classes: NDArray[Any]) -> Any:
+    """Most probable label per row, from :func:`predict_proba`'s output (same kind as its input)."""
+    if isinstance(proba, pd.DataFrame):
+        return pd.Series(classes[np.argmax(proba.to_numpy(), axis=1)], index=proba.index)
+    if isinstance(proba, da.Array):
+        return proba.map_blocks(
+            lambda b: classes[np.argmax(b, axis=1)], drop_axis=1, dtype=classes.dtype
+        )
+    return classes[np.argmax(proba, axis=1)]
+
+
+def _check_finite_input(x: Array, what: str) -> None:
+    finite = np.isfinite(x)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise InputError(f"{what} has a non-finite value at row {row}, column {col}")
+
+
+def _check_block(proba: Array) -> Array:
+    if not np.isfinite(proba).all():
+        raise InputError("X has a non-finite value in a partition given to predict")
+    return proba

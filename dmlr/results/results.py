@@ -1,0 +1,253 @@
+"""The fitted model: coefficients, covariance, fit statistics, summary and prediction.
+
+Names follow statsmodels' ``MNLogitResults`` so users can switch without relearning: ``params``, ``bse``,
+``tvalues``, ``pvalues``, ``conf_int()``, ``cov_params()``, ``llf``, ``llnull``, ``llr``, ``llr_pvalue``,
+``prsquared``, ``aic``, ``bic``, ``nobs``, ``df_model``, ``df_resid``. Coefficient layout: ``params`` is a
+``d x m`` DataFrame (rows: model columns, ``const`` first when fitted; columns: non-base class labels in sorted
+order); the flat order of ``cov_params()`` is class-major, ``theta = vec(params)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+from numpy.typing import NDArray
+
+from dmlr.errors import InferenceUnavailableError
+from dmlr.results.predict import predict_labels, predict_proba
+from dmlr.results.summary import render_summary
+
+__all__ = ["MNLogitResults"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class MNLogitResults:
+    """Results of a multinomial logit fit.
+
+    Attributes
+    ----------
+    coef : ndarray, shape (d, m)
+        Coefficients (see module docstring for the layout).
+    covariance : ndarray, shape (m d, m d) or None
+        ``I(theta_hat)^{-1}`` (with the ridge term when ``l2 > 0``); ``None`` when ``inference=False``.
+    feature_names : tuple of str, length d
+    classes : ndarray, shape (K,)
+        All class labels, sorted.
+    base : object
+        Reference class.
+    intercept : bool
+        Whether ``const`` was added by dmlr (model column 0, not part of the input data).
+    llf, llnull : float
+        Log-likelihood at the optimum and of the intercept-only model.
+    nobs : float
+        Number of observations (sum of frequency weights).
+    n_rows : int
+        Number of data rows.
+    has_constant : bool
+        Whether the model contains a constant column (added or given).
+    converged : bool
+    n_iter : int
+    method : str
+        Step rule(s) used.
+    history : list of dict
+        One record per iteration: ``iteration``, ``kind``, ``loglik``, ``objective``, ``max_abs_score``,
+        ``step_size``, ``seconds``, ``passes`` (cumulative data passes).
+    l2 : float
+    dep_name : str
+        Name of the dependent variable, used in the summary.
+    """
+
+    coef: Array
+    covariance: Array | None
+    feature_names: tuple[str, ...]
+    classes: NDArray[Any]
+    base: Any
+    intercept: bool
+    llf: float
+    llnull: float
+    nobs: float
+    n_rows: int
+    has_constant: bool
+    converged: bool
+    n_iter: int
+    method: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    l2: float = 0.0
+    dep_name: str = "y"
+    message: str = ""
+
+    # --- layout -------------------------------------------------------------------------------------------
+    @property
+    def non_base_classes(self) -> NDArray[Any]:
+        """Labels of the coefficient columns, shape (m,)."""
+        return self.classes[self.classes != self.base]
+
+    @cached_property
+    def _flat_index(self) -> pd.MultiIndex:
+        return pd.MultiIndex.from_product(
+            [list(self.non_base_classes), list(self.feature_names)], names=["class", "feature"]
+        )
+
+    def _table(self, values: Array) -> pd.DataFrame:
+        return pd.DataFrame(values, index=list(self.feature_names), columns=list(self.non_base_classes))
+
+    @property
+    def params(self) -> pd.DataFrame:
+        """Coefficients, DataFrame of shape (d, m)."""
+        return self._table(self.coef)
+
+    @property
+    def n_passes(self) -> int:
+        """Data passes made by the fit (inference pass included)."""
+        return int(self.history[-1]["passes"]) if self.history else 0
+
+    # --- inference ----------------------------------------------------------------------------------------
+    @property
+    def has_inference(self) -> bool:
+        """Whether the covariance was computed."""
+        return self.covariance is not None
+
+    def _cov(self) -> Array:
+        if self.covariance is None:
+            raise InferenceUnavailableError(
+                "standard errors are unavailable: the fit ran with inference=False, so the information "
+                "at the optimum was never computed; refit with inference=True"
+            )
+        return self.covariance
+
+    def cov_params(self) -> pd.DataFrame:
+        """Covariance of the flat class-major parameters, DataFrame of shape (m d, m d)."""
+        return pd.DataFrame(self._cov(), index=self._flat_index, columns=self._flat_index)
+
+    @property
+    def bse(self) -> pd.DataFrame:
+        """Standard errors, DataFrame of shape (d, m)."""
+        var = np.diag(self._cov()).reshape(-1, self.coef.shape[0]).T
+        return self._table(np.sqrt(var))
+
+    @property
+    def tvalues(self) -> pd.DataFrame:
+        """Wald z statistics ``params / bse``, shape (d, m)."""
+        return self.params / self.bse
+
+    @property
+    def pvalues(self) -> pd.DataFrame:
+        """Two-sided normal p-values of the z statistics, shape (d, m)."""
+        z = self.tvalues.to_numpy()
+        return self._table(2.0 * scipy.stats.norm.sf(np.abs(z)))
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald confidence intervals.
+
+        Parameters
+        ----------
+        alpha : float
+            Intervals have coverage ``1 - alpha``.
+
+        Returns
+        -------
+        pandas.DataFrame, shape (m d, 2)
+            Index ``(class, feature)`` in class-major order, columns ``lower``, ``upper``.
+        """
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        q = scipy.stats.norm.ppf(1 - alpha / 2)
+        theta = self.coef.ravel(order="F")
+        se = self.bse.to_numpy().ravel(order="F")
+        return pd.DataFrame(
+            {"lower": theta - q * se, "upper": theta + q * se}, index=self._flat_index
+        )
+
+    # --- fit statistics -----------------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """Number of coefficients ``m d``."""
+        return int(self.coef.size)
+
+    @property
+    def df_model(self) -> float:
+        """Model degrees of freedom: ``m (d - 1)`` with a constant, else ``m d``."""
+        return float(self.coef.shape[1] * (self.coef.shape[0] - int(self.has_constant)))
+
+    @property
+    def df_resid(self) -> float:
+        """Residual degrees of freedom ``nobs - m d``."""
+        return float(self.nobs - self.n_params)
+
+    @property
+    def llr(self) -> float:
+        """Likelihood-ratio statistic ``2 (llf - llnull)``."""
+        return 2.0 * (self.llf - self.llnull)
+
+    @property
+    def llr_pvalue(self) -> float:
+        """Chi-squared p-value of :attr:`llr` on :attr:`df_model` degrees of freedom."""
+        return float(scipy.stats.chi2.sf(self.llr, self.df_model))
+
+    @property
+    def prsquared(self) -> float:
+        """McFadden's pseudo-R² ``1 - llf / llnull``."""
+        return 1.0 - self.llf / self.llnull
+
+    @property
+    def aic(self) -> float:
+        """Akaike information criterion ``-2 llf + 2 m d``."""
+        return -2.0 * self.llf + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        """Bayesian information criterion ``-2 llf + m d log(nobs)``."""
+        return -2.0 * self.llf + self.n_params * float(np.log(self.nobs))
+
+    def summary(self, alpha: float = 0.05) -> str:
+        """Text table: fit statistics and, per non-base class, coef, std err, z, p-value and interval."""
+        return render_summary(self, alpha)
+
+    def __repr__(self) -> str:
+        return (
+            f"<MNLogitResults: {self.coef.shape[1] + 1} classes, {self.coef.shape[0]} features, "
+            f"nobs={self.nobs:g}, llf={self.llf:.6g}, converged={self.converged}, method={self.method}>"
+        )
+
+    # --- prediction ---------------------------------------------------------------------------------------
+    @property
+    def data_feature_names(self) -> tuple[str, ...]:
+        """The columns prediction data must have (``const`` excluded when dmlr added it)."""
+        return self.feature_names[1:] if self.intercept else self.feature_names
+
+    def predict_proba(self, X: Any, offset: Any = None) -> Any:
+        """Probabilities of every class, columns in sorted label order (base included).
+
+        Parameters
+        ----------
+        X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
+            Same columns as the fit (a DataFrame is matched by column name).
+        offset : array-like, shape (n, m), optional
+
+        Returns
+        -------
+        ndarray, pandas.DataFrame or dask.array.Array, shape (n, K)
+            Lazy for dask input.
+        """
+        codes_sorted = np.concatenate([[self.base], self.non_base_classes])
+        order = np.argsort(np.searchsorted(self.classes, codes_sorted))
+        return predict_proba(
+            X,
+            self.coef,
+            intercept=self.intercept,
+            feature_names=self.data_feature_names,
+            classes=self.classes,
+            code_to_sorted=order,
+            offset=offset,
+        )
+
+    def predict(self, X: Any, offset: Any = None) -> Any:
+        """Most probable label for each row, shape (n,); lazy for dask input."""
+        return predict_labels(self.predict_proba(X, offset), self.classes)

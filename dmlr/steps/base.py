@@ -1,0 +1,131 @@
+"""What every step rule shares: the penalized objective, the iterate, and the rule protocol.
+
+The driver maximizes the penalized log-likelihood ``f(W) = l(W) - lambda/2 * ||P W||^2`` where ``P`` masks the
+intercept row out of the penalty. An :class:`Iterate` is the coefficient value together with the statistics of the
+pass evaluated there. A :class:`StepRule` turns an iterate into an ascent direction; how far to go along it is the
+line search's business (:mod:`dmlr.steps.linesearch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.oracle.statistics import Request, Statistics
+
+__all__ = ["Iterate", "Objective", "StepRule", "flat", "unflat"]
+
+Array = NDArray[np.float64]
+
+
+def flat(w: Array) -> Array:
+    """Class-major flattening ``vec(W)``: ``(d, m) -> (m d,)``."""
+    return w.ravel(order="F")
+
+
+def unflat(theta: Array, d: int) -> Array:
+    """Inverse of :func:`flat`: ``(m d,) -> (d, m)``."""
+    return theta.reshape(-1, d).T
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The penalized log-likelihood to maximize.
+
+    Attributes
+    ----------
+    l2 : float
+        Ridge strength ``lambda >= 0``.
+    mask : ndarray, shape (d,)
+        1.0 for penalized model columns, 0.0 for the intercept.
+    """
+
+    l2: float
+    mask: Array
+
+    def value(self, coef: Array, stats: Statistics) -> float:
+        """Penalized log-likelihood at ``coef`` (shape (d, m))."""
+        if self.l2 == 0.0:
+            return stats.loglik
+        return stats.loglik - 0.5 * self.l2 * float(np.sum(self.mask[:, None] * coef**2))
+
+    def gradient(self, coef: Array, stats: Statistics) -> Array:
+        """Gradient of :meth:`value` (ascent direction), shape (d, m)."""
+        if self.l2 == 0.0:
+            return stats.score
+        return stats.score - self.l2 * self.mask[:, None] * coef
+
+    def information(self, stats: Statistics) -> Array:
+        """Minus the Hessian of :meth:`value`, shape (m d, m d)."""
+        info = stats.full_information()
+        if self.l2 != 0.0:
+            m = stats.score.shape[1]
+            info[np.diag_indices_from(info)] += self.l2 * np.tile(self.mask, m)
+        return info
+
+
+@dataclass
+class Iterate:
+    """A coefficient value with the statistics of the pass evaluated there.
+
+    Attributes
+    ----------
+    coef : ndarray, shape (d, m)
+    stats : Statistics
+    objective : float
+        Penalized log-likelihood.
+    gradient : ndarray, shape (d, m)
+        Its gradient.
+    """
+
+    coef: Array
+    stats: Statistics
+    objective: float
+    gradient: Array
+
+    @classmethod
+    def at(cls, coef: Array, stats: Statistics, objective: Objective) -> Iterate:
+        """Build the iterate from a pass's statistics."""
+        return cls(coef, stats, objective.value(coef, stats), objective.gradient(coef, stats))
+
+    def max_abs_gradient(self) -> float:
+        """``max |gradient|`` divided by the total weight (the convergence measure)."""
+        return float(np.max(np.abs(self.gradient))) / max(self.stats.weight_sum, 1e-300)
+
+    @property
+    def finite(self) -> bool:
+        """Whether coefficients, objective and gradient are all finite."""
+        return bool(
+            np.isfinite(self.objective)
+            and np.all(np.isfinite(self.coef))
+            and np.all(np.isfinite(self.gradient))
+        )
+
+
+class StepRule(Protocol):
+    """A rule that proposes ascent directions.
+
+    Attributes
+    ----------
+    name : str
+        Recorded in the history (``"newton"``, ``"bound"``, ``"lbfgs"``).
+    request : Request
+        What each pass must compute for :meth:`direction` to work.
+    monotone : bool
+        Whether a unit step is guaranteed to increase the objective (no line search needed in exact arithmetic).
+    """
+
+    name: str
+    request: Request
+    monotone: bool
+
+    def direction(self, it: Iterate) -> Array:
+        """Ascent direction at ``it``, shape (d, m)."""
+        ...
+
+    def accept(self, old: Iterate, new: Iterate) -> None:
+        """Told the accepted move from ``old`` to ``new`` (quasi-Newton rules update their memory)."""
+        ...

@@ -1,0 +1,103 @@
+"""Böhning's fixed bound ``B = 1/2 (I_m - 1 1^T / K) kron X^T V X`` and its exact inverse.
+
+``(I_m - 1 1^T/K)`` has eigenvalue ``1/K`` on the all-ones direction and 1 on its complement, so with the ridge
+term ``lambda (I_m kron E)`` (``E`` masks the intercept) the bound splits into two ``d x d`` systems,
+``A_mu = mu/2 G + lambda E`` for ``mu in {1/K, 1}``. A matrix ``S`` (``d x m``) is split into its component along
+the ones direction, ``S_par = (S 1 / m) 1^T``, and the rest; ``B^{-1} S = A_{1/K}^{-1} S_par + A_1^{-1} S_perp``.
+Without a penalty ``A_{1/K} = A_1 / K`` and this is ``2 G^{-1} (S + (S 1) 1^T)``. ``G`` is factored once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from dmlr.oracle.statistics import Request, Statistics
+from dmlr.steps.base import Iterate, Objective
+from dmlr.steps.newton import shifted_cholesky
+
+__all__ = ["BoundRule", "BoundSolver"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass
+class BoundSolver:
+    """Applies ``(B + lambda I kron E)^{-1}`` to ``d x m`` matrices; built from the Gram matrix once.
+
+    Parameters
+    ----------
+    gram : ndarray, shape (d, d)
+        ``X^T V X`` (full, symmetric).
+    n_classes : int
+        ``K``.
+    objective : Objective
+        Supplies the ridge strength and intercept mask.
+    """
+
+    gram: Array
+    n_classes: int
+    objective: Objective
+    shift: float = 0.0
+    _par: tuple[tuple[Array, bool], float] = field(init=False, repr=False)
+    _perp: tuple[tuple[Array, bool], float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ridge = np.diag(self.objective.l2 * self.objective.mask)
+        k = self.n_classes
+        self._perp = shifted_cholesky(0.5 * self.gram + ridge)
+        if self.objective.l2 == 0.0:
+            self._par = ((self._perp[0][0] / np.sqrt(k), self._perp[0][1]), self._perp[1] / k)
+        else:
+            self._par = shifted_cholesky(0.5 / k * self.gram + ridge)
+        self.shift = max(self._perp[1], self._par[1])
+
+    def solve(self, s: Array) -> Array:
+        """``(B + lambda I kron E)^{-1} S``.
+
+        Parameters
+        ----------
+        s : ndarray, shape (d, m)
+
+        Returns
+        -------
+        ndarray, shape (d, m)
+        """
+        par = np.broadcast_to(s.mean(axis=1, keepdims=True), s.shape)
+        perp = s - par
+        out: Array = scipy.linalg.cho_solve(self._perp[0], perp)
+        out += scipy.linalg.cho_solve(self._par[0], np.ascontiguousarray(par))
+        return out
+
+
+@dataclass
+class BoundRule:
+    """Böhning's MM step ``delta = B^{-1} g``; a unit step never decreases the objective.
+
+    The first pass must gather the Gram matrix (``first_request``); afterwards each pass computes only the score.
+    """
+
+    objective: Objective
+    n_classes: int
+    name: str = "bound"
+    request: Request = Request()
+    first_request: Request = Request(gram=True, moments=True)
+    monotone: bool = True
+    solver: BoundSolver | None = None
+
+    def prepare(self, stats: Statistics) -> None:
+        """Factor the bound from the first pass's Gram matrix (once)."""
+        if self.solver is None:
+            self.solver = BoundSolver(stats.full_gram(), self.n_classes, self.objective)
+
+    def direction(self, it: Iterate) -> Array:
+        """Bound step, shape (d, m)."""
+        self.prepare(it.stats)
+        assert self.solver is not None
+        return self.solver.solve(it.gradient)
+
+    def accept(self, old: Iterate, new: Iterate) -> None:
+        """The bound keeps no memory."""

@@ -1,0 +1,86 @@
+"""Limited-memory quasi-Newton directions preconditioned by Böhning's bound.
+
+The two-loop recursion with ``H_0 = gamma B^{-1}``: the first direction is exactly the bound step (a unit step
+increases the objective), later ones correct the bound's overestimate of the curvature from the observed changes
+of the gradient. Every evaluation costs one score-only pass, like a bound step, but convergence is superlinear in
+practice instead of linear.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.oracle.statistics import Request, Statistics
+from dmlr.steps.base import Iterate
+from dmlr.steps.bohning import BoundRule
+
+__all__ = ["QuasiNewtonRule"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass
+class QuasiNewtonRule:
+    """L-BFGS on the penalized log-likelihood with the bound as preconditioner.
+
+    Parameters
+    ----------
+    bound : BoundRule
+        Supplies ``B^{-1}`` (factored on the first pass).
+    memory : int
+        Number of correction pairs kept.
+    """
+
+    bound: BoundRule
+    memory: int = 10
+    name: str = "lbfgs"
+    request: Request = Request()
+    monotone: bool = False
+    _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
+
+    @property
+    def first_request(self) -> Request:
+        """The first pass gathers the Gram matrix for the bound."""
+        return self.bound.first_request
+
+    def prepare(self, stats: Statistics) -> None:
+        """Factor the bound (once)."""
+        self.bound.prepare(stats)
+
+    def reset(self) -> None:
+        """Forget the correction pairs (the next direction is the bound step)."""
+        self._pairs.clear()
+
+    def direction(self, it: Iterate) -> Array:
+        """Quasi-Newton ascent direction, shape (d, m)."""
+        self.prepare(it.stats)
+        solver = self.bound.solver
+        assert solver is not None
+        q = it.gradient.copy()
+        alphas = []
+        for s, y, rho in reversed(self._pairs):
+            a = rho * float(np.vdot(s, q))
+            q -= a * y
+            alphas.append(a)
+        r = solver.solve(q)
+        if self._pairs:
+            s, y, _ = self._pairs[-1]
+            r *= float(np.vdot(s, y)) / float(np.vdot(y, solver.solve(y)))
+        for (s, y, rho), a in zip(self._pairs, reversed(alphas), strict=True):
+            b = rho * float(np.vdot(y, r))
+            r += (a - b) * s
+        return r
+
+    def accept(self, old: Iterate, new: Iterate) -> None:
+        """Store the pair ``(s, y)`` with ``y`` the decrease of the gradient (curvature of ``-f``)."""
+        s = new.coef - old.coef
+        y = old.gradient - new.gradient
+        sy = float(np.vdot(s, y))
+        if sy > 1e-12 * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
+            self._pairs.append((s, y, 1.0 / sy))
+            while len(self._pairs) > self.memory:
+                self._pairs.popleft()

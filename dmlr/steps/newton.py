@@ -1,0 +1,81 @@
+"""Exact Newton direction: solve ``(I + lambda P) delta = g`` by Cholesky, with a shift when not positive definite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from dmlr.oracle.statistics import Request
+from dmlr.steps.base import Iterate, Objective, flat, unflat
+
+__all__ = ["NewtonRule", "shifted_cholesky"]
+
+Array = NDArray[np.float64]
+
+
+def shifted_cholesky(matrix: Array) -> tuple[tuple[Array, bool], float]:
+    """Cholesky factor of ``matrix + tau I`` for the smallest ``tau`` in ``{0, 1e-10 s, 1e-8 s, ...}``.
+
+    ``s`` is the mean of the diagonal. A positive definite matrix is factored unshifted; a singular or indefinite
+    one (collinear columns, separation) gets the Levenberg-style shift that makes it factorable.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (q, q)
+        Symmetric.
+
+    Returns
+    -------
+    factor : tuple
+        ``scipy.linalg.cho_factor`` output.
+    tau : float
+        The shift that was used (0.0 when none).
+    """
+    scale = float(np.mean(np.abs(np.diag(matrix)))) or 1.0
+    tau = 0.0
+    for exponent in (None, -10, -8, -6, -4, -2, 0):
+        if exponent is not None:
+            tau = scale * 10.0**exponent
+        try:
+            shifted = matrix if tau == 0.0 else matrix + tau * np.eye(matrix.shape[0])
+            return scipy.linalg.cho_factor(shifted, lower=False, check_finite=True), tau
+        except np.linalg.LinAlgError:
+            continue
+    raise np.linalg.LinAlgError("information not factorable even with a large shift")
+
+
+@dataclass
+class NewtonRule:
+    """Newton's method on the penalized log-likelihood; one information pass per iteration.
+
+    Attributes
+    ----------
+    objective : Objective
+    last_shift : float
+        Shift used by the latest solve (0.0 when the information was positive definite).
+    last_decrement : float
+        Newton decrement ``g^T delta`` of the latest solve.
+    """
+
+    objective: Objective
+    name: str = "newton"
+    request: Request = Request(information=True)
+    monotone: bool = False
+    last_shift: float = 0.0
+    last_decrement: float = np.inf
+
+    def direction(self, it: Iterate) -> Array:
+        """Newton direction, shape (d, m)."""
+        d = it.coef.shape[0]
+        info = self.objective.information(it.stats)
+        factor, self.last_shift = shifted_cholesky(info)
+        g = flat(it.gradient)
+        delta = scipy.linalg.cho_solve(factor, g)
+        self.last_decrement = float(g @ delta)
+        return unflat(delta, d)
+
+    def accept(self, old: Iterate, new: Iterate) -> None:
+        """Newton keeps no memory."""
