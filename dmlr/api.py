@@ -34,7 +34,7 @@ def _current_client() -> Any:
 def _client_threads(client: Any) -> int:
     try:
         return max(1, sum(client.nthreads().values()))
-    except Exception:  # noqa: BLE001 - any client that cannot say gets the default
+    except Exception:
         return 1
 
 
@@ -144,9 +144,7 @@ def fit(
             inference=inference,
             callback=callback,
         )
-        llnull = null_loglik(
-            passes, outcome.final.stats.class_weights, has_offset=design.offset is not None
-        )
+        llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     finally:
         del persisted
     return _results(design, outcome, objective, llnull, y)
@@ -177,9 +175,7 @@ def _persist_in_memory(
         "weights": isinstance(weights, da.Array),
         "offset": isinstance(offset, da.Array),
     }
-    names = ["x", "codes"] + [
-        n for n, a in (("weights", design.weights), ("offset", design.offset)) if a is not None
-    ]
+    names = ["x", "codes"] + [n for n, a in (("weights", design.weights), ("offset", design.offset)) if a is not None]
     arrays = design.arrays()
     to_persist = [i for i, n in enumerate(names) if not given_lazy[n]]
     if not to_persist:
@@ -207,9 +203,7 @@ def _dep_name(y: Any) -> str:
     return str(name) if isinstance(y, pd.Series) and name is not None else "y"
 
 
-def _results(
-    design: Design, outcome: FitOutcome, objective: Objective, llnull: float, y: Any
-) -> MNLogitResults:
+def _results(design: Design, outcome: FitOutcome, objective: Objective, llnull: float, y: Any) -> MNLogitResults:
     final = outcome.final
     cov = None
     if final.stats.information is not None:

@@ -53,6 +53,8 @@ class FitOutcome:
         The rule(s) used, e.g. ``"newton"`` or ``"lbfgs+bound"``.
     message : str
         Why the loop stopped.
+    first_stats : Statistics
+        The first pass's record (it carries the column moments used to detect a constant column).
     """
 
     final: Iterate
@@ -61,7 +63,7 @@ class FitOutcome:
     history: list[dict[str, Any]]
     method: str
     message: str
-    first_stats: Statistics = field(repr=False, default=None)  # type: ignore[assignment]
+    first_stats: Statistics = field(repr=False)
 
 
 def choose_method(method: str, n_params: int) -> str:
@@ -198,9 +200,7 @@ def optimize(
 
 
 def _decrement_small(rule: NewtonRule, it: Iterate, tol: float) -> bool:
-    return rule.last_shift == 0.0 and math.sqrt(
-        max(rule.last_decrement, 0.0) / max(it.stats.weight_sum, 1e-300)
-    ) <= tol
+    return rule.last_shift == 0.0 and math.sqrt(max(rule.last_decrement, 0.0) / max(it.stats.weight_sum, 1e-300)) <= tol
 
 
 def _check_weights_total(stats: Statistics) -> None:
@@ -208,9 +208,7 @@ def _check_weights_total(stats: Statistics) -> None:
         raise InputError("the weights sum to zero: no observation contributes to the fit")
 
 
-def null_loglik(
-    passes: DataPasses, class_weights: Array, *, has_offset: bool, tol: float = 1e-10
-) -> float:
+def null_loglik(passes: DataPasses, class_weights: Array, *, has_offset: bool, tol: float = 1e-10) -> float:
     """Log-likelihood of the intercept-only model.
 
     Without an offset it has the closed form ``sum_c n_c log(n_c / n)`` from the weighted class counts

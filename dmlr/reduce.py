@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import dask
 import numpy as np
+from dask.base import compute
 from dask.delayed import Delayed, delayed
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
@@ -53,10 +53,7 @@ def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[T]], T], split
     if not level:
         raise ValueError("nothing to reduce")
     while len(level) > 1:
-        level = [
-            delayed(combine, pure=True)(level[i : i + split_every])
-            for i in range(0, len(level), split_every)
-        ]
+        level = [delayed(combine, pure=True)(level[i : i + split_every]) for i in range(0, len(level), split_every)]
     return level[0]
 
 
@@ -114,9 +111,7 @@ class DataPasses:
             cols.append(extra.to_delayed().ravel() if extra is not None else [None] * n_parts)
         self._blocks = list(zip(*cols, strict=True))
 
-    def __call__(
-        self, coef: NDArray[np.float64], request: Request, *, intercept_only: bool = False
-    ) -> Statistics:
+    def __call__(self, coef: NDArray[np.float64], request: Request, *, intercept_only: bool = False) -> Statistics:
         """One pass over the data at ``coef``.
 
         Parameters
@@ -140,9 +135,7 @@ class DataPasses:
         """
         coef = np.ascontiguousarray(coef, dtype=np.float64)
         parts = [
-            delayed(_partition_task, pure=True)(
-                x, c, w, o, coef, self.design.intercept, request, i, intercept_only
-            )
+            delayed(_partition_task, pure=True)(x, c, w, o, coef, self.design.intercept, request, i, intercept_only)
             for i, (x, c, w, o) in enumerate(self._blocks)
         ]
         total = tree_reduce(parts, Statistics.sum, self.split_every)
@@ -159,12 +152,12 @@ class DataPasses:
 
     def _compute(self, total: Delayed) -> Statistics:
         if self.client is not None:
-            return self.client.compute(total).result()  # type: ignore[no-any-return]
+            return self.client.compute(total).result()
         threads = os.cpu_count() or 1
         if threads > 1:
             # Parallel tasks each get one BLAS thread; the tasks themselves fill the cores.
             with threadpool_limits(limits=1, user_api="blas"):
-                (out,) = dask.compute(total, scheduler="threads", num_workers=threads)
+                (out,) = compute(total, scheduler="threads", num_workers=threads)
         else:
-            (out,) = dask.compute(total, scheduler="threads")
-        return out  # type: ignore[no-any-return]
+            (out,) = compute(total, scheduler="threads")
+        return out

@@ -108,9 +108,7 @@ def default_row_chunk(n: int, p: int, n_parallel: int | None = None) -> int:
     return max(1, math.ceil(n / parts))
 
 
-def as_feature_array(
-    X: Any, row_chunk: int | None = None, what: str = "X"
-) -> tuple[da.Array, list[str] | None]:
+def as_feature_array(X: Any, row_chunk: int | None = None, what: str = "X") -> tuple[da.Array, list[str] | None]:
     """Coerce a feature matrix to a float64 dask array chunked by rows only.
 
     Parameters
@@ -138,15 +136,16 @@ def as_feature_array(
                 )
         X = X.to_numpy(dtype=np.float64)
     if isinstance(X, da.Array):
-        if X.ndim != 2:
-            raise InputError(f"{what} must be 2-dimensional (n, p); got shape {X.shape}")
-        if any(math.isnan(c) for c in X.chunks[0]):
-            X = X.compute_chunk_sizes()
-        if X.dtype != np.float64:
-            X = X.astype(np.float64)
-        if len(X.chunks[1]) > 1:
-            X = X.rechunk({1: -1})
-        return X, names
+        lazy: da.Array = X
+        if lazy.ndim != 2:
+            raise InputError(f"{what} must be 2-dimensional (n, p); got shape {lazy.shape}")
+        if any(math.isnan(c) for c in lazy.chunks[0]):
+            lazy = lazy.compute_chunk_sizes()
+        if lazy.dtype != np.float64:
+            lazy = lazy.astype(np.float64)
+        if len(lazy.chunks[1]) > 1:
+            lazy = lazy.rechunk({1: -1})
+        return lazy, names
     try:
         arr = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -173,9 +172,10 @@ def _align(values: da.Array | NDArray[Any], chunks: tuple[int, ...], what: str, 
     if values.shape[0] != n:
         raise InputError(f"{what} has {values.shape[0]} rows but X has {n}")
     if isinstance(values, da.Array):
-        if values.chunks[0] != chunks or (values.ndim == 2 and len(values.chunks[1]) > 1):
-            values = values.rechunk((chunks,) + ((-1,) if values.ndim == 2 else ()))
-        return values
+        lazy: da.Array = values
+        if lazy.chunks[0] != chunks or (lazy.ndim == 2 and len(lazy.chunks[1]) > 1):
+            lazy = lazy.rechunk((chunks,) + ((-1,) if lazy.ndim == 2 else ()))
+        return lazy
     return da.from_array(values, chunks=(chunks,) + ((-1,) if values.ndim == 2 else ()))
 
 
@@ -236,9 +236,7 @@ def build_design(
             raise InputError(f"feature_names has {len(names)} names but X has {p} columns")
     names = names or [f"x{j + 1}" for j in range(p)]
     if fit_intercept and "const" in names:
-        raise InputError(
-            "X already has a column named 'const'; pass fit_intercept=False to use it as the intercept"
-        )
+        raise InputError("X already has a column named 'const'; pass fit_intercept=False to use it as the intercept")
     if len(set(names)) != len(names):
         dup = sorted({f for f in names if names.count(f) > 1})
         raise InputError(f"duplicate feature names: {dup}")
@@ -250,7 +248,7 @@ def build_design(
     if isinstance(y_arr, da.Array):
         coding = LabelCoding.from_labels(np.asarray(da.unique(y_arr).compute()), base)
         y_al = _align(y_arr, chunks, "y", n)
-        codes = y_al.map_blocks(_encode_block, coding, dtype=np.int32)
+        codes = da.map_blocks(_encode_block, y_al, coding, dtype=np.int32)
     else:
         if y_arr.shape[0] != n:
             raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
@@ -270,7 +268,7 @@ def build_design(
         if not isinstance(w_arr, da.Array):
             _check_weights(np.asarray(w_arr, dtype=np.float64))
         else:
-            w = w.map_blocks(_checked_weights_block, dtype=np.float64)
+            w = da.map_blocks(_checked_weights_block, w, dtype=np.float64)
     o = None
     if offset is not None:
         o_arr = _as_vector_or_matrix(offset, "offset")

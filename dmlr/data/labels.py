@@ -55,7 +55,7 @@ class LabelCoding:
             )
         if base is None:
             base = classes[0]
-        match = np.nonzero(classes == base)[0] if _comparable(classes, base) else []
+        match = np.nonzero(classes == base)[0] if _comparable(classes, base) else np.array([], dtype=np.intp)
         if len(match) != 1:
             raise InputError(f"base={base!r} is not one of the class labels {classes.tolist()!r}")
         return cls(classes=classes, base=classes[match[0]])
@@ -105,8 +105,11 @@ class LabelCoding:
         pos = np.minimum(pos, self.classes.size - 1)
         unknown = self.classes[pos] != labels
         if np.any(unknown):
-            first = labels[np.nonzero(unknown)[0][0]]
-            raise InputError(f"{where} has label {first!r}, which is not one of {self.classes.tolist()!r}")
+            row = int(np.nonzero(unknown)[0][0])
+            raise InputError(
+                f"{where} has label {labels[row:row + 1].tolist()[0]!r} at row {row}, "
+                f"which is not one of {self.classes.tolist()!r}"
+            )
         # sorted position -> code: labels before the base shift up by one, the base becomes 0.
         b = self.base_index
         codes = np.where(pos < b, pos + 1, pos).astype(np.int32)

@@ -50,9 +50,7 @@ def block_rows(n: int, width: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> in
     return max(1, min(max(n, 1), rows))
 
 
-def linear_predictor(
-    x: Array, coef: Array, intercept: bool, offset: Array | None = None
-) -> Array:
+def linear_predictor(x: Array, coef: Array, intercept: bool, offset: Array | None = None) -> Array:
     """Linear predictor of the non-base classes.
 
     Parameters
@@ -219,11 +217,12 @@ def partition_statistics(
         for k, block in enumerate(diag_blocks):
             info[k * d : (k + 1) * d, k * d : (k + 1) * d] += block
 
+    class_weights: Array
     if weights is None:
         class_weights = np.bincount(codes, minlength=m + 1).astype(np.float64)
         weight_sum = float(n_b)
     else:
-        class_weights = np.bincount(codes, weights=weights, minlength=m + 1)
+        class_weights = np.bincount(codes, weights=weights, minlength=m + 1).astype(np.float64)
         weight_sum = float(weights.sum())
     return Statistics(
         n_rows=int(n_b),
@@ -263,4 +262,4 @@ def _check_finite(values: Array, name: str, partition: int) -> None:
     where = f"row {bad[0]} of partition {partition}"
     if values.ndim == 2:
         where = f"column {bad[1]}, " + where
-    raise InputError(f"{name} has a non-finite value ({values[tuple(bad)]!r}) at {where}")
+    raise InputError(f"{name} has a non-finite value ({float(values[tuple(bad)])}) at {where}")

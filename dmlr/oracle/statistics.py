@@ -15,11 +15,12 @@ Conventions (the only place they are written down in full; every docstring repea
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Request", "Statistics"]
+__all__ = ["BOUND_SETUP", "SCORE_ONLY", "WITH_INFORMATION", "Request", "Statistics"]
 
 Array = NDArray[np.float64]
 
@@ -41,6 +42,14 @@ class Request:
     information: bool = False
     gram: bool = False
     moments: bool = False
+
+
+SCORE_ONLY = Request()
+"""A pass computing log-likelihood and score only."""
+WITH_INFORMATION = Request(information=True)
+"""A pass that also computes the information."""
+BOUND_SETUP = Request(gram=True, moments=True)
+"""The first pass of bound-based rules: Gram matrix and column moments."""
 
 
 @dataclass
@@ -78,7 +87,7 @@ class Statistics:
     col_sumsq: Array | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
             values[f.name] = None if a is None or b is None else a + b

@@ -18,9 +18,7 @@ __all__ = ["predict_labels", "predict_proba"]
 Array = NDArray[np.float64]
 
 
-def _proba_block(
-    x: Array, coef: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None = None
-) -> Array:
+def _proba_block(x: Array, coef: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None = None) -> Array:
     """Probabilities of all ``K`` classes for one block, columns in sorted label order, shape (r, K)."""
     out = np.empty((x.shape[0], coef.shape[1] + 1))
     rows = block_rows(x.shape[0], coef.shape[1] + 1)
@@ -91,9 +89,7 @@ def predict_proba(
             o = offset if isinstance(offset, da.Array) else da.from_array(np.asarray(offset))
             args.append(o.rechunk((x.chunks[0], (coef.shape[1],))))
         return da.map_blocks(
-            lambda xb, *ob: _check_block(
-                _proba_block(xb, coef, intercept, code_to_sorted, ob[0] if ob else None)
-            ),
+            lambda xb, *ob: _check_block(_proba_block(xb, coef, intercept, code_to_sorted, ob[0] if ob else None)),
             *args,
             chunks=(x.chunks[0], (k,)),
             dtype=np.float64,
@@ -111,9 +107,7 @@ def predict_labels(proba: Any, classes: NDArray[Any]) -> Any:
     if isinstance(proba, pd.DataFrame):
         return pd.Series(classes[np.argmax(proba.to_numpy(), axis=1)], index=proba.index)
     if isinstance(proba, da.Array):
-        return proba.map_blocks(
-            lambda b: classes[np.argmax(b, axis=1)], drop_axis=1, dtype=classes.dtype
-        )
+        return da.map_blocks(lambda b: classes[np.argmax(b, axis=1)], proba, drop_axis=1, dtype=classes.dtype)
     return classes[np.argmax(proba, axis=1)]
 
 

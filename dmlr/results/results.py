@@ -161,9 +161,7 @@ class MNLogitResults:
         q = scipy.stats.norm.ppf(1 - alpha / 2)
         theta = self.coef.ravel(order="F")
         se = self.bse.to_numpy().ravel(order="F")
-        return pd.DataFrame(
-            {"lower": theta - q * se, "upper": theta + q * se}, index=self._flat_index
-        )
+        return pd.DataFrame({"lower": theta - q * se, "upper": theta + q * se}, index=self._flat_index)
 
     # --- fit statistics -----------------------------------------------------------------------------------
     @property

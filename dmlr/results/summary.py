@@ -13,13 +13,15 @@ if TYPE_CHECKING:
 __all__ = ["render_summary"]
 
 WIDTH = 78
+NAME = 12
+COL = 11
 
 
 def _fmt(v: float) -> str:
     if not np.isfinite(v):
         return "inf" if v == np.inf else "nan"
     if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-        return f"{v:.3e}"
+        return f"{v:.2e}"
     return f"{v:.4f}"
 
 
@@ -67,27 +69,23 @@ def render_summary(res: MNLogitResults, alpha: float = 0.05) -> str:
     lines.append("=" * WIDTH)
     lo, hi = f"[{alpha / 2:.3g}", f"{1 - alpha / 2:.3g}]"
     has_se = res.has_inference
-    ci = res.conf_int(alpha) if has_se else None
+    ci = res.conf_int(alpha).to_numpy() if has_se else None
+    d = res.coef.shape[0]
+    tables = [res.coef, res.bse.to_numpy(), res.tvalues.to_numpy(), res.pvalues.to_numpy()] if has_se else []
     for k, label in enumerate(res.params.columns):
         head = f"{res.dep_name}={label}"
         lines.append(
-            f"{head[:18]:<18}{'coef':>10}{'std err':>10}{'z':>10}{'P>|z|':>10}{lo:>10}{hi:>10}"
+            f"{head[:NAME]:<{NAME}}" + "".join(f"{h:>{COL}}" for h in ("coef", "std err", "z", "P>|z|", lo, hi))
         )
         lines.append("-" * WIDTH)
         for j, name in enumerate(res.params.index):
-            coef = float(res.params.iat[j, k])
             if has_se and ci is not None:
-                row = [
-                    coef,
-                    float(res.bse.iat[j, k]),
-                    float(res.tvalues.iat[j, k]),
-                    float(res.pvalues.iat[j, k]),
-                    float(ci.iat[k * len(res.params.index) + j, 0]),
-                    float(ci.iat[k * len(res.params.index) + j, 1]),
-                ]
+                row = [float(t[j, k]) for t in tables] + [float(v) for v in ci[k * d + j]]
             else:
-                row = [coef] + [float("nan")] * 5
-            lines.append(f"{name[:18]:<18}" + "".join(f"{_fmt(v):>10}" for v in row))
+                row = [float(res.coef[j, k])] + [float("nan")] * 5
+            cells = [_fmt(v) for v in row]
+            cells[3] = f"{row[3]:.3f}" if np.isfinite(row[3]) else "nan"
+            lines.append(f"{name[:NAME]:<{NAME}}" + "".join(f"{c:>{COL}}" for c in cells))
         lines.append("=" * WIDTH if k == len(res.params.columns) - 1 else "-" * WIDTH)
     if not has_se:
         lines.append("Standard errors not computed (inference=False).")

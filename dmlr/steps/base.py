@@ -99,9 +99,7 @@ class Iterate:
     def finite(self) -> bool:
         """Whether coefficients, objective and gradient are all finite."""
         return bool(
-            np.isfinite(self.objective)
-            and np.all(np.isfinite(self.coef))
-            and np.all(np.isfinite(self.gradient))
+            np.isfinite(self.objective) and np.all(np.isfinite(self.coef)) and np.all(np.isfinite(self.gradient))
         )
 
 

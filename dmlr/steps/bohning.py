@@ -15,7 +15,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import Request, Statistics
+from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request, Statistics
 from dmlr.steps.base import Iterate, Objective
 from dmlr.steps.newton import shifted_cholesky
 
@@ -83,8 +83,8 @@ class BoundRule:
     objective: Objective
     n_classes: int
     name: str = "bound"
-    request: Request = Request()
-    first_request: Request = Request(gram=True, moments=True)
+    request: Request = SCORE_ONLY
+    first_request: Request = BOUND_SETUP
     monotone: bool = True
     solver: BoundSolver | None = None
 

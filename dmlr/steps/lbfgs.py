@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import Request, Statistics
+from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
 from dmlr.steps.base import Iterate
 from dmlr.steps.bohning import BoundRule
 
@@ -38,7 +38,7 @@ class QuasiNewtonRule:
     bound: BoundRule
     memory: int = 10
     name: str = "lbfgs"
-    request: Request = Request()
+    request: Request = SCORE_ONLY
     monotone: bool = False
     _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
 

@@ -81,9 +81,7 @@ def backtrack(
             gain = new.objective - start.objective
             if gain >= c1 * step * slope:
                 return LineSearchResult(new, step, trial)
-            if step * slope <= noise and gain >= -noise and (
-                new.max_abs_gradient() < start.max_abs_gradient()
-            ):
+            if step * slope <= noise and gain >= -noise and (new.max_abs_gradient() < start.max_abs_gradient()):
                 return LineSearchResult(new, step, trial)
         step *= shrink
     return LineSearchResult(None, step, max_trials)

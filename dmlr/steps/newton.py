@@ -8,7 +8,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import Request
+from dmlr.oracle.statistics import WITH_INFORMATION, Request
 from dmlr.steps.base import Iterate, Objective, flat, unflat
 
 __all__ = ["NewtonRule", "shifted_cholesky"]
@@ -62,7 +62,7 @@ class NewtonRule:
 
     objective: Objective
     name: str = "newton"
-    request: Request = Request(information=True)
+    request: Request = WITH_INFORMATION
     monotone: bool = False
     last_shift: float = 0.0
     last_decrement: float = np.inf

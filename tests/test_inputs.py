@@ -1,0 +1,97 @@
+"""Bad input gets a typed error that names the culprit, before any numerics run."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmlr
+from dmlr import InputError
+
+
+@pytest.fixture
+def xy():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(60, 2)), rng.integers(0, 3, size=60)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "bfgs"}, "method must be one of"),
+        ({"l2": -1.0}, "l2"),
+        ({"tol": 0.0}, "tol"),
+        ({"split_every": 1}, "split_every"),
+        ({"base": 9}, "base=9 is not one of the class labels"),
+        ({"weights": -np.ones(60)}, "weights has a negative value"),
+        ({"weights": np.ones(59)}, "weights has 59 rows but X has 60"),
+        ({"offset": np.zeros((60, 3))}, r"offset must have shape \(n, K - 1\) = \(60, 2\)"),
+        ({"feature_names": ["a"]}, "feature_names has 1 names but X has 2"),
+    ],
+)
+def test_bad_arguments(xy, kwargs, match):
+    x, y = xy
+    with pytest.raises(InputError, match=match):
+        dmlr.fit(x, y, **kwargs)
+
+
+def test_bad_shapes_and_labels(xy):
+    x, y = xy
+    with pytest.raises(InputError, match="y has 59 rows but X has 60"):
+        dmlr.fit(x, y[:59])
+    with pytest.raises(InputError, match="y must be 1-dimensional"):
+        dmlr.fit(x, np.column_stack([y, y]))
+    with pytest.raises(InputError, match="X has 0 rows"):
+        dmlr.fit(x[:0], y[:0])
+    with pytest.raises(InputError, match="0 feature columns and fit_intercept=False"):
+        dmlr.fit(x[:, :0], y, fit_intercept=False)
+    with pytest.raises(InputError, match="single class"):
+        dmlr.fit(x, np.zeros(60))
+    with pytest.raises(InputError, match="not integral"):
+        dmlr.fit(x, y + 0.5)
+    with pytest.raises(InputError, match="X must be 2-dimensional"):
+        dmlr.fit(x[:, 0], y)
+
+
+def test_non_finite_values_name_column_and_partition(xy):
+    x, y = xy
+    bad = x.copy()
+    bad[47, 1] = np.nan
+    with pytest.raises(InputError, match=r"X has a non-finite value \(nan\) at column 1, row 7 of partition 2"):
+        dmlr.fit(da.from_array(bad, chunks=(20, -1)), y)
+    with pytest.raises(InputError, match="weights has a non-finite value at row 3"):
+        dmlr.fit(x, y, weights=np.r_[1.0, 1.0, 1.0, np.inf, np.ones(56)])
+    with pytest.raises(InputError, match=r"weights \(partition 1\) has a negative value"):
+        dmlr.fit(x, y, weights=da.from_array(np.r_[np.ones(30), -np.ones(30)], chunks=20))
+
+
+def test_dataframe_with_a_text_column_names_it(xy):
+    x, y = xy
+    frame = pd.DataFrame({"a": x[:, 0], "region": ["north"] * 60})
+    with pytest.raises(InputError, match="column 'region'"):
+        dmlr.fit(frame, y)
+    with pytest.raises(InputError, match="already has a column named 'const'"):
+        dmlr.fit(pd.DataFrame({"const": 1.0, "a": x[:, 0]}), y)
+
+
+def test_unknown_label_is_named_with_its_row():
+    coding = dmlr.data.LabelCoding.from_labels(np.array(["b", "a", "c"]), base="b")
+    np.testing.assert_array_equal(coding.encode(np.array(["a", "b", "c"])), [1, 0, 2])
+    with pytest.raises(InputError, match=r"y \(partition 3\) has label 'z' at row 1"):
+        coding.encode(np.array(["a", "z"]), "y (partition 3)")
+
+
+def test_predict_checks_columns_and_values(xy):
+    x, y = xy
+    res = dmlr.fit(pd.DataFrame(x, columns=["a", "b"]), y, method="newton")
+    with pytest.raises(InputError, match=r"missing the feature columns \['b'\]"):
+        res.predict_proba(pd.DataFrame({"a": [1.0]}))
+    with pytest.raises(InputError, match=r"X must have shape \(n, 2\)"):
+        res.predict_proba(np.zeros((3, 3)))
+    with pytest.raises(InputError, match="non-finite value at row 1, column 0"):
+        res.predict_proba(np.array([[0.0, 1.0], [np.inf, 0.0]]))
+    # columns given in another order are matched by name
+    swapped = pd.DataFrame(x[:, ::-1], columns=["b", "a"])
+    np.testing.assert_allclose(res.predict_proba(swapped).to_numpy(), res.predict_proba(x), rtol=1e-15)

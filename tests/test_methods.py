@@ -1,0 +1,77 @@
+"""Newton, Böhning and auto reach the same optimum; Böhning's log-likelihood never decreases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dmlr
+from tests.conftest import draw_problem
+
+
+@pytest.mark.parametrize(
+    ("n", "p", "k", "l2"),
+    [(2000, 3, 2, 0.0), (2500, 4, 4, 0.0), (3000, 12, 7, 0.0), (2500, 5, 5, 3.0)],
+)
+def test_all_methods_reach_the_same_optimum(n, p, k, l2):
+    x, y, _ = draw_problem(n, p, k, seed=n + k)
+    fits = {m: dmlr.fit(x, y, method=m, l2=l2, max_iter=5000, tol=1e-9) for m in ("newton", "bohning", "auto")}
+    ref = fits["newton"]
+    for name, res in fits.items():
+        assert res.converged, name
+        assert res.llf == pytest.approx(ref.llf, rel=1e-9), name
+        np.testing.assert_allclose(res.coef, ref.coef, rtol=1e-6, atol=1e-6 * np.abs(ref.coef).max())
+        # standard errors always come from the exact information at the optimum, never from the bound
+        np.testing.assert_allclose(res.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-5)
+
+
+def test_auto_uses_bound_preconditioned_quasi_newton_for_many_parameters():
+    x, y, _ = draw_problem(3000, 12, 7, seed=3)  # m d = 6 * 13 = 78 > 64
+    res = dmlr.fit(x, y, method="auto")
+    assert res.method == "lbfgs+bound"
+    assert res.history[-1]["kind"] == "inference"
+    newton = dmlr.fit(x, y, method="newton")
+    assert res.llf == pytest.approx(newton.llf, rel=1e-10)
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+def test_bohning_loglik_never_decreases(k):
+    x, y, _ = draw_problem(1500, 4, k, seed=k)
+    res = dmlr.fit(x, y, method="bohning", max_iter=5000)
+    assert res.converged
+    ll = np.array([r["loglik"] for r in res.history if r["kind"] in ("start", "bound")])
+    assert len(ll) > 10
+    # monotone up to the rounding of a sum of 1500 terms
+    assert np.all(np.diff(ll) >= -1e-12 * np.abs(ll[:-1]))
+    # one score pass per bound iteration, plus the final information pass
+    assert res.n_passes == res.n_iter + 2
+
+
+def test_newton_costs_one_pass_per_iteration_and_records_history():
+    x, y, _ = draw_problem(2000, 3, 3, seed=11)
+    res = dmlr.fit(x, y, method="newton")
+    kinds = [r["kind"] for r in res.history]
+    assert kinds[0] == "start" and set(kinds[1:]) == {"newton"}
+    assert [r["passes"] for r in res.history] == list(range(1, res.n_iter + 2))
+    assert all(r["step_size"] == 1.0 for r in res.history[1:])
+    assert res.history[-1]["max_abs_score"] / res.nobs <= 1e-8 or "decrement" in res.message
+
+
+def test_max_iter_reached_warns_and_reports_not_converged():
+    x, y, _ = draw_problem(1500, 4, 5, seed=2)
+    with pytest.warns(dmlr.ConvergenceWarning, match="max_iter"):
+        res = dmlr.fit(x, y, method="bohning", max_iter=3)
+    assert not res.converged
+    assert res.n_iter == 3
+    assert np.all(np.isfinite(res.coef))
+
+
+def test_inference_false_skips_the_information_and_says_why():
+    x, y, _ = draw_problem(1500, 4, 3, seed=5)
+    res = dmlr.fit(x, y, method="bohning", inference=False, max_iter=2000)
+    assert res.history[-1]["kind"] == "bound"
+    with pytest.raises(dmlr.InferenceUnavailableError, match="inference=False"):
+        _ = res.bse
+    with pytest.raises(dmlr.InferenceUnavailableError):
+        res.cov_params()
+    assert "not computed" in res.summary()

@@ -1,0 +1,80 @@
+"""The results object: summary, intervals, default client, singular designs, and the demo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+from distributed import Client, get_task_stream
+
+import dmlr
+from tests.conftest import draw_problem
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y, _ = draw_problem(2000, 3, 3, seed=51)
+    return dmlr.fit(x, y, method="newton", feature_names=["age", "income", "score"])
+
+
+def test_summary_lists_every_coefficient_and_fit_statistic(fitted):
+    text = fitted.summary()
+    for needle in ("MNLogit Regression Results", "Log-Likelihood:", "LL-Null:", "Pseudo R-squ.:", "y=1", "y=2"):
+        assert needle in text
+    for name in ("const", "age", "income", "score"):
+        assert text.count(name) == 2  # once per non-base class
+    assert f"{fitted.params.loc['age', 1]:.4f}" in text
+    assert f"{fitted.bse.loc['income', 2]:.4f}" in text
+
+
+def test_intervals_pvalues_and_information_criteria_follow_their_definitions(fitted):
+    ci = fitted.conf_int(0.01)
+    theta = fitted.params.to_numpy().ravel(order="F")
+    se = np.sqrt(np.diag(fitted.cov_params().to_numpy()))
+    q = scipy.stats.norm.ppf(0.995)
+    np.testing.assert_allclose(ci["lower"], theta - q * se, rtol=1e-14)
+    np.testing.assert_allclose(ci["upper"], theta + q * se, rtol=1e-14)
+    assert list(ci.index[0]) == [1, "const"]
+    z = theta / se
+    np.testing.assert_allclose(fitted.pvalues.to_numpy().ravel(order="F"), 2 * scipy.stats.norm.sf(np.abs(z)))
+    assert fitted.aic == pytest.approx(-2 * fitted.llf + 2 * 8)
+    assert fitted.bic == pytest.approx(-2 * fitted.llf + 8 * np.log(2000))
+    assert fitted.df_model == 6
+    assert fitted.llr_pvalue == pytest.approx(scipy.stats.chi2.sf(2 * (fitted.llf - fitted.llnull), 6))
+    with pytest.raises(ValueError, match="alpha"):
+        fitted.conf_int(1.5)
+
+
+@pytest.mark.cluster
+def test_the_current_client_is_used_when_none_is_given(cluster_client):
+    x, y, _ = draw_problem(1500, 3, 3, seed=52)
+    reference = dmlr.fit(x, y, method="newton")
+    with Client(cluster_client.scheduler.address) as client, get_task_stream(client=client) as stream:
+        res = dmlr.fit(x, y, method="newton")
+    assert any("_partition_task" in str(t["key"]) for t in stream.data)
+    np.testing.assert_allclose(res.coef, reference.coef, rtol=1e-10)
+
+
+def test_duplicate_column_is_reported_by_name_with_infinite_standard_errors():
+    x, y, _ = draw_problem(1500, 2, 3, seed=53)
+    dup = np.column_stack([x, x[:, 1]])
+    with pytest.warns(dmlr.SingularInformationWarning, match="x2") as record:
+        res = dmlr.fit(dup, y, method="newton")
+    assert "x3" in str(record[0].message)
+    assert np.all(np.isfinite(res.coef))
+    bse = res.bse
+    assert np.isinf(bse.loc["x2"]).all() and np.isinf(bse.loc["x3"]).all()
+    assert np.isfinite(bse.loc[["const", "x1"]].to_numpy()).all()
+    # the identified combination equals the fit without the duplicate
+    single = dmlr.fit(x, y, method="newton")
+    np.testing.assert_allclose(res.coef[2] + res.coef[3], single.coef[2], rtol=1e-6)
+    np.testing.assert_allclose(res.coef[:2], single.coef[:2], rtol=1e-6)
+
+
+@pytest.mark.cluster
+def test_demo_recovers_the_true_coefficients():
+    from dmlr.demo import run_demo
+
+    report, max_z = run_demo(n=30_000, p=3, n_classes=3, n_workers=2, seed=5)
+    assert "MNLogit Regression Results" in report
+    assert max_z < 4

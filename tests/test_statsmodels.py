@@ -1,0 +1,81 @@
+"""Agreement with statsmodels' MNLogit, an independent implementation of the same estimator."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import dmlr
+from tests.conftest import draw_problem
+
+
+def _statsmodels_fit(exog: np.ndarray, y: np.ndarray):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sm.MNLogit(y, exog).fit(method="newton", disp=0, tol=1e-14, maxiter=200)
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
+@pytest.mark.parametrize("k", [2, 3, 7])
+@pytest.mark.parametrize("constant", [True, False])
+@pytest.mark.parametrize("method", ["newton", "auto"])
+def test_matches_statsmodels_mnlogit(k, constant, method):
+    x, y, _ = draw_problem(2500, 4, k, seed=100 + k, scale=0.6)
+    if constant:
+        exog = sm.add_constant(x)
+        res = dmlr.fit(x, y, method=method)
+    else:
+        exog = x
+        res = dmlr.fit(x, y, method=method, fit_intercept=False)
+    ref = _statsmodels_fit(exog, y)
+    assert res.converged
+    assert _rel(res.params.to_numpy(), ref.params) < 1e-6
+    assert _rel(res.bse.to_numpy(), ref.bse) < 1e-6
+    assert _rel(res.llf, ref.llf) < 1e-6
+    for name in ("llnull", "prsquared", "aic", "bic"):
+        assert _rel(getattr(res, name), getattr(ref, name)) < 1e-8, name
+    assert _rel(res.tvalues.to_numpy(), ref.tvalues) < 1e-5
+    np.testing.assert_allclose(res.pvalues.to_numpy(), ref.pvalues, rtol=1e-4, atol=1e-12)
+    # class-major covariance, the order statsmodels uses for MNLogit
+    cov, ref_cov = res.cov_params().to_numpy(), np.asarray(ref.cov_params())
+    scale = np.sqrt(np.outer(np.diag(ref_cov), np.diag(ref_cov)))
+    assert np.max(np.abs(cov - ref_cov) / scale) < 1e-6
+    ci, ref_ci = res.conf_int(0.1), np.asarray(ref.conf_int(0.1)).reshape(-1, 2)
+    np.testing.assert_allclose(ci.to_numpy(), ref_ci, rtol=1e-6, atol=1e-8)
+    if constant:
+        assert res.df_model == ref.df_model
+        assert res.llr_pvalue == pytest.approx(ref.llr_pvalue, rel=1e-6, abs=1e-300)
+    assert res.df_resid == pytest.approx(len(y) - res.coef.size)
+    # prediction, all classes including the base, sums to one
+    proba = res.predict_proba(x)
+    exog_pred = exog
+    np.testing.assert_allclose(proba, ref.predict(exog_pred), rtol=1e-6, atol=1e-12)
+
+
+def test_string_labels_pandas_input_and_a_chosen_base():
+    x, y, _ = draw_problem(2000, 3, 4, seed=9, scale=0.6)
+    names = np.array(["apple", "banana", "cherry", "date"])
+    frame = pd.DataFrame(x, columns=["age", "income", "score"])
+    res = dmlr.fit(frame, pd.Series(names[y], name="fruit"), base="cherry", method="newton")
+    assert list(res.params.columns) == ["apple", "banana", "date"]
+    assert list(res.params.index) == ["const", "age", "income", "score"]
+    assert "fruit=apple" in res.summary()
+    # statsmodels always uses the first code as base: recode so that cherry comes first
+    order = {"cherry": 0, "apple": 1, "banana": 2, "date": 3}
+    ref = _statsmodels_fit(sm.add_constant(x), np.array([order[s] for s in names[y]]))
+    assert _rel(res.params.to_numpy(), ref.params) < 1e-6
+    assert _rel(res.bse.to_numpy(), ref.bse) < 1e-6
+    proba = res.predict_proba(frame)
+    assert list(proba.columns) == list(names)
+    np.testing.assert_allclose(proba.to_numpy().sum(axis=1), 1.0, atol=1e-12)
+    ref_proba = ref.predict(sm.add_constant(x))[:, [1, 2, 0, 3]]  # back to sorted label order
+    np.testing.assert_allclose(proba.to_numpy(), ref_proba, rtol=1e-6)
+    assert set(res.predict(frame)) <= set(names)
