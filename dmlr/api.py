@@ -168,7 +168,10 @@ def _check_options(method: str, l2: float, tol: float, max_iter: int, split_ever
 def _persist_in_memory(
     design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any
 ) -> tuple[Design, list[Any]]:
-    """Ship in-memory inputs to the workers once, instead of embedding them in every pass's graph."""
+    """Ship in-memory inputs to the workers once, instead of embedding them in every pass's graph.
+
+    Returns the design over the shipped blocks and the futures that keep them alive for the fit.
+    """
     given_lazy = {
         "x": isinstance(X, da.Array),
         "codes": isinstance(y, da.Array),
@@ -177,13 +180,24 @@ def _persist_in_memory(
     }
     names = ["x", "codes"] + [n for n, a in (("weights", design.weights), ("offset", design.offset)) if a is not None]
     arrays = design.arrays()
-    to_persist = [i for i, n in enumerate(names) if not given_lazy[n]]
-    if not to_persist:
-        return design, []
-    persisted = client.persist([arrays[i] for i in to_persist])
-    for i, arr in zip(to_persist, persisted, strict=True):
-        arrays[i] = arr
-    return design.with_arrays(arrays), list(persisted)
+    futures: list[Any] = []
+    for i, name in enumerate(names):
+        if not given_lazy[name]:
+            arrays[i], shipped = _scatter_rows(arrays[i], client)
+            futures.extend(shipped)
+    return design.with_arrays(arrays), futures
+
+
+def _scatter_rows(arr: da.Array, client: Any) -> tuple[da.Array, list[Any]]:
+    """Scatter the row blocks of an in-memory-backed dask array to the workers (once, spread evenly).
+
+    ``client.persist`` would embed every block in the task graph and push it through the scheduler.
+    """
+    index = (lambda i: (i, 0)) if arr.ndim == 2 else (lambda i: (i,))
+    blocks = [np.asarray(arr.blocks[index(i)].compute(scheduler="sync")) for i in range(arr.numblocks[0])]
+    futures = client.scatter(blocks, hash=False)
+    parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks, strict=True)]
+    return da.concatenate(parts, axis=0), list(futures)
 
 
 def _has_constant(outcome: FitOutcome, intercept: bool) -> bool:

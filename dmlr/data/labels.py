@@ -107,7 +107,7 @@ class LabelCoding:
         if np.any(unknown):
             row = int(np.nonzero(unknown)[0][0])
             raise InputError(
-                f"{where} has label {labels[row:row + 1].tolist()[0]!r} at row {row}, "
+                f"{where} has label {labels[row : row + 1].tolist()[0]!r} at row {row}, "
                 f"which is not one of {self.classes.tolist()!r}"
             )
         # sorted position -> code: labels before the base shift up by one, the base becomes 0.

@@ -8,8 +8,9 @@ Conventions (the only place they are written down in full; every docstring repea
 - Coefficients ``coef`` are a ``(d, m)`` array ``W``; column ``k`` belongs to non-base class ``k + 1``.
 - Flat parameters are class-major: ``theta = vec(W) = [w_1; w_2; ...; w_m]`` (``W.ravel(order="F")``), length
   ``m * d``; the information is ``(m d, m d)`` in the same order, block ``(k, l)`` is ``d x d``.
-- ``information`` is minus the Hessian of the log-likelihood: positive semi-definite. Only its upper triangle is
-  accumulated in partitions and reductions; :meth:`Statistics.full_information` mirrors it once.
+- ``information`` is minus the Hessian of the log-likelihood: positive semi-definite. Consumers read it through
+  :meth:`Statistics.full_information`, which takes the upper triangle and mirrors it, so an accumulation may fill
+  only the upper triangle (the kernels fill both: full GEMMs outrun OpenBLAS's syrk on this hardware).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class Request:
     Attributes
     ----------
     information : bool
-        Accumulate the ``(m d, m d)`` observed information (upper triangle).
+        Accumulate the ``(m d, m d)`` observed information.
     gram : bool
-        Accumulate the weighted Gram matrix ``X^T V X`` (``d x d``, upper triangle) for Böhning's bound.
+        Accumulate the weighted Gram matrix ``X^T V X`` (``d x d``) for Böhning's bound.
     moments : bool
         Accumulate weighted column sums and sums of squares (``d``,) and check every value is finite.
     """
@@ -69,9 +70,9 @@ class Statistics:
     class_weights : ndarray, shape (K,)
         Weighted count of each class code (code 0 is the base).
     information : ndarray, shape (m d, m d), optional
-        Upper triangle of ``sum_i v_i (Lambda_p - p p^T) kron x_i x_i^T``.
+        ``sum_i v_i (Lambda_p - p p^T) kron x_i x_i^T`` (at least its upper triangle).
     gram : ndarray, shape (d, d), optional
-        Upper triangle of ``X^T V X``.
+        ``X^T V X`` (at least its upper triangle).
     col_sum, col_sumsq : ndarray, shape (d,), optional
         Weighted column sums and sums of squares (model columns, intercept included).
     """
