@@ -124,29 +124,26 @@ def fit(
         feature_names=feature_names,
         row_chunk=row_chunk,
     )
-    persisted = None
     if client is not None:
-        design, persisted = _persist_in_memory(design, client, X, y, weights, offset)
-    try:
-        passes = DataPasses(design, client=client, split_every=split_every)
-        mask = np.ones(design.n_features)
-        if design.intercept:
-            mask[0] = 0.0
-        objective = Objective(float(l2), mask)
-        outcome = optimize(
-            passes,
-            n_classes=design.labels.n_classes,
-            n_features=design.n_features,
-            method=method,
-            objective=objective,
-            tol=tol,
-            max_iter=max_iter,
-            inference=inference,
-            callback=callback,
-        )
-        llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
-    finally:
-        del persisted
+        # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
+        design = _ship_in_memory(design, client, X, y, weights, offset)
+    passes = DataPasses(design, client=client, split_every=split_every)
+    mask = np.ones(design.n_features)
+    if design.intercept:
+        mask[0] = 0.0
+    objective = Objective(float(l2), mask)
+    outcome = optimize(
+        passes,
+        n_classes=design.labels.n_classes,
+        n_features=design.n_features,
+        method=method,
+        objective=objective,
+        tol=tol,
+        max_iter=max_iter,
+        inference=inference,
+        callback=callback,
+    )
+    llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     return _results(design, outcome, objective, llnull, y)
 
 
@@ -165,13 +162,8 @@ def _check_options(method: str, l2: float, tol: float, max_iter: int, split_ever
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def _persist_in_memory(
-    design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any
-) -> tuple[Design, list[Any]]:
-    """Ship in-memory inputs to the workers once, instead of embedding them in every pass's graph.
-
-    Returns the design over the shipped blocks and the futures that keep them alive for the fit.
-    """
+def _ship_in_memory(design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any) -> Design:
+    """Ship in-memory inputs to the workers once, instead of embedding them in every pass's graph."""
     given_lazy = {
         "x": isinstance(X, da.Array),
         "codes": isinstance(y, da.Array),
@@ -180,15 +172,13 @@ def _persist_in_memory(
     }
     names = ["x", "codes"] + [n for n, a in (("weights", design.weights), ("offset", design.offset)) if a is not None]
     arrays = design.arrays()
-    futures: list[Any] = []
     for i, name in enumerate(names):
         if not given_lazy[name]:
-            arrays[i], shipped = _scatter_rows(arrays[i], client)
-            futures.extend(shipped)
-    return design.with_arrays(arrays), futures
+            arrays[i] = _scatter_rows(arrays[i], client)
+    return design.with_arrays(arrays)
 
 
-def _scatter_rows(arr: da.Array, client: Any) -> tuple[da.Array, list[Any]]:
+def _scatter_rows(arr: da.Array, client: Any) -> da.Array:
     """Scatter the row blocks of an in-memory-backed dask array to the workers (once, spread evenly).
 
     ``client.persist`` would embed every block in the task graph and push it through the scheduler.
@@ -197,7 +187,7 @@ def _scatter_rows(arr: da.Array, client: Any) -> tuple[da.Array, list[Any]]:
     blocks = [np.asarray(arr.blocks[index(i)].compute(scheduler="sync")) for i in range(arr.numblocks[0])]
     futures = client.scatter(blocks, hash=False)
     parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks, strict=True)]
-    return da.concatenate(parts, axis=0), list(futures)
+    return da.concatenate(parts, axis=0)
 
 
 def _has_constant(outcome: FitOutcome, intercept: bool) -> bool:

@@ -79,3 +79,16 @@ def test_string_labels_pandas_input_and_a_chosen_base():
     ref_proba = ref.predict(sm.add_constant(x))[:, [1, 2, 0, 3]]  # back to sorted label order
     np.testing.assert_allclose(proba.to_numpy(), ref_proba, rtol=1e-6)
     assert set(res.predict(frame)) <= set(names)
+
+
+def test_users_own_constant_column_with_fit_intercept_false():
+    """A constant column given in X is detected: df_model = m (d - 1), as in statsmodels."""
+    x, y, _ = draw_problem(2000, 3, 3, seed=77, scale=0.6)
+    exog = sm.add_constant(x)
+    res = dmlr.fit(exog, y, fit_intercept=False, feature_names=["const_", "a", "b", "c"], method="newton")
+    ref = _statsmodels_fit(exog, y)
+    assert _rel(res.params.to_numpy(), ref.params) < 1e-6
+    assert res.df_model == ref.df_model == 6
+    assert res.llr_pvalue == pytest.approx(ref.llr_pvalue, rel=1e-6, abs=1e-300)
+    added = dmlr.fit(x, y, method="newton")
+    np.testing.assert_allclose(res.params.to_numpy(), added.params.to_numpy(), rtol=1e-10)
