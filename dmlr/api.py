@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
 import pandas as pd
 
 from dmlr.data.design import Design, build_design, default_row_chunk
+from dmlr.data.store import StoreData, open_store
 from dmlr.driver import FitOutcome, null_loglik, optimize
 from dmlr.errors import InputError
 from dmlr.reduce import DataPasses
@@ -40,7 +42,7 @@ def _client_threads(client: Any) -> int:
 
 def fit(
     X: Any,
-    y: Any,
+    y: Any = None,
     *,
     method: str = "auto",
     base: Any = None,
@@ -55,15 +57,19 @@ def fit(
     inference: bool = True,
     client: Any = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    persist: bool | Literal["auto"] = "auto",
+    storage_options: dict[str, Any] | None = None,
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
 
     Parameters
     ----------
-    X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
-        Features, chunked by rows when a dask array (each partition is one task of every pass).
+    X : ndarray, pandas.DataFrame, dask.array.Array, shape (n, p), or a store
+        Features, chunked by rows when a dask array (each partition is one task of every pass). A path or URL of
+        a Zarr store made by :func:`dmlr.stage` (or a :class:`~dmlr.data.store.StoreData`) fits the store: ``y``,
+        weights, offset and feature names then come from it and chunks are streamed from it on every pass.
     y : array-like or dask.array.Array, shape (n,)
-        Class labels of any sortable dtype (ints, strings).
+        Class labels of any sortable dtype (ints, strings); omitted when ``X`` is a store.
     method : {"auto", "newton", "bohning"}
         ``"newton"``: exact information every iteration (one pass each) with step halving.
         ``"bohning"``: Böhning's fixed bound (Gram gathered on the first pass, one ``d x d`` Cholesky), one
@@ -94,6 +100,12 @@ def fit(
         Cluster to run on; default the current client if one exists, else dask's threaded scheduler.
     callback : callable, optional
         Called with every history record as the fit progresses (progress reporting).
+    persist : bool or "auto"
+        Keep lazily loaded data (a store, a dask array) in the workers' memory for the whole fit instead of
+        reading it on every pass. ``"auto"`` persists on a distributed client when the data take at most half of
+        the workers' total memory limit; in-memory NumPy/pandas inputs are always shipped to the workers once.
+    storage_options : dict, optional
+        fsspec options for a store on an object store (endpoint, credentials).
 
     Returns
     -------
@@ -109,6 +121,18 @@ def fit(
     _check_options(method, l2, tol, max_iter, split_every)
     if client is None:
         client = _current_client()
+    store = None
+    if isinstance(X, (str, os.PathLike, StoreData)):
+        store = open_store(X if isinstance(X, StoreData) else str(X), storage_options=storage_options)
+        if y is not None:
+            raise InputError("y must not be given when X is a store: the store holds the labels")
+        if feature_names is not None:
+            raise InputError("feature_names must not be given when X is a store: the store names its columns")
+        X, y, feature_names = store.X, store.y, store.feature_names
+        weights = store.weights if weights is None else weights
+        offset = store.offset if offset is None else offset
+    elif y is None:
+        raise InputError("y is required unless X is a store")
     row_chunk = None
     if client is not None and not isinstance(X, da.Array):
         shape = np.shape(X)
@@ -123,10 +147,13 @@ def fit(
         fit_intercept=fit_intercept,
         feature_names=feature_names,
         row_chunk=row_chunk,
+        y_classes=None if store is None else store.classes,
     )
     if client is not None:
         # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
         design = _ship_in_memory(design, client, X, y, weights, offset)
+        if persist is True or (persist == "auto" and _fits_in_cluster_memory(design, client)):
+            design = design.with_arrays(client.persist(design.arrays()))
     passes = DataPasses(design, client=client, split_every=split_every)
     mask = np.ones(design.n_features)
     if design.intercept:
@@ -144,7 +171,15 @@ def fit(
         callback=callback,
     )
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
-    return _results(design, outcome, objective, llnull, y)
+    data_info = None
+    if store is not None:
+        data_info = {
+            "store": store.url,
+            "store_checksum": store.checksum,
+            "target": store.metadata["target"],
+            "encoding": store.metadata["encoding"],
+        }
+    return _results(design, outcome, objective, llnull, y, data_info)
 
 
 def _check_options(method: str, l2: float, tol: float, max_iter: int, split_every: int) -> None:
@@ -207,7 +242,29 @@ def _dep_name(y: Any) -> str:
     return str(name) if isinstance(y, pd.Series) and name is not None else "y"
 
 
-def _results(design: Design, outcome: FitOutcome, objective: Objective, llnull: float, y: Any) -> MNLogitResults:
+def _fits_in_cluster_memory(design: Design, client: Any, fraction: float = 0.5) -> bool:
+    """Whether the design's arrays take at most ``fraction`` of the workers' total memory limit."""
+    workers = client.scheduler_info()["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    if not limits:
+        return False
+    if any(limit == 0 for limit in limits):  # unlimited workers: compare with the machine's memory
+        import psutil
+
+        total = float(psutil.virtual_memory().total)
+    else:
+        total = float(sum(limits))
+    return sum(a.nbytes for a in design.arrays()) <= fraction * total
+
+
+def _results(
+    design: Design,
+    outcome: FitOutcome,
+    objective: Objective,
+    llnull: float,
+    y: Any,
+    data_info: dict[str, Any] | None = None,
+) -> MNLogitResults:
     final = outcome.final
     cov = None
     if final.stats.information is not None:
@@ -230,6 +287,7 @@ def _results(design: Design, outcome: FitOutcome, objective: Objective, llnull: 
         method=outcome.method,
         history=outcome.history,
         l2=objective.l2,
-        dep_name=_dep_name(y),
+        dep_name=data_info["target"] if data_info else _dep_name(y),
         message=outcome.message,
+        data_info=data_info,
     )

@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "NumericalError",
     "SingularInformationWarning",
+    "StoreError",
 ]
 
 
@@ -22,6 +23,10 @@ class DmlrError(Exception):
 
 class InputError(DmlrError, ValueError):
     """The data or the arguments given to dmlr are invalid; the message names the culprit."""
+
+
+class StoreError(InputError):
+    """A Zarr store is missing, incomplete (a staging run did not finish) or corrupt (a chunk fails its checksum)."""
 
 
 class NumericalError(DmlrError, ArithmeticError):

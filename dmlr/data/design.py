@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from dmlr.data.labels import LabelCoding
+from dmlr.data.labels import LabelCoding, check_label_values
 from dmlr.errors import InputError
 
 __all__ = ["Design", "as_feature_array", "build_design", "default_row_chunk"]
@@ -194,6 +194,7 @@ def build_design(
     fit_intercept: bool = True,
     feature_names: Sequence[str] | None = None,
     row_chunk: int | None = None,
+    y_classes: Sequence[Any] | NDArray[Any] | None = None,
 ) -> Design:
     """Validate and align the inputs of a fit.
 
@@ -214,6 +215,9 @@ def build_design(
         Names of the ``p`` columns of ``X`` (default: DataFrame columns or ``x1..xp``).
     row_chunk : int, optional
         Rows per partition for in-memory input.
+    y_classes : sequence, optional
+        When given, ``y`` holds positions into these sorted labels (as a Zarr store does) and no pass over ``y``
+        is needed to find the classes.
 
     Returns
     -------
@@ -245,15 +249,16 @@ def build_design(
     y_arr = _as_vector_or_matrix(y, "y")
     if y_arr.ndim != 1:
         raise InputError(f"y must be 1-dimensional (n,); got shape {y_arr.shape}")
-    if isinstance(y_arr, da.Array):
+    if y_classes is not None:
+        coding = LabelCoding.from_labels(np.asarray(y_classes), base)
+        codes = da.map_blocks(_encode_positions_block, _align(y_arr, chunks, "y", n), coding, dtype=np.int32)
+    elif isinstance(y_arr, da.Array):
         coding = LabelCoding.from_labels(np.asarray(da.unique(y_arr).compute()), base)
         y_al = _align(y_arr, chunks, "y", n)
         codes = da.map_blocks(_encode_block, y_al, coding, dtype=np.int32)
     else:
         if y_arr.shape[0] != n:
             raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
-        from dmlr.data.labels import check_label_values
-
         check_label_values(y_arr)
         coding = LabelCoding.from_labels(np.unique(y_arr), base)
         codes = da.from_array(coding.encode(y_arr), chunks=(chunks,))
@@ -280,6 +285,11 @@ def build_design(
 
     model_names = (["const"] if fit_intercept else []) + names
     return Design(x, codes, w, o, coding, tuple(model_names), fit_intercept)
+
+
+def _encode_positions_block(pos: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
+    where = "y" if block_id is None else f"y (partition {block_id[0]})"
+    return coding.encode_positions(pos, where)
 
 
 def _check_weights(w: NDArray[np.float64], where: str = "weights") -> None:

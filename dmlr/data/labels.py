@@ -110,6 +110,23 @@ class LabelCoding:
                 f"{where} has label {labels[row : row + 1].tolist()[0]!r} at row {row}, "
                 f"which is not one of {self.classes.tolist()!r}"
             )
+        return self.encode_positions(pos, where)
+
+    def encode_positions(self, pos: NDArray[np.integer], where: str = "y") -> NDArray[np.int32]:
+        """Map positions in the sorted ``classes`` (as stored in a Zarr store) to codes (0 = base).
+
+        Raises
+        ------
+        InputError
+            A position outside ``0..K-1``.
+        """
+        pos = np.asarray(pos)
+        bad = (pos < 0) | (pos >= self.classes.size)
+        if np.any(bad):
+            row = int(np.argmax(bad))
+            raise InputError(
+                f"{where} has class position {int(pos[row])} at row {row}, outside 0..{self.classes.size - 1}"
+            )
         # sorted position -> code: labels before the base shift up by one, the base becomes 0.
         b = self.base_index
         codes = np.where(pos < b, pos + 1, pos).astype(np.int32)

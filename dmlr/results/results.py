@@ -62,6 +62,10 @@ class MNLogitResults:
     l2 : float
     dep_name : str
         Name of the dependent variable, used in the summary.
+    message : str
+        Why the optimizer stopped.
+    data_info : dict, optional
+        For fits of a store: its URL, checksum, target column and feature encoding (used to encode new tables).
     """
 
     coef: Array
@@ -82,6 +86,7 @@ class MNLogitResults:
     l2: float = 0.0
     dep_name: str = "y"
     message: str = ""
+    data_info: dict[str, Any] | None = None
 
     # --- layout -------------------------------------------------------------------------------------------
     @property

@@ -1,0 +1,511 @@
+"""Zarr v3 stores: staging CSV/Parquet tables into them, and opening them as aligned row-chunked dask arrays.
+
+Layout of a store (a Zarr group)::
+
+    X        float64 (n, p)   chunked by rows only
+    y        int32   (n,)     class positions in the sorted labels (``metadata["classes"]``)
+    weights  float64 (n,)     optional frequency weights
+    offset   float64 (n, m)   optional offsets
+    attributes["dmlr"]        metadata: feature names, classes, class counts, encoding, source, checksum,
+                              schema and dmlr versions, and ``complete: true`` written last
+
+Integrity: every chunk ends with a crc32c checksum (the Zarr ``crc32c`` codec) that is verified on every read; a
+failing chunk raises :class:`~dmlr.errors.StoreError` naming the array, the chunk and its rows. A local store is
+written under a temporary sibling name and renamed into place when complete; on any store the completion flag is
+the last thing written, so a staging run killed midway never leaves something that opens as complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+import zarr
+from dask.base import compute
+from dask.delayed import delayed
+from numpy.typing import NDArray
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from dmlr.data.encoding import FeatureEncoding
+from dmlr.data.labels import check_label_values
+from dmlr.errors import InputError, StoreError
+
+__all__ = ["SCHEMA_VERSION", "StoreData", "open_store", "stage", "store_checksum"]
+
+SCHEMA_VERSION = 1
+TARGET_CHUNK_BYTES = 32 * 2**20
+"""Default size of one chunk of X (bytes): tens of MB, a good unit of work and of I/O."""
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def _expand_sources(source: str | Sequence[str]) -> list[str]:
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    paths: list[str] = []
+    for item in map(str, items):
+        if _is_local(item):
+            found = sorted(glob.glob(_local_path(item)))
+            if not found:
+                raise InputError(f"no file matches {item!r}")
+            paths += found
+        else:
+            paths.append(item)
+    return paths
+
+
+def _read_table(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[dd.DataFrame, str]:
+    first = paths[0].lower()
+    if first.endswith((".parquet", ".pq")) or (_is_local(first) and os.path.isdir(first)):
+        return dd.read_parquet(paths, storage_options=storage_options), "parquet"
+    if first.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        return dd.read_csv(paths, storage_options=storage_options, blocksize="64MB"), "csv"
+    raise InputError(f"cannot tell the format of {paths[0]!r}: use .csv or .parquet files")
+
+
+def _positions(values: NDArray[Any], classes: NDArray[Any], where: str) -> NDArray[np.int32]:
+    check_label_values(values, where)
+    index = pd.Index(classes)
+    pos = index.get_indexer(values)
+    if (pos < 0).any():
+        raise InputError(f"{where} has label {values[int(np.argmax(pos < 0))]!r} that is not a class")
+    return pos.astype(np.int32)
+
+
+def _target_part(frame: pd.DataFrame, target: str, classes: NDArray[Any], where: str) -> NDArray[np.int32]:
+    return _positions(frame[target].to_numpy(), classes, f"target column {target!r} in {where}")
+
+
+def _numeric_part(frame: pd.DataFrame, columns: list[str], where: str) -> NDArray[np.float64]:
+    return FeatureEncoding(tuple(columns)).transform(frame, where)
+
+
+def _weights_part(frame: pd.DataFrame, column: str, where: str) -> NDArray[np.float64]:
+    w = _numeric_part(frame, [column], where)[:, 0]
+    if (w < 0).any():
+        row = int(np.argmax(w < 0))
+        raise InputError(f"weights column {column!r} has a negative value ({w[row]}) at row {row} of {where}")
+    return w
+
+
+def _create(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_rows: int, dtype: Any) -> Any:
+    chunks = (min(chunk_rows, max(shape[0], 1)), *shape[1:])
+    return group.create_array(
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=[ZstdCodec(level=1), Crc32cCodec()],
+        fill_value=0,
+    )
+
+
+def stage(
+    source: str | Sequence[str],
+    store: str,
+    *,
+    target: str,
+    features: Sequence[str] | None = None,
+    weights: str | None = None,
+    offset: Sequence[str] | None = None,
+    chunk_rows: int | None = None,
+    categorical: Sequence[str] | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> StoreData:
+    """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
+
+    Parameters
+    ----------
+    source : str or sequence of str
+        Files or globs (all CSV or all Parquet), local or fsspec URLs.
+    store : str
+        Path or URL of the Zarr store to create.
+    target : str
+        Column holding the class labels.
+    features : sequence of str, optional
+        Feature columns, in design order; default every column except target, weights and offset.
+    weights : str, optional
+        Column of frequency weights.
+    offset : sequence of str, optional
+        ``K - 1`` columns of offsets (non-base classes in sorted label order).
+    chunk_rows : int, optional
+        Rows per chunk; default so that a chunk of X is about 32 MB.
+    categorical : sequence of str, optional
+        Columns to one-hot encode (drop-first, levels recorded).
+    overwrite : bool
+        Replace an existing complete store (only once the new one is complete).
+    storage_options : dict, optional
+        fsspec options for source and store (endpoint, credentials).
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    StoreData
+        The new store, opened.
+
+    Raises
+    ------
+    InputError
+        Missing columns, missing labels or values, non-numeric undeclared columns, an existing store.
+    """
+    paths = _expand_sources(source)
+    table, fmt = _read_table(paths, storage_options)
+    categorical = list(categorical or [])
+    offset = list(offset or [])
+    special = [target] + ([weights] if weights else []) + offset
+    missing = [c for c in special + categorical + list(features or []) if c not in table.columns]
+    if missing:
+        raise InputError(f"columns {missing} are not in the source (it has {list(table.columns)})")
+    if features is None:
+        features = [c for c in table.columns if c not in special]
+    features = list(features)
+    undeclared = [
+        c
+        for c in features
+        if c not in categorical
+        and not (pd.api.types.is_numeric_dtype(table[c].dtype) or pd.api.types.is_bool_dtype(table[c].dtype))
+    ]
+    if undeclared:
+        raise InputError(
+            f"feature columns {undeclared} are not numeric: declare them categorical (--categorical) "
+            "or leave them out of the features"
+        )
+    stray = [c for c in categorical if c not in features]
+    if stray:
+        raise InputError(f"categorical columns {stray} are not among the features {features}")
+
+    url = str(store)
+    _check_target_free(url, overwrite, storage_options)
+
+    # Pass 1 over the source: partition lengths, labels and their counts, categorical levels.
+    lengths, counts, *uniques = compute(
+        table.map_partitions(len),
+        table[target].value_counts(dropna=False),
+        *[table[c].unique() for c in categorical],
+    )
+    labels = np.asarray(counts.index.to_numpy())
+    check_label_values(labels, f"target column {target!r}")
+    classes = np.asarray(sorted(labels.tolist()))
+    if classes.size < 2:
+        raise InputError(f"target column {target!r} has a single class ({classes.tolist()!r})")
+    levels: dict[str, list[Any]] = {}
+    for col, values in zip(categorical, uniques, strict=True):
+        vals = pd.Series(values)
+        if vals.isna().any():
+            raise InputError(f"categorical column {col!r} has missing values")
+        levels[col] = sorted(vals.tolist())
+    encoding = FeatureEncoding(tuple(features), levels)
+    m = classes.size - 1
+    if offset and len(offset) != m:
+        raise InputError(f"offset needs K - 1 = {m} columns (one per non-base class); got {len(offset)}")
+
+    lengths = [int(n) for n in lengths]
+    n, p = int(sum(lengths)), encoding.n_features
+    if n == 0:
+        raise InputError("the source has 0 rows")
+    rows = chunk_rows or max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1)))
+
+    # Pass 2: encode partition by partition, rechunk to regular row chunks, write.
+    parts = table.to_delayed()
+    wheres = [f"source partition {i}" for i in range(len(parts))]
+    arrays: dict[str, da.Array] = {
+        "X": da.concatenate(
+            [
+                da.from_delayed(delayed(encoding.transform)(part, w), shape=(k, p), dtype=np.float64)
+                for part, w, k in zip(parts, wheres, lengths, strict=True)
+            ]
+        ),
+        "y": da.concatenate(
+            [
+                da.from_delayed(delayed(_target_part)(part, target, classes, w), shape=(k,), dtype=np.int32)
+                for part, w, k in zip(parts, wheres, lengths, strict=True)
+            ]
+        ),
+    }
+    if weights:
+        arrays["weights"] = da.concatenate(
+            [
+                da.from_delayed(delayed(_weights_part)(part, weights, w), shape=(k,), dtype=np.float64)
+                for part, w, k in zip(parts, wheres, lengths, strict=True)
+            ]
+        )
+    if offset:
+        arrays["offset"] = da.concatenate(
+            [
+                da.from_delayed(delayed(_numeric_part)(part, offset, w), shape=(k, m), dtype=np.float64)
+                for part, w, k in zip(parts, wheres, lengths, strict=True)
+            ]
+        )
+    write_url = _temporary_name(url) if _is_local(url) else url
+    group = zarr.open_group(write_url, mode="w", storage_options=None if _is_local(url) else storage_options)
+    targets: list[Any] = []
+    sources = []
+    for name, arr in arrays.items():
+        z = _create(group, name, arr.shape, rows, arr.dtype)
+        sources.append(arr.rechunk(z.chunks))
+        targets.append(z)
+    try:
+        _run_with_progress(lambda: da.store(sources, targets, lock=False), progress)
+    except Exception:
+        if _is_local(url):
+            shutil.rmtree(_local_path(write_url), ignore_errors=True)
+        raise
+    metadata = {
+        "schema_version": SCHEMA_VERSION,
+        "dmlr_version": _version(),
+        "n_rows": n,
+        "feature_names": encoding.feature_names,
+        "classes": classes.tolist(),
+        "class_counts": [int(counts.get(c, 0)) for c in classes.tolist()],
+        "target": target,
+        "weights": weights,
+        "offset": offset or None,
+        "encoding": encoding.to_json(),
+        "source": {"format": fmt, "paths": paths},
+        "chunk_rows": rows,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+    }
+    metadata["checksum"] = store_checksum(write_url, None if _is_local(url) else storage_options)
+    metadata["complete"] = True
+    group.attrs["dmlr"] = metadata  # the completion flag: written last
+    if _is_local(url):
+        _move_into_place(_local_path(write_url), _local_path(url))
+    return open_store(url, storage_options=storage_options)
+
+
+def _version() -> str:
+    from dmlr import __version__
+
+    return __version__
+
+
+def _temporary_name(url: str) -> str:
+    path = _local_path(url).rstrip("/")
+    return f"{path}.partial-{uuid.uuid4().hex[:8]}"
+
+
+def _check_target_free(url: str, overwrite: bool, storage_options: dict[str, Any] | None) -> None:
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if fs.exists(root) and not overwrite:
+        raise InputError(f"{url} already exists; pass overwrite=True (--overwrite) to replace it")
+
+
+def _move_into_place(tmp: str, final: str) -> None:
+    old = None
+    if os.path.exists(final):
+        old = f"{final}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_with_progress(func: Any, progress: bool) -> None:
+    if not progress:
+        func()
+        return
+    try:
+        from distributed import default_client
+
+        default_client()
+        on_cluster = True
+    except (ImportError, ValueError):
+        on_cluster = False
+    if on_cluster:
+        func()  # distributed shows progress on its dashboard
+        return
+    import sys
+
+    from dask.diagnostics.progress import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        func()
+
+
+def store_checksum(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """SHA-256 over every array's metadata and the crc32c of every chunk (the chunk files' last 4 bytes).
+
+    Reads 4 bytes per chunk, so it is cheap on any store size; any change of data or layout changes it.
+    """
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    root = root.rstrip("/")
+    digest = hashlib.sha256()
+    for path in sorted(fs.find(root)):
+        rel = path[len(root) :].lstrip("/")
+        if rel == "zarr.json":
+            continue  # the group's attributes hold the checksum itself
+        digest.update(rel.encode())
+        if rel.endswith("zarr.json"):
+            digest.update(fs.cat_file(path))
+        else:
+            digest.update(fs.cat_file(path, start=-4))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreData:
+    """An opened store.
+
+    Attributes
+    ----------
+    url : str
+    X : dask.array.Array, shape (n, p)
+    y : dask.array.Array, shape (n,)
+        Positions of the labels in :attr:`classes`.
+    weights : dask.array.Array, shape (n,), optional
+    offset : dask.array.Array, shape (n, m), optional
+    metadata : dict
+        The ``dmlr`` attributes of the store.
+    """
+
+    url: str
+    X: da.Array
+    y: da.Array
+    weights: da.Array | None
+    offset: da.Array | None
+    metadata: dict[str, Any]
+
+    @property
+    def classes(self) -> NDArray[Any]:
+        """Class labels in code order (sorted), shape (K,)."""
+        return np.asarray(self.metadata["classes"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the ``p`` columns of X."""
+        return list(self.metadata["feature_names"])
+
+    @property
+    def encoding(self) -> FeatureEncoding:
+        """How source columns map to X (for encoding new data at prediction)."""
+        return FeatureEncoding.from_json(self.metadata["encoding"])
+
+    @property
+    def checksum(self) -> str:
+        """The checksum recorded at staging."""
+        return str(self.metadata["checksum"])
+
+    def describe(self) -> str:
+        """Shape, classes and their counts, chunking (what ``dmlr info`` prints)."""
+        meta = self.metadata
+        lines = [
+            f"store:      {self.url}",
+            f"rows:       {meta['n_rows']:,}",
+            f"features:   {len(self.feature_names)} ({', '.join(self.feature_names[:8])}"
+            + (", ..." if len(self.feature_names) > 8 else "")
+            + ")",
+            f"chunks:     {len(self.X.chunks[0])} of up to {meta['chunk_rows']:,} rows "
+            f"({meta['chunk_rows'] * max(len(self.feature_names), 1) * 8 / 2**20:.1f} MiB of X each)",
+            f"X size:     {self.X.nbytes / 2**30:.3f} GiB (float64, uncompressed)",
+            f"target:     {meta['target']}",
+            "classes:    "
+            + ", ".join(f"{c} ({k:,})" for c, k in zip(meta["classes"], meta["class_counts"], strict=True)),
+            f"weights:    {meta['weights'] or '-'}",
+            f"offset:     {', '.join(meta['offset']) if meta['offset'] else '-'}",
+            f"source:     {meta['source']['format']}, {len(meta['source']['paths'])} file(s)",
+            f"checksum:   {meta['checksum']}",
+            f"staged:     {meta['created']} by dmlr {meta['dmlr_version']} (schema {meta['schema_version']})",
+        ]
+        return "\n".join(lines)
+
+
+class _CheckedChunks:
+    """Array-like over a Zarr array whose reads turn a checksum failure into a StoreError naming the chunk."""
+
+    def __init__(self, array: Any, name: str, url: str) -> None:
+        self.array = array
+        self.name = name
+        self.url = url
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.array[key]
+        except ValueError as exc:
+            if "checksum" not in str(exc).lower():
+                raise
+            rows = key[0] if isinstance(key, tuple) else key
+            start = rows.start or 0 if isinstance(rows, slice) else 0
+            chunk = start // self.array.chunks[0]
+            stop = min(start + self.array.chunks[0], self.shape[0])
+            raise StoreError(
+                f"chunk {chunk} of array {self.name!r} (rows {start}-{stop - 1}) in store {self.url} failed its "
+                "crc32c checksum: the store is corrupt; stage it again"
+            ) from None
+
+
+def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None = None) -> StoreData:
+    """Open a complete store as aligned row-chunked dask arrays (one chunk of the store = one partition).
+
+    Parameters
+    ----------
+    store : str
+        Path or fsspec URL.
+    storage_options : dict, optional
+        fsspec options (endpoint, credentials).
+
+    Raises
+    ------
+    StoreError
+        No store there, a store whose staging did not complete, or one of another schema version.
+    """
+    if isinstance(store, StoreData):
+        return store
+    url = str(store)
+    options = None if _is_local(url) else storage_options
+    try:
+        group = zarr.open_group(url, mode="r", storage_options=options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
+        hint = ""
+        if _is_local(url):
+            partial = glob.glob(_local_path(url).rstrip("/") + ".partial-*")
+            if partial:
+                hint = (
+                    f"; {partial[0]} is left from a staging run that did not finish: stage again "
+                    "(and remove the partial directory)"
+                )
+        raise StoreError(f"no dmlr store at {url}{hint}") from exc
+    raw: Any = group.attrs.get("dmlr")
+    meta: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    if not meta.get("complete"):
+        raise StoreError(
+            f"{url} is not a complete dmlr store (its staging did not finish, or it was not made by dmlr); "
+            "stage it again"
+        )
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(f"{url} has store schema {meta.get('schema_version')}, this dmlr reads {SCHEMA_VERSION}")
+    token = str(meta["checksum"])[:16]
+
+    def lazy(name: str) -> da.Array | None:
+        if name not in group:
+            return None
+        z = group[name]
+        assert isinstance(z, zarr.Array)
+        return da.from_array(_CheckedChunks(z, name, url), chunks=z.chunks, name=f"dmlr-store-{name}-{token}")
+
+    x, y = lazy("X"), lazy("y")
+    if x is None or y is None:
+        raise StoreError(f"{url} lacks the X or y array")
+    return StoreData(url, x, y, lazy("weights"), lazy("offset"), meta)
