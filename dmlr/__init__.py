@@ -5,6 +5,7 @@ the data flow and the coefficient layout convention.
 """
 
 from dmlr.api import fit
+from dmlr.data.store import StoreData, open_store, stage
 from dmlr.errors import (
     ConvergenceWarning,
     DmlrError,
@@ -12,7 +13,9 @@ from dmlr.errors import (
     InputError,
     NumericalError,
     SingularInformationWarning,
+    StoreError,
 )
+from dmlr.results.io import load, save
 from dmlr.results.results import MNLogitResults
 
 __version__ = "0.1.0"
@@ -25,6 +28,12 @@ __all__ = [
     "MNLogitResults",
     "NumericalError",
     "SingularInformationWarning",
+    "StoreData",
+    "StoreError",
     "__version__",
     "fit",
+    "load",
+    "open_store",
+    "save",
+    "stage",
 ]

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 __all__ = ["render_summary"]
 
 WIDTH = 78
-NAME = 12
-COL = 11
+NAME = 18
+COL = 10
 
 
 def _fmt(v: float) -> str:

@@ -1,0 +1,5 @@
+"""``python -m dmlr``: the command line."""
+
+from dmlr.cli import main
+
+main()

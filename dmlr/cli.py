@@ -1,0 +1,287 @@
+"""The ``dmlr`` command line: stage, fit, summary, predict, info.
+
+Thin by design: parse, build the cluster, call the library, map errors to exit codes. No numerics here.
+
+Exit codes
+----------
+0  success
+1  internal error (a bug in dmlr: the traceback is printed)
+2  bad input: invalid arguments, data, store or result directory (the message names the culprit)
+3  the fit did not converge or failed numerically (a non-converged result is still written)
+4  infrastructure failure: cluster, network or file system; retrying may help
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+
+from dmlr.errors import DmlrError, InputError, NumericalError
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INFRASTRUCTURE", "EXIT_INTERNAL", "EXIT_NOT_CONVERGED", "EXIT_OK", "main"]
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_CONVERGED = 3
+EXIT_INFRASTRUCTURE = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _infrastructure_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
+    try:
+        from distributed.comm.core import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        errors += [CommClosedError, KilledWorker]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"dmlr: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(func: F) -> F:
+    """Map dmlr's typed errors to the documented exit codes."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            _fail(EXIT_BAD_INPUT, str(exc))
+        except NumericalError as exc:
+            _fail(EXIT_NOT_CONVERGED, str(exc))
+        except DmlrError as exc:
+            _fail(EXIT_INTERNAL, str(exc))
+        except _infrastructure_errors() as exc:
+            _fail(EXIT_INFRASTRUCTURE, f"{type(exc).__name__}: {exc}")
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None, memory_limit: str | None) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        if workers or memory_limit:
+            raise InputError("--scheduler connects to an existing cluster: drop --workers/--memory-limit")
+        with Client(scheduler) as client:
+            yield client
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit or "auto",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+cluster_options = [
+    click.option("--scheduler", metavar="ADDRESS", help="Address of an existing Dask scheduler (tcp://host:port)."),
+    click.option("--workers", type=int, help="Worker processes of the LocalCluster (default: one per core)."),
+    click.option("--memory-limit", metavar="M", help="Memory limit per worker, e.g. 1GB (default: auto)."),
+]
+
+
+def _with_cluster_options(func: F) -> F:
+    for option in reversed(cluster_options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dmlr")
+def main() -> None:
+    """dmlr: multinomial logistic regression at scale, with full statistical inference.
+
+    Exit codes: 0 success, 1 internal error, 2 bad input, 3 not converged, 4 infrastructure failure.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="SOURCE... STORE")
+@click.option("--target", required=True, help="Column holding the class labels.")
+@click.option("--features", multiple=True, help="Feature columns (comma-separated or repeated); default all others.")
+@click.option("--categorical", multiple=True, help="Columns to one-hot encode (drop-first).")
+@click.option("--weights", help="Column of frequency weights.")
+@click.option("--offset", multiple=True, help="K-1 offset columns, non-base classes in sorted label order.")
+@click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@_guarded
+def stage(
+    paths: tuple[str, ...],
+    target: str,
+    features: tuple[str, ...],
+    categorical: tuple[str, ...],
+    weights: str | None,
+    offset: tuple[str, ...],
+    chunk_rows: int | None,
+    overwrite: bool,
+    progress: bool,
+) -> None:
+    """Stage CSV or Parquet files (globs allowed) into a Zarr store."""
+    from dmlr.data.store import stage as stage_store
+
+    if len(paths) < 2:
+        raise click.UsageError("give at least one SOURCE and the STORE")
+    *sources, store = paths
+    start = time.perf_counter()
+    data = stage_store(
+        sources,
+        store,
+        target=target,
+        features=_split(features) or None,
+        weights=weights,
+        offset=_split(offset) or None,
+        chunk_rows=chunk_rows,
+        categorical=_split(categorical) or None,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    click.echo(data.describe())
+    click.echo(f"staged in {time.perf_counter() - start:.1f}s", err=True)
+
+
+def _parse_base(base: str | None, classes: list[Any]) -> Any:
+    if base is None:
+        return None
+    for label in classes:
+        if str(label) == base:
+            return label
+    raise InputError(f"--base {base!r} is not one of the class labels {classes}")
+
+
+@main.command()
+@click.argument("store")
+@click.option("--out", "out", required=True, metavar="RESULT", help="Directory to write the fitted model to.")
+@click.option("--method", type=click.Choice(["auto", "newton", "bohning"]), default="auto", show_default=True)
+@click.option("--base", metavar="LABEL", help="Reference class (default: the smallest label).")
+@click.option("--l2", type=float, default=0.0, show_default=True, help="Ridge penalty (intercept not penalized).")
+@click.option("--max-iter", type=int, default=100, show_default=True)
+@click.option("--tol", type=float, default=1e-8, show_default=True)
+@click.option("--persist", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True)
+@click.option("--inference/--no-inference", default=True, help="Compute standard errors (default: yes).")
+@_with_cluster_options
+@_guarded
+def fit(
+    store: str,
+    out: str,
+    method: str,
+    base: str | None,
+    l2: float,
+    max_iter: int,
+    tol: float,
+    persist: str,
+    inference: bool,
+    scheduler: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+) -> None:
+    """Fit the store; progress on stderr, summary on stdout, model to RESULT."""
+    import warnings
+
+    import dmlr
+    from dmlr.errors import ConvergenceWarning
+
+    data = dmlr.open_store(store)
+
+    def report(rec: dict[str, Any]) -> None:
+        click.echo(
+            f"iter {rec['iteration']:>3} {rec['kind']:<9} loglik {rec['loglik']:.10g}  "
+            f"max|score| {rec['max_abs_score']:.3e}  {rec['seconds']:.2f}s  passes {rec['passes']}",
+            err=True,
+        )
+
+    with _client(scheduler, workers, memory_limit) as client, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported through the exit code instead
+        res = dmlr.fit(
+            data,
+            method=method,
+            base=_parse_base(base, list(data.metadata["classes"])),
+            l2=l2,
+            max_iter=max_iter,
+            tol=tol,
+            inference=inference,
+            persist="auto" if persist == "auto" else persist == "yes",
+            client=client,
+            callback=report,
+        )
+    dmlr.save(res, out)
+    click.echo(res.summary())
+    if not res.converged:
+        _fail(EXIT_NOT_CONVERGED, f"the fit did not converge ({res.message}); the result was written to {out}")
+
+
+@main.command()
+@click.argument("result")
+@_guarded
+def summary(result: str) -> None:
+    """Print the summary of a fitted model."""
+    import dmlr
+
+    click.echo(dmlr.load(result).summary())
+
+
+@main.command()
+@click.argument("store")
+@_guarded
+def info(store: str) -> None:
+    """Shape, classes and class counts, chunking of a store."""
+    import dmlr
+
+    click.echo(dmlr.open_store(store).describe())
+
+
+@main.command()
+@click.argument("result")
+@click.argument("data", metavar="STORE_OR_FILE")
+@click.option("--out", "out", required=True, help="Output path: *.zarr or *.parquet.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@_with_cluster_options
+@_guarded
+def predict(
+    result: str,
+    data: str,
+    out: str,
+    overwrite: bool,
+    scheduler: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+) -> None:
+    """Class probabilities and labels for a store or CSV/Parquet files, written chunk by chunk."""
+    import dmlr
+    from dmlr.results.predict_io import predict_to
+
+    res = dmlr.load(result)
+    with _client(scheduler, workers, memory_limit):
+        n = predict_to(res, data, out, overwrite=overwrite)
+    click.echo(f"wrote probabilities and labels of {n:,} rows to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,107 @@
+"""Prediction over stores and table files, written chunk by chunk to Zarr or Parquet (``dmlr predict``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask.array as da
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+import zarr
+from dask.delayed import delayed
+from numpy.typing import NDArray
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from dmlr.data.encoding import FeatureEncoding
+from dmlr.data.store import _expand_sources, _read_table, open_store
+from dmlr.errors import InputError
+from dmlr.results.results import MNLogitResults
+
+__all__ = ["features_of", "predict_to"]
+
+
+def _is_store(path: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(path)
+    return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
+
+
+def features_of(res: MNLogitResults, data: str) -> da.Array:
+    """The feature matrix of a store or of CSV/Parquet files, encoded as at staging, as a dask array (n, p).
+
+    Files are encoded with the feature encoding recorded when the fitted store was staged (categorical levels
+    included); a result fitted from in-memory data reads its feature columns by name.
+    """
+    if _is_store(data):
+        store = open_store(data)
+        if list(store.feature_names) != list(res.data_feature_names):
+            raise InputError(
+                f"store {data} has features {store.feature_names}, "
+                f"the model was fitted on {list(res.data_feature_names)}"
+            )
+        return store.X
+    if res.data_info and res.data_info.get("encoding"):
+        encoding = FeatureEncoding.from_json(res.data_info["encoding"])
+    else:
+        encoding = FeatureEncoding(tuple(res.data_feature_names))
+    table, _ = _read_table(_expand_sources(data), None)
+    lengths = table.map_partitions(len).compute()
+    p = encoding.n_features
+    parts = [
+        da.from_delayed(delayed(encoding.transform)(part, f"{data} partition {i}"), shape=(int(k), p), dtype=float)
+        for i, (part, k) in enumerate(zip(table.to_delayed(), lengths, strict=True))
+    ]
+    return da.concatenate(parts)
+
+
+def _frame(proba: NDArray[np.float64], classes: NDArray[Any]) -> pd.DataFrame:
+    frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes.tolist()])
+    frame["label"] = classes[np.argmax(proba, axis=1)]
+    return frame
+
+
+def predict_to(res: MNLogitResults, data: str, out: str, *, overwrite: bool = False) -> int:
+    """Predict every row of ``data`` and write probabilities and labels to ``out``.
+
+    Parameters
+    ----------
+    res : MNLogitResults
+    data : str
+        A Zarr store, or CSV/Parquet files (globs allowed).
+    out : str
+        ``*.zarr``: arrays ``proba`` (n, K, columns in sorted label order) and ``label`` (int32 positions in
+        ``attrs["classes"]``). ``*.parquet``: columns ``p_<label>`` and ``label``.
+    overwrite : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    int
+        Number of rows written.
+    """
+    fs, root = fsspec.core.url_to_fs(out)
+    if fs.exists(root) and not overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite to replace it")
+    x = features_of(res, data)
+    proba = res.predict_proba(x)
+    classes = np.asarray(res.classes)
+    if out.rstrip("/").endswith(".zarr"):
+        rows = max(1, (32 * 2**20) // (8 * classes.size))
+        proba = proba.rechunk((rows, -1))
+        group = zarr.open_group(out, mode="w")
+        codecs = [ZstdCodec(level=1), Crc32cCodec()]
+        zp = group.create_array("proba", shape=proba.shape, chunks=(rows, classes.size), dtype="f8", compressors=codecs)
+        zl = group.create_array("label", shape=proba.shape[:1], chunks=(rows,), dtype="i4", compressors=codecs)
+        labels = da.map_blocks(lambda b: np.argmax(b, axis=1).astype(np.int32), proba, drop_axis=1, dtype=np.int32)
+        targets: list[Any] = [zp, zl]
+        da.store([proba, labels], targets, lock=False)
+        group.attrs["classes"] = classes.tolist()
+    elif out.rstrip("/").endswith(".parquet"):
+        meta = _frame(np.zeros((0, classes.size)), classes)
+        frames = [delayed(_frame)(block, classes) for block in proba.to_delayed().ravel()]
+        dd.from_delayed(frames, meta=meta).to_parquet(out, write_index=False, overwrite=overwrite)
+    else:
+        raise InputError(f"--out must end with .zarr or .parquet, got {os.path.basename(out)!r}")
+    return int(proba.shape[0])
