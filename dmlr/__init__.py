@@ -5,7 +5,7 @@ the data flow and the coefficient layout convention.
 """
 
 from dmlr.api import fit
-from dmlr.data.store import StoreData, open_store, stage
+from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
 from dmlr.errors import (
     ConvergenceWarning,
     DmlrError,
@@ -36,4 +36,6 @@ __all__ = [
     "open_store",
     "save",
     "stage",
+    "stage_arrays",
+    "store_checksum",
 ]

@@ -42,7 +42,7 @@ from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_label_values
 from dmlr.errors import InputError, StoreError
 
-__all__ = ["SCHEMA_VERSION", "StoreData", "open_store", "stage", "store_checksum"]
+__all__ = ["SCHEMA_VERSION", "StoreData", "open_store", "stage", "stage_arrays", "store_checksum"]
 
 SCHEMA_VERSION = 1
 TARGET_CHUNK_BYTES = 32 * 2**20
@@ -256,23 +256,7 @@ def stage(
                 for part, w, k in zip(parts, wheres, lengths, strict=True)
             ]
         )
-    write_url = _temporary_name(url) if _is_local(url) else url
-    group = zarr.open_group(write_url, mode="w", storage_options=None if _is_local(url) else storage_options)
-    targets: list[Any] = []
-    sources = []
-    for name, arr in arrays.items():
-        z = _create(group, name, arr.shape, rows, arr.dtype)
-        sources.append(arr.rechunk(z.chunks))
-        targets.append(z)
-    try:
-        _run_with_progress(lambda: da.store(sources, targets, lock=False), progress)
-    except Exception:
-        if _is_local(url):
-            shutil.rmtree(_local_path(write_url), ignore_errors=True)
-        raise
     metadata = {
-        "schema_version": SCHEMA_VERSION,
-        "dmlr_version": _version(),
         "n_rows": n,
         "feature_names": encoding.feature_names,
         "classes": classes.tolist(),
@@ -283,14 +267,126 @@ def stage(
         "encoding": encoding.to_json(),
         "source": {"format": fmt, "paths": paths},
         "chunk_rows": rows,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
     }
-    metadata["checksum"] = store_checksum(write_url, None if _is_local(url) else storage_options)
-    metadata["complete"] = True
+    return _write_store(url, arrays, metadata, storage_options, progress)
+
+
+def _write_store(
+    url: str,
+    arrays: dict[str, da.Array],
+    metadata: dict[str, Any],
+    storage_options: dict[str, Any] | None,
+    progress: bool,
+) -> StoreData:
+    """Write the arrays (regular row chunks of ``metadata["chunk_rows"]``), then the metadata and completion flag.
+
+    A local store is written under a temporary sibling name and renamed into place once complete.
+    """
+    local = _is_local(url)
+    write_url = _temporary_name(url) if local else url
+    group = zarr.open_group(write_url, mode="w", storage_options=None if local else storage_options)
+    targets: list[Any] = []
+    sources = []
+    for name, arr in arrays.items():
+        z = _create(group, name, arr.shape, int(metadata["chunk_rows"]), arr.dtype)
+        sources.append(arr.rechunk(z.chunks))
+        targets.append(z)
+    try:
+        _run_with_progress(lambda: da.store(sources, targets, lock=False), progress)
+    except BaseException:
+        if local:
+            _remove_tree(_local_path(write_url))
+        raise
+    metadata = {
+        "schema_version": SCHEMA_VERSION,
+        "dmlr_version": _version(),
+        **metadata,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "checksum": store_checksum(write_url, None if local else storage_options),
+        "complete": True,
+    }
     group.attrs["dmlr"] = metadata  # the completion flag: written last
-    if _is_local(url):
+    if local:
         _move_into_place(_local_path(write_url), _local_path(url))
     return open_store(url, storage_options=storage_options)
+
+
+def stage_arrays(
+    X: Any,
+    y: Any,
+    store: str,
+    *,
+    feature_names: Sequence[str] | None = None,
+    weights: Any = None,
+    offset: Any = None,
+    chunk_rows: int | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    source: str = "arrays",
+    progress: bool = False,
+) -> StoreData:
+    """Stage arrays (NumPy or dask, possibly larger than memory) into a Zarr store.
+
+    Parameters
+    ----------
+    X : array-like or dask.array.Array, shape (n, p)
+    y : array-like or dask.array.Array, shape (n,)
+        Class labels (any sortable dtype); a dask ``y`` costs one extra pass to find the classes.
+    store : str
+        Path or URL of the store to create.
+    feature_names : sequence of str, optional
+    weights : array-like, shape (n,), optional
+    offset : array-like, shape (n, K - 1), optional
+    chunk_rows : int, optional
+        Rows per chunk; default about 32 MB of X per chunk.
+    overwrite : bool
+    storage_options : dict, optional
+    source : str
+        Description recorded in the metadata.
+    progress : bool
+
+    Returns
+    -------
+    StoreData
+    """
+    from dmlr.data.design import as_feature_array
+
+    url = str(store)
+    _check_target_free(url, overwrite, storage_options)
+    x, names = as_feature_array(X)
+    n, p = x.shape
+    names = list(feature_names) if feature_names is not None else names or [f"x{j + 1}" for j in range(p)]
+    if len(names) != p:
+        raise InputError(f"feature_names has {len(names)} names but X has {p} columns")
+    y_arr = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=(x.chunks[0],))
+    if y_arr.shape != (n,):
+        raise InputError(f"y must have shape ({n},); got {y_arr.shape}")
+    labels, counts = compute(*da.unique(y_arr, return_counts=True))
+    check_label_values(np.asarray(labels))
+    classes = np.asarray(labels)
+    if classes.size < 2:
+        raise InputError(f"y has a single class ({classes.tolist()!r})")
+    arrays: dict[str, da.Array] = {
+        "X": x,
+        "y": da.map_blocks(_positions, y_arr, classes, "y", dtype=np.int32),
+    }
+    if weights is not None:
+        arrays["weights"] = da.asarray(weights).astype(np.float64)
+    if offset is not None:
+        arrays["offset"] = da.asarray(offset).astype(np.float64)
+    metadata = {
+        "n_rows": int(n),
+        "feature_names": names,
+        "classes": classes.tolist(),
+        "class_counts": [int(c) for c in counts],
+        "target": "y",
+        "weights": "weights" if weights is not None else None,
+        "offset": [f"offset{k + 1}" for k in range(classes.size - 1)] if offset is not None else None,
+        "encoding": FeatureEncoding(tuple(names)).to_json(),
+        "source": {"format": source, "paths": []},
+        "chunk_rows": chunk_rows or max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1))),
+    }
+    return _write_store(url, arrays, metadata, storage_options, progress)
 
 
 def _version() -> str:
@@ -308,6 +404,17 @@ def _check_target_free(url: str, overwrite: bool, storage_options: dict[str, Any
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if fs.exists(root) and not overwrite:
         raise InputError(f"{url} already exists; pass overwrite=True (--overwrite) to replace it")
+
+
+def _remove_tree(path: str, settle: float = 0.2, attempts: int = 25) -> None:
+    """Remove a partly written store; tasks still running when a write failed may recreate files for a moment."""
+    import time
+
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(settle)
+        if not os.path.exists(path):
+            return
 
 
 def _move_into_place(tmp: str, final: str) -> None:
@@ -345,7 +452,9 @@ def _run_with_progress(func: Any, progress: bool) -> None:
 def store_checksum(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """SHA-256 over every array's metadata and the crc32c of every chunk (the chunk files' last 4 bytes).
 
-    Reads 4 bytes per chunk, so it is cheap on any store size; any change of data or layout changes it.
+    Reads 4 bytes per chunk, so it is cheap on any store size. It identifies the content as written: any chunk
+    rewritten with other data or any layout change alters it. Corruption of bytes inside a chunk (which leaves the
+    stored crc32c alone) is caught instead by the crc32c check on every read.
     """
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")

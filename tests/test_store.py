@@ -1,0 +1,188 @@
+"""Staging to Zarr: fits equal in-memory fits, categorical round trips, integrity against crashes and corruption."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+import dmlr
+from dmlr import InputError, StoreError
+from dmlr.results.predict_io import features_of
+
+
+def _table(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A table with a string target, a categorical feature and weights, drawn from a known model."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(size=n),
+            "income": rng.normal(size=n),
+            "region": rng.choice(["north", "south", "east"], size=n),
+            "w": rng.integers(1, 4, size=n).astype(float),
+        }
+    )
+    region = np.column_stack([frame.region == "north", frame.region == "south"]).astype(float)
+    design = np.column_stack([frame.age, frame.income, region])
+    eta = np.column_stack([np.zeros(n), design @ rng.normal(scale=0.7, size=(4, 2)) + [0.2, -0.3]])
+    prob = np.exp(eta) / np.exp(eta).sum(axis=1, keepdims=True)
+    codes = (rng.random(n)[:, None] > np.cumsum(prob, axis=1)).sum(axis=1)
+    frame["choice"] = np.array(["bus", "car", "train"])[np.minimum(codes, 2)]
+    return frame, design
+
+
+def _in_memory_fit(frame: pd.DataFrame, design: np.ndarray, **kwargs):
+    names = ["age", "income", "region[T.north]", "region[T.south]"]
+    return dmlr.fit(design, frame.choice.to_numpy(), feature_names=names, method="newton", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return _table(4000, seed=1)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_staged_multi_file_source_fits_like_memory_and_predicts_new_files(tmp_path, table, fmt):
+    frame, design = table
+    for i in range(4):
+        part = frame.iloc[i * 1000 : (i + 1) * 1000]
+        if fmt == "csv":
+            part.to_csv(tmp_path / f"part{i}.csv", index=False)
+        else:
+            part.to_parquet(tmp_path / f"part{i}.parquet", index=False)
+    store = dmlr.stage(
+        str(tmp_path / f"part*.{fmt}"),
+        str(tmp_path / "data.zarr"),
+        target="choice",
+        features=["age", "income", "region"],
+        categorical=["region"],
+        weights="w",
+        chunk_rows=900,
+    )
+    assert store.X.chunks[0] == (900, 900, 900, 900, 400)
+    assert store.metadata["classes"] == ["bus", "car", "train"]
+    assert store.metadata["class_counts"] == [int((frame.choice == c).sum()) for c in ("bus", "car", "train")]
+    assert store.feature_names == ["age", "income", "region[T.north]", "region[T.south]"]
+
+    res = dmlr.fit(str(tmp_path / "data.zarr"), method="newton")
+    ref = _in_memory_fit(frame, design, weights=frame.w.to_numpy())
+    assert list(res.params.columns) == ["car", "train"]
+    assert np.max(np.abs(res.coef - ref.coef)) <= 1e-10 * np.max(np.abs(ref.coef))
+    np.testing.assert_allclose(res.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-10)
+
+    # new data with the categorical column as text is encoded with the staged levels
+    new = frame.drop(columns=["choice", "w"]).iloc[::7]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    x_new = features_of(res, str(tmp_path / "new.csv")).compute()
+    np.testing.assert_array_equal(x_new, design[::7])
+    np.testing.assert_allclose(res.predict_proba(x_new), ref.predict_proba(design[::7]), rtol=1e-9)
+
+    unseen = new.head(3).assign(region=["north", "west", "east"])
+    unseen.to_csv(tmp_path / "unseen.csv", index=False)
+    with pytest.raises(InputError, match="'region' has level 'west'"):
+        features_of(res, str(tmp_path / "unseen.csv")).compute()
+
+
+def test_stage_arrays_with_offset_and_weights(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1500, 3))
+    y = rng.choice([10, 20, 30], size=1500)
+    w = rng.uniform(0.5, 2.0, size=1500)
+    o = rng.normal(size=(1500, 2))
+    dmlr.stage_arrays(x, y, str(tmp_path / "a.zarr"), weights=w, offset=o, chunk_rows=400)
+    res = dmlr.fit(str(tmp_path / "a.zarr"), method="newton", base=20)
+    ref = dmlr.fit(x, y, weights=w, offset=o, method="newton", base=20)
+    assert list(res.params.columns) == [10, 30]
+    assert np.max(np.abs(res.coef - ref.coef)) <= 1e-10 * np.max(np.abs(ref.coef))
+
+
+def test_bad_sources_are_named(tmp_path, table):
+    frame, _ = table
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    src, out = str(tmp_path / "t.csv"), str(tmp_path / "s.zarr")
+    with pytest.raises(InputError, match=r"columns \['nope'\] are not in the source"):
+        dmlr.stage(src, out, target="nope")
+    with pytest.raises(InputError, match=r"\['region'\] are not numeric: declare them categorical"):
+        dmlr.stage(src, out, target="choice")
+    with pytest.raises(InputError, match="no file matches"):
+        dmlr.stage(str(tmp_path / "missing*.csv"), out, target="choice")
+    bad = frame.copy()
+    bad.loc[1234, "income"] = np.nan
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match="column 'income' has a missing or non-finite value at row 1234"):
+        dmlr.stage(str(tmp_path / "bad.csv"), out, target="choice", categorical=["region"])
+    assert not os.path.exists(out) and not glob.glob(out + ".partial-*")  # a failed staging leaves nothing
+    dmlr.stage(src, out, target="choice", categorical=["region"])
+    with pytest.raises(InputError, match="already exists"):
+        dmlr.stage(src, out, target="choice", categorical=["region"])
+    again = dmlr.stage(src, out, target="choice", categorical=["region"], weights="w", overwrite=True)
+    assert again.metadata["weights"] == "w"
+
+
+def test_a_staging_run_killed_midway_is_never_fitted(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import dask.array as da, numpy as np, dmlr
+        x = da.random.default_rng(0).standard_normal((4_000_000, 20), chunks=(50_000, 20))
+        y = da.random.default_rng(1).integers(0, 3, size=4_000_000, chunks=50_000)
+        dmlr.stage_arrays(x, y, {str(tmp_path / "big.zarr")!r}, chunk_rows=50_000)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        partial = glob.glob(str(tmp_path / "big.zarr.partial-*" / "X" / "c" / "*"))
+        if len(partial) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(partial) >= 3, "the staging run never started writing chunks"
+    assert not os.path.exists(tmp_path / "big.zarr")
+    with pytest.raises(StoreError, match=r"partial-.* is left from a staging run that did not finish"):
+        dmlr.fit(str(tmp_path / "big.zarr"))
+    # a group written directly (as on an object store) without the completion flag is refused too
+    leftover = glob.glob(str(tmp_path / "big.zarr.partial-*"))[0]
+    with pytest.raises(StoreError, match="not a complete dmlr store"):
+        dmlr.open_store(leftover)
+
+
+def test_corrupted_chunk_is_named(tmp_path):
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(1000, 3)), rng.integers(0, 3, size=1000)
+    dmlr.stage_arrays(x, y, str(tmp_path / "c.zarr"), chunk_rows=300)
+    chunk = tmp_path / "c.zarr" / "X" / "c" / "2" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"chunk 2 of array 'X' \(rows 600-899\).*crc32c"):
+        dmlr.fit(str(tmp_path / "c.zarr"))
+
+
+def test_store_checksum_changes_when_data_are_rewritten(tmp_path):
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(1000, 3)), rng.integers(0, 3, size=1000)
+    store = dmlr.stage_arrays(x, y, str(tmp_path / "k.zarr"), chunk_rows=300)
+    assert dmlr.store_checksum(store.url) == store.checksum
+    zarr.open_group(store.url, mode="r+")["X"][700, 1] = 0.5  # a legitimate write re-encodes chunk 2
+    assert dmlr.store_checksum(store.url) != store.checksum
+
+
+def test_store_arrays_carry_crc32c_and_metadata(tmp_path):
+    x, y = np.ones((10, 2)), np.array(["a", "b"] * 5)
+    dmlr.stage_arrays(x, y, str(tmp_path / "m.zarr"))
+    group = zarr.open_group(str(tmp_path / "m.zarr"), mode="r")
+    codecs = [c.to_dict()["name"] for c in group["X"].metadata.codecs[-1:]]
+    assert codecs == ["crc32c"]
+    meta = group.attrs["dmlr"]
+    assert meta["complete"] is True and meta["schema_version"] == 1
+    assert meta["classes"] == ["a", "b"] and meta["n_rows"] == 10
