@@ -72,9 +72,10 @@ def test_duplicate_column_is_reported_by_name_with_infinite_standard_errors():
 
 
 @pytest.mark.cluster
-def test_demo_recovers_the_true_coefficients():
+def test_demo_recovers_the_true_coefficients(tmp_path, capfd):
     from dmlr.demo import run_demo
 
-    report, max_z = run_demo(n=30_000, p=3, n_classes=3, n_workers=2, seed=5)
-    assert "MNLogit Regression Results" in report
+    max_z = run_demo(n=40_000, workdir=str(tmp_path), n_workers=2)
+    out = capfd.readouterr().out
+    assert "MNLogit Regression Results" in out and "mode=walk" in out and "region[T.west]" in out
     assert max_z < 4
