@@ -186,3 +186,36 @@ def test_store_arrays_carry_crc32c_and_metadata(tmp_path):
     meta = group.attrs["dmlr"]
     assert meta["complete"] is True and meta["schema_version"] == 1
     assert meta["classes"] == ["a", "b"] and meta["n_rows"] == 10
+
+
+@pytest.mark.cluster
+def test_store_fit_streams_chunks_without_keeping_them(tmp_path, cluster_client):
+    """With persist=False every pass reads the chunks from Zarr; nothing of the data stays on the workers."""
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(6000, 4)), rng.integers(0, 3, size=6000)
+    store = dmlr.stage_arrays(x, y, str(tmp_path / "s.zarr"), chunk_rows=1000)
+    streamed = dmlr.fit(store, method="newton", client=cluster_client, persist=False)
+    in_memory = dmlr.fit(x, y, method="newton")
+    assert np.max(np.abs(streamed.coef - in_memory.coef)) <= 1e-10 * np.max(np.abs(in_memory.coef))
+    held = cluster_client.run(lambda dask_worker: sum(1 for k in dask_worker.data if "dmlr-store" in str(k)))
+    assert sum(held.values()) == 0
+
+
+def test_persist_auto_compares_data_with_half_the_workers_memory():
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from dmlr.api import _fits_in_cluster_memory
+    from dmlr.data.design import build_design
+
+    def design(rows: int):  # lazy zeros: the size is metadata, nothing is allocated
+        return build_design(da.zeros((rows, 100), chunks=(10**5, 100)), np.arange(rows) % 2, fit_intercept=True)
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, memory_limit="1GB", processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        assert _fits_in_cluster_memory(design(1_000_000), client)  # 0.8 GB of X <= half of 2 GB
+        assert not _fits_in_cluster_memory(design(2_000_000), client)  # 1.6 GB > 1 GB
