@@ -109,7 +109,7 @@ def main() -> None:
 
     with (
         LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit, dashboard_address=None
+            n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -132,7 +132,7 @@ def main() -> None:
 
     if not args.skip_in_memory:
         with (
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=0, dashboard_address=None) as big,
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=0, dashboard_address=":0") as big,
             Client(big) as client,
         ):
             start = time.perf_counter()

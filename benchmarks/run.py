@@ -45,7 +45,7 @@ def run(problems: dict[str, tuple[int, int, int]], methods: list[str], repeat: i
 
     rows: list[Row] = []
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         for name, (n, d, k) in problems.items():

@@ -14,7 +14,7 @@ Exit codes
 from __future__ import annotations
 
 import contextlib
-import os
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -73,27 +73,33 @@ def _guarded(func: F) -> F:
 
 
 @contextlib.contextmanager
-def _client(scheduler: str | None, workers: int | None, memory_limit: str | None) -> Iterator[Any]:
-    from distributed import Client, LocalCluster
+def _client(scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None) -> Iterator[Any]:
+    from dmlr.cluster import connected, load_spec
 
-    if scheduler:
-        if workers or memory_limit:
-            raise InputError("--scheduler connects to an existing cluster: drop --workers/--memory-limit")
-        with Client(scheduler) as client:
-            yield client
-        return
-    n = workers or os.cpu_count() or 1
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=memory_limit or "auto",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    if scheduler and cluster:
+        raise InputError("give --scheduler or --cluster, not both")
+    spec = scheduler or cluster or "local"
+    overrides: dict[str, Any] = {}
+    if workers:
+        overrides["n_workers"] = workers
+    if memory_limit:
+        overrides["memory_limit"] = memory_limit
+    if overrides and load_spec(spec).kind not in ("local", "jobqueue"):
+        raise InputError(f"--workers/--memory-limit cannot resize the cluster {spec}")
+    with connected(spec, **overrides) as client:
         yield client
+
+
+def _storage_options(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--storage-options is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InputError('--storage-options must be a JSON object, e.g. \'{"endpoint_url": "http://..."}\'')
+    return value
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -102,9 +108,19 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 cluster_options = [
     click.option("--scheduler", metavar="ADDRESS", help="Address of an existing Dask scheduler (tcp://host:port)."),
-    click.option("--workers", type=int, help="Worker processes of the LocalCluster (default: one per core)."),
+    click.option(
+        "--cluster",
+        metavar="SPEC",
+        help="'local', a scheduler address, or a deployment YAML (a path or a name in cluster/).",
+    ),
+    click.option("--workers", type=int, help="Worker processes of a local cluster (default: one per core)."),
     click.option("--memory-limit", metavar="M", help="Memory limit per worker, e.g. 1GB (default: auto)."),
 ]
+storage_option = click.option(
+    "--storage-options",
+    metavar="JSON",
+    help="fsspec options for s3:// and other URLs, e.g. an endpoint; credentials come from the environment.",
+)
 
 
 def _with_cluster_options(func: F) -> F:
@@ -132,6 +148,7 @@ def main() -> None:
 @click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@storage_option
 @_guarded
 def stage(
     paths: tuple[str, ...],
@@ -143,6 +160,7 @@ def stage(
     chunk_rows: int | None,
     overwrite: bool,
     progress: bool,
+    storage_options: str | None,
 ) -> None:
     """Stage CSV or Parquet files (globs allowed) into a Zarr store."""
     from dmlr.data.store import stage as stage_store
@@ -162,6 +180,7 @@ def stage(
         categorical=_split(categorical) or None,
         overwrite=overwrite,
         progress=progress,
+        storage_options=_storage_options(storage_options),
     )
     click.echo(data.describe())
     click.echo(f"staged in {time.perf_counter() - start:.1f}s", err=True)
@@ -187,6 +206,7 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @click.option("--persist", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True)
 @click.option("--inference/--no-inference", default=True, help="Compute standard errors (default: yes).")
 @_with_cluster_options
+@storage_option
 @_guarded
 def fit(
     store: str,
@@ -199,8 +219,10 @@ def fit(
     persist: str,
     inference: bool,
     scheduler: str | None,
+    cluster: str | None,
     workers: int | None,
     memory_limit: str | None,
+    storage_options: str | None,
 ) -> None:
     """Fit the store; progress on stderr, summary on stdout, model to RESULT."""
     import warnings
@@ -208,7 +230,8 @@ def fit(
     import dmlr
     from dmlr.errors import ConvergenceWarning
 
-    data = dmlr.open_store(store)
+    options = _storage_options(storage_options)
+    data = dmlr.open_store(store, storage_options=options)
 
     def report(rec: dict[str, Any]) -> None:
         click.echo(
@@ -217,7 +240,7 @@ def fit(
             err=True,
         )
 
-    with _client(scheduler, workers, memory_limit) as client, warnings.catch_warnings():
+    with _client(scheduler, cluster, workers, memory_limit) as client, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through the exit code instead
         res = dmlr.fit(
             data,
@@ -231,7 +254,7 @@ def fit(
             client=client,
             callback=report,
         )
-    dmlr.save(res, out)
+    dmlr.save(res, out, storage_options=options)
     click.echo(res.summary())
     if not res.converged:
         _fail(EXIT_NOT_CONVERGED, f"the fit did not converge ({res.message}); the result was written to {out}")
@@ -239,22 +262,24 @@ def fit(
 
 @main.command()
 @click.argument("result")
+@storage_option
 @_guarded
-def summary(result: str) -> None:
+def summary(result: str, storage_options: str | None) -> None:
     """Print the summary of a fitted model."""
     import dmlr
 
-    click.echo(dmlr.load(result).summary())
+    click.echo(dmlr.load(result, storage_options=_storage_options(storage_options)).summary())
 
 
 @main.command()
 @click.argument("store")
+@storage_option
 @_guarded
-def info(store: str) -> None:
+def info(store: str, storage_options: str | None) -> None:
     """Shape, classes and class counts, chunking of a store."""
     import dmlr
 
-    click.echo(dmlr.open_store(store).describe())
+    click.echo(dmlr.open_store(store, storage_options=_storage_options(storage_options)).describe())
 
 
 @main.command()
@@ -263,6 +288,7 @@ def info(store: str) -> None:
 @click.option("--out", "out", required=True, help="Output path: *.zarr or *.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @_with_cluster_options
+@storage_option
 @_guarded
 def predict(
     result: str,
@@ -270,16 +296,19 @@ def predict(
     out: str,
     overwrite: bool,
     scheduler: str | None,
+    cluster: str | None,
     workers: int | None,
     memory_limit: str | None,
+    storage_options: str | None,
 ) -> None:
     """Class probabilities and labels for a store or CSV/Parquet files, written chunk by chunk."""
     import dmlr
     from dmlr.results.predict_io import predict_to
 
-    res = dmlr.load(result)
-    with _client(scheduler, workers, memory_limit):
-        n = predict_to(res, data, out, overwrite=overwrite)
+    options = _storage_options(storage_options)
+    res = dmlr.load(result, storage_options=options)
+    with _client(scheduler, cluster, workers, memory_limit):
+        n = predict_to(res, data, out, overwrite=overwrite, storage_options=options)
     click.echo(f"wrote probabilities and labels of {n:,} rows to {out}")
 
 

@@ -16,7 +16,7 @@ def cluster_client() -> Iterator[Client]:
     The client is not set as the default, so tests that pass ``client=None`` still use the threaded scheduler.
     """
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
         yield client

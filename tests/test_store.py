@@ -213,7 +213,7 @@ def test_persist_auto_compares_data_with_half_the_workers_memory():
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, memory_limit="1GB", processes=False, dashboard_address=None
+            n_workers=2, threads_per_worker=1, memory_limit="1GB", processes=False, dashboard_address=":0"
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):

@@ -23,19 +23,19 @@ from dmlr.results.results import MNLogitResults
 __all__ = ["features_of", "predict_to"]
 
 
-def _is_store(path: str) -> bool:
-    fs, root = fsspec.core.url_to_fs(path)
+def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
+    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
-def features_of(res: MNLogitResults, data: str) -> da.Array:
+def features_of(res: MNLogitResults, data: str, storage_options: dict[str, Any] | None = None) -> da.Array:
     """The feature matrix of a store or of CSV/Parquet files, encoded as at staging, as a dask array (n, p).
 
     Files are encoded with the feature encoding recorded when the fitted store was staged (categorical levels
     included); a result fitted from in-memory data reads its feature columns by name.
     """
-    if _is_store(data):
-        store = open_store(data)
+    if _is_store(data, storage_options):
+        store = open_store(data, storage_options=storage_options)
         if list(store.feature_names) != list(res.data_feature_names):
             raise InputError(
                 f"store {data} has features {store.feature_names}, "
@@ -46,7 +46,7 @@ def features_of(res: MNLogitResults, data: str) -> da.Array:
         encoding = FeatureEncoding.from_json(res.data_info["encoding"])
     else:
         encoding = FeatureEncoding(tuple(res.data_feature_names))
-    table, _ = _read_table(_expand_sources(data), None)
+    table, _ = _read_table(_expand_sources(data), storage_options)
     lengths = table.map_partitions(len).compute()
     p = encoding.n_features
     parts = [
@@ -62,7 +62,14 @@ def _frame(proba: NDArray[np.float64], classes: NDArray[Any]) -> pd.DataFrame:
     return frame
 
 
-def predict_to(res: MNLogitResults, data: str, out: str, *, overwrite: bool = False) -> int:
+def predict_to(
+    res: MNLogitResults,
+    data: str,
+    out: str,
+    *,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> int:
     """Predict every row of ``data`` and write probabilities and labels to ``out``.
 
     Parameters
@@ -75,22 +82,25 @@ def predict_to(res: MNLogitResults, data: str, out: str, *, overwrite: bool = Fa
         ``attrs["classes"]``). ``*.parquet``: columns ``p_<label>`` and ``label``.
     overwrite : bool
         Replace an existing output.
+    storage_options : dict, optional
+        fsspec options for ``data`` and ``out``.
 
     Returns
     -------
     int
         Number of rows written.
     """
-    fs, root = fsspec.core.url_to_fs(out)
+    fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
     if fs.exists(root) and not overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
-    x = features_of(res, data)
+    x = features_of(res, data, storage_options)
     proba = res.predict_proba(x)
     classes = np.asarray(res.classes)
     if out.rstrip("/").endswith(".zarr"):
         rows = max(1, (32 * 2**20) // (8 * classes.size))
         proba = proba.rechunk((rows, -1))
-        group = zarr.open_group(out, mode="w")
+        local = "://" not in out or out.startswith("file://")
+        group = zarr.open_group(out, mode="w", storage_options=None if local else storage_options)
         codecs = [ZstdCodec(level=1), Crc32cCodec()]
         zp = group.create_array("proba", shape=proba.shape, chunks=(rows, classes.size), dtype="f8", compressors=codecs)
         zl = group.create_array("label", shape=proba.shape[:1], chunks=(rows,), dtype="i4", compressors=codecs)
@@ -101,7 +111,9 @@ def predict_to(res: MNLogitResults, data: str, out: str, *, overwrite: bool = Fa
     elif out.rstrip("/").endswith(".parquet"):
         meta = _frame(np.zeros((0, classes.size)), classes)
         frames = [delayed(_frame)(block, classes) for block in proba.to_delayed().ravel()]
-        dd.from_delayed(frames, meta=meta).to_parquet(out, write_index=False, overwrite=overwrite)
+        dd.from_delayed(frames, meta=meta).to_parquet(
+            out, write_index=False, overwrite=overwrite, storage_options=storage_options
+        )
     else:
         raise InputError(f"--out must end with .zarr or .parquet, got {os.path.basename(out)!r}")
     return int(proba.shape[0])

@@ -1,0 +1,83 @@
+"""Stores and results on an S3-compatible object store (moto's server on loopback), read by the workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import get_task_stream
+
+import dmlr
+from tests.servers import s3_server
+from tests.test_store import _table
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as options:
+        yield options
+
+
+def test_stage_fit_save_load_on_s3_equal_local_disk(s3, cluster_client, tmp_path):
+    import s3fs
+
+    frame, _ = _table(3000, seed=31)
+    fs = s3fs.S3FileSystem(**s3)
+    for i in range(3):  # the raw files live in the bucket too
+        with fs.open(f"dmlr-test/raw/part{i}.csv", "wb") as fh:
+            fh.write(frame.iloc[i * 1000 : (i + 1) * 1000].to_csv(index=False).encode())
+    frame.to_csv(tmp_path / "all.csv", index=False)
+    common = {"target": "choice", "categorical": ["region"], "weights": "w", "chunk_rows": 700}
+    remote = dmlr.stage("s3://dmlr-test/raw/*.csv", "s3://dmlr-test/data.zarr", storage_options=s3, **common)
+    local = dmlr.stage(str(tmp_path / "all.csv"), str(tmp_path / "data.zarr"), **common)
+    assert remote.checksum == dmlr.store_checksum("s3://dmlr-test/data.zarr", s3)
+    assert remote.X.chunks == local.X.chunks
+
+    with get_task_stream(client=cluster_client) as stream:
+        res = dmlr.fit("s3://dmlr-test/data.zarr", storage_options=s3, client=cluster_client, persist=False)
+    readers = {t["worker"] for t in stream.data if "dmlr-store-X" in str(t["key"])}
+    assert readers and all(w.startswith("tcp://") for w in readers)  # chunks were read on the workers
+    ref = dmlr.fit(str(tmp_path / "data.zarr"), client=cluster_client)
+    assert np.max(np.abs(res.coef - ref.coef)) <= 1e-12 * np.max(np.abs(ref.coef))
+    np.testing.assert_allclose(res.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-12)
+
+    dmlr.save(res, "s3://dmlr-test/result", storage_options=s3)
+    back = dmlr.load("s3://dmlr-test/result", storage_options=s3)
+    assert np.array_equal(back.coef, res.coef) and np.array_equal(back.covariance, res.covariance)
+    assert back.history == res.history and back.llf == res.llf
+
+
+def test_cli_on_s3(s3, tmp_path):
+    frame, _ = _table(2000, seed=32)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    options = json.dumps(s3)
+
+    def dmlr_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dmlr", *args, "--storage-options", options],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    steps = [
+        ("stage", str(tmp_path / "t.csv"), "s3://dmlr-test/cli.zarr", "--target", "choice", "--categorical",
+         "region", "--no-progress"),
+        ("info", "s3://dmlr-test/cli.zarr"),
+        ("fit", "s3://dmlr-test/cli.zarr", "--out", "s3://dmlr-test/cli-result", "--workers", "1"),
+        ("summary", "s3://dmlr-test/cli-result"),
+        ("predict", "s3://dmlr-test/cli-result", "s3://dmlr-test/cli.zarr", "--out",
+         "s3://dmlr-test/cli-pred.parquet", "--workers", "1"),
+    ]  # fmt: skip
+    for step in steps:
+        done = dmlr_cli(*step)
+        assert done.returncode == 0, (step, done.stderr)
+    assert "rows:       2,000" in dmlr_cli("info", "s3://dmlr-test/cli.zarr").stdout
+    pred = pd.read_parquet("s3://dmlr-test/cli-pred.parquet", storage_options=s3)
+    res = dmlr.load("s3://dmlr-test/cli-result", storage_options=s3)
+    x = dmlr.open_store("s3://dmlr-test/cli.zarr", storage_options=s3).X.compute()
+    np.testing.assert_allclose(pred[["p_bus", "p_car", "p_train"]].to_numpy(), res.predict_proba(x), rtol=1e-12)
