@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+
+# distributed installs its log handler at import, bound to whatever sys.stderr is then (pytest's capture stream,
+# closed before the session-scoped cluster shuts down): bind it to the real stderr instead.
+for _handler in logging.getLogger("distributed").handlers:
+    if isinstance(_handler, logging.StreamHandler):
+        _handler.setStream(sys.__stderr__)
 
 
 @pytest.fixture(scope="session")
