@@ -36,9 +36,7 @@ def main() -> None:
     print(f"| {'method':<7} | {'single process (s)':>18} | {'connect(local) (s)':>18} | {'ratio':>6} | passes |")
     print("|---------|--------------------|--------------------|--------|--------|")
     with connected("local") as client:
-        blas = client.run(
-            lambda: max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
-        )
+        blas = client.run(lambda: max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
         for method in ("newton", "auto"):
             single, local = [], []
             for _ in range(args.repeat):
