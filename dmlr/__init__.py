@@ -7,11 +7,15 @@ the data flow and the coefficient layout convention.
 from dmlr.api import fit
 from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
 from dmlr.errors import (
+    CollinearityError,
     ConvergenceWarning,
     DmlrError,
+    DroppedColumnsWarning,
     InferenceUnavailableError,
     InputError,
     NumericalError,
+    PerfectSeparationError,
+    PerfectSeparationWarning,
     SingularInformationWarning,
     StoreError,
 )
@@ -21,12 +25,16 @@ from dmlr.results.results import MNLogitResults
 __version__ = "0.1.0"
 
 __all__ = [
+    "CollinearityError",
     "ConvergenceWarning",
     "DmlrError",
+    "DroppedColumnsWarning",
     "InferenceUnavailableError",
     "InputError",
     "MNLogitResults",
     "NumericalError",
+    "PerfectSeparationError",
+    "PerfectSeparationWarning",
     "SingularInformationWarning",
     "StoreData",
     "StoreError",

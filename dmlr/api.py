@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -12,8 +13,10 @@ import pandas as pd
 
 from dmlr.data.design import Design, build_design, default_row_chunk
 from dmlr.data.store import StoreData, open_store
+from dmlr.diagnostics import DependentColumn, dependent_columns
 from dmlr.driver import FitOutcome, null_loglik, optimize
-from dmlr.errors import InputError
+from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
+from dmlr.oracle.statistics import Statistics
 from dmlr.reduce import DataPasses
 from dmlr.results.covariance import inverse_information
 from dmlr.results.results import MNLogitResults
@@ -59,6 +62,8 @@ def fit(
     callback: Callable[[dict[str, Any]], None] | None = None,
     persist: bool | Literal["auto"] = "auto",
     storage_options: dict[str, Any] | None = None,
+    separation: Literal["raise", "warn"] = "raise",
+    collinear: Literal["raise", "drop", "keep"] = "raise",
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
 
@@ -106,6 +111,15 @@ def fit(
         the workers' total memory limit; in-memory NumPy/pandas inputs are always shipped to the workers once.
     storage_options : dict, optional
         fsspec options for a store on an object store (endpoint, credentials).
+    separation : {"raise", "warn"}
+        When some classes are (quasi-)completely separated the MLE does not exist: ``"raise"`` a
+        :class:`~dmlr.errors.PerfectSeparationError` naming the classes, or ``"warn"`` and return the (finite)
+        coefficients where the fit stopped with ``converged=False``. With ``l2 > 0`` the optimum always exists.
+    collinear : {"raise", "drop", "keep"}
+        Constant, duplicate or collinear columns (without ``l2``): ``"raise"`` a
+        :class:`~dmlr.errors.CollinearityError` naming them, ``"drop"`` them (each is dropped after the earlier
+        columns it depends on; the result equals the fit without them and lists them in ``dropped_features``), or
+        ``"keep"`` them (their standard errors are reported as ``inf``).
 
     Returns
     -------
@@ -154,22 +168,46 @@ def fit(
         design = _ship_in_memory(design, client, X, y, weights, offset)
         if persist is True or (persist == "auto" and _fits_in_cluster_memory(design, client)):
             design = design.with_arrays(client.persist(design.arrays()))
-    passes = DataPasses(design, client=client, split_every=split_every)
-    mask = np.ones(design.n_features)
-    if design.intercept:
-        mask[0] = 0.0
-    objective = Objective(float(l2), mask)
-    outcome = optimize(
-        passes,
-        n_classes=design.labels.n_classes,
-        n_features=design.n_features,
-        method=method,
-        objective=objective,
-        tol=tol,
-        max_iter=max_iter,
-        inference=inference,
-        callback=callback,
-    )
+    if separation not in ("raise", "warn"):
+        raise InputError(f"separation must be 'raise' or 'warn', got {separation!r}")
+    if collinear not in ("raise", "drop", "keep"):
+        raise InputError(f"collinear must be 'raise', 'drop' or 'keep', got {collinear!r}")
+
+    def run(design: Design) -> tuple[DataPasses, Objective, FitOutcome]:
+        passes = DataPasses(design, client=client, split_every=split_every)
+        mask = np.ones(design.n_features)
+        if design.intercept:
+            mask[0] = 0.0
+        objective = Objective(float(l2), mask)
+        outcome = optimize(
+            passes,
+            n_classes=design.labels.n_classes,
+            n_features=design.n_features,
+            method=method,
+            objective=objective,
+            tol=tol,
+            max_iter=max_iter,
+            inference=inference,
+            callback=callback,
+            on_first_pass=_rank_check(design, collinear, l2),
+            separation=separation,
+            class_labels=design.labels.model_order.tolist(),
+        )
+        return passes, objective, outcome
+
+    dropped: tuple[str, ...] = ()
+    input_features = design.feature_names[int(design.intercept) :]
+    try:
+        passes, objective, outcome = run(design)
+    except _DropColumns as drop:
+        dropped = tuple(c.name for c in drop.columns)
+        warnings.warn(
+            "dropped dependent columns: " + "; ".join(c.describe() for c in drop.columns),
+            DroppedColumnsWarning,
+            stacklevel=2,
+        )
+        design = design.without_columns([c.index for c in drop.columns])
+        passes, objective, outcome = run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     data_info = None
     if store is not None:
@@ -179,7 +217,37 @@ def fit(
             "target": store.metadata["target"],
             "encoding": store.metadata["encoding"],
         }
-    return _results(design, outcome, objective, llnull, y, data_info)
+    return _results(design, outcome, objective, llnull, y, data_info, dropped, input_features)
+
+
+class _DropColumns(Exception):
+    def __init__(self, columns: list[DependentColumn]) -> None:
+        super().__init__("drop columns")
+        self.columns = columns
+
+
+def _rank_check(design: Design, collinear: str, l2: float) -> Callable[[Statistics], bool]:
+    """The first-pass hook: find dependent columns and raise, request a drop, or accept them."""
+
+    def check(stats: Statistics) -> bool:
+        if stats.gram is None:
+            return True
+        dependent = dependent_columns(stats.full_gram(), design.feature_names)
+        if not dependent:
+            return True
+        if l2 > 0:
+            return True  # the penalty identifies every coefficient
+        if collinear == "raise":
+            raise CollinearityError(
+                "the design is rank deficient: "
+                + "; ".join(c.describe() for c in dependent)
+                + ". Remove these columns, pass collinear='drop' to drop them, or fit with l2 > 0."
+            )
+        if collinear == "drop":
+            raise _DropColumns(dependent)
+        return False
+
+    return check
 
 
 def _check_options(method: str, l2: float, tol: float, max_iter: int, split_every: int) -> None:
@@ -264,6 +332,8 @@ def _results(
     llnull: float,
     y: Any,
     data_info: dict[str, Any] | None = None,
+    dropped: tuple[str, ...] = (),
+    input_features: tuple[str, ...] = (),
 ) -> MNLogitResults:
     final = outcome.final
     cov = None
@@ -290,4 +360,6 @@ def _results(
         dep_name=data_info["target"] if data_info else _dep_name(y),
         message=outcome.message,
         data_info=data_info,
+        dropped_features=dropped,
+        input_features=input_features if dropped else (),
     )

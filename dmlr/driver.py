@@ -12,14 +12,21 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlr.errors import ConvergenceWarning, InputError, NumericalError
+from dmlr.diagnostics import SEPARATION_STEP, column_scales, separated_classes, standardized_newton_step
+from dmlr.errors import (
+    ConvergenceWarning,
+    InputError,
+    NumericalError,
+    PerfectSeparationError,
+    PerfectSeparationWarning,
+)
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.reduce import DataPasses
 from dmlr.steps import BoundRule, Iterate, NewtonRule, Objective, QuasiNewtonRule, backtrack
@@ -86,6 +93,9 @@ def optimize(
     max_iter: int,
     inference: bool,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    on_first_pass: Callable[[Statistics], bool] | None = None,
+    separation: str = "raise",
+    class_labels: Sequence[Any] | None = None,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
 
@@ -105,6 +115,14 @@ def optimize(
         End with the information at the optimum (one extra pass for bound-based rules).
     callback : callable, optional
         Called with each history record as it is made.
+    on_first_pass : callable, optional
+        Called with the first pass's statistics (Gram matrix and column moments included); may raise to stop the
+        fit before any step. Returns whether the design has full column rank (the separation check needs it).
+    separation : {"raise", "warn"}
+        What a detected separation does: raise :class:`PerfectSeparationError`, or warn and report
+        ``converged=False``.
+    class_labels : sequence, optional
+        Labels in code order (base first), to name separated classes.
 
     Returns
     -------
@@ -115,7 +133,7 @@ def optimize(
     rule: NewtonRule | BoundRule | QuasiNewtonRule
     if rule_name == "newton":
         rule = NewtonRule(objective)
-        first_request = Request(information=True, moments=True)
+        first_request = Request(information=True, gram=True, moments=True)
     else:
         bound = BoundRule(objective, n_classes)
         rule = bound if rule_name == "bohning" else QuasiNewtonRule(bound)
@@ -152,6 +170,7 @@ def optimize(
     it = evaluate(np.zeros((d, m)), first_request)
     first_stats = it.stats
     _check_weights_total(it.stats)
+    full_rank = on_first_pass(first_stats) if on_first_pass is not None else True
     if isinstance(rule, (BoundRule, QuasiNewtonRule)):
         rule.prepare(it.stats)
     record(it, 0, "start", 0.0)
@@ -185,18 +204,42 @@ def optimize(
         n_iter += 1
         record(it, n_iter, rule.name, ls.step)
 
-    if not converged:
+    if inference and it.stats.information is None:
+        it = evaluate(it.coef, Request(information=True))
+        record(it, n_iter, "inference", 0.0)
+    if converged and full_rank and it.stats.information is not None:
+        separated = _separation(it, first_stats, objective, class_labels or list(range(n_classes)))
+        if separated:
+            if separation == "raise":
+                raise PerfectSeparationError(separated)
+            warnings.warn(separated, PerfectSeparationWarning, stacklevel=3)
+            converged, message = False, "separation: " + separated
+    if not converged and not message.startswith("separation"):
         warnings.warn(
             f"dmlr did not converge: {message}; max |score| / n = {it.max_abs_gradient():.3e} "
             f"(tol {tol:g}). Increase max_iter or use method='newton'.",
             ConvergenceWarning,
             stacklevel=3,
         )
-    if inference and it.stats.information is None:
-        it = evaluate(it.coef, Request(information=True))
-        record(it, n_iter, "inference", 0.0)
     used = rule.name if not isinstance(rule, QuasiNewtonRule) else "lbfgs+bound"
     return FitOutcome(it, converged, n_iter, history, used, message, first_stats)
+
+
+def _separation(it: Iterate, first: Statistics, objective: Objective, labels: Sequence[Any]) -> str:
+    """A message naming the separated classes when the stopping point is not a finite optimum, else ``""``."""
+    if first.col_sum is None or first.col_sumsq is None:
+        return ""
+    scales = column_scales(first.col_sum, first.col_sumsq, first.weight_sum)
+    step = standardized_newton_step(objective.information(it.stats), it.gradient, scales)
+    size = float(np.max(np.abs(step)))
+    if size <= SEPARATION_STEP:
+        return ""
+    classes = separated_classes(step, labels)
+    return (
+        f"perfect or quasi-perfect separation involving class(es) {classes}: the maximum-likelihood estimate does "
+        f"not exist (the coefficients diverge; the Newton step where the fit stopped is {size:.3g} in standardized "
+        f"units, a finite optimum gives about tol). Fit with l2 > 0, or remove the separating features."
+    )
 
 
 def _decrement_small(rule: NewtonRule, it: Iterate, tol: float) -> bool:

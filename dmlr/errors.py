@@ -7,11 +7,15 @@ them to exit codes) can tell a problem with the user's input from a numerical ou
 from __future__ import annotations
 
 __all__ = [
+    "CollinearityError",
     "ConvergenceWarning",
     "DmlrError",
+    "DroppedColumnsWarning",
     "InferenceUnavailableError",
     "InputError",
     "NumericalError",
+    "PerfectSeparationError",
+    "PerfectSeparationWarning",
     "SingularInformationWarning",
     "StoreError",
 ]
@@ -31,6 +35,22 @@ class StoreError(InputError):
 
 class NumericalError(DmlrError, ArithmeticError):
     """The fit produced a non-finite quantity or could not make progress."""
+
+
+class CollinearityError(InputError):
+    """Constant, duplicate or collinear columns: some coefficients are not identified; the message names them."""
+
+
+class PerfectSeparationError(NumericalError):
+    """Some classes are (quasi-)completely separated: the maximum-likelihood estimate does not exist."""
+
+
+class DroppedColumnsWarning(UserWarning):
+    """``collinear="drop"`` removed dependent columns; the message names them and what they depend on."""
+
+
+class PerfectSeparationWarning(UserWarning):
+    """Issued instead of :class:`PerfectSeparationError` when the caller asked for ``separation="warn"``."""
 
 
 class InferenceUnavailableError(DmlrError, RuntimeError):

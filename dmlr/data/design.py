@@ -81,6 +81,17 @@ class Design:
         """The dask arrays of the design (for persisting)."""
         return [a for a in (self.x, self.codes, self.weights, self.offset) if a is not None]
 
+    def without_columns(self, model_columns: Sequence[int]) -> Design:
+        """A copy without the given model columns (indices into :attr:`feature_names`; the intercept stays)."""
+        drop = set(model_columns)
+        if self.intercept and 0 in drop:
+            raise ValueError("the intercept cannot be dropped")
+        keep_model = [j for j in range(self.n_features) if j not in drop]
+        keep_data = [j - self.intercept for j in keep_model if j >= self.intercept]
+        x = self.x[:, keep_data]
+        names = tuple(self.feature_names[j] for j in keep_model)
+        return Design(x, self.codes, self.weights, self.offset, self.labels, names, self.intercept)
+
     def with_arrays(self, arrays: Sequence[da.Array]) -> Design:
         """A copy whose arrays are replaced, in the order of :meth:`arrays` (e.g. by persisted ones)."""
         it = iter(arrays)

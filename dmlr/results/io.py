@@ -78,6 +78,8 @@ def save(res: MNLogitResults, path: str, *, storage_options: dict[str, Any] | No
         base=_plain(res.base),
         has_covariance=res.covariance is not None,
         data_info=res.data_info,
+        dropped_features=list(res.dropped_features),
+        input_features=list(res.input_features),
         run=uuid.uuid4().hex,
     )
     _write(fs, f"{root}/coef.npy", _npy(res.coef))
@@ -117,6 +119,8 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
         base=doc["base"],
         history=history,
         data_info=doc["data_info"],
+        dropped_features=tuple(doc.get("dropped_features", [])),
+        input_features=tuple(doc.get("input_features", [])),
         **{name: doc[name] for name in _SCALARS},
     )
 

@@ -66,6 +66,11 @@ class MNLogitResults:
         Why the optimizer stopped.
     data_info : dict, optional
         For fits of a store: its URL, checksum, target column and feature encoding (used to encode new tables).
+    dropped_features : tuple of str
+        Dependent columns removed by ``collinear="drop"``; prediction data may still carry them (ignored).
+    input_features : tuple of str
+        With dropped columns: the data columns as given to the fit, in order (to select from arrays that still
+        have them).
     """
 
     coef: Array
@@ -87,6 +92,8 @@ class MNLogitResults:
     dep_name: str = "y"
     message: str = ""
     data_info: dict[str, Any] | None = None
+    dropped_features: tuple[str, ...] = ()
+    input_features: tuple[str, ...] = ()
 
     # --- layout -------------------------------------------------------------------------------------------
     @property
@@ -239,6 +246,9 @@ class MNLogitResults:
         ndarray, pandas.DataFrame or dask.array.Array, shape (n, K)
             Lazy for dask input.
         """
+        if self.dropped_features and not isinstance(X, pd.DataFrame) and np.ndim(X) == 2:
+            if np.shape(X)[1] == len(self.input_features):
+                X = X[:, [i for i, f in enumerate(self.input_features) if f not in self.dropped_features]]
         codes_sorted = np.concatenate([[self.base], self.non_base_classes])
         order = np.argsort(np.searchsorted(self.classes, codes_sorted))
         return predict_proba(
