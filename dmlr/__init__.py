@@ -7,6 +7,7 @@ the data flow and the coefficient layout convention.
 from dmlr.api import fit
 from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
 from dmlr.errors import (
+    ClusterError,
     CollinearityError,
     ConvergenceWarning,
     DmlrError,
@@ -25,6 +26,7 @@ from dmlr.results.results import MNLogitResults
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClusterError",
     "CollinearityError",
     "ConvergenceWarning",
     "DmlrError",

@@ -163,9 +163,16 @@ def fit(
         row_chunk=row_chunk,
         y_classes=None if store is None else store.classes,
     )
+    reship: Callable[[], Design] | None = None
     if client is not None:
         # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
-        design = _ship_in_memory(design, client, X, y, weights, offset)
+        local_design = design
+        design = _ship_in_memory(local_design, client, X, y, weights, offset)
+        if design is not local_design:  # in-memory input went to the workers: ship it again if they die
+
+            def reship() -> Design:
+                return _ship_in_memory(local_design, client, X, y, weights, offset)
+
         if persist is True or (persist == "auto" and _fits_in_cluster_memory(design, client)):
             design = design.with_arrays(client.persist(design.arrays()))
     if separation not in ("raise", "warn"):
@@ -173,8 +180,10 @@ def fit(
     if collinear not in ("raise", "drop", "keep"):
         raise InputError(f"collinear must be 'raise', 'drop' or 'keep', got {collinear!r}")
 
-    def run(design: Design) -> tuple[DataPasses, Objective, FitOutcome]:
-        passes = DataPasses(design, client=client, split_every=split_every)
+    def run(design: Design, drop: Sequence[int] = ()) -> tuple[DataPasses, Objective, FitOutcome]:
+        again = None if reship is None else lambda: reship().without_columns(drop) if drop else reship()
+        passes = DataPasses(design.without_columns(drop) if drop else design, client, split_every, reship=again)
+        design = passes.design
         mask = np.ones(design.n_features)
         if design.intercept:
             mask[0] = 0.0
@@ -206,8 +215,8 @@ def fit(
             DroppedColumnsWarning,
             stacklevel=2,
         )
-        design = design.without_columns([c.index for c in drop.columns])
-        passes, objective, outcome = run(design)
+        passes, objective, outcome = run(design, [c.index for c in drop.columns])
+        design = passes.design
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     data_info = None
     if store is not None:
@@ -275,9 +284,11 @@ def _ship_in_memory(design: Design, client: Any, X: Any, y: Any, weights: Any, o
     }
     names = ["x", "codes"] + [n for n, a in (("weights", design.weights), ("offset", design.offset)) if a is not None]
     arrays = design.arrays()
-    for i, name in enumerate(names):
-        if not given_lazy[name]:
-            arrays[i] = _scatter_rows(arrays[i], client)
+    shipped = [i for i, name in enumerate(names) if not given_lazy[name]]
+    if not shipped:
+        return design
+    for i in shipped:
+        arrays[i] = _scatter_rows(arrays[i], client)
     return design.with_arrays(arrays)
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from dmlr.errors import DmlrError, InputError, NumericalError
+from dmlr.errors import ClusterError, DmlrError, InputError, NumericalError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INFRASTRUCTURE", "EXIT_INTERNAL", "EXIT_NOT_CONVERGED", "EXIT_OK", "main"]
 
@@ -62,6 +62,8 @@ def _guarded(func: F) -> F:
             _fail(EXIT_BAD_INPUT, str(exc))
         except NumericalError as exc:
             _fail(EXIT_NOT_CONVERGED, str(exc))
+        except ClusterError as exc:
+            _fail(EXIT_INFRASTRUCTURE, str(exc))
         except DmlrError as exc:
             _fail(EXIT_INTERNAL, str(exc))
         except _infrastructure_errors() as exc:

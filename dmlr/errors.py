@@ -7,6 +7,7 @@ them to exit codes) can tell a problem with the user's input from a numerical ou
 from __future__ import annotations
 
 __all__ = [
+    "ClusterError",
     "CollinearityError",
     "ConvergenceWarning",
     "DmlrError",
@@ -27,6 +28,10 @@ class DmlrError(Exception):
 
 class InputError(DmlrError, ValueError):
     """The data or the arguments given to dmlr are invalid; the message names the culprit."""
+
+
+class ClusterError(DmlrError, RuntimeError):
+    """The cluster could not complete a pass (workers lost repeatedly, a partition that kills its worker)."""
 
 
 class StoreError(InputError):

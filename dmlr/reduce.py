@@ -8,6 +8,7 @@ tasks as small literal arguments.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,13 +22,26 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from dmlr.data.design import Design
-from dmlr.errors import DmlrError
+from dmlr.errors import ClusterError, DmlrError
 from dmlr.oracle.kernels import partition_statistics
 from dmlr.oracle.statistics import Request, Statistics
 
 __all__ = ["DataPasses", "tree_reduce"]
 
 T = TypeVar("T")
+logger = logging.getLogger("dmlr")
+
+
+def _lost_data_errors() -> tuple[type[BaseException], ...]:
+    from distributed.client import FutureCancelledError
+
+    return (FutureCancelledError,)
+
+
+def _killed_worker_error() -> tuple[type[BaseException], ...]:
+    from distributed.scheduler import KilledWorker
+
+    return (KilledWorker,)
 
 
 def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[T]], T], split_every: int) -> Delayed:
@@ -99,15 +113,20 @@ class DataPasses:
     design: Design
     client: Any = None
     split_every: int = 8
+    reship: Callable[[], Design] | None = None
+    max_reships: int = 3
     count: int = 0
     seconds: float = 0.0
     _blocks: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        d = self.design
-        cols = [a.to_delayed().ravel() for a in (d.x, d.codes)]
+        self._set_design(self.design)
+
+    def _set_design(self, design: Design) -> None:
+        self.design = design
+        cols = [a.to_delayed().ravel() for a in (design.x, design.codes)]
         n_parts = len(cols[0])
-        for extra in (d.weights, d.offset):
+        for extra in (design.weights, design.offset):
             cols.append(extra.to_delayed().ravel() if extra is not None else [None] * n_parts)
         self._blocks = list(zip(*cols, strict=True))
 
@@ -134,13 +153,27 @@ class DataPasses:
             If the reduction did not count every row exactly once.
         """
         coef = np.ascontiguousarray(coef, dtype=np.float64)
-        parts = [
-            delayed(_partition_task, pure=True)(x, c, w, o, coef, self.design.intercept, request, i, intercept_only)
-            for i, (x, c, w, o) in enumerate(self._blocks)
-        ]
-        total = tree_reduce(parts, Statistics.sum, self.split_every)
         start = time.perf_counter()
-        result: Statistics = self._compute(total)
+        for attempt in range(self.max_reships + 1):
+            parts = [
+                delayed(_partition_task, pure=True)(x, c, w, o, coef, self.design.intercept, request, i, intercept_only)
+                for i, (x, c, w, o) in enumerate(self._blocks)
+            ]
+            total = tree_reduce(parts, Statistics.sum, self.split_every)
+            try:
+                result: Statistics = self._compute(total)
+                break
+            except _lost_data_errors() as exc:
+                # Worker processes died holding the in-memory input shipped to them: ship it again and redo the
+                # pass (data read from a store is recomputed by dask itself and never lands here).
+                if self.reship is None or attempt == self.max_reships:
+                    raise ClusterError(
+                        f"a pass failed {attempt + 1} time(s) because workers holding the input died: {exc}"
+                    ) from exc
+                logger.warning("workers lost the shipped input (%s); shipping it again", exc)
+                self._set_design(self.reship())
+            except _killed_worker_error() as exc:
+                raise ClusterError(self._describe_killed(exc, parts)) from exc
         self.seconds += time.perf_counter() - start
         self.count += 1
         if result.n_rows != self.design.n_rows:
@@ -149,6 +182,22 @@ class DataPasses:
                 "a partition was lost or counted twice"
             )
         return result
+
+    def _describe_killed(self, exc: BaseException, parts: list[Delayed]) -> str:
+        key = getattr(exc, "task", None)
+        bounds = np.cumsum((0, *self.design.x.chunks[0]))
+        failures = getattr(exc, "allowed_failures", "several")
+        index = next((i for i, part in enumerate(parts) if part.key == key), None)
+        layers = {str(name) for a in self.design.arrays() for name in a.dask.layers}
+        # graph optimization may rename a layer's keys (e.g. "array-" + name): match by containment
+        if index is None and isinstance(key, tuple) and len(key) > 1 and any(n in str(key[0]) for n in layers):
+            index = int(key[1])  # a task producing row chunk i of the input (reading, decoding, ...)
+        if index is not None and index < len(bounds) - 1:
+            return (
+                f"partition {index} (rows {bounds[index]}-{bounds[index + 1] - 1}) killed the worker running it "
+                f"{failures} times (distributed.scheduler.allowed-failures); giving up on it. Task: {key}"
+            )
+        return f"task {key} killed its worker {failures} times (distributed.scheduler.allowed-failures)"
 
     def _compute(self, total: Delayed) -> Statistics:
         if self.client is not None:
