@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -95,3 +97,49 @@ def test_predict_checks_columns_and_values(xy):
     # columns given in another order are matched by name
     swapped = pd.DataFrame(x[:, ::-1], columns=["b", "a"])
     np.testing.assert_allclose(res.predict_proba(swapped).to_numpy(), res.predict_proba(x), rtol=1e-15)
+
+
+def test_zero_row_partitions_and_classes_absent_from_partitions_change_nothing():
+    from tests.problems import draw_problem
+
+    x, y, _ = draw_problem(3000, 3, 4, seed=40)
+    order = np.argsort(y, kind="stable")  # partitions then hold one or two classes only
+    x, y = x[order], y[order]
+    w = np.random.default_rng(41).uniform(0.5, 2.0, size=3000)
+    chunks = (0, 700, 0, 0, 1300, 1000, 0)
+    res = dmlr.fit(
+        da.from_array(x, chunks=(chunks, (3,))),
+        da.from_array(y, chunks=(chunks,)),
+        weights=da.from_array(w, chunks=(chunks,)),
+        method="newton",
+    )
+    one = dmlr.fit(da.from_array(x, chunks=(-1, -1)), y, weights=w, method="newton")
+    assert np.max(np.abs(res.coef - one.coef)) <= 1e-12 * np.max(np.abs(one.coef))
+    assert res.llf == pytest.approx(one.llf, rel=1e-13)
+
+
+def test_extreme_scales_give_finite_results_without_overflow():
+    from tests.problems import draw_problem
+
+    x, y, _ = draw_problem(3000, 3, 4, seed=42)
+    with np.errstate(over="raise", invalid="raise", divide="raise"), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        plain = dmlr.fit(x, y, method="newton")
+        scaled = dmlr.fit(x * 1e6, y, method="newton")
+        proba = plain.predict_proba(x * 1e4)  # linear predictors of order 1e4
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert scaled.converged and np.isfinite(scaled.llf)
+    np.testing.assert_allclose(scaled.coef[1:] * 1e6, plain.coef[1:], rtol=1e-6)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_predict_offset_is_checked(xy):
+    x, y = xy
+    res = dmlr.fit(x, y, method="newton")
+    with pytest.raises(InputError, match=r"offset must have shape \(n, K - 1\) = \(60, 2\)"):
+        res.predict_proba(x, offset=np.zeros((60, 3)))
+    bad = np.zeros((60, 2))
+    bad[5, 1] = np.nan
+    with pytest.raises(InputError, match="offset has a non-finite value at row 5, column 1"):
+        res.predict_proba(x, offset=bad)

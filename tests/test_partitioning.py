@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dmlr
-from tests.conftest import draw_problem
+from tests.problems import draw_problem
 
 pytestmark = pytest.mark.cluster
 

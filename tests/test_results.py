@@ -8,7 +8,7 @@ import scipy.stats
 from distributed import Client, get_task_stream
 
 import dmlr
-from tests.conftest import draw_problem
+from tests.problems import draw_problem
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 import dmlr
 from dmlr import CollinearityError, PerfectSeparationError, PerfectSeparationWarning
-from tests.conftest import draw_problem
+from tests.problems import draw_problem
 
 
 @pytest.fixture(scope="module")

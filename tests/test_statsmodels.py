@@ -10,7 +10,7 @@ import pytest
 import statsmodels.api as sm
 
 import dmlr
-from tests.conftest import draw_problem
+from tests.problems import draw_problem
 
 
 def _statsmodels_fit(exog: np.ndarray, y: np.ndarray):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dmlr
-from tests.conftest import draw_problem
+from tests.problems import draw_problem
 
 
 @pytest.mark.parametrize("method", ["newton", "bohning", "auto"])

@@ -94,7 +94,14 @@ def predict_proba(
             chunks=(x.chunks[0], (k,)),
             dtype=np.float64,
         )
-    off = None if offset is None else np.asarray(offset, dtype=np.float64).reshape(x.shape[0], -1)
+    off = None
+    if offset is not None:
+        off = np.asarray(offset, dtype=np.float64)
+        if off.ndim == 1 and coef.shape[1] == 1:
+            off = off.reshape(-1, 1)
+        if off.shape != (x.shape[0], coef.shape[1]):
+            raise InputError(f"offset must have shape (n, K - 1) = ({x.shape[0]}, {coef.shape[1]}); got {off.shape}")
+        _check_finite_input(off, "offset")
     _check_finite_input(x, "X")
     proba = _proba_block(x, coef, intercept, code_to_sorted, off)
     if isinstance(X, pd.DataFrame):
