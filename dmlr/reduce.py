@@ -80,12 +80,13 @@ def _partition_task(
     intercept: bool,
     request: Request,
     partition: int,
+    row_start: int,
     intercept_only: bool,
 ) -> Statistics:
     if intercept_only:
         x, intercept = x[:, :0], True
     return partition_statistics(
-        x, codes, weights, offset, coef, intercept=intercept, request=request, partition=partition
+        x, codes, weights, offset, coef, intercept=intercept, request=request, partition=partition, row_start=row_start
     )
 
 
@@ -155,8 +156,11 @@ class DataPasses:
         coef = np.ascontiguousarray(coef, dtype=np.float64)
         start = time.perf_counter()
         for attempt in range(self.max_reships + 1):
+            starts = np.cumsum((0, *self.design.x.chunks[0]))
             parts = [
-                delayed(_partition_task, pure=True)(x, c, w, o, coef, self.design.intercept, request, i, intercept_only)
+                delayed(_partition_task, pure=True)(
+                    x, c, w, o, coef, self.design.intercept, request, i, int(starts[i]), intercept_only
+                )
                 for i, (x, c, w, o) in enumerate(self._blocks)
             ]
             total = tree_reduce(parts, Statistics.sum, self.split_every)

@@ -89,3 +89,64 @@ def s3_server() -> Iterator[dict[str, object]]:
         }
     finally:
         _stop([proc])
+
+
+@contextlib.contextmanager
+def flaky_proxy(upstream: str, fail_every: int = 3) -> Iterator[tuple[str, dict[str, int]]]:
+    """An HTTP proxy on loopback in front of ``upstream`` that answers every ``fail_every``-th GET of a Zarr chunk
+    with ``503 SlowDown`` (as S3 does under load). Yields the proxy's endpoint and its counters."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    target = urlsplit(upstream)
+    counts = {"chunk_gets": 0, "failed": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            if self.command == "GET" and "/c/" in self.path:
+                with lock:
+                    counts["chunk_gets"] += 1
+                    fail = counts["chunk_gets"] % fail_every == 0
+                    counts["failed"] += fail
+                if fail:
+                    message = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(message)))
+                    self.end_headers()
+                    self.wfile.write(message)
+                    return
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            headers["Host"] = target.netloc
+            conn.request(self.command, self.path, body=body, headers=headers)
+            reply = conn.getresponse()
+            data = reply.read()
+            self.send_response(reply.status, reply.reason)
+            for k, v in reply.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", counts
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -61,8 +61,17 @@ def test_non_finite_values_name_column_and_partition(xy):
     x, y = xy
     bad = x.copy()
     bad[47, 1] = np.nan
-    with pytest.raises(InputError, match=r"X has a non-finite value \(nan\) at column 1, row 7 of partition 2"):
+    with pytest.raises(
+        InputError, match=r"X has a non-finite value \(nan\) at column 1, row 47 \(row 7 of partition 2, rows 40-59\)"
+    ):
         dmlr.fit(da.from_array(bad, chunks=(20, -1)), y)
+    bad[47, 1] = -np.inf
+    with pytest.raises(InputError, match=r"X has a non-finite value \(-inf\) at column 1, row 47"):
+        dmlr.fit(bad, y)
+    offset = np.zeros((60, 2))
+    offset[13, 0] = np.inf
+    with pytest.raises(InputError, match=r"offset has a non-finite value \(inf\) at column 0, row 13"):
+        dmlr.fit(x, y, offset=offset)
     with pytest.raises(InputError, match="weights has a non-finite value at row 3"):
         dmlr.fit(x, y, weights=np.r_[1.0, 1.0, 1.0, np.inf, np.ones(56)])
     with pytest.raises(InputError, match=r"weights \(partition 1\) has a negative value"):

@@ -81,3 +81,20 @@ def test_cli_on_s3(s3, tmp_path):
     res = dmlr.load("s3://dmlr-test/cli-result", storage_options=s3)
     x = dmlr.open_store("s3://dmlr-test/cli.zarr", storage_options=s3).X.compute()
     np.testing.assert_allclose(pred[["p_bus", "p_car", "p_train"]].to_numpy(), res.predict_proba(x), rtol=1e-12)
+
+
+def test_object_store_read_errors_that_succeed_on_retry_change_nothing(s3, cluster_client):
+    from tests.servers import flaky_proxy
+
+    rng = np.random.default_rng(33)
+    x, y = rng.normal(size=(4000, 3)), rng.integers(0, 3, size=4000)
+    dmlr.stage_arrays(x, y, "s3://dmlr-test/flaky.zarr", chunk_rows=500, storage_options=s3)
+    reference = dmlr.fit(x, y, method="newton")
+    upstream = s3["client_kwargs"]["endpoint_url"]  # type: ignore[index]
+    with flaky_proxy(upstream, fail_every=3) as (endpoint, counts):
+        options = {**s3, "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        res = dmlr.fit("s3://dmlr-test/flaky.zarr", method="newton", storage_options=options, client=cluster_client,
+                       persist=False)  # fmt: skip
+    assert counts["failed"] >= 10  # reads really failed (503) and were retried
+    assert np.max(np.abs(res.coef - reference.coef)) <= 1e-10 * np.max(np.abs(reference.coef))
+    assert res.n_iter == reference.n_iter

@@ -106,6 +106,7 @@ def partition_statistics(
     intercept: bool,
     request: Request,
     partition: int = 0,
+    row_start: int = 0,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> Statistics:
     """Log-likelihood, score and the requested second-order statistics of one partition.
@@ -128,6 +129,8 @@ def partition_statistics(
         Which of information, Gram and column moments to accumulate.
     partition : int
         Index of this partition, used in error messages.
+    row_start : int
+        Global index of the partition's first row, used in error messages.
     block_bytes : int
         Memory budget of the largest per-block temporary.
 
@@ -141,11 +144,11 @@ def partition_statistics(
     if d != p + intercept:
         raise InputError(f"partition {partition}: {p} feature columns but coefficients have {d} rows")
     if request.moments:
-        _check_finite(x, "X", partition)
+        _check_finite(x, "X", partition, row_start)
         if weights is not None:
-            _check_finite(weights, "weights", partition)
+            _check_finite(weights, "weights", partition, row_start)
         if offset is not None:
-            _check_finite(offset, "offset", partition)
+            _check_finite(offset, "offset", partition, row_start)
 
     score = np.zeros((d, m))
     loglik = 0.0
@@ -253,13 +256,14 @@ def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:
     return xs
 
 
-def _check_finite(values: Array, name: str, partition: int) -> None:
+def _check_finite(values: Array, name: str, partition: int, row_start: int = 0) -> None:
     """Raise :class:`InputError` naming the column and row of the first non-finite value."""
     finite = np.isfinite(values)
     if finite.all():
         return
     bad = np.argwhere(~finite)[0]
-    where = f"row {bad[0]} of partition {partition}"
+    n = values.shape[0]
+    where = f"row {row_start + bad[0]} (row {bad[0]} of partition {partition}, rows {row_start}-{row_start + n - 1})"
     if values.ndim == 2:
         where = f"column {bad[1]}, " + where
     raise InputError(f"{name} has a non-finite value ({float(values[tuple(bad)])}) at {where}")
