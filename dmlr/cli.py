@@ -207,6 +207,14 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @click.option("--tol", type=float, default=1e-8, show_default=True)
 @click.option("--persist", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True)
 @click.option("--inference/--no-inference", default=True, help="Compute standard errors (default: yes).")
+@click.option(
+    "--separation", type=click.Choice(["raise", "warn"]), default="raise", show_default=True,
+    help="Separated classes: fail (exit 3), or warn and write the unconverged result.",
+)  # fmt: skip
+@click.option(
+    "--collinear", type=click.Choice(["raise", "drop", "keep"]), default="raise", show_default=True,
+    help="Constant/duplicate/collinear columns: fail (exit 2), drop them, or keep them (inf standard errors).",
+)  # fmt: skip
 @_with_cluster_options
 @storage_option
 @_guarded
@@ -220,6 +228,8 @@ def fit(
     tol: float,
     persist: str,
     inference: bool,
+    separation: str,
+    collinear: str,
     scheduler: str | None,
     cluster: str | None,
     workers: int | None,
@@ -230,7 +240,7 @@ def fit(
     import warnings
 
     import dmlr
-    from dmlr.errors import ConvergenceWarning
+    from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
 
     options = _storage_options(storage_options)
     data = dmlr.open_store(store, storage_options=options)
@@ -244,6 +254,7 @@ def fit(
 
     with _client(scheduler, cluster, workers, memory_limit) as client, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through the exit code instead
+        warnings.simplefilter("ignore", PerfectSeparationWarning)
         res = dmlr.fit(
             data,
             method=method,
@@ -255,6 +266,8 @@ def fit(
             persist="auto" if persist == "auto" else persist == "yes",
             client=client,
             callback=report,
+            separation="warn" if separation == "warn" else "raise",
+            collinear="drop" if collinear == "drop" else "keep" if collinear == "keep" else "raise",
         )
     dmlr.save(res, out, storage_options=options)
     click.echo(res.summary())

@@ -128,3 +128,20 @@ def test_load_round_trips_every_field_exactly(tmp_path):
         np.testing.assert_array_equal(back.predict_proba(design), res.predict_proba(design))
     with pytest.raises(dmlr.StoreError, match="no complete dmlr result"):
         dmlr.load(str(tmp_path / "nothing"))
+
+
+def test_separation_and_collinearity_exit_codes(tmp_path):
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(500, 2))
+    dmlr.stage_arrays(x, np.where(x[:, 0] > 0, "hi", "lo"), str(tmp_path / "sep.zarr"))
+    sep = run("fit", str(tmp_path / "sep.zarr"), "--out", str(tmp_path / "r1"), "--workers", "1", "--method", "newton")
+    assert sep.returncode == 3 and "separation involving class(es) ['hi', 'lo']" in sep.stderr
+    warned = run("fit", str(tmp_path / "sep.zarr"), "--out", str(tmp_path / "r2"), "--workers", "1",
+                 "--method", "newton", "--separation", "warn")  # fmt: skip
+    assert warned.returncode == 3 and not dmlr.load(str(tmp_path / "r2")).converged
+    dmlr.stage_arrays(np.column_stack([x, x[:, 0]]), rng.integers(0, 2, 500), str(tmp_path / "col.zarr"))
+    col = run("fit", str(tmp_path / "col.zarr"), "--out", str(tmp_path / "r3"), "--workers", "1")
+    assert col.returncode == 2 and "'x3' is a linear combination of ['x1']" in col.stderr
+    dropped = run("fit", str(tmp_path / "col.zarr"), "--out", str(tmp_path / "r4"), "--workers", "1",
+                  "--collinear", "drop")  # fmt: skip
+    assert dropped.returncode == 0 and dmlr.load(str(tmp_path / "r4")).dropped_features == ("x3",)
