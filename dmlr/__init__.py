@@ -25,6 +25,21 @@ from dmlr.results.results import MNLogitResults
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Optional parts, imported on first use: ``MultinomialLogit`` (extra ``dmlr[sklearn]``), ``fit_formula``
+    (extra ``dmlr[formula]``)."""
+    if name == "MultinomialLogit":
+        from dmlr.estimator import MultinomialLogit
+
+        return MultinomialLogit
+    if name == "fit_formula":
+        from dmlr.formula import fit_formula
+
+        return fit_formula
+    raise AttributeError(f"module 'dmlr' has no attribute {name!r}")
+
+
 __all__ = [
     "ClusterError",
     "CollinearityError",
@@ -34,6 +49,7 @@ __all__ = [
     "InferenceUnavailableError",
     "InputError",
     "MNLogitResults",
+    "MultinomialLogit",
     "NumericalError",
     "PerfectSeparationError",
     "PerfectSeparationWarning",
@@ -42,6 +58,7 @@ __all__ = [
     "StoreError",
     "__version__",
     "fit",
+    "fit_formula",
     "load",
     "open_store",
     "save",

@@ -169,7 +169,7 @@ def optimize(
 
     it = evaluate(np.zeros((d, m)), first_request)
     first_stats = it.stats
-    _check_weights_total(it.stats)
+    _check_weights_total(it.stats, class_labels)
     full_rank = on_first_pass(first_stats) if on_first_pass is not None else True
     if isinstance(rule, (BoundRule, QuasiNewtonRule)):
         rule.prepare(it.stats)
@@ -246,9 +246,17 @@ def _decrement_small(rule: NewtonRule, it: Iterate, tol: float) -> bool:
     return rule.last_shift == 0.0 and math.sqrt(max(rule.last_decrement, 0.0) / max(it.stats.weight_sum, 1e-300)) <= tol
 
 
-def _check_weights_total(stats: Statistics) -> None:
+def _check_weights_total(stats: Statistics, labels: Sequence[Any] | None = None) -> None:
     if not stats.weight_sum > 0:
         raise InputError("the weights sum to zero: no observation contributes to the fit")
+    empty = np.nonzero(stats.class_weights <= 0)[0]
+    if empty.size:
+        names = [labels[int(i)] if labels is not None else int(i) for i in empty]
+        raise InputError(
+            f"class(es) {names} have zero total weight: their coefficients would diverge to -inf. "
+            f"Remove those labels, or give their rows weight (only {int((stats.class_weights > 0).sum())} class(es) "
+            "carry weight)"
+        )
 
 
 def null_loglik(passes: DataPasses, class_weights: Array, *, has_offset: bool, tol: float = 1e-10) -> float:

@@ -49,7 +49,7 @@ def test_bad_shapes_and_labels(xy):
         dmlr.fit(x[:0], y[:0])
     with pytest.raises(InputError, match="0 feature columns and fit_intercept=False"):
         dmlr.fit(x[:, :0], y, fit_intercept=False)
-    with pytest.raises(InputError, match="single class"):
+    with pytest.raises(InputError, match="one class only"):
         dmlr.fit(x, np.zeros(60))
     with pytest.raises(InputError, match="not integral"):
         dmlr.fit(x, y + 0.5)

@@ -51,7 +51,7 @@ class LabelCoding:
         classes = np.unique(unique_labels)
         if classes.size < 2:
             raise InputError(
-                f"y has a single class ({classes.tolist()!r}); a multinomial logit needs at least 2 classes"
+                f"y has one class only ({classes.tolist()!r}); a multinomial logit needs at least 2 classes"
             )
         if base is None:
             base = classes[0]

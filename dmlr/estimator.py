@@ -1,0 +1,189 @@
+"""``dmlr.MultinomialLogit``: a scikit-learn classifier around :func:`dmlr.fit`, with the full results at ``results_``.
+
+Layout: scikit-learn's multiclass convention, ``coef_`` of shape ``(K, p)`` and ``intercept_`` of shape ``(K,)``, with
+the reference class's row fixed at zero (softmax probabilities are unchanged by a common shift, so this is the
+reference-category model written in scikit-learn's form); for ``K = 2`` the usual ``(1, p)`` and ``(1,)``, the
+log-odds of ``classes_[1]`` against ``classes_[0]``.
+
+Defaults follow scikit-learn's ``LogisticRegression``: ``l2=1.0`` is its ``C=1.0`` (the penalty ``l2/2 ||W||^2`` with
+the intercept unpenalized). Set ``l2=0`` for the maximum-likelihood fit with statsmodels-style inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from dmlr.api import fit as dmlr_fit
+from dmlr.results.results import MNLogitResults
+
+__all__ = ["MultinomialLogit"]
+
+
+class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Multinomial logistic regression fitted on Dask, with statistical inference.
+
+    Parameters
+    ----------
+    l2 : float, default 1.0
+        Ridge penalty (scikit-learn's ``1 / C``); 0 gives the maximum-likelihood estimate.
+    method : {"auto", "newton", "bohning"}
+    fit_intercept : bool
+    base : label, optional
+        Reference class; default the smallest label.
+    tol : float
+    max_iter : int
+    inference : bool
+        Compute the covariance (``results_.bse`` and friends).
+    separation : {"raise", "warn"}
+        See :func:`dmlr.fit` (only matters with ``l2=0``).
+    collinear : {"raise", "drop", "keep"}
+        See :func:`dmlr.fit` (only matters with ``l2=0``).
+    split_every : int
+    client : distributed.Client, optional
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape (K,)
+    coef_ : ndarray, shape (K, p), or (1, p) for K = 2
+    intercept_ : ndarray, shape (K,), or (1,) for K = 2
+    n_iter_ : ndarray, shape (1,)
+        Iterations of the optimizer.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (p,)
+        Only when fitted on a DataFrame.
+    results_ : MNLogitResults
+        Everything :func:`dmlr.fit` returns (``summary()``, ``bse``, ``pvalues``, ...).
+    """
+
+    def __init__(
+        self,
+        l2: float = 1.0,
+        *,
+        method: str = "auto",
+        fit_intercept: bool = True,
+        base: Any = None,
+        tol: float = 1e-8,
+        max_iter: int = 100,
+        inference: bool = True,
+        separation: Literal["raise", "warn"] = "raise",
+        collinear: Literal["raise", "drop", "keep"] = "raise",
+        split_every: int = 8,
+        client: Any = None,
+    ) -> None:
+        self.l2 = l2
+        self.method = method
+        self.fit_intercept = fit_intercept
+        self.base = base
+        self.tol = tol
+        self.max_iter = max_iter
+        self.inference = inference
+        self.separation = separation
+        self.collinear = collinear
+        self.split_every = split_every
+        self.client = client
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MultinomialLogit:
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or dask array, shape (n, p)
+        y : array-like or dask array, shape (n,)
+        sample_weight : array-like, shape (n,), optional
+            Frequency weights.
+
+        Returns
+        -------
+        self
+        """
+        if isinstance(X, da.Array):
+            self.n_features_in_ = int(X.shape[1])
+            x_fit, y_fit = X, y
+        else:
+            names = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
+            x_fit, y_fit = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
+            check_classification_targets(y_fit)
+            if sample_weight is not None:
+                sample_weight = _check_sample_weight(sample_weight, x_fit, dtype=np.float64)
+            if names is not None:
+                x_fit = pd.DataFrame(x_fit, columns=names)
+        res = dmlr_fit(
+            x_fit,
+            y_fit,
+            weights=sample_weight,
+            method=self.method,
+            base=self.base,
+            l2=self.l2,
+            fit_intercept=self.fit_intercept,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            inference=self.inference,
+            separation=self.separation,
+            collinear=self.collinear,
+            split_every=self.split_every,
+            client=self.client,
+        )
+        self.results_ = res
+        self.n_iter_ = np.array([res.n_iter])
+        self.classes_ = np.asarray(res.classes)
+        coef, intercept = self._sklearn_layout(res)
+        self.coef_, self.intercept_ = coef, intercept
+        return self
+
+    @staticmethod
+    def _sklearn_layout(res: MNLogitResults) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        w = res.coef  # (d, m), class columns in sorted non-base order
+        slopes = w[1:] if res.intercept else w
+        offsets = w[0] if res.intercept else np.zeros(w.shape[1])
+        k = res.classes.size
+        coef = np.zeros((k, slopes.shape[0]))
+        intercept = np.zeros(k)
+        non_base = [i for i, c in enumerate(res.classes) if c != res.base]
+        coef[non_base] = slopes.T
+        intercept[non_base] = offsets
+        base = int(np.nonzero(res.classes == res.base)[0][0])
+        if k == 2:  # scikit-learn's binary form: log-odds of classes_[1] against classes_[0]
+            sign = 1.0 if base == 0 else -1.0
+            return sign * (coef[1] - coef[0])[None, :], sign * np.array([intercept[1] - intercept[0]])
+        return coef, intercept
+
+    def _input(self, X: Any) -> Any:
+        check_is_fitted(self, "results_")
+        if isinstance(X, da.Array):
+            return X
+        x = validate_data(self, X, reset=False, dtype=np.float64)
+        if isinstance(X, pd.DataFrame):
+            return pd.DataFrame(x, columns=list(map(str, X.columns)), index=X.index)
+        return x
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, shape (n, K), columns in ``classes_`` order; lazy for dask input."""
+        x = self._input(X)  # checks that the estimator is fitted
+        proba = self.results_.predict_proba(x)
+        return proba.to_numpy() if isinstance(proba, pd.DataFrame) else proba
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """Log of :meth:`predict_proba`."""
+        proba = self.predict_proba(X)
+        return da.log(proba) if isinstance(proba, da.Array) else np.log(proba)
+
+    def predict(self, X: Any) -> Any:
+        """Most probable class, shape (n,); lazy for dask input."""
+        proba = self.predict_proba(X)
+        if isinstance(proba, da.Array):
+            classes = self.classes_
+            return da.map_blocks(lambda b: classes[np.argmax(b, axis=1)], proba, drop_axis=1, dtype=classes.dtype)
+        return self.classes_[np.argmax(proba, axis=1)]
