@@ -112,13 +112,10 @@ class StepRule(Protocol):
         Recorded in the history (``"newton"``, ``"bound"``, ``"lbfgs"``).
     request : Request
         What each pass must compute for :meth:`direction` to work.
-    monotone : bool
-        Whether a unit step is guaranteed to increase the objective (no line search needed in exact arithmetic).
     """
 
     name: str
     request: Request
-    monotone: bool
 
     def direction(self, it: Iterate) -> Array:
         """Ascent direction at ``it``, shape (d, m)."""

@@ -85,7 +85,6 @@ class BoundRule:
     name: str = "bound"
     request: Request = SCORE_ONLY
     first_request: Request = BOUND_SETUP
-    monotone: bool = True
     solver: BoundSolver | None = None
 
     def prepare(self, stats: Statistics) -> None:

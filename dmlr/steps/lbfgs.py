@@ -39,7 +39,6 @@ class QuasiNewtonRule:
     memory: int = 10
     name: str = "lbfgs"
     request: Request = SCORE_ONLY
-    monotone: bool = False
     _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
 
     @property

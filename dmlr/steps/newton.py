@@ -63,7 +63,6 @@ class NewtonRule:
     objective: Objective
     name: str = "newton"
     request: Request = WITH_INFORMATION
-    monotone: bool = False
     last_shift: float = 0.0
     last_decrement: float = np.inf
 
