@@ -72,7 +72,7 @@ def test_non_finite_values_name_column_and_partition(xy):
     offset[13, 0] = np.inf
     with pytest.raises(InputError, match=r"offset has a non-finite value \(inf\) at column 0, row 13"):
         dmlr.fit(x, y, offset=offset)
-    with pytest.raises(InputError, match="weights has a non-finite value at row 3"):
+    with pytest.raises(InputError, match=r"weights has a non-finite value \(inf\) at row 3"):
         dmlr.fit(x, y, weights=np.r_[1.0, 1.0, 1.0, np.inf, np.ones(56)])
     with pytest.raises(InputError, match=r"weights \(partition 1\) has a negative value"):
         dmlr.fit(x, y, weights=da.from_array(np.r_[np.ones(30), -np.ones(30)], chunks=20))
@@ -101,8 +101,14 @@ def test_predict_checks_columns_and_values(xy):
         res.predict_proba(pd.DataFrame({"a": [1.0]}))
     with pytest.raises(InputError, match=r"X must have shape \(n, 2\)"):
         res.predict_proba(np.zeros((3, 3)))
-    with pytest.raises(InputError, match="non-finite value at row 1, column 0"):
+    with pytest.raises(InputError, match=r"X has a non-finite value \(inf\) at column 0, row 1"):
         res.predict_proba(np.array([[0.0, 1.0], [np.inf, 0.0]]))
+    lazy = np.array(x)
+    lazy[33, 1] = np.nan
+    with pytest.raises(
+        InputError, match=r"X has a non-finite value \(nan\) at column 1, row 33 \(row 13 of partition 1"
+    ):
+        res.predict_proba(da.from_array(lazy, chunks=(20, -1))).compute()
     # columns given in another order are matched by name
     swapped = pd.DataFrame(x[:, ::-1], columns=["b", "a"])
     np.testing.assert_allclose(res.predict_proba(swapped).to_numpy(), res.predict_proba(x), rtol=1e-15)
@@ -150,5 +156,5 @@ def test_predict_offset_is_checked(xy):
         res.predict_proba(x, offset=np.zeros((60, 3)))
     bad = np.zeros((60, 2))
     bad[5, 1] = np.nan
-    with pytest.raises(InputError, match="offset has a non-finite value at row 5, column 1"):
+    with pytest.raises(InputError, match=r"offset has a non-finite value \(nan\) at column 1, row 5"):
         res.predict_proba(x, offset=bad)

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from dmlr.data.labels import LabelCoding, check_label_values
 from dmlr.errors import InputError
+from dmlr.oracle.kernels import check_finite
 
 __all__ = ["Design", "as_feature_array", "build_design", "default_row_chunk"]
 
@@ -304,9 +305,7 @@ def _encode_positions_block(pos: NDArray[Any], coding: LabelCoding, block_id: An
 
 
 def _check_weights(w: NDArray[np.float64], where: str = "weights") -> None:
-    finite = np.isfinite(w)
-    if not finite.all():
-        raise InputError(f"{where} has a non-finite value at row {int(np.argmin(finite))}")
+    check_finite(w, where)
     if (w < 0).any():
         row = int(np.argmax(w < 0))
         raise InputError(f"{where} has a negative value ({w[row]!r}) at row {row}")

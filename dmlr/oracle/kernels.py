@@ -17,6 +17,7 @@ from dmlr.oracle.statistics import Request, Statistics
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "block_rows",
+    "check_finite",
     "linear_predictor",
     "log_probabilities",
     "partition_statistics",
@@ -144,11 +145,11 @@ def partition_statistics(
     if d != p + intercept:
         raise InputError(f"partition {partition}: {p} feature columns but coefficients have {d} rows")
     if request.moments:
-        _check_finite(x, "X", partition, row_start)
+        check_finite(x, "X", partition, row_start)
         if weights is not None:
-            _check_finite(weights, "weights", partition, row_start)
+            check_finite(weights, "weights", partition, row_start)
         if offset is not None:
-            _check_finite(offset, "offset", partition, row_start)
+            check_finite(offset, "offset", partition, row_start)
 
     score = np.zeros((d, m))
     loglik = 0.0
@@ -256,14 +257,27 @@ def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:
     return xs
 
 
-def _check_finite(values: Array, name: str, partition: int, row_start: int = 0) -> None:
-    """Raise :class:`InputError` naming the column and row of the first non-finite value."""
+def check_finite(values: Array, name: str, partition: int | None = None, row_start: int = 0) -> None:
+    """Raise :class:`InputError` naming the value, column and row of the first non-finite entry.
+
+    Parameters
+    ----------
+    values : ndarray, shape (r,) or (r, c)
+    name : str
+        The array's name in the message (``"X"``, ``"weights"``, ``"offset"``).
+    partition : int, optional
+        When the values are one partition: its index, added to the message with the partition's row range.
+    row_start : int
+        Global index of the first row.
+    """
     finite = np.isfinite(values)
     if finite.all():
         return
     bad = np.argwhere(~finite)[0]
     n = values.shape[0]
-    where = f"row {row_start + bad[0]} (row {bad[0]} of partition {partition}, rows {row_start}-{row_start + n - 1})"
+    where = f"row {row_start + bad[0]}"
+    if partition is not None:
+        where += f" (row {bad[0]} of partition {partition}, rows {row_start}-{row_start + n - 1})"
     if values.ndim == 2:
         where = f"column {bad[1]}, " + where
     raise InputError(f"{name} has a non-finite value ({float(values[tuple(bad)])}) at {where}")

@@ -11,7 +11,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from dmlr.errors import InputError
-from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
+from dmlr.oracle.kernels import block_rows, check_finite, linear_predictor, log_probabilities
 
 __all__ = ["predict_labels", "predict_proba"]
 
@@ -88,8 +88,17 @@ def predict_proba(
         if offset is not None:
             o = offset if isinstance(offset, da.Array) else da.from_array(np.asarray(offset))
             args.append(o.rechunk((x.chunks[0], (coef.shape[1],))))
+        starts = np.cumsum((0, *x.chunks[0]))
+
+        def block(xb: Array, *ob: Array, block_id: Any = None) -> Array:
+            i = block_id[0] if block_id is not None else 0
+            check_finite(xb, "X", i, int(starts[i]))
+            if ob:
+                check_finite(ob[0], "offset", i, int(starts[i]))
+            return _proba_block(xb, coef, intercept, code_to_sorted, ob[0] if ob else None)
+
         return da.map_blocks(
-            lambda xb, *ob: _check_block(_proba_block(xb, coef, intercept, code_to_sorted, ob[0] if ob else None)),
+            block,
             *args,
             chunks=(x.chunks[0], (k,)),
             dtype=np.float64,
@@ -101,8 +110,8 @@ def predict_proba(
             off = off.reshape(-1, 1)
         if off.shape != (x.shape[0], coef.shape[1]):
             raise InputError(f"offset must have shape (n, K - 1) = ({x.shape[0]}, {coef.shape[1]}); got {off.shape}")
-        _check_finite_input(off, "offset")
-    _check_finite_input(x, "X")
+        check_finite(off, "offset")
+    check_finite(x, "X")
     proba = _proba_block(x, coef, intercept, code_to_sorted, off)
     if isinstance(X, pd.DataFrame):
         return pd.DataFrame(proba, index=X.index, columns=list(classes))
@@ -116,16 +125,3 @@ def predict_labels(proba: Any, classes: NDArray[Any]) -> Any:
     if isinstance(proba, da.Array):
         return da.map_blocks(lambda b: classes[np.argmax(b, axis=1)], proba, drop_axis=1, dtype=classes.dtype)
     return classes[np.argmax(proba, axis=1)]
-
-
-def _check_finite_input(x: Array, what: str) -> None:
-    finite = np.isfinite(x)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise InputError(f"{what} has a non-finite value at row {row}, column {col}")
-
-
-def _check_block(proba: Array) -> Array:
-    if not np.isfinite(proba).all():
-        raise InputError("X has a non-finite value in a partition given to predict")
-    return proba
