@@ -14,6 +14,7 @@ Exit codes
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -55,6 +56,7 @@ def _fail(code: int, message: str) -> None:
 def _guarded(func: F) -> F:
     """Map dmlr's typed errors to the documented exit codes."""
 
+    @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
@@ -69,8 +71,6 @@ def _guarded(func: F) -> F:
         except _infrastructure_errors() as exc:
             _fail(EXIT_INFRASTRUCTURE, f"{type(exc).__name__}: {exc}")
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     return wrapper  # type: ignore[return-value]
 
 

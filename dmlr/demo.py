@@ -18,6 +18,8 @@ import sys
 import numpy as np
 import pandas as pd
 
+from dmlr.synthetic import draw_labels
+
 __all__ = ["main", "make_table", "run_demo"]
 
 MODES = np.array(["bike", "bus", "car", "walk"])
@@ -38,12 +40,9 @@ def make_table(n: int, seed: int = 2026) -> tuple[pd.DataFrame, pd.DataFrame]:
     numeric = rng.standard_normal((n, 4))
     region = rng.choice(REGIONS, size=n)
     onehot = (region[:, None] == REGIONS[None, 1:]).astype(float)
-    design = np.column_stack([np.ones(n), numeric, onehot])
-    coef = rng.normal(0.0, 0.5, size=(design.shape[1], MODES.size - 1))
-    eta = np.column_stack([np.zeros(n), design @ coef])
-    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
-    codes = np.minimum((rng.random(n)[:, None] > np.cumsum(prob, axis=1)).sum(axis=1), MODES.size - 1)
+    features = np.column_stack([numeric, onehot])
+    coef = rng.normal(0.0, 0.5, size=(features.shape[1] + 1, MODES.size - 1))  # row 0: the intercept
+    codes = draw_labels(features, coef, rng)
     table = pd.DataFrame(numeric, columns=["age", "income", "distance", "rain"])
     table["region"] = region
     table["mode"] = MODES[codes]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
 from dmlr.api import fit
+from dmlr.data.store import from_partitions
 from dmlr.errors import InputError
 from dmlr.results.results import MNLogitResults
 
@@ -30,6 +30,11 @@ def _split(formula: str) -> tuple[str, str]:
     if not lhs or not rhs:
         raise InputError(f"formula {formula!r} must have the form 'label ~ terms'")
     return lhs, rhs
+
+
+def _model_matrix(frame: pd.DataFrame, spec: Any, where: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """One partition's design under a fixed formulaic model spec."""
+    return np.asarray(spec.get_model_matrix(frame), dtype=np.float64)
 
 
 def fit_formula(formula: str, data: pd.DataFrame | dd.DataFrame, **kwargs: Any) -> MNLogitResults:
@@ -61,6 +66,7 @@ def fit_formula(formula: str, data: pd.DataFrame | dd.DataFrame, **kwargs: Any) 
     if missing:
         raise InputError(f"the formula uses {missing}, which are not columns of the data")
 
+    x: Any
     if isinstance(data, dd.DataFrame):
         text = [v for v in sorted(variables) if not pd.api.types.is_numeric_dtype(data[v].dtype)]
         levels = dict(zip(text, dd.compute(*[data[v].dropna().unique() for v in text]), strict=True))
@@ -68,19 +74,7 @@ def fit_formula(formula: str, data: pd.DataFrame | dd.DataFrame, **kwargs: Any) 
         spec = model_matrix(rhs, typed.partitions[0].compute()).model_spec
         meta = spec.get_model_matrix(typed._meta)
         lengths = typed.map_partitions(len).compute()
-        blocks = typed.to_delayed()
-        from dask.delayed import delayed
-
-        x = da.concatenate(
-            [
-                da.from_delayed(
-                    delayed(lambda part: np.asarray(spec.get_model_matrix(part), dtype=np.float64))(block),
-                    shape=(int(k), meta.shape[1]),
-                    dtype=np.float64,
-                )
-                for block, k in zip(blocks, lengths, strict=True)
-            ]
-        )
+        x = from_partitions(typed, lengths, _model_matrix, (meta.shape[1],), np.float64, spec)
         names = [str(c) for c in meta.columns]
         labels = typed[lhs]
         if not pd.api.types.is_numeric_dtype(labels.dtype):

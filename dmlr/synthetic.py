@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from dmlr.oracle.kernels import linear_predictor, log_probabilities
 
-__all__ = ["SyntheticProblem", "make_mnlogit"]
+__all__ = ["SyntheticProblem", "draw_labels", "make_mnlogit"]
 
 Array = NDArray[np.float64]
 
@@ -39,7 +39,8 @@ class SyntheticProblem:
     coef: Array
 
 
-def _draw_labels(x: Array, coef: Array, rng: np.random.Generator) -> NDArray[np.int64]:
+def draw_labels(x: Array, coef: Array, rng: np.random.Generator) -> NDArray[np.int64]:
+    """Labels drawn from the model: ``x`` (r, p), ``coef`` (p + 1, m) with the intercept in row 0; 0 is the base."""
     prob, lse = log_probabilities(linear_predictor(x, coef, intercept=True))
     cdf = np.cumsum(np.column_stack([np.exp(-lse), prob]), axis=1)
     u = rng.random(size=(int(x.shape[0]),))
@@ -49,7 +50,7 @@ def _draw_labels(x: Array, coef: Array, rng: np.random.Generator) -> NDArray[np.
 def _block(seed: int, rows: int, p: int, coef: Array) -> tuple[Array, NDArray[np.int64]]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, p))
-    return x, _draw_labels(x, coef, rng)
+    return x, draw_labels(x, coef, rng)
 
 
 def make_mnlogit(

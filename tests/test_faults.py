@@ -39,26 +39,38 @@ def data(tmp_path_factory):
     return problem, store
 
 
-def _fit(kind, data, client):
+def _fit(kind, data, client, callback=None):
     problem, store = data
     args = (store,) if kind == "store" else (problem.X, problem.y)
-    return dmlr.fit(*args, method="auto", client=client, persist=False)
+    return dmlr.fit(*args, method="auto", client=client, persist=False, callback=callback)
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_worker_killed_mid_fit_changes_nothing(fault_cluster, data, seed):
     kind = "numpy" if seed % 2 == 0 else "store"  # shipped in-memory input, and chunks read from Zarr
     fault_cluster.wait_for_workers(2, timeout=60)
-    start = time.perf_counter()
     reference = _fit(kind, data, fault_cluster)
-    duration = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     fault_cluster.wait_for_workers(2, timeout=60)
     victim = int(rng.choice(list(fault_cluster.run(os.getpid).values())))
-    timer = threading.Timer(rng.uniform(0.1, 0.8) * duration, os.kill, (victim, signal.SIGKILL))
-    timer.start()
-    res = _fit(kind, data, fault_cluster)
-    timer.join()
+    at_iteration = int(rng.integers(0, reference.n_iter))
+    killed_at: list[float] = []
+    timers: list[threading.Timer] = []
+
+    def kill() -> None:
+        os.kill(victim, signal.SIGKILL)
+        killed_at.append(time.perf_counter())
+
+    def progress(record: dict) -> None:
+        # after a random iteration, kill a worker a random fraction of a pass later: inside the next pass
+        if record["iteration"] == at_iteration and not timers:
+            timers.append(threading.Timer(rng.uniform(0.0, 0.5) * record["seconds"], kill))
+            timers[0].start()
+
+    res = _fit(kind, data, fault_cluster, progress)
+    finished_at = time.perf_counter()
+    timers[0].join()
+    assert killed_at and killed_at[0] < finished_at, "the worker was not killed during the fit"
     assert res.converged and res.n_iter == reference.n_iter
     assert np.max(np.abs(res.coef - reference.coef)) <= 1e-10 * np.max(np.abs(reference.coef))
     # every pass checked that the reduced row count equals n (DataPasses raises otherwise)

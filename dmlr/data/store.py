@@ -80,6 +80,11 @@ def _read_table(paths: list[str], storage_options: dict[str, Any] | None) -> tup
     raise InputError(f"cannot tell the format of {paths[0]!r}: use .csv or .parquet files")
 
 
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a path on this file system (not an fsspec URL of another protocol)."""
+    return _is_local(url)
+
+
 def _positions(values: NDArray[Any], classes: NDArray[Any], where: str) -> NDArray[np.int32]:
     check_label_values(values, where)
     index = pd.Index(classes)
@@ -103,6 +108,41 @@ def _weights_part(frame: pd.DataFrame, column: str, where: str) -> NDArray[np.fl
         row = int(np.argmax(w < 0))
         raise InputError(f"weights column {column!r} has a negative value ({w[row]}) at row {row} of {where}")
     return w
+
+
+def from_partitions(
+    table: dd.DataFrame,
+    lengths: Sequence[int],
+    func: Any,
+    trailing: tuple[int, ...],
+    dtype: Any,
+    *args: Any,
+    source: str = "source",
+) -> da.Array:
+    """Apply ``func(frame, *args, where)`` to every partition of ``table`` and stack the NumPy results by rows.
+
+    Parameters
+    ----------
+    table : dask.dataframe.DataFrame
+    lengths : sequence of int
+        Rows of each partition (known, so the array has known chunks).
+    func : callable
+        Gets the partition's pandas DataFrame, ``args`` and a ``where`` string naming the partition for errors;
+        returns an array of shape ``(rows, *trailing)``.
+    trailing : tuple of int
+        Shape of each row of the result.
+    dtype : numpy dtype
+    source : str
+        How ``where`` names the table.
+    """
+    return da.concatenate(
+        [
+            da.from_delayed(
+                delayed(func)(part, *args, f"{source} partition {i}"), shape=(int(k), *trailing), dtype=dtype
+            )
+            for i, (part, k) in enumerate(zip(table.to_delayed(), lengths, strict=True))
+        ]
+    )
 
 
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_rows: int, dtype: Any) -> Any:
@@ -225,37 +265,16 @@ def stage(
         raise InputError("the source has 0 rows")
     rows = chunk_rows or max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1)))
 
-    # Pass 2: encode partition by partition, rechunk to regular row chunks, write.
-    parts = table.to_delayed()
-    wheres = [f"source partition {i}" for i in range(len(parts))]
+    # Pass 2: encode partition by partition, rechunk to regular row chunks, write. The four arrays share the
+    # partitions' read tasks, so each source partition is read once.
     arrays: dict[str, da.Array] = {
-        "X": da.concatenate(
-            [
-                da.from_delayed(delayed(encoding.transform)(part, w), shape=(k, p), dtype=np.float64)
-                for part, w, k in zip(parts, wheres, lengths, strict=True)
-            ]
-        ),
-        "y": da.concatenate(
-            [
-                da.from_delayed(delayed(_target_part)(part, target, classes, w), shape=(k,), dtype=np.int32)
-                for part, w, k in zip(parts, wheres, lengths, strict=True)
-            ]
-        ),
+        "X": from_partitions(table, lengths, encoding.transform, (p,), np.float64),
+        "y": from_partitions(table, lengths, _target_part, (), np.int32, target, classes),
     }
     if weights:
-        arrays["weights"] = da.concatenate(
-            [
-                da.from_delayed(delayed(_weights_part)(part, weights, w), shape=(k,), dtype=np.float64)
-                for part, w, k in zip(parts, wheres, lengths, strict=True)
-            ]
-        )
+        arrays["weights"] = from_partitions(table, lengths, _weights_part, (), np.float64, weights)
     if offset:
-        arrays["offset"] = da.concatenate(
-            [
-                da.from_delayed(delayed(_numeric_part)(part, offset, w), shape=(k, m), dtype=np.float64)
-                for part, w, k in zip(parts, wheres, lengths, strict=True)
-            ]
-        )
+        arrays["offset"] = from_partitions(table, lengths, _numeric_part, (m,), np.float64, offset)
     metadata = {
         "n_rows": n,
         "feature_names": encoding.feature_names,

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.store import _expand_sources, _read_table, open_store
+from dmlr.data.store import _expand_sources, _read_table, from_partitions, is_local, open_store
 from dmlr.errors import InputError
 from dmlr.results.results import MNLogitResults
 
@@ -48,12 +48,7 @@ def features_of(res: MNLogitResults, data: str, storage_options: dict[str, Any] 
         encoding = FeatureEncoding(tuple(res.data_feature_names))
     table, _ = _read_table(_expand_sources(data), storage_options)
     lengths = table.map_partitions(len).compute()
-    p = encoding.n_features
-    parts = [
-        da.from_delayed(delayed(encoding.transform)(part, f"{data} partition {i}"), shape=(int(k), p), dtype=float)
-        for i, (part, k) in enumerate(zip(table.to_delayed(), lengths, strict=True))
-    ]
-    return da.concatenate(parts)
+    return from_partitions(table, lengths, encoding.transform, (encoding.n_features,), np.float64, source=data)
 
 
 def _frame(proba: NDArray[np.float64], classes: NDArray[Any]) -> pd.DataFrame:
@@ -99,8 +94,7 @@ def predict_to(
     if out.rstrip("/").endswith(".zarr"):
         rows = max(1, (32 * 2**20) // (8 * classes.size))
         proba = proba.rechunk((rows, -1))
-        local = "://" not in out or out.startswith("file://")
-        group = zarr.open_group(out, mode="w", storage_options=None if local else storage_options)
+        group = zarr.open_group(out, mode="w", storage_options=None if is_local(out) else storage_options)
         codecs = [ZstdCodec(level=1), Crc32cCodec()]
         zp = group.create_array("proba", shape=proba.shape, chunks=(rows, classes.size), dtype="f8", compressors=codecs)
         zl = group.create_array("label", shape=proba.shape[:1], chunks=(rows,), dtype="i4", compressors=codecs)
