@@ -11,6 +11,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from dmlr.checkpoint import Checkpointer, fingerprint
 from dmlr.data.design import Design, build_design, default_row_chunk
 from dmlr.data.store import StoreData, open_store
 from dmlr.diagnostics import DependentColumn, dependent_columns
@@ -64,6 +65,7 @@ def fit(
     storage_options: dict[str, Any] | None = None,
     separation: Literal["raise", "warn"] = "raise",
     collinear: Literal["raise", "drop", "keep"] = "raise",
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
 
@@ -120,6 +122,13 @@ def fit(
         :class:`~dmlr.errors.CollinearityError` naming them, ``"drop"`` them (each is dropped after the earlier
         columns it depends on; the result equals the fit without them and lists them in ``dropped_features``), or
         ``"keep"`` them (their standard errors are reported as ``inf``).
+    checkpoint : str or path, optional
+        Directory (local or fsspec URL) for checkpoints: the loop's state is written there atomically after every
+        iteration, and a fit started with the same data and options resumes from the newest valid one (a
+        corrupt newest file falls back to the previous one) and ends with the coefficients an uninterrupted fit
+        gives. ``callback`` also receives the checkpoint events (dicts with an ``"event"`` key: ``"resume"``,
+        ``"checkpoint_invalid"``, ``"checkpoint_stale"``). The files stay after the fit; remove them with
+        :meth:`dmlr.checkpoint.Checkpointer.clear` once the result is saved.
 
     Returns
     -------
@@ -163,6 +172,11 @@ def fit(
         row_chunk=row_chunk,
         y_classes=None if store is None else store.classes,
     )
+    data_token = None
+    if checkpoint is not None:  # before shipping: scattered blocks have run-specific keys
+        from dask.base import tokenize
+
+        data_token = store.checksum if store is not None else tokenize(*design.arrays())
     reship: Callable[[], Design] | None = None
     if client is not None:
         # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
@@ -188,6 +202,10 @@ def fit(
         if design.intercept:
             mask[0] = 0.0
         objective = Objective(float(l2), mask)
+        checkpointer = None
+        if checkpoint is not None:
+            identity = _fit_identity(design, str(data_token), method, l2, tol, split_every)
+            checkpointer = Checkpointer(str(checkpoint), identity, storage_options=storage_options, on_event=callback)
         outcome = optimize(
             passes,
             n_classes=design.labels.n_classes,
@@ -201,6 +219,7 @@ def fit(
             on_first_pass=_rank_check(design, collinear, l2),
             separation=separation,
             class_labels=design.labels.model_order.tolist(),
+            checkpoint=checkpointer,
         )
         return passes, objective, outcome
 
@@ -227,6 +246,25 @@ def fit(
             "encoding": store.metadata["encoding"],
         }
     return _results(design, outcome, objective, llnull, y, data_info, dropped, input_features)
+
+
+def _fit_identity(design: Design, data_token: str, method: str, l2: float, tol: float, split_every: int) -> str:
+    """The checkpoint fingerprint: the data (store checksum, or dask's content token of the arrays), the
+    partitioning, the model layout and every option that changes the iterates."""
+    from dmlr import __version__
+
+    return fingerprint(
+        data=data_token,
+        chunks=design.x.chunks[0],
+        features=design.feature_names,
+        classes=design.labels.model_order.tolist(),
+        intercept=design.intercept,
+        method=method,
+        l2=float(l2),
+        tol=float(tol),
+        split_every=split_every,
+        version=__version__,
+    )
 
 
 class _DropColumns(Exception):

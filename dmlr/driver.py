@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from dmlr.checkpoint import Checkpointer, DriverState
 from dmlr.diagnostics import SEPARATION_STEP, column_scales, separated_classes, standardized_newton_step
 from dmlr.errors import (
     ConvergenceWarning,
@@ -96,6 +97,7 @@ def optimize(
     on_first_pass: Callable[[Statistics], bool] | None = None,
     separation: str = "raise",
     class_labels: Sequence[Any] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
 
@@ -123,6 +125,9 @@ def optimize(
         ``converged=False``.
     class_labels : sequence, optional
         Labels in code order (base first), to name separated classes.
+    checkpoint : Checkpointer, optional
+        Write the loop's state after every recorded iteration, and start from the newest valid checkpoint of this
+        fit if there is one (no pass is repeated; the result is the one an uninterrupted run gives).
 
     Returns
     -------
@@ -160,6 +165,9 @@ def optimize(
         }
         clock = now
         history.append(rec)
+        if checkpoint is not None:
+            state = DriverState(iteration, passes.count, it.coef, it.stats, first_stats, history, rule.state())
+            checkpoint.save(state)
         logger.info(
             "iter %3d %-9s loglik %.10g  max|score| %.3e  step %.3g  %.2fs  passes %d",
             iteration, kind, rec["loglik"], rec["max_abs_score"], step, rec["seconds"], rec["passes"],
@@ -167,15 +175,26 @@ def optimize(
         if callback is not None:
             callback(rec)
 
-    it = evaluate(np.zeros((d, m)), first_request)
-    first_stats = it.stats
-    _check_weights_total(it.stats, class_labels)
-    full_rank = on_first_pass(first_stats) if on_first_pass is not None else True
-    if isinstance(rule, (BoundRule, QuasiNewtonRule)):
-        rule.prepare(it.stats)
-    record(it, 0, "start", 0.0)
-
+    resumed = checkpoint.load() if checkpoint is not None else None
     converged, message, n_iter = False, "", 0
+    if resumed is None:
+        it = evaluate(np.zeros((d, m)), first_request)
+        first_stats = it.stats
+    else:
+        it = Iterate.at(resumed.coef, resumed.stats, objective)
+        first_stats = resumed.first_stats
+        history.extend(resumed.history)
+        passes.count, n_iter = resumed.passes, resumed.iteration
+        logger.info("resumed at iteration %d (%d passes done)", n_iter, passes.count)
+    _check_weights_total(first_stats, class_labels)
+    full_rank = on_first_pass(first_stats) if on_first_pass is not None else True
+    if resumed is not None:
+        rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
+    else:
+        if isinstance(rule, (BoundRule, QuasiNewtonRule)):
+            rule.prepare(it.stats)
+        record(it, 0, "start", 0.0)
+
     while True:
         if not it.finite:
             raise NumericalError(

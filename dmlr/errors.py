@@ -14,6 +14,7 @@ __all__ = [
     "DroppedColumnsWarning",
     "InferenceUnavailableError",
     "InputError",
+    "JobInterrupted",
     "NumericalError",
     "PerfectSeparationError",
     "PerfectSeparationWarning",
@@ -32,6 +33,10 @@ class InputError(DmlrError, ValueError):
 
 class ClusterError(DmlrError, RuntimeError):
     """The cluster could not complete a pass (workers lost repeatedly, a partition that kills its worker)."""
+
+
+class JobInterrupted(DmlrError):
+    """The job was asked to stop (SIGTERM); the newest checkpoint is complete and a rerun resumes from it."""
 
 
 class StoreError(InputError):

@@ -124,3 +124,12 @@ class StepRule(Protocol):
     def accept(self, old: Iterate, new: Iterate) -> None:
         """Told the accepted move from ``old`` to ``new`` (quasi-Newton rules update their memory)."""
         ...
+
+    def state(self) -> dict[str, Array]:
+        """The rule's memory as named arrays (for a checkpoint)."""
+        ...
+
+    def restore(self, state: dict[str, Array], gram: Array | None = None) -> None:
+        """Take back the memory :meth:`state` returned (resuming from a checkpoint; ``gram`` is the first pass's
+        Gram matrix, shape (d, d), which bound-based rules keep)."""
+        ...

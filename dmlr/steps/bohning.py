@@ -55,6 +55,27 @@ class BoundSolver:
             self._par = shifted_cholesky(0.5 / k * self.gram + ridge)
         self.shift = max(self._perp[1], self._par[1])
 
+    def factors(self) -> dict[str, Array]:
+        """The two Cholesky factors and their shifts, as named arrays (for a checkpoint)."""
+        out: dict[str, Array] = {}
+        for name, ((c, lower), tau) in (("perp", self._perp), ("par", self._par)):
+            out[f"{name}_factor"] = c
+            out[f"{name}_meta"] = np.array([float(lower), tau])
+        return out
+
+    @classmethod
+    def from_factors(cls, gram: Array, n_classes: int, objective: Objective, factors: dict[str, Array]) -> BoundSolver:
+        """Rebuild a solver from :meth:`factors` without factoring again."""
+        solver = object.__new__(cls)
+        solver.gram, solver.n_classes, solver.objective = gram, n_classes, objective
+        parts = []
+        for name in ("perp", "par"):
+            lower, tau = factors[f"{name}_meta"]
+            parts.append(((factors[f"{name}_factor"], bool(lower)), float(tau)))
+        solver._perp, solver._par = parts
+        solver.shift = max(solver._perp[1], solver._par[1])
+        return solver
+
     def solve(self, s: Array) -> Array:
         """``(B + lambda I kron E)^{-1} S``.
 
@@ -100,3 +121,12 @@ class BoundRule:
 
     def accept(self, old: Iterate, new: Iterate) -> None:
         """The bound keeps no memory."""
+
+    def state(self) -> dict[str, Array]:
+        """The bound's factors (empty before the first pass)."""
+        return {} if self.solver is None else self.solver.factors()
+
+    def restore(self, state: dict[str, Array], gram: Array | None = None) -> None:
+        """Take back the factors; ``gram`` is the first pass's Gram matrix."""
+        if state and gram is not None:
+            self.solver = BoundSolver.from_factors(gram, self.n_classes, self.objective, state)

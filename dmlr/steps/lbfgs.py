@@ -74,6 +74,23 @@ class QuasiNewtonRule:
             r += (a - b) * s
         return r
 
+    def state(self) -> dict[str, Array]:
+        """The bound's factors and the correction pairs stacked: ``s``, ``y`` of shape (pairs, d, m)."""
+        out = {f"bound.{k}": v for k, v in self.bound.state().items()}
+        if self._pairs:
+            out["s"] = np.stack([s for s, _, _ in self._pairs])
+            out["y"] = np.stack([y for _, y, _ in self._pairs])
+            out["rho"] = np.array([rho for _, _, rho in self._pairs])
+        return out
+
+    def restore(self, state: dict[str, Array], gram: Array | None = None) -> None:
+        """Take back the factors and the correction pairs."""
+        self.bound.restore({k[len("bound.") :]: v for k, v in state.items() if k.startswith("bound.")}, gram)
+        self._pairs.clear()
+        if "s" in state:
+            for s, y, rho in zip(state["s"], state["y"], state["rho"], strict=True):
+                self._pairs.append((s, y, float(rho)))
+
     def accept(self, old: Iterate, new: Iterate) -> None:
         """Store the pair ``(s, y)`` with ``y`` the decrease of the gradient (curvature of ``-f``)."""
         s = new.coef - old.coef

@@ -78,3 +78,10 @@ class NewtonRule:
 
     def accept(self, old: Iterate, new: Iterate) -> None:
         """Newton keeps no memory."""
+
+    def state(self) -> dict[str, Array]:
+        """Nothing to keep: each direction comes from the current pass's information."""
+        return {}
+
+    def restore(self, state: dict[str, Array], gram: Array | None = None) -> None:
+        """Nothing to restore."""

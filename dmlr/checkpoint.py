@@ -1,0 +1,247 @@
+"""Checkpoints of the fitting loop: the driver's whole state after every iteration, written atomically.
+
+A checkpoint holds what the loop needs to continue as if it had never stopped: the coefficients, the statistics of
+the pass evaluated there (the information too, for Newton), the first pass's record (Gram matrix and column
+moments), the history, the pass count and the step rule's memory (the bound's Cholesky factors, the L-BFGS
+correction pairs). Resuming therefore repeats no pass and ends with the same coefficients bit for bit.
+
+File format: ``iter-NNNNNN.dmlrckpt`` = magic ``DMLRCKPT\\x01`` + SHA-256 of the payload (32 bytes) + payload (an
+uncompressed ``.npz``; its ``meta`` entry is UTF-8 JSON). A file is written under a temporary name, flushed to disk
+and renamed into place, so a crash leaves either the old set or the new file complete; a torn or corrupted file
+fails its checksum on reading and the previous checkpoint is used. The newest ``keep`` files are kept.
+
+Every checkpoint carries a *fingerprint* of the data and the fit options; one written by a different fit (other
+data, method, penalty, partitioning) is never resumed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import fsspec
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.interrupt import critical
+from dmlr.oracle.statistics import Statistics
+
+__all__ = ["Checkpointer", "DriverState", "fingerprint"]
+
+logger = logging.getLogger("dmlr")
+
+Array = NDArray[np.float64]
+MAGIC = b"DMLRCKPT\x01"
+_NAME = re.compile(r"^iter-(\d{6,})\.dmlrckpt$")
+
+
+def fingerprint(**parts: Any) -> str:
+    """A stable SHA-256 of JSON-able fit identity (data checksum, options, layout)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class DriverState:
+    """What the fitting loop needs to continue after ``iteration``.
+
+    Attributes
+    ----------
+    iteration : int
+        Accepted steps so far.
+    passes : int
+        Data passes so far.
+    coef : ndarray, shape (d, m)
+        The current coefficients.
+    stats : Statistics
+        The pass evaluated at ``coef``.
+    first_stats : Statistics
+        The first pass's record (Gram matrix and moments: the rank and separation checks need them).
+    history : list of dict
+        The history records so far.
+    rule_state : dict of str to ndarray
+        The step rule's memory (:meth:`state` of the rule).
+    """
+
+    iteration: int
+    passes: int
+    coef: Array
+    stats: Statistics
+    first_stats: Statistics
+    history: list[dict[str, Any]]
+    rule_state: dict[str, Array]
+
+
+def _encode(state: DriverState, fp: str) -> bytes:
+    arrays: dict[str, Any] = {"coef": state.coef}
+    scalars: dict[str, Any] = {}
+    for prefix, stats in (("stats", state.stats), ("first", state.first_stats)):
+        for f in fields(Statistics):
+            value = getattr(stats, f.name)
+            if isinstance(value, np.ndarray):
+                arrays[f"{prefix}.{f.name}"] = value
+            elif value is not None:
+                scalars[f"{prefix}.{f.name}"] = value
+    for key, value in state.rule_state.items():
+        arrays[f"rule.{key}"] = value
+    meta = {
+        "fingerprint": fp,
+        "iteration": state.iteration,
+        "passes": state.passes,
+        "history": state.history,
+        "scalars": scalars,
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    payload = buf.getvalue()
+    return MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def _decode(blob: bytes) -> tuple[str, DriverState]:
+    """Parse and verify a checkpoint file; raises ``ValueError`` naming what is wrong."""
+    head = len(MAGIC) + 32
+    if len(blob) < head or not blob.startswith(MAGIC):
+        raise ValueError(f"not a dmlr checkpoint or truncated header ({len(blob)} bytes)")
+    digest, payload = blob[len(MAGIC) : head], blob[head:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ValueError(f"checksum mismatch ({len(payload)} payload bytes): truncated or corrupted")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    scalars = meta["scalars"]
+
+    def stats(prefix: str) -> Statistics:
+        values = {}
+        for f in fields(Statistics):
+            key = f"{prefix}.{f.name}"
+            values[f.name] = arrays.get(key, scalars.get(key))
+        return Statistics(**values)
+
+    rule = {k[len("rule.") :]: v for k, v in arrays.items() if k.startswith("rule.")}
+    state = DriverState(
+        iteration=int(meta["iteration"]),
+        passes=int(meta["passes"]),
+        coef=arrays["coef"],
+        stats=stats("stats"),
+        first_stats=stats("first"),
+        history=list(meta["history"]),
+        rule_state=rule,
+    )
+    return str(meta["fingerprint"]), state
+
+
+class Checkpointer:
+    """Writes and finds the checkpoints of one fit in a directory (local or fsspec URL).
+
+    Parameters
+    ----------
+    directory : str
+        Where the checkpoint files go (created on the first write).
+    fingerprint : str
+        Identity of the fit (:func:`fingerprint`); checkpoints with another one are ignored and removed.
+    keep : int
+        How many of the newest checkpoints to keep (at least 2, so a corrupt newest one has a predecessor).
+    storage_options : dict, optional
+        fsspec options.
+    on_event : callable, optional
+        Called with a dict for ``resume``, ``checkpoint_invalid`` and ``checkpoint_stale`` events (structured logs).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        fingerprint: str,
+        *,
+        keep: int = 2,
+        storage_options: dict[str, Any] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if keep < 2:
+            raise ValueError("keep at least 2 checkpoints")
+        self.url = str(directory).rstrip("/")
+        self.fingerprint = fingerprint
+        self.keep = keep
+        self.on_event = on_event
+        self._fs, self._root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self._root = self._root.rstrip("/")
+        self._local = self._fs.protocol in ("file", ("file", "local")) or "file" in self._fs.protocol
+
+    def _event(self, event: str, **fields_: Any) -> None:
+        record = {"event": event, **fields_}
+        logger.info("checkpoint: %s", json.dumps(record))
+        if self.on_event is not None:
+            self.on_event(record)
+
+    def _files(self) -> list[tuple[int, str]]:
+        if not self._fs.exists(self._root):
+            return []
+        found = []
+        for path in self._fs.ls(self._root, detail=False):
+            match = _NAME.match(os.path.basename(str(path).rstrip("/")))
+            if match:
+                found.append((int(match.group(1)), str(path)))
+        return sorted(found)
+
+    def path(self, iteration: int) -> str:
+        """The file name of the checkpoint after ``iteration``."""
+        return f"{self._root}/iter-{iteration:06d}.dmlrckpt"
+
+    def save(self, state: DriverState) -> str:
+        """Write ``state`` atomically and prune older checkpoints; returns the file's path.
+
+        A SIGTERM that arrives while writing takes effect once the file is complete.
+        """
+        blob = _encode(state, self.fingerprint)
+        final = self.path(state.iteration)
+        with critical():
+            self._fs.makedirs(self._root, exist_ok=True)
+            tmp = f"{self._root}/.tmp-{uuid.uuid4().hex}"
+            if self._local:
+                with open(tmp, "wb") as fh:
+                    fh.write(blob)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            else:
+                self._fs.pipe_file(tmp, blob)
+                self._fs.mv(tmp, final)
+            files = self._files()
+            for _, path in files[: max(0, len(files) - self.keep)]:
+                self._fs.rm(path)
+        return final
+
+    def load(self) -> DriverState | None:
+        """The newest valid checkpoint of this fit, or ``None``.
+
+        Invalid files (truncated, corrupted) are reported and skipped, falling back to the previous one;
+        checkpoints of another fit (fingerprint differs) are reported and removed.
+        """
+        for tmp in self._fs.glob(f"{self._root}/.tmp-*") if self._fs.exists(self._root) else []:
+            self._fs.rm(tmp)  # a write cut short before its rename
+        for iteration, path in reversed(self._files()):
+            try:
+                fp, state = _decode(self._fs.cat_file(path))
+            except Exception as exc:
+                self._event("checkpoint_invalid", iteration=iteration, path=path, reason=str(exc))
+                continue
+            if fp != self.fingerprint:
+                self._event("checkpoint_stale", iteration=iteration, path=path)
+                self._fs.rm(path)
+                continue
+            self._event("resume", iteration=state.iteration, passes=state.passes, path=path)
+            return state
+        return None
+
+    def clear(self) -> None:
+        """Remove every checkpoint of this directory (after the result is safely written)."""
+        if self._fs.exists(self._root):
+            self._fs.rm(self._root, recursive=True)
