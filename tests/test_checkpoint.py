@@ -9,13 +9,13 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+from problems import draw_problem
 
 import dmlr
 from dmlr.checkpoint import Checkpointer, DriverState, fingerprint
 from dmlr.errors import ConvergenceWarning, JobInterrupted
 from dmlr.interrupt import critical, terminate_gracefully
 from dmlr.oracle.statistics import Statistics
-from problems import draw_problem
 
 
 @pytest.fixture(scope="module")
