@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python -m dmlr.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check dmlr tests benchmarks
-	$(BIN)/ruff format --check dmlr tests benchmarks
+	$(BIN)/ruff check dmlr tests benchmarks pipelines
+	$(BIN)/ruff format --check dmlr tests benchmarks pipelines
 	$(BIN)/mypy dmlr
 
 test: lint

@@ -1,4 +1,4 @@
-"""The ``dmlr`` command line: stage, fit, summary, predict, info.
+"""The ``dmlr`` command line: stage, fit, summary, predict, info, and ``run`` for pipeline specs.
 
 Thin by design: parse, build the cluster, call the library, map errors to exit codes. No numerics here.
 
@@ -9,6 +9,7 @@ Exit codes
 2  bad input: invalid arguments, data, store or result directory (the message names the culprit)
 3  the fit did not converge or failed numerically (a non-converged result is still written)
 4  infrastructure failure: cluster, network or file system; retrying may help
+75 interrupted (SIGTERM, ``EX_TEMPFAIL``): the newest checkpoint is complete; rerun the same command to resume
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,15 +25,24 @@ from typing import Any, TypeVar
 
 import click
 
-from dmlr.errors import ClusterError, DmlrError, InputError, NumericalError
+from dmlr.errors import ClusterError, DmlrError, InputError, JobInterrupted, NumericalError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INFRASTRUCTURE", "EXIT_INTERNAL", "EXIT_NOT_CONVERGED", "EXIT_OK", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INFRASTRUCTURE",
+    "EXIT_INTERNAL",
+    "EXIT_NOT_CONVERGED",
+    "EXIT_OK",
+    "EXIT_RETRY",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
 EXIT_INFRASTRUCTURE = 4
+EXIT_RETRY = 75
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,6 +77,8 @@ def _guarded(func: F) -> F:
             _fail(EXIT_NOT_CONVERGED, str(exc))
         except ClusterError as exc:
             _fail(EXIT_INFRASTRUCTURE, str(exc))
+        except JobInterrupted as exc:
+            _fail(EXIT_RETRY, f"{exc}; rerun the same command to resume")
         except DmlrError as exc:
             _fail(EXIT_INTERNAL, str(exc))
         except _infrastructure_errors() as exc:
@@ -136,7 +149,8 @@ def _with_cluster_options(func: F) -> F:
 def main() -> None:
     """dmlr: multinomial logistic regression at scale, with full statistical inference.
 
-    Exit codes: 0 success, 1 internal error, 2 bad input, 3 not converged, 4 infrastructure failure.
+    Exit codes: 0 success, 1 internal error, 2 bad input, 3 not converged, 4 infrastructure failure,
+    75 interrupted by SIGTERM (checkpoint saved: rerun to resume).
     """
 
 
@@ -325,6 +339,41 @@ def predict(
     with _client(scheduler, cluster, workers, memory_limit):
         n = predict_to(res, data, out, overwrite=overwrite, storage_options=options)
     click.echo(f"wrote probabilities and labels of {n:,} rows to {out}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["stage", "fit", "evaluate", "report"]),
+              help="Run only this stage (repeatable); default all four, in order.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Run the selected stages even when their outputs are complete.")
+@click.option(
+    "--scheduler", metavar="ADDRESS", envvar=["DMLR_SCHEDULER", "DASK_SCHEDULER_ADDRESS"],
+    help="Dask scheduler address overriding the spec's cluster (env DMLR_SCHEDULER, or DASK_SCHEDULER_ADDRESS "
+    "as a Kubernetes DaskJob sets it).",
+)  # fmt: skip
+@click.option("--log-file", metavar="PATH", help="Also append the JSON log lines to this file.")
+@_guarded
+def run(spec: str, stages: tuple[str, ...], force: bool, scheduler: str | None, log_file: str | None) -> None:
+    """Run a pipeline spec: stage -> fit -> evaluate -> report, skipping complete stages.
+
+    One JSON log line per stage and per fit iteration goes to stderr. The fit checkpoints after every iteration:
+    after a crash or SIGKILL, rerun the same command and it resumes; SIGTERM saves and exits 75.
+    """
+    from dmlr.interrupt import terminate_gracefully
+    from dmlr.pipeline import load_pipeline, run_pipeline
+    from dmlr.pipeline.logs import JsonLog
+
+    parsed = load_pipeline(spec)
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)  # keep stderr to the JSON lines
+    with terminate_gracefully():
+        status = run_pipeline(
+            parsed,
+            stages=list(stages) or None,
+            force=force,
+            scheduler=scheduler or None,
+            log=JsonLog(parsed.name, path=log_file),
+        )
+    click.echo(" ".join(f"{name}:{state}" for name, state in status.items()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -219,3 +219,38 @@ def test_persist_auto_compares_data_with_half_the_workers_memory():
     ):
         assert _fits_in_cluster_memory(design(1_000_000), client)  # 0.8 GB of X <= half of 2 GB
         assert not _fits_in_cluster_memory(design(2_000_000), client)  # 1.6 GB > 1 GB
+
+
+def test_stage_like_a_training_store_shares_its_columns_and_codes(tmp_path):
+    frame, _ = _table(600, seed=3)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    train = dmlr.stage(str(tmp_path / "train.csv"), str(tmp_path / "train.zarr"), target="choice",
+                       categorical=["region"])  # fmt: skip
+    # a held-out set lacking a level and a class still gets the training columns and label codes
+    held = frame[(frame.region != "east") & (frame.choice != "bus")].head(50)
+    held.to_csv(tmp_path / "test.csv", index=False)
+    test = dmlr.stage(str(tmp_path / "test.csv"), str(tmp_path / "test.zarr"), target="choice",
+                      categorical=["region"], like=train)  # fmt: skip
+    assert test.feature_names == train.feature_names == ["age", "income", "region[T.north]", "region[T.south]", "w"]
+    assert test.classes.tolist() == ["bus", "car", "train"]
+    codes = test.y.compute()
+    np.testing.assert_array_equal(codes, pd.Index(["bus", "car", "train"]).get_indexer(held.choice))
+    x = test.X.compute()
+    np.testing.assert_array_equal(x[:, 2], (held.region == "north").to_numpy())
+    # alone, the same file would be encoded differently (its first level would be dropped)
+    alone = dmlr.stage(str(tmp_path / "test.csv"), str(tmp_path / "alone.zarr"), target="choice",
+                       categorical=["region"])  # fmt: skip
+    assert alone.feature_names != train.feature_names and alone.classes.tolist() == ["car", "train"]
+
+    bad = frame.head(20).copy()
+    bad.loc[bad.index[0], "region"] = "west"
+    bad.to_csv(tmp_path / "bad_level.csv", index=False)
+    with pytest.raises(InputError, match=r"categorical column 'region' has levels \['west'\]"):
+        dmlr.stage(str(tmp_path / "bad_level.csv"), str(tmp_path / "b1.zarr"), target="choice",
+                   categorical=["region"], like=train)  # fmt: skip
+    bad = frame.head(20).copy()
+    bad.loc[bad.index[0], "choice"] = "tram"
+    bad.to_csv(tmp_path / "bad_label.csv", index=False)
+    with pytest.raises(InputError, match=r"labels \['tram'\]"):
+        dmlr.stage(str(tmp_path / "bad_label.csv"), str(tmp_path / "b2.zarr"), target="choice",
+                   categorical=["region"], like=str(tmp_path / "train.zarr"))  # fmt: skip

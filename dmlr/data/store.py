@@ -170,6 +170,7 @@ def stage(
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool = False,
+    like: str | StoreData | None = None,
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -197,6 +198,9 @@ def stage(
         fsspec options for source and store (endpoint, credentials).
     progress : bool
         Show a progress bar on stderr.
+    like : str or StoreData, optional
+        A store to encode like (a held-out set for a fitted model): its classes and categorical levels are used
+        instead of this source's, so the columns and label codes match; a label or level it lacks is an error.
 
     Returns
     -------
@@ -209,6 +213,7 @@ def stage(
         Missing columns, missing labels or values, non-numeric undeclared columns, an existing store.
     """
     paths = _expand_sources(source)
+    so_kw = {"storage_options": storage_options}
     table, fmt = _read_table(paths, storage_options)
     categorical = list(categorical or [])
     offset = list(offset or [])
@@ -246,6 +251,12 @@ def stage(
     labels = np.asarray(counts.index.to_numpy())
     check_label_values(labels, f"target column {target!r}")
     classes = np.asarray(sorted(labels.tolist()))
+    reference = None if like is None else like if isinstance(like, StoreData) else open_store(like, **so_kw)
+    if reference is not None:
+        unknown = sorted(set(classes.tolist()) - set(reference.classes.tolist()))
+        if unknown:
+            raise InputError(f"target column {target!r} has labels {unknown} that {reference.url} does not have")
+        classes = reference.classes
     if classes.size < 2:
         raise InputError(f"target column {target!r} has a single class ({classes.tolist()!r})")
     levels: dict[str, list[Any]] = {}
@@ -255,6 +266,17 @@ def stage(
             raise InputError(f"categorical column {col!r} has missing values")
         levels[col] = sorted(vals.tolist())
     encoding = FeatureEncoding(tuple(features), levels)
+    if reference is not None:
+        if encoding.columns != reference.encoding.columns or set(levels) != set(reference.encoding.levels):
+            raise InputError(
+                f"features {list(encoding.columns)} (categorical {sorted(levels)}) differ from those of "
+                f"{reference.url}: {list(reference.encoding.columns)} (categorical {sorted(reference.encoding.levels)})"
+            )
+        for col, lv in levels.items():
+            unseen = sorted(set(lv) - set(reference.encoding.levels[col]))
+            if unseen:
+                raise InputError(f"categorical column {col!r} has levels {unseen} that {reference.url} does not have")
+        encoding = reference.encoding
     m = classes.size - 1
     if offset and len(offset) != m:
         raise InputError(f"offset needs K - 1 = {m} columns (one per non-base class); got {len(offset)}")

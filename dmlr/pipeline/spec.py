@@ -1,0 +1,274 @@
+"""The pipeline spec: a YAML file, validated field by field; an error names the field (``fit.l2``) and why.
+
+.. code-block:: yaml
+
+    version: 1
+    name: mode-choice
+    workdir: runs/mode-choice          # relative to the spec file; every output goes here
+    cluster: {spec: local, workers: 2} # 'local', a scheduler address or a cluster/*.yaml; workers, memory_limit
+    data:
+      train: data/train/*.csv          # CSV or Parquet files or globs, local or URLs
+      test: data/test/*.csv            # held-out rows for `evaluate` (staged like the training store)
+      target: mode
+      categorical: [region]            # optional: features, categorical, weights, offset, storage_options
+      # instead of train/test, `synthetic: {rows: 200000, test_rows: 50000, seed: 2026}` draws the demo's table
+    fit: {method: auto, l2: 0.0, tol: 1.0e-8, max_iter: 100, base: null, inference: true}
+    evaluate: {bins: 10}
+    report: {format: html}             # html or markdown
+
+See ``pipelines/README.md`` for every field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from dmlr.errors import InputError
+
+__all__ = ["PipelineSpec", "SpecError", "load_pipeline"]
+
+SPEC_VERSION = 1
+
+
+class SpecError(InputError):
+    """A pipeline spec is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    spec: str = "local"
+    workers: int | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticSection:
+    rows: int = 200_000
+    test_rows: int = 50_000
+    seed: int = 2026
+    files: int = 4
+
+
+@dataclass(frozen=True)
+class DataSection:
+    target: str
+    train: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+    features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] = ()
+    weights: str | None = None
+    offset: tuple[str, ...] = ()
+    synthetic: SyntheticSection | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitSection:
+    method: str = "auto"
+    l2: float = 0.0
+    tol: float = 1e-8
+    max_iter: int = 100
+    base: Any = None
+    inference: bool = True
+    separation: str = "raise"
+    collinear: str = "raise"
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    bins: int = 10
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    format: str = "html"
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated pipeline spec.
+
+    Attributes
+    ----------
+    path : str
+        The spec file.
+    name : str
+    workdir : str
+        Absolute or URL; relative paths in the file are taken from the spec file's folder.
+    cluster, data, fit, evaluate, report : sections
+    """
+
+    path: str
+    name: str
+    workdir: str
+    cluster: ClusterSection
+    data: DataSection
+    fit: FitSection
+    evaluate: EvaluateSection
+    report: ReportSection
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as a plain dict (what the stage input hashes cover)."""
+        value: dict[str, Any] = asdict(getattr(self, name))
+        return value
+
+
+class _Reader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> SpecError:
+        return SpecError(f"{self.path}: {where}: {message}")
+
+    def mapping(
+        self, value: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {type(value).__name__} {value!r}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(
+                    f"{where}.{key}" if where else str(key), f"unknown field (allowed: {', '.join(allowed)})"
+                )
+        for key in required:
+            if value.get(key) is None:
+                raise self.fail(f"{where}.{key}" if where else key, "required field is missing")
+        return value
+
+    def typed(self, value: Any, where: str, kind: type | tuple[type, ...], check: Callable[[Any], bool] | None = None,
+              need: str = "") -> Any:  # fmt: skip
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool:
+            raise self.fail(where, f"expected {need or getattr(kind, '__name__', kind)}, got {value!r}")
+        if not isinstance(value, kind) or (check is not None and not check(value)):
+            raise self.fail(where, f"expected {need or getattr(kind, '__name__', kind)}, got {value!r}")
+        return value
+
+    def strings(self, value: Any, where: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(where, f"expected a string or a list of strings, got {value!r}")
+        return tuple(value)
+
+
+def _resolve(base: str, path: str) -> str:
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
+    """Read and validate a pipeline spec.
+
+    Raises
+    ------
+    SpecError
+        Missing file, invalid YAML, an unknown field, a missing required field or a value of the wrong type or
+        range; the message names the file and the field.
+    """
+    from dmlr.driver import METHODS
+
+    path = str(path)
+    r = _Reader(path)
+    try:
+        with open(path) as fh:
+            doc = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such pipeline spec") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    top = r.mapping(doc, "", ("version", "name", "workdir", "cluster", "data", "fit", "evaluate", "report"),
+                    ("version", "name", "data"))  # fmt: skip
+    if top["version"] != SPEC_VERSION:
+        raise r.fail("version", f"this dmlr reads pipeline spec version {SPEC_VERSION}, got {top['version']!r}")
+    name = r.typed(top["name"], "name", str, lambda s: bool(s.strip()), "a non-empty string")
+    base = os.path.dirname(os.path.abspath(path))
+    workdir = _resolve(base, r.typed(top.get("workdir", f"runs/{name}"), "workdir", str))
+
+    c = top.get("cluster", {})
+    if isinstance(c, str):
+        c = {"spec": c}
+    c = r.mapping(c, "cluster", ("spec", "workers", "memory_limit"))
+    spec_value = r.typed(c.get("spec", "local"), "cluster.spec", str)
+    if spec_value.endswith((".yaml", ".yml")) and not os.path.isabs(spec_value):
+        candidate = _resolve(base, spec_value)
+        spec_value = candidate if os.path.exists(candidate) else spec_value
+    cluster = ClusterSection(
+        spec=spec_value,
+        workers=None
+        if c.get("workers") is None
+        else r.typed(c["workers"], "cluster.workers", int, lambda v: v >= 1, "an integer >= 1"),
+        memory_limit=None if c.get("memory_limit") is None else str(c["memory_limit"]),
+    )
+
+    d = r.mapping(top["data"], "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
+                                        "synthetic", "storage_options"))  # fmt: skip
+    synthetic = None
+    if "synthetic" in d:
+        s = r.mapping(d["synthetic"], "data.synthetic", ("rows", "test_rows", "seed", "files"))
+        synthetic = SyntheticSection(
+            **{k: r.typed(v, f"data.synthetic.{k}", int, lambda v: v >= 1, "an integer >= 1") for k, v in s.items()}
+        )
+        if d.get("train") or d.get("test"):
+            raise r.fail("data.synthetic", "give either synthetic or train/test sources, not both")
+        target = r.typed(d.get("target", "mode"), "data.target", str)
+    else:
+        for key in ("train", "test", "target"):
+            if not d.get(key):
+                raise r.fail(
+                    f"data.{key}",
+                    "required field is missing" + (" (or give data.synthetic)" if key != "target" else ""),
+                )
+        target = r.typed(d["target"], "data.target", str)
+    data = DataSection(
+        target=target,
+        train=tuple(_resolve(base, p) for p in r.strings(d.get("train", []), "data.train")),
+        test=tuple(_resolve(base, p) for p in r.strings(d.get("test", []), "data.test")),
+        features=None if d.get("features") is None else r.strings(d["features"], "data.features"),
+        categorical=r.strings(d.get("categorical", []), "data.categorical"),
+        weights=None if d.get("weights") is None else r.typed(d["weights"], "data.weights", str),
+        offset=r.strings(d.get("offset", []), "data.offset"),
+        synthetic=synthetic,
+        storage_options=r.typed(d.get("storage_options") or {}, "data.storage_options", dict),
+    )
+    if synthetic is not None and (data.features or data.weights or data.offset):
+        raise r.fail("data.synthetic", "the synthetic table has fixed columns: leave features, weights, offset out")
+    if synthetic is not None:
+        data = DataSection(**{**asdict(data), "synthetic": synthetic, "categorical": ("region",),
+                              "target": "mode"})  # fmt: skip
+
+    f = r.mapping(top.get("fit"), "fit", tuple(FitSection.__dataclass_fields__))
+    fit = FitSection(
+        method=r.typed(f.get("method", "auto"), "fit.method", str, lambda v: v in METHODS, f"one of {METHODS}"),
+        l2=r.typed(f.get("l2", 0.0), "fit.l2", float, lambda v: v >= 0, "a number >= 0"),
+        tol=r.typed(f.get("tol", 1e-8), "fit.tol", float, lambda v: v > 0, "a number > 0"),
+        max_iter=r.typed(f.get("max_iter", 100), "fit.max_iter", int, lambda v: v >= 0, "an integer >= 0"),
+        base=f.get("base"),
+        inference=r.typed(f.get("inference", True), "fit.inference", bool),
+        separation=r.typed(
+            f.get("separation", "raise"), "fit.separation", str, lambda v: v in ("raise", "warn"), "'raise' or 'warn'"
+        ),
+        collinear=r.typed(
+            f.get("collinear", "raise"),
+            "fit.collinear",
+            str,
+            lambda v: v in ("raise", "drop", "keep"),
+            "'raise', 'drop' or 'keep'",
+        ),
+    )
+    e = r.mapping(top.get("evaluate"), "evaluate", ("bins",))
+    evaluate = EvaluateSection(bins=r.typed(e.get("bins", 10), "evaluate.bins", int, lambda v: v >= 1,
+                                            "an integer >= 1"))  # fmt: skip
+    rp = r.mapping(top.get("report"), "report", ("format",))
+    report = ReportSection(format=r.typed(rp.get("format", "html"), "report.format", str,
+                                          lambda v: v in ("html", "markdown"), "'html' or 'markdown'"))  # fmt: skip
+    return PipelineSpec(path, name, workdir, cluster, data, fit, evaluate, report)
