@@ -1,16 +1,33 @@
-"""Time dmlr's methods on synthetic problems and print a table.
+"""dmlr against its peers on the issue-7 problems, with a roofline for dmlr's own passes; prints tables.
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py                # the issue-7 problems P1, P1b (and P2 with --p2)
-    .venv/bin/python benchmarks/run.py --quick        # smaller problems, seconds
+    .venv/bin/python benchmarks/run.py                    # P1, P2, P1b: dmlr, peers, roofline (about 15 min)
+    .venv/bin/python benchmarks/run.py --problems P1b     # one problem
+    .venv/bin/python benchmarks/run.py --quick            # small problems, a minute
 
-For each problem and method: median wall seconds over ``--repeat`` runs on a LocalCluster with 2 worker processes
-(1 thread each), passes over the data, iterations, final mean log-likelihood and its difference to the best fit.
-Data are generated as in issue 7: Gaussian features, coefficients N(0, 1/d) (d counts the constant), base class 0.
-With ``--peers``, scikit-learn (lbfgs and newton-cholesky, no penalty) and statsmodels MNLogit (newton) fit the same
-data in this process, and the table gains their seconds and dmlr's ratio to each. dask-ml, Spark and the roofline
-are issue 7's.
+``make bench`` installs the peers (extra ``dmlr[bench]``: scikit-learn, statsmodels, dask-ml) and runs it.
+
+What is timed, in one run, on this machine:
+
+- Data: ``y`` drawn from a multinomial logit with Gaussian features, true coefficients N(0, 1/d) (d counts the
+  constant), base class 0; the same arrays for every solver.
+- dmlr: a LocalCluster of 2 worker processes x 1 thread (``dmlr.cluster.connect("local")``, BLAS pinned to one
+  thread per worker). The data are put on the workers once (``dmlr.scatter_rows``, timed separately as "ship") and
+  each fit starts from them, as a fit of staged or persisted data does. Every dmlr time includes the exact
+  information pass at the optimum (standard errors) unless the row says ``inference=False``.
+- Peers, in this process on the same 2 cores: scikit-learn ``LogisticRegression`` (lbfgs and newton-cholesky,
+  ``penalty=None``, tight tolerances so that they reach the optimum), statsmodels ``MNLogit`` (Newton, which also
+  computes standard errors; skipped for P2 where its Python-level Hessian takes many minutes), dask-ml
+  ``LogisticRegression(solver="newton")`` for K = 2 on the same LocalCluster (its penalty made negligible, C=1e12).
+- Seconds are the median of ``--repeat`` runs (slow peers: ``--slow-repeat``); every fit's mean log-likelihood is
+  compared with the best one (``Δ``); the target is agreement to 1e-9.
+
+Roofline: on the same workers, the aggregate GEMM rate (each worker multiplies 2000 x 2000 matrices on its single
+thread, both at once) and the aggregate read bandwidth (each worker sums a 256 MB array, both at once). A score
+pass must read X (8 n p bytes) and do 4 n d (K-1) flops; an information pass must do n ((K-1) d)^2 flops (a
+symmetric rank-n update, half of the full product). The floor is the larger of bytes/bandwidth and flops/rate;
+dmlr's pass time is the median of 5 passes at the optimum.
 """
 
 from __future__ import annotations
@@ -18,136 +35,257 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 PROBLEMS = {
     "P1": (200_000, 50, 6),
-    "P1b": (200_000, 50, 2),
     "P2": (100_000, 100, 20),
+    "P1b": (200_000, 50, 2),
 }
 QUICK = {"Q1": (40_000, 20, 6), "Q1b": (40_000, 20, 2)}
+# The issue's targets: dmlr method -> (peer, max ratio)
+TARGETS = {
+    ("P1", "auto"): [("sk-lbfgs", 0.3)],
+    ("P1", "newton"): [("sk-newton-cholesky", 0.3), ("statsmodels", 0.15)],
+    ("P2", "auto inference=False"): [("sk-lbfgs", 0.5)],
+    ("P2", "auto"): [("sk-newton-cholesky", 0.1)],
+    ("P1b", "auto"): [("sk-newton-cholesky", 1.0), ("dask-ml-newton", 0.3)],
+    ("P1b", "newton"): [("sk-newton-cholesky", 1.0), ("dask-ml-newton", 0.3)],
+}
 
 
 @dataclass
 class Row:
     problem: str
-    method: str
+    solver: str
     seconds: float
-    passes: int
-    iterations: int
+    passes: int | None
+    iterations: int | None
     mean_llf: float
-    converged: bool
+    note: str = ""
 
 
-def run(problems: dict[str, tuple[int, int, int]], methods: list[str], repeat: int, max_iter: int) -> list[Row]:
-    from distributed import Client, LocalCluster
+def _median_time(fit: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = fit()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _mean_llf(proba: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.log(proba[np.arange(y.size), y])))
+
+
+def machine_rates(client: Any) -> tuple[float, float]:
+    """Aggregate GEMM GFLOP/s and read GB/s of the workers, all of them working at once (best of 5)."""
+
+    def gemm() -> float:
+        a = np.random.default_rng(0).random((2000, 2000))
+        a @ a
+        best = np.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - start)
+        return 2 * 2000**3 / best / 1e9
+
+    def read() -> float:
+        a = np.ones(32 * 2**20)  # 256 MB
+        a.sum()
+        best = np.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            a.sum()
+            best = min(best, time.perf_counter() - start)
+        return a.nbytes / best / 1e9
 
     import dmlr
-    from dmlr.synthetic import make_mnlogit
+
+    dmlr.scatter_rows(np.ones((1000, 2)), client)  # warm the workers up (imports, first transfer)
+    gflops = sum(client.run(gemm).values())
+    gbps = sum(client.run(read).values())
+    return gflops, gbps
+
+
+def dmlr_rows(
+    name: str,
+    n: int,
+    d: int,
+    k: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    client: Any,
+    repeat: int,
+    rates: tuple[float, float],
+) -> tuple[list[Row], list[str]]:
+    from distributed import wait
+
+    import dmlr
+    from dmlr.data.design import build_design
+    from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION
+    from dmlr.reduce import DataPasses
 
     rows: list[Row] = []
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        for name, (n, d, k) in problems.items():
-            data = make_mnlogit(n, d - 1, k, seed=1)
-            for method in methods:
-                times, res = [], None
-                for _ in range(repeat):
-                    start = time.perf_counter()
-                    res = dmlr.fit(data.X, data.y, method=method, client=client, max_iter=max_iter)
-                    times.append(time.perf_counter() - start)
-                assert res is not None
-                rows.append(
-                    Row(name, method, statistics.median(times), res.n_passes, res.n_iter, res.llf / n, res.converged)
-                )
-    return rows
+    start = time.perf_counter()
+    xd, yd = dmlr.scatter_rows(x, client), dmlr.scatter_rows(y, client)
+    wait([xd, yd])
+    ship = time.perf_counter() - start
+    variants: list[tuple[str, dict[str, Any]]] = [("newton", {"method": "newton"}), ("auto", {"method": "auto"})]
+    if name.startswith("P2"):
+        variants = [("auto", {"method": "auto"}), ("auto inference=False", {"method": "auto", "inference": False})]
+    best = None
+    for label, kwargs in variants:
+        seconds, res = _median_time(lambda kw=kwargs: dmlr.fit(xd, yd, client=client, max_iter=500, **kw), repeat)
+        rule = res.method
+        rows.append(Row(name, f"dmlr {label}", seconds, res.history[-1]["passes"], res.n_iter, res.llf / n, rule))
+        best = res
+    # the roofline: passes at the optimum
+    assert best is not None
+    design = build_design(xd, yd)
+    design = design.with_arrays(client.persist(design.arrays()))
+    passes = DataPasses(design, client)
+    coef = best.coef
+    timing = {}
+    for kind, request, count in (("score", SCORE_ONLY, 5), ("information", WITH_INFORMATION, 3 if d * k < 1000 else 2)):
+        times = []
+        for i in range(count):
+            c = coef * (1.0 + 1e-9 * (i + 1))  # a new point each time (identical passes would be cached)
+            t0 = time.perf_counter()
+            passes(c, request)
+            times.append(time.perf_counter() - t0)
+        timing[kind] = statistics.median(times)
+    gflops, gbps = rates
+    m, p = k - 1, d - 1
+    score_floor = max(8 * n * p / (gbps * 1e9), 4 * n * d * m / (gflops * 1e9))
+    info_floor = n * (m * d) ** 2 / (gflops * 1e9)
+    lines = [
+        f"| {name} | score | {timing['score']:.3f} | {score_floor:.3f} | {timing['score'] / score_floor:.1f} |",
+        f"| {name} | information | {timing['information']:.3f} | {info_floor:.3f} | "
+        f"{timing['information'] / info_floor:.1f} |",
+    ]
+    rows.append(Row(name, "dmlr ship NumPy to workers", ship, None, None, float("nan"), "once per data set"))
+    return rows, lines
 
 
-def run_peers(problems: dict[str, tuple[int, int, int]], repeat: int, with_statsmodels: bool) -> list[Row]:
-    """The same data fitted by scikit-learn and statsmodels (median seconds, mean log-likelihood reached)."""
-    import warnings
-
-    import numpy as np
+def peer_rows(
+    name: str, n: int, d: int, k: int, x: np.ndarray, y: np.ndarray, client: Any, repeat: int, slow_repeat: int
+) -> list[Row]:
+    rows: list[Row] = []
     from sklearn.linear_model import LogisticRegression
 
-    from dmlr.synthetic import make_mnlogit
+    for solver in ("lbfgs", "newton-cholesky"):
+        reps = slow_repeat if (solver == "newton-cholesky" and d * k > 500) else repeat
+        model = LogisticRegression(penalty=None, solver=solver, max_iter=10_000, tol=1e-10)
+        seconds, fitted = _median_time(lambda model=model: model.fit(x, y), reps)
+        rows.append(
+            Row(name, f"sk-{solver}", seconds, None, int(np.max(fitted.n_iter_)), _mean_llf(fitted.predict_proba(x), y))
+        )
+    if d * k <= 400:
+        import statsmodels.api as sm
 
-    rows: list[Row] = []
-    for name, (n, d, k) in problems.items():
-        data = make_mnlogit(n, d - 1, k, seed=1)
-        x, y = np.asarray(data.X), np.asarray(data.y)
-        peers: dict[str, object] = {
-            "sk-lbfgs": lambda: LogisticRegression(penalty=None, solver="lbfgs", max_iter=10_000, tol=1e-10),
-            "sk-newton-cholesky": lambda: LogisticRegression(penalty=None, solver="newton-cholesky", tol=1e-10),
-        }
-        for peer, make in peers.items():
-            times, model = [], None
-            for _ in range(repeat):
-                start = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    model = make().fit(x, y)  # type: ignore[operator]
-                times.append(time.perf_counter() - start)
-            proba = model.predict_proba(x)  # type: ignore[union-attr]
-            llf = float(np.log(proba[np.arange(n), y]).sum())
-            rows.append(Row(name, peer, statistics.median(times), -1, int(np.max(model.n_iter_)), llf / n, True))  # type: ignore[union-attr]
-        if with_statsmodels and k * d <= 400:
-            import statsmodels.api as sm
-
-            times, llf = [], 0.0
-            for _ in range(repeat):
-                start = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = sm.MNLogit(y, sm.add_constant(x)).fit(method="newton", disp=0, tol=1e-10, maxiter=100)
-                times.append(time.perf_counter() - start)
-                llf = float(res.llf)
-            rows.append(Row(name, "statsmodels", statistics.median(times), -1, -1, llf / n, True))
+        exog = sm.add_constant(x)
+        seconds, fitted = _median_time(
+            lambda: sm.MNLogit(y, exog).fit(method="newton", disp=0, tol=1e-10, maxiter=100),
+            slow_repeat if d * k > 200 else repeat,
+        )
+        rows.append(Row(name, "statsmodels", seconds, None, int(fitted.mle_retvals["iterations"]), fitted.llf / n))
+    if k == 2:
+        try:
+            import dask.array as da
+            from dask_ml.linear_model import LogisticRegression as DaskLogisticRegression
+        except ImportError:
+            rows.append(Row(name, "dask-ml-newton", float("nan"), None, None, float("nan"), "not installed"))
+        else:
+            chunk = -(-n // 2)
+            xd = client.persist(da.from_array(x, chunks=(chunk, -1)))
+            yd = client.persist(da.from_array(y, chunks=chunk))
+            model = DaskLogisticRegression(solver="newton", C=1e12, max_iter=100, tol=1e-10)
+            seconds, fitted = _median_time(lambda: model.fit(xd, yd), repeat)
+            proba = np.asarray(fitted.predict_proba(x))
+            if proba.ndim == 1:
+                proba = np.column_stack([1 - proba, proba])
+            rows.append(Row(name, "dask-ml-newton", seconds, None, None, _mean_llf(proba, y), "2 worker processes"))
     return rows
 
 
 def render(rows: list[Row]) -> str:
-    best = {r.problem: max(x.mean_llf for x in rows if x.problem == r.problem) for r in rows}
-    head = (
-        f"| {'problem':<7} | {'method':<8} | {'seconds':>8} | {'passes':>6} | {'iter':>5} "
-        f"| {'mean llf':>13} | {'vs best':>8} |"
-    )
-    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    best = {}
     for r in rows:
-        gap = r.mean_llf - best[r.problem]
-        flag = "" if r.converged else " (not converged)"
-        passes = "-" if r.passes < 0 else str(r.passes)
-        iters = "-" if r.iterations < 0 else str(r.iterations)
-        lines.append(
-            f"| {r.problem:<7} | {r.method:<8} | {r.seconds:>8.2f} | {passes:>6} | {iters:>5} | "
-            f"{r.mean_llf:>13.10f} | {gap:>8.1e} |{flag}"
+        if np.isfinite(r.mean_llf):
+            best[r.problem] = max(best.get(r.problem, -np.inf), r.mean_llf)
+    out = [
+        "| problem | solver | seconds | passes | iterations | mean log-lik | Δ vs best | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gap = r.mean_llf - best.get(r.problem, np.nan) if np.isfinite(r.mean_llf) else float("nan")
+        out.append(
+            f"| {r.problem} | {r.solver} | {r.seconds:.2f} | {'' if r.passes is None else r.passes} | "
+            f"{'' if r.iterations is None else r.iterations} | "
+            f"{'' if not np.isfinite(r.mean_llf) else f'{r.mean_llf:.10f}'} | "
+            f"{'' if not np.isfinite(gap) else f'{gap:.1e}'} | {r.note} |"
         )
-    peers = [r for r in rows if r.passes < 0]
-    if peers:
-        lines += ["", "dmlr seconds / peer seconds (same problem, same run):", ""]
-        for r in rows:
-            if r.passes >= 0:
-                ratios = ", ".join(f"{p.method} {r.seconds / p.seconds:.2f}" for p in peers if p.problem == r.problem)
-                lines.append(f"- {r.problem} {r.method}: {ratios}")
-    return "\n".join(lines)
+    return "\n".join(out)
+
+
+def render_targets(rows: list[Row]) -> str:
+    by = {(r.problem, r.solver): r for r in rows}
+    out = ["| problem | dmlr | peer | dmlr s | peer s | ratio | target | met |", "|---|---|---|---|---|---|---|---|"]
+    for (problem, label), goals in TARGETS.items():
+        mine = by.get((problem, f"dmlr {label}"))
+        for peer, limit in goals:
+            theirs = by.get((problem, peer))
+            if mine is None or theirs is None or not np.isfinite(theirs.seconds):
+                continue
+            ratio = mine.seconds / theirs.seconds
+            out.append(
+                f"| {problem} | {label} | {peer} | {mine.seconds:.2f} | {theirs.seconds:.2f} | {ratio:.2f} | "
+                f"≤ {limit} | {'yes' if ratio <= limit else 'no'} |"
+            )
+    return "\n".join(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small problems")
-    parser.add_argument("--p2", action="store_true", help="include P2 (K = 20, (K-1)d = 1900)")
+    parser.add_argument("--problems", default="P1,P2,P1b", help="comma-separated names from P1, P2, P1b")
+    parser.add_argument("--quick", action="store_true", help="small problems instead")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--methods", default="newton,auto,bohning")
-    parser.add_argument("--max-iter", type=int, default=500)
-    parser.add_argument("--peers", action="store_true", help="also fit with scikit-learn and statsmodels")
+    parser.add_argument("--slow-repeat", type=int, default=3, help="repeats of peers that take minutes")
+    parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
-    problems = dict(QUICK) if args.quick else {k: v for k, v in PROBLEMS.items() if k != "P2" or args.p2}
-    rows = run(problems, args.methods.split(","), args.repeat, args.max_iter)
-    if args.peers:
-        rows += run_peers(problems, args.repeat, with_statsmodels=True)
+
+    from dmlr.cluster import connected
+    from dmlr.synthetic import make_mnlogit
+
+    problems = dict(QUICK) if args.quick else {p: PROBLEMS[p] for p in args.problems.split(",")}
+    rows: list[Row] = []
+    roof = ["| problem | pass | dmlr s | floor s | dmlr / floor |", "|---|---|---|---|---|"]
+    with connected("local", n_workers=2) as client:
+        rates = machine_rates(client)
+        for name, (n, d, k) in problems.items():
+            data = make_mnlogit(n, d - 1, k, seed=1)
+            x, y = np.asarray(data.X), np.asarray(data.y)
+            found, lines = dmlr_rows(name, n, d, k, x, y, client, args.repeat, rates)
+            rows += found
+            roof += lines
+            if not args.no_peers:
+                rows += peer_rows(name, n, d, k, x, y, client, args.repeat, args.slow_repeat)
+            print(f"[{name} done]", flush=True)
+    print(f"\nMachine: GEMM {rates[0]:.0f} GFLOP/s and read bandwidth {rates[1]:.1f} GB/s, both workers at once.\n")
     print(render(rows))
+    print("\nTargets (ratios from this run):\n")
+    print(render_targets(rows))
+    print("\nRoofline (median pass at the optimum; floor = max(bytes / bandwidth, flops / GEMM rate)):\n")
+    print("\n".join(roof))
 
 
 if __name__ == "__main__":

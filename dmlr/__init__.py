@@ -4,7 +4,7 @@ The entry point is :func:`dmlr.fit`; it returns :class:`dmlr.MNLogitResults`. Se
 the data flow and the coefficient layout convention.
 """
 
-from dmlr.api import fit
+from dmlr.api import fit, scatter_rows
 from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
 from dmlr.errors import (
     ClusterError,
@@ -14,6 +14,7 @@ from dmlr.errors import (
     DroppedColumnsWarning,
     InferenceUnavailableError,
     InputError,
+    JobInterrupted,
     NumericalError,
     PerfectSeparationError,
     PerfectSeparationWarning,
@@ -48,6 +49,7 @@ __all__ = [
     "DroppedColumnsWarning",
     "InferenceUnavailableError",
     "InputError",
+    "JobInterrupted",
     "MNLogitResults",
     "MultinomialLogit",
     "NumericalError",
@@ -62,6 +64,7 @@ __all__ = [
     "load",
     "open_store",
     "save",
+    "scatter_rows",
     "stage",
     "stage_arrays",
     "store_checksum",

@@ -85,9 +85,45 @@ def _partition_task(
 ) -> Statistics:
     if intercept_only:
         x, intercept = x[:, :0], True
+    _tune_worker_allocator()
     return partition_statistics(
         x, codes, weights, offset, coef, intercept=intercept, request=request, partition=partition, row_start=row_start
     )
+
+
+_ALLOCATOR = {"tuned": False}
+
+
+def _tune_worker_allocator() -> None:
+    """Inside a distributed worker on glibc, let freed kernel temporaries be reused instead of returned to the OS.
+
+    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at
+    128 KiB: every temporary of a pass (several MiB each) is then mmapped, page-faulted and unmapped anew, which
+    made a score pass 1.5x slower in a worker than in the driver (measured 29.6 vs 19.9 ms per 100k rows, P1).
+    Allocations up to 64 MiB come from the heap, and up to 256 MiB of freed heap is kept (not counted against
+    the data the worker holds). Done once per process; elsewhere (the threaded scheduler, other libcs) a no-op.
+    """
+    if _ALLOCATOR["tuned"]:
+        return
+    _ALLOCATOR["tuned"] = True
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 * 2**20)
+    mallopt(m_trim_threshold, 256 * 2**20)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dmlr.oracle.statistics import Statistics
 
 @pytest.fixture(scope="module")
 def data() -> tuple[da.Array, da.Array]:
-    x, y, _ = draw_problem(6000, 8, 10, seed=11)  # m d = 81: auto takes the bound-preconditioned L-BFGS path
+    x, y, _ = draw_problem(6000, 14, 10, seed=11)  # K d = 150: auto takes the bound-preconditioned L-BFGS path
     return da.from_array(x, chunks=(1500, -1)), da.from_array(y, chunks=1500)
 
 

@@ -11,7 +11,7 @@ from tests.problems import draw_problem
 
 @pytest.mark.parametrize(
     ("n", "p", "k", "l2"),
-    [(2000, 3, 2, 0.0), (2500, 4, 4, 0.0), (3000, 12, 7, 0.0), (2500, 5, 5, 3.0)],
+    [(2000, 3, 2, 0.0), (2500, 4, 4, 0.0), (3000, 24, 7, 0.0), (2500, 5, 5, 3.0)],  # the third: auto is L-BFGS
 )
 def test_all_methods_reach_the_same_optimum(n, p, k, l2):
     x, y, _ = draw_problem(n, p, k, seed=n + k)
@@ -26,12 +26,18 @@ def test_all_methods_reach_the_same_optimum(n, p, k, l2):
 
 
 def test_auto_uses_bound_preconditioned_quasi_newton_for_many_parameters():
-    x, y, _ = draw_problem(3000, 12, 7, seed=3)  # m d = 6 * 13 = 78 > 64
+    x, y, _ = draw_problem(3000, 29, 7, seed=3)  # information flops per row 2 (K d)^2 = 88,200 > 40,000
     res = dmlr.fit(x, y, method="auto")
     assert res.method == "lbfgs+bound"
     assert res.history[-1]["kind"] == "inference"
     newton = dmlr.fit(x, y, method="newton")
     assert res.llf == pytest.approx(newton.llf, rel=1e-10)
+
+
+@pytest.mark.parametrize(("p", "k", "rule"), [(140, 2, "newton"), (24, 3, "newton"), (49, 3, "lbfgs+bound")])
+def test_auto_takes_newton_where_the_information_is_cheap(p, k, rule):
+    x, y, _ = draw_problem(1500, p, k, seed=p)
+    assert dmlr.fit(x, y, method="auto", l2=1.0).method == rule
 
 
 @pytest.mark.parametrize("k", [2, 3, 6])

@@ -151,75 +151,75 @@ def partition_statistics(
         if offset is not None:
             check_finite(offset, "offset", partition, row_start)
 
-    score = np.zeros((d, m))
+    score_t = np.zeros((m, d))  # the score transposed: class-major rows, accumulated as R @ [1, x]
     loglik = 0.0
-    info = np.zeros((m * d, m * d)) if request.information else None
-    tmp = np.empty_like(info) if info is not None else None
-    diag = np.zeros((d, m * d)) if info is not None else None
     gram = np.zeros((d, d)) if request.gram else None
     col_sum = np.zeros(d) if request.moments else None
     col_sumsq = np.zeros(d) if request.moments else None
+    info = None
+    if request.information:
+        # m == 1: one weighted Gram; else the upper blocks of [xs, Z]^T [xs, Z] (see _information_block)
+        info = np.zeros((d, d)) if m == 1 else np.zeros(((m + 1) * d, (m + 1) * d))
 
-    width = m * d if info is not None else d + 3 * m
+    width = (m + 1) * d if info is not None else d + 3 * m
     rows = block_rows(n_b, width, block_bytes)
-    zbuf = np.empty((rows, m, d)) if info is not None else None
+    eta_buf = np.empty(m * rows)
+    zbuf = np.empty(rows * (m + 1) * d) if info is not None and m > 1 else None
+    columns = _column_blocks(m + 1, d) if zbuf is not None else []
     for start in range(0, n_b, rows):
         stop = min(start + rows, n_b)
+        r = stop - start
         xb = x[start:stop]
         yb = codes[start:stop]
         vb = None if weights is None else weights[start:stop]
-        ob = None if offset is None else offset[start:stop]
 
-        eta = linear_predictor(xb, coef, intercept, ob)
-        prob, lse = log_probabilities(eta)
-        rows_with_class = np.nonzero(yb > 0)[0]
-        picked = eta[rows_with_class, yb[rows_with_class] - 1]
+        # Class-major (m x r) layout: reductions over classes run along rows, vectorized over observations.
+        eta = eta_buf[: m * r].reshape(m, r)
+        np.matmul(coef[int(intercept) :].T, xb.T, out=eta)
+        if intercept:
+            eta += coef[0][:, None]
+        if offset is not None:
+            eta += offset[start:stop].T
+        prob, lse = _class_major_probabilities(eta)
+        with_class = np.nonzero(yb > 0)[0]
+        picked = eta[yb[with_class] - 1, with_class]
         if vb is None:
             loglik += picked.sum() - lse.sum()
         else:
-            loglik += vb[rows_with_class] @ picked - vb @ lse
+            loglik += vb[with_class] @ picked - vb @ lse
 
-        resid = -prob
-        resid[rows_with_class, yb[rows_with_class] - 1] += 1.0
+        resid = np.negative(prob)
+        resid[yb[with_class] - 1, with_class] += 1.0
         if vb is not None:
-            resid *= vb[:, None]
+            resid *= vb
         if intercept:
-            score[0] += resid.sum(axis=0)
-            score[1:] += xb.T @ resid
+            score_t[:, 0] += resid.sum(axis=1)
+            score_t[:, 1:] += resid @ xb
         else:
-            score += xb.T @ resid
+            score_t += resid @ xb
 
         if gram is None and info is None and col_sum is None:
             continue
         # sqrt(v) * [1, x]: the design rows scaled for Gram and information products.
         xs = _scaled_design(xb, vb, intercept)
         if col_sum is not None and col_sumsq is not None:
-            sv = np.ones(stop - start) if vb is None else np.sqrt(vb)
+            sv = np.ones(r) if vb is None else np.sqrt(vb)
             col_sum += sv @ xs
             col_sumsq += np.einsum("ij,ij->j", xs, xs)
         if gram is not None:
             gram += xs.T @ xs
-        if info is not None and zbuf is not None and tmp is not None and diag is not None:
-            r = stop - start
+        if info is not None:
             if m == 1:
                 # K = 2: I = X^T diag(v p (1 - p)) X, one product, no cancellation.
-                z = xs * np.sqrt(prob[:, 0] * (1.0 - prob[:, 0]))[:, None]
-                np.matmul(z.T, z, out=tmp)
-                info += tmp
-                continue
-            # Z = [sqrt(v) p_1 x, ..., sqrt(v) p_m x] (r x m d, class-major); I = blockdiag(X^T V P_k X) - Z^T Z.
-            # Full GEMMs: OpenBLAS's syrk runs at about a third of its GEMM rate, which outweighs its halved flops.
-            z3 = zbuf[:r]
-            np.multiply(prob[:, :, None], xs[:, None, :], out=z3)
-            z = z3.reshape(r, m * d)
-            np.matmul(z.T, z, out=tmp)
-            info -= tmp
-            # all diagonal blocks at once: (sqrt(v) x)^T Z = [X^T V P_1 X, ..., X^T V P_m X]   (d x m d)
-            diag += xs.T @ z
+                z = xs * np.sqrt(prob[0] * (1.0 - prob[0]))[:, None]
+                info += z.T @ z
+            else:
+                assert zbuf is not None
+                _information_block(xs, prob, zbuf, columns, info)
 
-    if info is not None and diag is not None and m > 1:
-        for k in range(m):
-            info[k * d : (k + 1) * d, k * d : (k + 1) * d] += diag[:, k * d : (k + 1) * d]
+    score = np.ascontiguousarray(score_t.T)
+    if info is not None and m > 1:
+        info = _assemble_information(info, m, d)
 
     class_weights: Array
     if weights is None:
@@ -239,6 +239,63 @@ def partition_statistics(
         col_sum=col_sum,
         col_sumsq=col_sumsq,
     )
+
+
+def _class_major_probabilities(eta: Array) -> tuple[Array, Array]:
+    """:func:`log_probabilities` for class-major ``eta`` of shape (m, r); ``eta`` is left unchanged.
+
+    Returns
+    -------
+    prob : ndarray, shape (m, r)
+    lse : ndarray, shape (r,)
+    """
+    shift = np.max(eta, axis=0, initial=0.0)
+    ex = eta - shift
+    np.exp(ex, out=ex)
+    denom = ex.sum(axis=0)
+    denom += np.exp(-shift)
+    ex /= denom
+    lse = np.log(denom)
+    lse += shift
+    return ex, lse
+
+
+INFO_COLUMN_BLOCK = 384
+"""Target width (columns) of one GEMM of the information's upper-block product: narrower ones run at a fraction
+of OpenBLAS's peak on this hardware, wider ones waste flops below the diagonal (measured: P2, (K-1)d = 1900)."""
+
+
+def _column_blocks(groups: int, d: int) -> list[tuple[int, int]]:
+    """Column ranges ``[a, b)`` of ``[xs, Z]`` (``groups`` groups of ``d`` columns) for the upper-block GEMMs."""
+    per = max(1, INFO_COLUMN_BLOCK // d)
+    if groups * d <= 2 * INFO_COLUMN_BLOCK:
+        per = groups  # small: one full GEMM beats several narrow ones
+    return [(g * d, min(g + per, groups) * d) for g in range(0, groups, per)]
+
+
+def _information_block(xs: Array, prob: Array, zbuf: Array, columns: list[tuple[int, int]], acc: Array) -> None:
+    """Accumulate the upper blocks of ``U^T U``, ``U = [xs, p_1 xs, ..., p_m xs]`` (``r x (m+1) d``), into ``acc``.
+
+    ``U^T U`` holds, in block row 0, ``X^T V P_k X`` (the ``Lambda`` part of every diagonal block) and, below,
+    ``Z^T Z`` with ``Z = [p_1 xs, ..., p_m xs]`` (the ``p p^T`` part): one product gives both, and only block
+    columns at or right of each block row's start are computed (the rest is the mirror image).
+    """
+    r, d = xs.shape
+    m = prob.shape[0]
+    u3 = zbuf[: r * (m + 1) * d].reshape(r, m + 1, d)
+    u3[:, 0, :] = xs
+    np.multiply(prob.T[:, :, None], xs[:, None, :], out=u3[:, 1:, :])
+    u = u3.reshape(r, (m + 1) * d)
+    for a, b in columns:
+        acc[a:b, a:] += u[:, a:b].T @ u[:, a:]
+
+
+def _assemble_information(acc: Array, m: int, d: int) -> Array:
+    """The information's upper blocks from the accumulated ``U^T U`` (see :func:`_information_block`)."""
+    info = np.negative(acc[d:, d:])
+    for k in range(m):
+        info[k * d : (k + 1) * d, k * d : (k + 1) * d] += acc[:d, (k + 1) * d : (k + 2) * d]
+    return info
 
 
 def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:
