@@ -80,8 +80,9 @@ def fit(
     method : {"auto", "newton", "bohning"}
         ``"newton"``: exact information every iteration (one pass each) with step halving.
         ``"bohning"``: Böhning's fixed bound (Gram gathered on the first pass, one ``d x d`` Cholesky), one
-        score pass per iteration, monotone. ``"auto"``: Newton when ``m d`` is small, else quasi-Newton
-        preconditioned by the bound, each step one score pass.
+        score pass per iteration, monotone. ``"auto"``: Newton when the information pass is cheap, else quasi-Newton
+        preconditioned by ``(diag(pi) - pi pi^T) kron X^T V X`` (``pi`` the class shares) with the bound step as
+        safeguard, each step one score pass, then one information pass for inference.
     base : object, optional
         Reference class (coefficients fixed at 0); default the smallest label.
     weights : array-like, shape (n,), optional

@@ -81,3 +81,24 @@ def test_inference_false_skips_the_information_and_says_why():
     with pytest.raises(dmlr.InferenceUnavailableError):
         res.cov_params()
     assert "not computed" in res.summary()
+
+
+@pytest.mark.parametrize("l2", [0.0, 2.5])
+def test_frequency_preconditioner_inverts_the_dense_kronecker_matrix(l2):
+    from dmlr.steps import Objective
+    from dmlr.steps.kronecker import FrequencySolver
+
+    rng = np.random.default_rng(4)
+    d, k = 5, 4
+    x = np.column_stack([np.ones(200), rng.normal(size=(200, d - 1))])
+    gram = x.T @ x
+    counts = np.array([50.0, 30.0, 70.0, 50.0])
+    mask = np.r_[0.0, np.ones(d - 1)]
+    solver = FrequencySolver(gram, counts, Objective(l2, mask))
+    pi = counts[1:] / counts.sum()
+    dense = np.kron(np.diag(pi) - np.outer(pi, pi), gram) + l2 * np.diag(np.tile(mask, k - 1))
+    s = rng.normal(size=(d, k - 1))
+    expected = np.linalg.solve(dense, s.ravel(order="F")).reshape(k - 1, d).T  # class-major flattening
+    np.testing.assert_allclose(solver.solve(s), expected, rtol=1e-10, atol=1e-12)
+    again = FrequencySolver.from_factors(gram, counts, Objective(l2, mask), solver.factors())
+    np.testing.assert_array_equal(again.solve(s), solver.solve(s))

@@ -1,9 +1,11 @@
-"""Limited-memory quasi-Newton directions preconditioned by Böhning's bound.
+"""Limited-memory quasi-Newton directions, preconditioned by a Kronecker approximation of the information.
 
-The two-loop recursion with ``H_0 = gamma B^{-1}``: the first direction is exactly the bound step (a unit step
-increases the objective), later ones correct the bound's overestimate of the curvature from the observed changes
-of the gradient. Every evaluation costs one score-only pass, like a bound step, but convergence is superlinear in
-practice instead of linear.
+The two-loop recursion with ``H_0 = gamma M^{-1}``, where ``M = A_pi kron G`` replaces every row's probabilities
+by the observed class shares (:mod:`dmlr.steps.kronecker`; with ``preconditioner="bound"``, ``M`` is Böhning's
+bound ``B`` and the first direction is exactly the bound step). Later directions correct ``M`` from the observed
+changes of the gradient. Every evaluation costs one score-only pass, like a bound step, but convergence is
+superlinear in practice instead of linear. Böhning's bound stays the safeguard: when the line search finds no
+ascent along the quasi-Newton direction, the driver takes the bound step, whose unit length always ascends.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from numpy.typing import NDArray
 from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
 from dmlr.steps.base import Iterate
 from dmlr.steps.bohning import BoundRule
+from dmlr.steps.kronecker import FrequencySolver
 
 __all__ = ["QuasiNewtonRule"]
 
@@ -25,18 +28,23 @@ Array = NDArray[np.float64]
 
 @dataclass
 class QuasiNewtonRule:
-    """L-BFGS on the penalized log-likelihood with the bound as preconditioner.
+    """L-BFGS on the penalized log-likelihood, preconditioned, with the bound as safeguard.
 
     Parameters
     ----------
     bound : BoundRule
-        Supplies ``B^{-1}`` (factored on the first pass).
+        Supplies ``B^{-1}`` (factored on the first pass): the safeguard step, and the preconditioner when
+        ``preconditioner="bound"``.
     memory : int
         Number of correction pairs kept.
+    preconditioner : {"frequency", "bound"}
+        ``H_0``: the class-frequency Kronecker approximation (default) or the bound.
     """
 
     bound: BoundRule
     memory: int = 10
+    preconditioner: str = "frequency"
+    precond: FrequencySolver | None = None
     name: str = "lbfgs"
     request: Request = SCORE_ONLY
     _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
@@ -47,8 +55,10 @@ class QuasiNewtonRule:
         return self.bound.first_request
 
     def prepare(self, stats: Statistics) -> None:
-        """Factor the bound (once)."""
+        """Factor the bound and the preconditioner (once, from the first pass's Gram matrix and class counts)."""
         self.bound.prepare(stats)
+        if self.preconditioner == "frequency" and self.precond is None and self.bound.solver is not None:
+            self.precond = FrequencySolver(self.bound.solver.gram, stats.class_weights, self.bound.objective)
 
     def reset(self) -> None:
         """Forget the correction pairs (the next direction is the bound step)."""
@@ -57,7 +67,7 @@ class QuasiNewtonRule:
     def direction(self, it: Iterate) -> Array:
         """Quasi-Newton ascent direction, shape (d, m)."""
         self.prepare(it.stats)
-        solver = self.bound.solver
+        solver = self.precond or self.bound.solver
         assert solver is not None
         q = it.gradient.copy()
         alphas = []
@@ -77,6 +87,9 @@ class QuasiNewtonRule:
     def state(self) -> dict[str, Array]:
         """The bound's factors and the correction pairs stacked: ``s``, ``y`` of shape (pairs, d, m)."""
         out = {f"bound.{k}": v for k, v in self.bound.state().items()}
+        if self.precond is not None:
+            out.update({f"precond.{k}": v for k, v in self.precond.factors().items()})
+            out["precond.class_weights"] = self.precond.class_weights
         if self._pairs:
             out["s"] = np.stack([s for s, _, _ in self._pairs])
             out["y"] = np.stack([y for _, y, _ in self._pairs])
@@ -86,6 +99,10 @@ class QuasiNewtonRule:
     def restore(self, state: dict[str, Array], gram: Array | None = None) -> None:
         """Take back the factors and the correction pairs."""
         self.bound.restore({k[len("bound.") :]: v for k, v in state.items() if k.startswith("bound.")}, gram)
+        pre = {k[len("precond.") :]: v for k, v in state.items() if k.startswith("precond.")}
+        if pre and gram is not None:
+            weights = pre.pop("class_weights")
+            self.precond = FrequencySolver.from_factors(gram, weights, self.bound.objective, pre)
         self._pairs.clear()
         if "s" in state:
             for s, y, rho in zip(state["s"], state["y"], state["rho"], strict=True):
