@@ -44,8 +44,10 @@ def _killed_worker_error() -> tuple[type[BaseException], ...]:
     return (KilledWorker,)
 
 
-def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[T]], T], split_every: int) -> Delayed:
-    """Sum delayed records in a tree of fan-in ``split_every``.
+def tree_reduce(
+    parts: Sequence[Delayed], combine: Callable[[list[T]], T], split_every: int, *, keep: int = 1
+) -> list[Delayed]:
+    """Sum delayed records in a tree of fan-in ``split_every`` until at most ``keep`` remain.
 
     Parameters
     ----------
@@ -55,20 +57,23 @@ def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[T]], T], split
         Takes a list of records and returns their sum.
     split_every : int
         Fan-in of each combine task (>= 2).
+    keep : int
+        Stop once this many records (or fewer) are left: the caller gathers and adds them itself, which saves the
+        last hop between workers (one worker fetching the others' records before the driver fetches the sum).
 
     Returns
     -------
-    Delayed
-        The single reduced record.
+    list of Delayed
+        The reduced records (one when ``keep`` is 1).
     """
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}")
     level = list(parts)
     if not level:
         raise ValueError("nothing to reduce")
-    while len(level) > 1:
+    while len(level) > max(keep, 1):
         level = [delayed(combine, pure=True)(level[i : i + split_every]) for i in range(0, len(level), split_every)]
-    return level[0]
+    return level
 
 
 def _partition_task(
@@ -199,9 +204,10 @@ class DataPasses:
                 )
                 for i, (x, c, w, o) in enumerate(self._blocks)
             ]
-            total = tree_reduce(parts, Statistics.sum, self.split_every)
+            # the last level (at most split_every records) is gathered and added on the driver
+            top = tree_reduce(parts, Statistics.sum, self.split_every, keep=self.split_every)
             try:
-                result: Statistics = self._compute(total)
+                result: Statistics = self._compute(top)
                 break
             except _lost_data_errors() as exc:
                 # Worker processes died holding the in-memory input shipped to them: ship it again and redo the
@@ -239,14 +245,15 @@ class DataPasses:
             )
         return f"task {key} killed its worker {failures} times (distributed.scheduler.allowed-failures)"
 
-    def _compute(self, total: Delayed) -> Statistics:
+    def _compute(self, top: list[Delayed]) -> Statistics:
         if self.client is not None:
-            return self.client.compute(total).result()
+            records = self.client.gather(self.client.compute(top))
+            return Statistics.sum(list(records))
         threads = os.cpu_count() or 1
         if threads > 1:
             # Parallel tasks each get one BLAS thread; the tasks themselves fill the cores.
             with threadpool_limits(limits=1, user_api="blas"):
-                (out,) = compute(total, scheduler="threads", num_workers=threads)
+                out = compute(*top, scheduler="threads", num_workers=threads)
         else:
-            (out,) = compute(total, scheduler="threads")
-        return out
+            out = compute(*top, scheduler="threads")
+        return Statistics.sum(list(out))
