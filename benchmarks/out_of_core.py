@@ -89,6 +89,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     import dmlr
+    from dmlr.cluster import BLAS_ENV
     from dmlr.synthetic import make_mnlogit
 
     n = int(args.gb * 1e9 / (8 * args.p))
@@ -109,7 +110,11 @@ def main() -> None:
 
     with (
         LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit, dashboard_address=":0"
+            n_workers=args.workers,
+            threads_per_worker=1,
+            memory_limit=args.memory_limit,
+            dashboard_address=":0",
+            env=BLAS_ENV,
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -132,7 +137,9 @@ def main() -> None:
 
     if not args.skip_in_memory:
         with (
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=0, dashboard_address=":0") as big,
+            LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, memory_limit=0, dashboard_address=":0", env=BLAS_ENV
+            ) as big,
             Client(big) as client,
         ):
             start = time.perf_counter()

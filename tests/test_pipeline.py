@@ -206,6 +206,8 @@ def test_sigkill_at_random_iterations_then_rerun_equals_uninterrupted(staged_boh
         after = [e["iteration"] for e in lines if e["event"] == "iteration"]
         assert after[0] == resume["iteration"] + 1  # no iteration is repeated
         coef = np.load(spec.parent / "work" / "fit" / "result" / "coef.npy")
+        print(f"killed at iteration {k} (last logged {logged[-1]}), resumed at {resume['iteration']} of {n_iter}, "
+              f"max |coef - uninterrupted| = {np.max(np.abs(coef - reference)):.1e}")  # fmt: skip
         assert np.max(np.abs(coef - reference)) <= 1e-10
         assert not (spec.parent / "work" / "fit" / "checkpoints").exists()  # cleared once the result is saved
 
