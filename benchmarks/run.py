@@ -181,9 +181,9 @@ def dmlr_rows(
             )  # fmt: skip
     per = max(8, k)  # two partitions that hold every class between them
     first = np.unique(y, return_index=True)[1]
-    rows = np.concatenate([first, np.setdiff1d(np.arange(2 * per), first)])[: 2 * per]
-    tiny_x = dmlr.scatter_rows(x[rows], client, chunk_rows=per)
-    tiny_y = dmlr.scatter_rows(y[rows], client, chunk_rows=per)
+    picked = np.concatenate([first, np.setdiff1d(np.arange(2 * per), first)])[: 2 * per]
+    tiny_x = dmlr.scatter_rows(x[picked], client, chunk_rows=per)
+    tiny_y = dmlr.scatter_rows(y[picked], client, chunk_rows=per)
     tiny = build_design(tiny_x, tiny_y)
     tiny = tiny.with_arrays(client.persist(tiny.arrays()))
     tiny_passes = DataPasses(tiny, client)
@@ -321,7 +321,8 @@ def main() -> None:
     print(render_targets(rows))
     print(
         "\nRoofline: median pass at the optimum on the cluster; the kernel alone on one worker's rows in one process "
-        "on one core; the round trip of a pass over a few rows per partition; floor = max(bytes / bandwidth, flops / GEMM rate):\n"
+        "on one core; the round trip of a pass over a few rows per partition; "
+        "floor = max(bytes / bandwidth, flops / GEMM rate):\n"
     )
     print("\n".join(roof))
 
