@@ -146,9 +146,8 @@ class _Reader:
               need: str = "") -> Any:  # fmt: skip
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) and kind is not bool:
-            raise self.fail(where, f"expected {need or getattr(kind, '__name__', kind)}, got {value!r}")
-        if not isinstance(value, kind) or (check is not None and not check(value)):
+        wrong_bool = isinstance(value, bool) and kind is not bool  # YAML's true/false are not numbers here
+        if wrong_bool or not isinstance(value, kind) or (check is not None and not check(value)):
             raise self.fail(where, f"expected {need or getattr(kind, '__name__', kind)}, got {value!r}")
         return value
 

@@ -49,11 +49,11 @@ def _sha(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def hash_files(fs: Any, paths: Sequence[str]) -> str:
-    """SHA-256 over the names and contents of files (streamed in 8 MiB pieces)."""
+def hash_files(fs: Any, paths: Sequence[str], root: str = "") -> str:
+    """SHA-256 over the names (relative to ``root``) and contents of files, streamed in 8 MiB pieces."""
     digest = hashlib.sha256()
     for path in sorted(paths):
-        digest.update(path.encode() + b"\0")
+        digest.update(path[len(root) :].encode() + b"\0")
         with fs.open(path, "rb") as fh:
             while block := fh.read(8 * 2**20):
                 digest.update(block)
@@ -66,14 +66,7 @@ def hash_tree(url: str, storage_options: dict[str, Any] | None = None) -> str | 
     root = root.rstrip("/")
     if not fs.exists(root):
         return None
-    files = sorted(fs.find(root)) if fs.isdir(root) else [root]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path[len(root) :].encode() + b"\0")
-        with fs.open(path, "rb") as fh:
-            while block := fh.read(8 * 2**20):
-                digest.update(block)
-    return digest.hexdigest()
+    return hash_files(fs, fs.find(root) if fs.isdir(root) else [root], root)
 
 
 def _store_hash(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
