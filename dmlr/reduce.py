@@ -105,8 +105,9 @@ def _tune_worker_allocator() -> None:
     distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at
     128 KiB: every temporary of a pass (several MiB each) is then mmapped, page-faulted and unmapped anew, which
     made a score pass 1.5x slower in a worker than in the driver (measured 29.6 vs 19.9 ms per 100k rows, P1).
-    Allocations up to 64 MiB come from the heap, and up to 256 MiB of freed heap is kept (not counted against
-    the data the worker holds). Done once per process; elsewhere (the threaded scheduler, other libcs) a no-op.
+    Allocations up to 64 MiB come from the heap, and up to 256 MiB of freed heap is kept by the process
+    (distributed reports it as unmanaged memory). Done once per process; elsewhere (the threaded scheduler,
+    other libcs) a no-op.
     """
     if _ALLOCATOR["tuned"]:
         return
