@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shlex
 import subprocess
@@ -20,7 +21,7 @@ import pandas as pd
 
 from dmlr.synthetic import draw_labels
 
-__all__ = ["main", "make_table", "run_demo"]
+__all__ = ["main", "make_table", "run_demo", "write_csv_parts"]
 
 MODES = np.array(["bike", "bus", "car", "walk"])
 REGIONS = np.array(["east", "north", "south", "west"])
@@ -50,6 +51,17 @@ def make_table(n: int, seed: int = 2026) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table, pd.DataFrame(coef, index=names, columns=MODES[1:])
 
 
+def write_csv_parts(table: pd.DataFrame, folder: str, files: int) -> str:
+    """Write ``table`` as ``files`` CSV files ``part-I.csv`` in ``folder`` (replacing old parts); returns the glob."""
+    os.makedirs(folder, exist_ok=True)
+    for old in glob.glob(os.path.join(folder, "part-*.csv")):
+        os.remove(old)
+    rows = -(-len(table) // files)
+    for i in range(files):
+        table.iloc[i * rows : (i + 1) * rows].to_csv(os.path.join(folder, f"part-{i}.csv"), index=False)
+    return os.path.join(folder, "part-*.csv")
+
+
 def _dmlr(*args: str) -> None:
     command = [sys.executable, "-m", "dmlr", *args]
     print("$ dmlr " + " ".join(shlex.quote(a) for a in args), file=sys.stderr, flush=True)
@@ -72,11 +84,8 @@ def run_demo(n: int = 400_000, workdir: str = "demo-output", *, n_workers: int =
     """
     import dmlr
 
-    os.makedirs(os.path.join(workdir, "csv"), exist_ok=True)
     table, truth = make_table(n)
-    rows = -(-n // files)
-    for i in range(files):
-        table.iloc[i * rows : (i + 1) * rows].to_csv(os.path.join(workdir, "csv", f"part-{i}.csv"), index=False)
+    write_csv_parts(table, os.path.join(workdir, "csv"), files)
     print(f"wrote {n:,} rows in {files} CSV files to {workdir}/csv", file=sys.stderr)
     store, result = os.path.join(workdir, "survey.zarr"), os.path.join(workdir, "result")
     _dmlr("stage", os.path.join(workdir, "csv", "*.csv"), store, "--target", "mode", "--categorical", "region",

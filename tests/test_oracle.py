@@ -80,6 +80,8 @@ def test_loglik_matches_definition_and_gram(k, weighted, with_offset, intercept)
     xa = _design(x, intercept)
     vv = np.ones(len(x)) if v is None else v
     np.testing.assert_allclose(stats.full_gram(), xa.T @ (vv[:, None] * xa), rtol=1e-13)
+    gram_only = partition_statistics(x, y, v, o, coef, intercept=intercept, request=Request(gram=True))
+    np.testing.assert_allclose(gram_only.full_gram(), xa.T @ (vv[:, None] * xa), rtol=1e-13)  # without the info
     np.testing.assert_allclose(stats.col_sum, vv @ xa, rtol=1e-12)
     np.testing.assert_allclose(stats.class_weights, np.bincount(y, weights=vv, minlength=k))
     assert stats.n_rows == len(x)

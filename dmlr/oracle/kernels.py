@@ -206,7 +206,7 @@ def partition_statistics(
             sv = np.ones(r) if vb is None else np.sqrt(vb)
             col_sum += sv @ xs
             col_sumsq += np.einsum("ij,ij->j", xs, xs)
-        if gram is not None:
+        if gram is not None and (info is None or m == 1):  # else it is block (0, 0) of U^T U below
             gram += xs.T @ xs
         if info is not None:
             if m == 1:
@@ -219,6 +219,8 @@ def partition_statistics(
 
     score = np.ascontiguousarray(score_t.T)
     if info is not None and m > 1:
+        if gram is not None:
+            gram = info[:d, :d].copy()
         info = _assemble_information(info, m, d)
 
     class_weights: Array

@@ -21,7 +21,6 @@ The cluster is started only when some stage has to run.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -178,25 +177,16 @@ def _stage_outputs(run: _Run) -> dict[str, str | None]:
 
 
 def _synthetic_sources(run: _Run) -> tuple[list[str], list[str]]:
-    from dmlr.demo import make_table
+    from dmlr.demo import make_table, write_csv_parts
 
     s = run.spec.data.synthetic
     assert s is not None
     if "://" in run.work and not run.work.startswith("file://"):
         raise InputError(f"data.synthetic writes its tables to a local workdir; {run.work} is not local")
     table, _ = make_table(s.rows + s.test_rows, s.seed)
-    out: list[list[str]] = []
-    for part, frame in (("train", table.iloc[: s.rows]), ("test", table.iloc[s.rows :])):
-        folder = run.path("raw", part)
-        os.makedirs(folder, exist_ok=True)
-        for old in glob.glob(os.path.join(folder, "part-*.csv")):
-            os.remove(old)
-        files = s.files if part == "train" else max(1, s.files // 2)
-        rows = -(-len(frame) // files)
-        for i in range(files):
-            frame.iloc[i * rows : (i + 1) * rows].to_csv(os.path.join(folder, f"part-{i}.csv"), index=False)
-        out.append([os.path.join(folder, "part-*.csv")])
-    return out[0], out[1]
+    train = write_csv_parts(table.iloc[: s.rows], run.path("raw", "train"), s.files)
+    test = write_csv_parts(table.iloc[s.rows :], run.path("raw", "test"), max(1, s.files // 2))
+    return [train], [test]
 
 
 def _stage_execute(run: _Run) -> dict[str, Any]:
