@@ -5,6 +5,11 @@ Batch schedulers (Kubernetes, SLURM, Prefect) stop a job with SIGTERM and a grac
 unwinds the fit (closing the cluster) after the newest checkpoint is complete: checkpoint writes run inside
 :func:`critical`, and a signal that arrives during one is held until the write has finished. The command line maps
 the error to :data:`dmlr.cli.EXIT_RETRY` (75, ``EX_TEMPFAIL``): rerunning the same command resumes the fit.
+
+An exception raised from a signal handler lands wherever the main thread happens to be, and some code there
+swallows it (a bare ``except:`` in a library, an object's ``__del__``, whose exceptions Python only prints). The
+request is therefore also kept: :func:`check`, called by the driver at every iteration boundary and before every
+pass, raises it again until the job has stopped.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from typing import Any
 
 from dmlr.errors import JobInterrupted
 
-__all__ = ["critical", "terminate_gracefully"]
+__all__ = ["check", "critical", "terminate_gracefully"]
 
-_state = {"depth": 0, "pending": None}
+_state: dict[str, int | None] = {"depth": 0, "requested": None}
 
 
 def _raise(signum: int) -> None:
@@ -28,10 +33,19 @@ def _raise(signum: int) -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _state["depth"]:
-        _state["pending"] = signum  # raised when the critical section ends
-        return
-    _raise(signum)
+    _state["requested"] = signum  # kept until the job stops: see check()
+    if not _state["depth"]:  # inside a critical section it is raised when the section ends
+        _raise(signum)
+
+
+def check() -> None:
+    """Raise :class:`JobInterrupted` if a stop was requested and no critical section is open.
+
+    A no-op outside :func:`terminate_gracefully` and when no signal has arrived; cheap enough for every pass.
+    """
+    requested = _state["requested"]
+    if requested is not None and not _state["depth"]:
+        _raise(int(requested))
 
 
 @contextlib.contextmanager
@@ -45,7 +59,7 @@ def terminate_gracefully() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _state["pending"] = None
+        _state["requested"] = None
 
 
 @contextlib.contextmanager
@@ -56,7 +70,4 @@ def critical() -> Iterator[None]:
         yield
     finally:
         _state["depth"] = int(_state["depth"] or 0) - 1
-        pending = _state["pending"]
-        if pending is not None and not _state["depth"]:
-            _state["pending"] = None
-            _raise(int(pending))
+        check()

@@ -21,6 +21,7 @@ from dask.delayed import Delayed, delayed
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
+from dmlr import interrupt
 from dmlr.data.design import Design
 from dmlr.errors import ClusterError, DmlrError
 from dmlr.oracle.kernels import partition_statistics
@@ -194,7 +195,10 @@ class DataPasses:
         ------
         DmlrError
             If the reduction did not count every row exactly once.
+        JobInterrupted
+            If SIGTERM arrived under :func:`dmlr.interrupt.terminate_gracefully` (checked before the pass).
         """
+        interrupt.check()
         coef = np.ascontiguousarray(coef, dtype=np.float64)
         start = time.perf_counter()
         for attempt in range(self.max_reships + 1):

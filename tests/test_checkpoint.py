@@ -131,3 +131,27 @@ def test_sigterm_is_held_until_the_checkpoint_is_written(tmp_path):
             for _ in range(1000):  # the handler runs at the next bytecode boundary
                 pass
     assert Checkpointer(str(tmp_path), fingerprint(a=1)).load().iteration == 7
+
+
+def test_sigterm_whose_exception_was_swallowed_still_stops_at_the_next_iteration(data, tmp_path):
+    """The handler's exception lands wherever the main thread is; code there may swallow it (a bare ``except``)."""
+    reference = _fit(data, "bohning")
+    swallowed = []
+
+    def swallowing_callback(record):
+        if record.get("iteration") == 2 and not swallowed:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs here, at a bytecode boundary
+                    pass
+            except Exception as exc:  # a library that swallows every exception
+                swallowed.append(exc)
+
+    x, y = data
+    with terminate_gracefully(), pytest.raises(JobInterrupted, match="SIGTERM"):
+        dmlr.fit(x, y, method="bohning", max_iter=40, checkpoint=tmp_path, callback=swallowing_callback)
+    assert len(swallowed) == 1 and isinstance(swallowed[0], JobInterrupted)
+    events: list = []
+    resumed = _fit(data, "bohning", tmp_path, events=events)
+    assert [e["iteration"] for e in events if e.get("event") == "resume"] == [2]  # stopped at the next boundary
+    np.testing.assert_allclose(resumed.coef, reference.coef, rtol=0, atol=1e-10)

@@ -167,14 +167,18 @@ def _copy_staged(root: Path, name: str) -> Path:
     return dst / "spec.yaml"
 
 
-def _start_and_stop_at(spec: Path, iteration: int, sig: signal.Signals) -> tuple[int, list[dict]]:
-    """Start ``dmlr run`` and send ``sig`` when the fit logs ``iteration`` (SIGKILL: the whole process group)."""
+def _start_and_stop_at(spec: Path, iteration: int, sig: signal.Signals) -> tuple[int, list[dict], str]:
+    """Start ``dmlr run`` and send ``sig`` when the fit logs ``iteration`` (SIGKILL: the whole process group).
+
+    Returns the exit status, the JSON log lines and the other lines of stderr (for failure messages).
+    """
     proc = subprocess.Popen([sys.executable, "-m", "dmlr", "run", str(spec)], stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
-    seen = []
+    seen, other = [], []
     assert proc.stderr is not None
     for line in proc.stderr:
         if not line.startswith("{"):
+            other.append(line)
             continue
         seen.append(json.loads(line))
         if seen[-1]["event"] == "iteration" and seen[-1]["iteration"] == iteration:
@@ -185,7 +189,8 @@ def _start_and_stop_at(spec: Path, iteration: int, sig: signal.Signals) -> tuple
     rc = proc.wait(timeout=120)
     rest = proc.stderr.read()
     seen += events(rest)
-    return rc, seen
+    other += [line for line in rest.splitlines(keepends=True) if not line.startswith("{")]
+    return rc, seen, "".join(other)
 
 
 @pytest.mark.slow
@@ -194,8 +199,8 @@ def test_sigkill_at_random_iterations_then_rerun_equals_uninterrupted(staged_boh
     kill_points = sorted(random.Random(2026).sample(range(1, n_iter - 2), 3))
     for k in kill_points:
         spec = _copy_staged(root, f"kill{k}")
-        rc, before = _start_and_stop_at(spec, k, signal.SIGKILL)
-        assert rc == -signal.SIGKILL
+        rc, before, stderr = _start_and_stop_at(spec, k, signal.SIGKILL)
+        assert rc == -signal.SIGKILL, stderr
         logged = [e["iteration"] for e in before if e["event"] == "iteration"]
         assert logged[-1] >= k and not (spec.parent / "work" / "fit" / "result").exists()
         rerun = dmlr_run(spec)
@@ -217,8 +222,8 @@ def test_sigterm_exits_with_retry_code_and_leaves_a_resumable_checkpoint(staged_
 
     root, _, _n_iter, reference = staged_bohning
     spec = _copy_staged(root, "term")
-    rc, before = _start_and_stop_at(spec, 5, signal.SIGTERM)
-    assert rc == EXIT_RETRY == 75
+    rc, before, stderr = _start_and_stop_at(spec, 5, signal.SIGTERM)
+    assert rc == EXIT_RETRY == 75, stderr
     stopped = [e for e in before if e["event"] == "stage" and e["status"] == "interrupted"]
     assert stopped and stopped[0]["stage"] == "fit" and "SIGTERM" in stopped[0]["reason"]
     saved = next(e for e in before if e["event"] == "checkpoint")["iteration"]

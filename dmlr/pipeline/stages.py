@@ -31,6 +31,7 @@ from typing import Any
 
 import fsspec
 
+from dmlr import interrupt
 from dmlr.errors import InputError, JobInterrupted, NumericalError
 from dmlr.pipeline.logs import JsonLog
 from dmlr.pipeline.spec import PipelineSpec
@@ -375,6 +376,7 @@ def run_pipeline(
         for name in STAGES:
             if name not in selected:
                 continue
+            interrupt.check()
             inputs_of, outputs_of, execute = _DEFINITIONS[name]
             start = time.perf_counter()
             inputs = inputs_of(run)
