@@ -191,6 +191,11 @@ class Checkpointer:
                 found.append((int(match.group(1)), str(path)))
         return sorted(found)
 
+    def newest(self) -> int | None:
+        """The iteration of the newest checkpoint file (not validated), or ``None`` when there is none."""
+        files = self._files()
+        return files[-1][0] if files else None
+
     def path(self, iteration: int) -> str:
         """The file name of the checkpoint after ``iteration``."""
         return f"{self._root}/iter-{iteration:06d}.dmlrckpt"

@@ -105,10 +105,11 @@ def _state(iteration: int) -> DriverState:
 
 def test_checkpoint_roundtrip_and_pruning(tmp_path):
     ckpt = Checkpointer(str(tmp_path), fingerprint(a=1), keep=2)
-    assert ckpt.load() is None
+    assert ckpt.load() is None and ckpt.newest() is None
     for i in range(5):
         ckpt.save(_state(i))
     assert sorted(os.listdir(tmp_path)) == ["iter-000003.dmlrckpt", "iter-000004.dmlrckpt"]
+    assert ckpt.newest() == 4
     (tmp_path / ".tmp-leftover").write_bytes(b"partial")  # a write cut short before its rename
     state = ckpt.load()
     assert state is not None and state.iteration == 4 and state.passes == 9

@@ -225,13 +225,11 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
 
     f = run.spec.fit
     client = run.client
-    last: dict[str, Any] = {}
 
     def progress(rec: dict[str, Any]) -> None:
         if "event" in rec:
             run.log.emit(rec.pop("event"), stage="fit", **rec)
             return
-        last.update(rec)
         run.log.emit("iteration", stage="fit", **rec)
 
     checkpoints = run.path("fit", "checkpoints")
@@ -255,8 +253,10 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
                 storage_options=run.so or None,
             )
     except JobInterrupted:
-        if last:
-            run.log.emit("checkpoint", stage="fit", iteration=last.get("iteration"), path=checkpoints)
+        # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write
+        newest = Checkpointer(checkpoints, "", storage_options=run.so or None).newest()
+        if newest is not None:
+            run.log.emit("checkpoint", stage="fit", iteration=newest, path=checkpoints)
         raise
     dmlr.save(res, run.path("fit", "result"), storage_options=run.so or None)
     if not res.converged:
