@@ -85,8 +85,10 @@ def _mean_llf(proba: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.log(proba[np.arange(y.size), y])))
 
 
-def machine_rates(client: Any) -> tuple[float, float]:
-    """Aggregate GEMM GFLOP/s and read GB/s of the workers, all of them working at once (best of 5)."""
+def machine_rates(client: Any) -> tuple[float, float, float]:
+    """Aggregate GEMM GFLOP/s and read GB/s of the workers, all of them working at once (best of 5), and the
+    median seconds of distributed's own round trip for one no-op task (submit, run, result; 30 times): the least
+    any pass can cost on this cluster."""
 
     def gemm() -> float:
         a = np.random.default_rng(0).random((2000, 2000))
@@ -113,7 +115,16 @@ def machine_rates(client: Any) -> tuple[float, float]:
     dmlr.scatter_rows(np.ones((1000, 2)), client)  # warm the workers up (imports, first transfer)
     gflops = sum(client.run(gemm).values())
     gbps = sum(client.run(read).values())
-    return gflops, gbps
+    trips = []
+    for _ in range(30):
+        start = time.perf_counter()
+        client.submit(_noop, pure=False).result()
+        trips.append(time.perf_counter() - start)
+    return gflops, gbps, statistics.median(trips)
+
+
+def _noop() -> None:
+    return None
 
 
 def dmlr_rows(
@@ -125,7 +136,7 @@ def dmlr_rows(
     y: np.ndarray,
     client: Any,
     repeat: int,
-    rates: tuple[float, float],
+    rates: tuple[float, float, float],
 ) -> tuple[list[Row], list[str]]:
     from distributed import wait
 
@@ -193,7 +204,7 @@ def dmlr_rows(
         tiny_passes(coef * (1.0 + 1e-9 * i), SCORE_ONLY)
         trip.append(time.perf_counter() - t0)
     round_trip = statistics.median(trip)
-    gflops, gbps = rates
+    gflops, gbps, _ = rates
     m, p = k - 1, d - 1
     floors = {
         "score": max(8 * n * p / (gbps * 1e9), 4 * n * d * m / (gflops * 1e9)),
@@ -315,7 +326,10 @@ def main() -> None:
             if not args.no_peers:
                 rows += peer_rows(name, n, d, k, x, y, client, args.repeat, args.slow_repeat)
             print(f"[{name} done]", flush=True)
-    print(f"\nMachine: GEMM {rates[0]:.0f} GFLOP/s and read bandwidth {rates[1]:.1f} GB/s, both workers at once.\n")
+    print(
+        f"\nMachine: GEMM {rates[0]:.0f} GFLOP/s and read bandwidth {rates[1]:.1f} GB/s, both workers at once; "
+        f"distributed's round trip for one no-op task {rates[2] * 1e3:.1f} ms (median of 30).\n"
+    )
     print(render(rows))
     print("\nTargets (ratios from this run):\n")
     print(render_targets(rows))
