@@ -207,7 +207,8 @@ def test_sigkill_at_random_iterations_then_rerun_equals_uninterrupted(staged_boh
         assert rerun.returncode == 0, rerun.stderr
         lines = events(rerun.stderr)
         (resume,) = [e for e in lines if e["event"] == "resume"]
-        assert k <= resume["iteration"] <= logged[-1]  # each logged iteration was checkpointed first
+        # each logged iteration was checkpointed first; the kill may land after the next checkpoint but before its line
+        assert k <= resume["iteration"] <= logged[-1] + 1
         after = [e["iteration"] for e in lines if e["event"] == "iteration"]
         assert after[0] == resume["iteration"] + 1  # no iteration is repeated
         coef = np.load(spec.parent / "work" / "fit" / "result" / "coef.npy")
