@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -242,8 +242,8 @@ def fit(
     tol: float,
     persist: str,
     inference: bool,
-    separation: str,
-    collinear: str,
+    separation: Literal["raise", "warn"],  # click.Choice guarantees the values
+    collinear: Literal["raise", "drop", "keep"],
     scheduler: str | None,
     cluster: str | None,
     workers: int | None,
@@ -280,8 +280,8 @@ def fit(
             persist="auto" if persist == "auto" else persist == "yes",
             client=client,
             callback=report,
-            separation="warn" if separation == "warn" else "raise",
-            collinear="drop" if collinear == "drop" else "keep" if collinear == "keep" else "raise",
+            separation=separation,
+            collinear=collinear,
         )
     dmlr.save(res, out, storage_options=options)
     click.echo(res.summary())

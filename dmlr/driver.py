@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlr import interrupt
 from dmlr.checkpoint import Checkpointer, DriverState
 from dmlr.diagnostics import SEPARATION_STEP, column_scales, separated_classes, standardized_newton_step
 from dmlr.errors import (
@@ -181,7 +180,6 @@ def optimize(
         )  # fmt: skip
         if callback is not None:
             callback(rec)
-        interrupt.check()  # a SIGTERM whose exception something swallowed stops here, at the checkpoint just saved
 
     resumed = checkpoint.load() if checkpoint is not None else None
     converged, message, n_iter = False, "", 0

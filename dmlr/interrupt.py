@@ -8,8 +8,8 @@ the error to :data:`dmlr.cli.EXIT_RETRY` (75, ``EX_TEMPFAIL``): rerunning the sa
 
 An exception raised from a signal handler lands wherever the main thread happens to be, and some code there
 swallows it (a bare ``except:`` in a library, an object's ``__del__``, whose exceptions Python only prints). The
-request is therefore also kept: :func:`check`, called by the driver at every iteration boundary and before every
-pass, raises it again until the job has stopped.
+request is therefore also kept: :func:`check`, called before every pass over the data (so at the latest right after
+the newest checkpoint) and between pipeline stages, raises it again until the job has stopped.
 """
 
 from __future__ import annotations

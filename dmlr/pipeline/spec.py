@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -75,8 +75,8 @@ class FitSection:
     max_iter: int = 100
     base: Any = None
     inference: bool = True
-    separation: str = "raise"
-    collinear: str = "raise"
+    separation: Literal["raise", "warn"] = "raise"
+    collinear: Literal["raise", "drop", "keep"] = "raise"
 
 
 @dataclass(frozen=True)
