@@ -20,6 +20,7 @@ from dmlr.errors import (
     PerfectSeparationWarning,
     SingularInformationWarning,
     StoreError,
+    WorkerMemoryError,
 )
 from dmlr.results.io import load, save
 from dmlr.results.results import MNLogitResults
@@ -58,6 +59,7 @@ __all__ = [
     "SingularInformationWarning",
     "StoreData",
     "StoreError",
+    "WorkerMemoryError",
     "__version__",
     "fit",
     "fit_formula",

@@ -18,7 +18,7 @@ from dmlr.diagnostics import DependentColumn, dependent_columns
 from dmlr.driver import FitOutcome, null_loglik, optimize
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
 from dmlr.oracle.statistics import Statistics
-from dmlr.reduce import DataPasses
+from dmlr.passes import DataPasses
 from dmlr.results.covariance import inverse_information
 from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective

@@ -29,7 +29,7 @@ from dmlr.errors import (
     PerfectSeparationWarning,
 )
 from dmlr.oracle.statistics import Request, Statistics
-from dmlr.reduce import DataPasses
+from dmlr.passes import DataPasses
 from dmlr.steps import BoundRule, Iterate, NewtonRule, Objective, QuasiNewtonRule, backtrack
 
 __all__ = ["METHODS", "FitOutcome", "choose_method", "null_loglik", "optimize"]

@@ -20,6 +20,7 @@ __all__ = [
     "PerfectSeparationWarning",
     "SingularInformationWarning",
     "StoreError",
+    "WorkerMemoryError",
 ]
 
 
@@ -33,6 +34,10 @@ class InputError(DmlrError, ValueError):
 
 class ClusterError(DmlrError, RuntimeError):
     """The cluster could not complete a pass (workers lost repeatedly, a partition that kills its worker)."""
+
+
+class WorkerMemoryError(ClusterError):
+    """A worker's memory limit is too small for one task of a pass; the message names the limit and the need."""
 
 
 class JobInterrupted(DmlrError):

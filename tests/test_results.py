@@ -51,7 +51,7 @@ def test_the_current_client_is_used_when_none_is_given(cluster_client):
     reference = dmlr.fit(x, y, method="newton")
     with Client(cluster_client.scheduler.address) as client, get_task_stream(client=client) as stream:
         res = dmlr.fit(x, y, method="newton")
-    assert any("_partition_task" in str(t["key"]) for t in stream.data)
+    assert any(str(t["key"]).startswith("dmlr-pass-") for t in stream.data)
     np.testing.assert_allclose(res.coef, reference.coef, rtol=1e-10)
 
 

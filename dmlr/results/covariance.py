@@ -10,6 +10,7 @@ import scipy.linalg
 from numpy.typing import NDArray
 
 from dmlr.errors import SingularInformationWarning
+from dmlr.oracle.statistics import mirror_upper
 
 __all__ = ["inverse_information"]
 
@@ -33,13 +34,16 @@ def inverse_information(information: Array, names: Sequence[str]) -> Array:
         its null space and their variances are reported as ``inf``, never as finite numbers that mean nothing.
     """
     q = information.shape[0]
-    try:
-        factor = scipy.linalg.cho_factor(information, lower=False)
-        cov: Array = scipy.linalg.cho_solve(factor, np.eye(q))
-        if np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0):
-            return 0.5 * (cov + cov.T)
-    except np.linalg.LinAlgError:
-        pass
+    # One matrix beside the input: the Cholesky factor is inverted in place (LAPACK potri), then mirrored.
+    factor, info = scipy.linalg.lapack.dpotrf(information, lower=0, clean=0, overwrite_a=0)
+    if info == 0:
+        cov, info = scipy.linalg.lapack.dpotri(factor, lower=0, overwrite_c=1)
+        del factor
+        if info == 0:
+            cov = mirror_upper(cov)
+            if np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0):
+                return cov
+        del cov
     vals, vecs = np.linalg.eigh(information)
     cutoff = max(vals.max(), 0.0) * q * np.finfo(np.float64).eps * 1e3
     keep = vals > cutoff

@@ -59,10 +59,14 @@ class Objective:
         return stats.score - self.l2 * self.mask[:, None] * coef
 
     def information(self, stats: Statistics) -> Array:
-        """Minus the Hessian of :meth:`value`, shape (m d, m d)."""
+        """Minus the Hessian of :meth:`value`, shape (m d, m d).
+
+        Without a penalty this is the record's own (mirrored) matrix, not a copy: do not change it.
+        """
         info = stats.full_information()
         if self.l2 != 0.0:
             m = stats.score.shape[1]
+            info = info.copy()
             info[np.diag_indices_from(info)] += self.l2 * np.tile(self.mask, m)
         return info
 

@@ -1,0 +1,199 @@
+"""The work of one task of a pass: evaluate a group's partitions one after another and add their records.
+
+Runs in a worker (or a thread of dask's local scheduler). Memory is bounded whatever the group's size: a lazy
+partition's blocks are produced (read from the store, decoded) only when its turn comes and dropped after it, so a
+task holds one partition and the kernel's row-block temporaries at a time. Consecutive small partitions are
+evaluated together (their rows concatenated) so that ten thousand tiny partitions cost about what ten large ones do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.core
+import numpy as np
+from dask.optimization import cull
+from dask.sizeof import sizeof
+from numpy.typing import NDArray
+
+from dmlr.errors import InputError
+from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES, partition_statistics
+from dmlr.oracle.statistics import Request, Statistics
+from dmlr.passes.memory import tune_worker_allocator
+from dmlr.passes.plan import GroupPlan, PartitionSpec
+
+__all__ = ["BATCH_ROWS", "GroupData", "evaluate_group", "make_group_data"]
+
+Key = Hashable
+Blocks = tuple[NDArray[np.float64], NDArray[np.int32], NDArray[np.float64] | None, NDArray[np.float64] | None]
+
+BATCH_ROWS = 8192
+"""Consecutive partitions smaller than this are evaluated together, up to this many rows (the kernel's per-call
+overhead is tens of microseconds: a 100-row partition would otherwise cost more in calls than in arithmetic)."""
+
+
+@dataclass
+class GroupData:
+    """A group's partitions as a worker holds them across passes.
+
+    Persisted blocks are referenced, not copied (their own keys already count their memory); lazy blocks are kept
+    as one culled task graph per partition and produced anew on every pass.
+
+    Attributes
+    ----------
+    partitions : list of PartitionSpec
+    graphs : list of dict
+        Per partition: the tasks producing its blocks, with persisted blocks as values.
+    """
+
+    partitions: list[PartitionSpec]
+    graphs: list[dict[Key, Any]] = field(repr=False)
+
+    def blocks(self, i: int) -> Blocks:
+        """The blocks of partition ``i`` of the group (computed now if they are lazy)."""
+        spec, graph = self.partitions[i], self.graphs[i]
+        keys = [k for k in spec.keys if k is not None]
+        values = iter(
+            dask.core.get(graph, keys) if any(not _is_value(graph[k]) for k in keys) else [graph[k] for k in keys]
+        )
+        x, codes = next(values), next(values)
+        w = next(values) if spec.keys[2] is not None else None
+        o = next(values) if spec.keys[3] is not None else None
+        return np.asarray(x, dtype=np.float64), np.asarray(codes), w, o
+
+    @property
+    def lazy(self) -> bool:
+        """Whether any block is produced on each pass (read from a store, computed)."""
+        return any(not _is_value(v) for g in self.graphs for v in g.values())
+
+
+def _is_value(value: Any) -> bool:
+    return isinstance(value, np.ndarray)
+
+
+@sizeof.register(GroupData)  # type: ignore[untyped-decorator]
+def _sizeof_group(data: GroupData) -> int:
+    # The persisted blocks are referenced only: their own keys count them. Count the graphs' other values.
+    return 1024 + sum(sizeof(v) for g in data.graphs for v in g.values() if not _is_value(v))
+
+
+def make_group_data(plan: GroupPlan, leaves: dict[Key, Any] | None = None) -> GroupData:
+    """Build a group's :class:`GroupData` (on the worker that will evaluate it, once per fit).
+
+    Parameters
+    ----------
+    plan : GroupPlan
+        Its ``leaves`` are ignored; ``leaves`` gives their values.
+    leaves : dict, optional
+        Persisted blocks by key, as dask delivers them to the task.
+    """
+    graph = {**plan.graph, **(leaves or {})}
+    graphs = []
+    for spec in plan.partitions:
+        keys = [k for k in spec.keys if k is not None]
+        culled, _ = cull(graph, keys)
+        graphs.append(dict(culled))
+    return GroupData(list(plan.partitions), graphs)
+
+
+def _batches(data: GroupData) -> Iterator[tuple[list[PartitionSpec], Blocks]]:
+    """The group's partitions in row order, consecutive small ones concatenated up to :data:`BATCH_ROWS` rows."""
+    pending: list[tuple[PartitionSpec, Blocks]] = []
+    rows = 0
+    for i, spec in enumerate(data.partitions):
+        blocks = data.blocks(i)
+        if spec.rows >= BATCH_ROWS:
+            if pending:
+                yield _join(pending)
+                pending, rows = [], 0
+            yield [spec], blocks
+            continue
+        pending.append((spec, blocks))
+        rows += spec.rows
+        if rows >= BATCH_ROWS:
+            yield _join(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _join(pending)
+
+
+def _join(items: list[tuple[PartitionSpec, Blocks]]) -> tuple[list[PartitionSpec], Blocks]:
+    specs = [s for s, _ in items]
+    if len(items) == 1:
+        return specs, items[0][1]
+    parts = list(zip(*(b for _, b in items), strict=True))
+    joined = tuple(None if col[0] is None else np.concatenate(col) for col in parts)
+    return specs, joined  # type: ignore[return-value]
+
+
+def evaluate_group(
+    data: GroupData,
+    coef: NDArray[np.float64],
+    intercept: bool,
+    request: Request,
+    intercept_only: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Statistics:
+    """The summed statistics of every partition of a group at ``coef``.
+
+    Parameters
+    ----------
+    data : GroupData
+    coef : ndarray, shape (d, m)
+        ``(1, m)`` when ``intercept_only``.
+    intercept : bool
+        Whether model column 0 is an intercept (not stored in the blocks).
+    request : Request
+    intercept_only : bool
+        Ignore the features (the intercept-only model, for the null log-likelihood with an offset).
+    block_bytes : int
+        Memory budget of the kernel's largest row-block temporary.
+
+    Returns
+    -------
+    Statistics
+        The group's record; ``n_rows`` counts every row of the group once.
+    """
+    tune_worker_allocator()
+    total: Statistics | None = None
+    for specs, (x, codes, w, o) in _batches(data):
+        if intercept_only:
+            x, use_intercept = x[:, :0], True
+        else:
+            use_intercept = intercept
+        try:
+            record = partition_statistics(
+                x, codes, w, o, coef, intercept=use_intercept, request=request,
+                partition=specs[0].index, row_start=specs[0].row_start, block_bytes=block_bytes,
+            )  # fmt: skip
+        except InputError:
+            if len(specs) == 1:
+                raise
+            _name_the_partition(data, specs, coef, use_intercept, request, intercept_only, block_bytes)
+            raise
+        total = record if total is None else total.add_(record)
+    if total is None:
+        raise InputError("a task of the pass received no partition")
+    return total
+
+
+def _name_the_partition(
+    data: GroupData,
+    specs: list[PartitionSpec],
+    coef: NDArray[np.float64],
+    intercept: bool,
+    request: Request,
+    intercept_only: bool,
+    block_bytes: int,
+) -> None:
+    """Re-evaluate a batch's partitions one by one so that an input error names its own partition and rows."""
+    for spec in specs:
+        x, codes, w, o = data.blocks(data.partitions.index(spec))
+        if intercept_only:
+            x = x[:, :0]
+        partition_statistics(
+            x, codes, w, o, coef, intercept=intercept, request=request,
+            partition=spec.index, row_start=spec.row_start, block_bytes=block_bytes,
+        )  # fmt: skip

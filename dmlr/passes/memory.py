@@ -1,0 +1,168 @@
+"""Memory of a pass on a worker: what one task needs, whether a worker has it, and the allocator setting.
+
+A task of a pass holds one partition's blocks (read and decoded when they come from a store), the kernel's
+row-block temporaries and its accumulators (the information's ``((m + 1) d)^2`` product and the assembled
+``(m d)^2`` record). :func:`task_working_set` estimates that; :func:`check_workers` compares it, times the worker's
+threads, with what a worker can use before distributed pauses it, and refuses a pass that could only hang.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dmlr.errors import WorkerMemoryError
+from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
+
+__all__ = ["WorkingSet", "check_workers", "task_working_set", "tune_worker_allocator"]
+
+MiB = 2**20
+
+PROCESS_BASELINE = 160 * MiB
+"""Resident memory of a worker process before it runs a pass (Python, NumPy, SciPy, dask, distributed, zarr
+imported): measured 130-150 MiB on this machine. Used when the scheduler reports no figure of its own."""
+
+
+@dataclass(frozen=True)
+class WorkingSet:
+    """Estimated peak memory of one task of a pass (bytes), by part."""
+
+    blocks: int
+    kernel: int
+    records: int
+
+    @property
+    def total(self) -> int:
+        """Sum of the parts."""
+        return self.blocks + self.kernel + self.records
+
+    def describe(self) -> str:
+        """One line for messages."""
+        return (
+            f"{self.total / MiB:.0f} MiB per task (partition blocks {self.blocks / MiB:.0f} MiB, kernel temporaries "
+            f"{self.kernel / MiB:.0f} MiB, statistics records {self.records / MiB:.0f} MiB)"
+        )
+
+
+def task_working_set(
+    rows: int,
+    p: int,
+    m: int,
+    *,
+    information: bool,
+    lazy: bool,
+    weights: bool = False,
+    offset: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> WorkingSet:
+    """Estimate one task's peak memory for partitions of at most ``rows`` rows.
+
+    Parameters
+    ----------
+    rows : int
+        Rows of the largest partition (at least the batch size for small ones).
+    p, m : int
+        Feature columns and non-base classes; ``d = p + 1``.
+    information : bool
+        Whether the pass accumulates the information.
+    lazy : bool
+        Whether the blocks are read (a store's compressed chunk and its decoded copy are alive together).
+    weights, offset : bool
+        Whether those arrays exist.
+    block_bytes : int
+        The kernel's row-block budget.
+    """
+    d = p + 1
+    per_row = 8 * p + 4 + 8 * weights + 8 * m * offset
+    blocks = rows * per_row * (2 if lazy else 1)
+    block_rows = max(256, block_bytes // (8 * ((m + 1) * d if information else d + 3 * m)))
+    kernel = min(rows, block_rows) * 8 * (4 * m + 2 * d + ((m + 1) * d if information and m > 1 else 0))
+    record = 8 * (d * m + 2 * d * d)
+    if information:
+        width = d if m == 1 else (m + 1) * d
+        # the accumulator, the assembled record, and the running sum of the task's records
+        record += 8 * (width * width + 2 * (m * d) ** 2)
+    return WorkingSet(int(blocks), int(kernel), int(record))
+
+
+def check_workers(
+    workers: Mapping[str, Mapping[str, Any]],
+    need: WorkingSet,
+    *,
+    pause_fraction: float,
+    advice: str,
+) -> None:
+    """Raise when some worker cannot run its tasks of a pass without being paused.
+
+    Parameters
+    ----------
+    workers : mapping
+        ``client.scheduler_info()["workers"]``: per address, ``memory_limit`` (0 = none), ``nthreads`` and
+        ``metrics["memory"]`` (current resident bytes).
+    need : WorkingSet
+        One task's estimate.
+    pause_fraction : float
+        ``distributed.worker.memory.pause`` (the fraction of the limit at which a worker stops running tasks);
+        false or 0 when pausing is off.
+    advice : str
+        What the user can change, appended to the message.
+
+    Raises
+    ------
+    WorkerMemoryError
+        Naming the worker, its limit, what it already uses and what the pass needs.
+    """
+    for address, info in sorted(workers.items()):
+        limit = int(info.get("memory_limit") or 0)
+        if not limit:
+            continue
+        usable = limit * (pause_fraction or 1.0)
+        in_use = int((info.get("metrics") or {}).get("memory") or PROCESS_BASELINE)
+        threads = int(info.get("nthreads") or 1)
+        required = in_use + threads * need.total
+        if required > usable:
+            raise WorkerMemoryError(
+                f"worker {address} has a memory limit of {limit / MiB:.0f} MiB and is paused by distributed at "
+                f"{usable / MiB:.0f} MiB ({pause_fraction:.0%}); it already uses {in_use / MiB:.0f} MiB and a pass "
+                f"needs {threads} x {need.describe()}, about {required / MiB:.0f} MiB in all. {advice}"
+            )
+
+
+_ALLOCATOR: dict[str, Any] = {"tuned": False}
+
+
+def tune_worker_allocator() -> None:
+    """Inside a distributed worker on glibc, let freed kernel temporaries be reused instead of returned to the OS,
+    within a share of the worker's memory limit.
+
+    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at
+    128 KiB: every temporary of a pass (several MiB each) is then mmapped, page-faulted and unmapped anew, which
+    made a score pass 1.5x slower in a worker than in the driver. Allocations up to the kernel's block budget come
+    from the heap, and freed heap is kept up to 1/16 of the memory limit (at most 256 MiB; 64 MiB without a limit).
+    Keeping 256 MiB regardless (the first version) left a 500 MB worker with 330-420 MiB of unmanaged memory and
+    paused it for good. Done once per process; elsewhere (dask's threaded scheduler, other libcs) a no-op.
+    """
+    if _ALLOCATOR["tuned"]:
+        return
+    _ALLOCATOR["tuned"] = True
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    limit = int(getattr(worker.memory_manager, "memory_limit", 0) or 0)
+    keep = min(256 * MiB, limit // 16) if limit else 64 * MiB
+    mmap_threshold = min(DEFAULT_BLOCK_BYTES * 2, max(keep, 128 * 1024))
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, int(mmap_threshold))
+    mallopt(m_trim_threshold, int(keep))
+    _ALLOCATOR["settings"] = {"keep": keep, "mmap_threshold": mmap_threshold}
