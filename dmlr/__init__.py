@@ -4,8 +4,8 @@ The entry point is :func:`dmlr.fit`; it returns :class:`dmlr.MNLogitResults`. Se
 the data flow and the coefficient layout convention.
 """
 
-from dmlr.api import fit, scatter_rows
-from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
+from typing import TYPE_CHECKING
+
 from dmlr.errors import (
     ClusterError,
     CollinearityError,
@@ -22,24 +22,45 @@ from dmlr.errors import (
     StoreError,
     WorkerMemoryError,
 )
-from dmlr.results.io import load, save
-from dmlr.results.results import MNLogitResults
+
+if TYPE_CHECKING:
+    from dmlr.api import fit, scatter_rows
+    from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
+    from dmlr.estimator import MultinomialLogit
+    from dmlr.formula import fit_formula
+    from dmlr.results.io import load, save
+    from dmlr.results.results import MNLogitResults
 
 __version__ = "0.1.0"
 
+# Imported on first use: a worker process that unpickles a pass task imports ``dmlr`` but needs none of these
+# (pandas, the results layer), which would add ~150 MiB to every worker's resident memory.
+_LAZY = {
+    "fit": "dmlr.api",
+    "scatter_rows": "dmlr.api",
+    "StoreData": "dmlr.data.store",
+    "open_store": "dmlr.data.store",
+    "stage": "dmlr.data.store",
+    "stage_arrays": "dmlr.data.store",
+    "store_checksum": "dmlr.data.store",
+    "load": "dmlr.results.io",
+    "save": "dmlr.results.io",
+    "MNLogitResults": "dmlr.results.results",
+    "MultinomialLogit": "dmlr.estimator",  # extra dmlr[sklearn]
+    "fit_formula": "dmlr.formula",  # extra dmlr[formula]
+}
+
 
 def __getattr__(name: str) -> object:
-    """Optional parts, imported on first use: ``MultinomialLogit`` (extra ``dmlr[sklearn]``), ``fit_formula``
-    (extra ``dmlr[formula]``)."""
-    if name == "MultinomialLogit":
-        from dmlr.estimator import MultinomialLogit
+    """The public API, imported on first use (see ``_LAZY``)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dmlr' has no attribute {name!r}")
+    import importlib
 
-        return MultinomialLogit
-    if name == "fit_formula":
-        from dmlr.formula import fit_formula
-
-        return fit_formula
-    raise AttributeError(f"module 'dmlr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

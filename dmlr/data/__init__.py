@@ -1,6 +1,3 @@
-"""Data layer: user inputs to aligned row-chunked dask arrays (and, later, Zarr stores)."""
-
-from dmlr.data.design import Design, build_design
-from dmlr.data.labels import LabelCoding
-
-__all__ = ["Design", "LabelCoding", "build_design"]
+"""Data layer: user inputs and Zarr stores to aligned row-chunked dask arrays (:mod:`dmlr.data.design`,
+:mod:`dmlr.data.store`). Nothing is imported here: worker processes import the light modules (``chunks``,
+``blocks``, ``labels``) that task graphs refer to without pulling pandas."""

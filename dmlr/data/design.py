@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from dmlr.data.blocks import check_weights, checked_weights_block, encode_block, encode_positions_block
 from dmlr.data.labels import LabelCoding, check_label_values
 from dmlr.errors import InputError
-from dmlr.oracle.kernels import check_finite
 
 __all__ = ["Design", "as_feature_array", "build_design", "default_row_chunk"]
 
@@ -191,11 +191,6 @@ def _align(values: da.Array | NDArray[Any], chunks: tuple[int, ...], what: str, 
     return da.from_array(values, chunks=(chunks,) + ((-1,) if values.ndim == 2 else ()))
 
 
-def _encode_block(labels: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
-    where = "y" if block_id is None else f"y (partition {block_id[0]})"
-    return coding.encode(labels, where)
-
-
 def build_design(
     X: Any,
     y: Any,
@@ -263,11 +258,11 @@ def build_design(
         raise InputError(f"y must be 1-dimensional (n,); got shape {y_arr.shape}")
     if y_classes is not None:
         coding = LabelCoding.from_labels(np.asarray(y_classes), base)
-        codes = da.map_blocks(_encode_positions_block, _align(y_arr, chunks, "y", n), coding, dtype=np.int32)
+        codes = da.map_blocks(encode_positions_block, _align(y_arr, chunks, "y", n), coding, dtype=np.int32)
     elif isinstance(y_arr, da.Array):
         coding = LabelCoding.from_labels(np.asarray(da.unique(y_arr).compute()), base)
         y_al = _align(y_arr, chunks, "y", n)
-        codes = da.map_blocks(_encode_block, y_al, coding, dtype=np.int32)
+        codes = da.map_blocks(encode_block, y_al, coding, dtype=np.int32)
     else:
         if y_arr.shape[0] != n:
             raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
@@ -283,9 +278,9 @@ def build_design(
             raise InputError(f"weights must be 1-dimensional (n,); got shape {w_arr.shape}")
         w = _align(w_arr, chunks, "weights", n).astype(np.float64)
         if not isinstance(w_arr, da.Array):
-            _check_weights(np.asarray(w_arr, dtype=np.float64))
+            check_weights(np.asarray(w_arr, dtype=np.float64))
         else:
-            w = da.map_blocks(_checked_weights_block, w, dtype=np.float64)
+            w = da.map_blocks(checked_weights_block, w, dtype=np.float64)
     o = None
     if offset is not None:
         o_arr = _as_vector_or_matrix(offset, "offset")
@@ -297,21 +292,3 @@ def build_design(
 
     model_names = (["const"] if fit_intercept else []) + names
     return Design(x, codes, w, o, coding, tuple(model_names), fit_intercept)
-
-
-def _encode_positions_block(pos: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
-    where = "y" if block_id is None else f"y (partition {block_id[0]})"
-    return coding.encode_positions(pos, where)
-
-
-def _check_weights(w: NDArray[np.float64], where: str = "weights") -> None:
-    check_finite(w, where)
-    if (w < 0).any():
-        row = int(np.argmax(w < 0))
-        raise InputError(f"{where} has a negative value ({w[row]!r}) at row {row}")
-
-
-def _checked_weights_block(w: NDArray[np.float64], block_id: Any = None) -> NDArray[np.float64]:
-    where = "weights" if block_id is None else f"weights (partition {block_id[0]})"
-    _check_weights(w, where)
-    return w

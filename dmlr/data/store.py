@@ -38,6 +38,7 @@ from dask.delayed import delayed
 from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from dmlr.data.chunks import CheckedChunks
 from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_label_values
 from dmlr.errors import InputError, StoreError
@@ -579,33 +580,6 @@ class StoreData:
         return "\n".join(lines)
 
 
-class _CheckedChunks:
-    """Array-like over a Zarr array whose reads turn a checksum failure into a StoreError naming the chunk."""
-
-    def __init__(self, array: Any, name: str, url: str) -> None:
-        self.array = array
-        self.name = name
-        self.url = url
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.ndim = array.ndim
-
-    def __getitem__(self, key: Any) -> Any:
-        try:
-            return self.array[key]
-        except ValueError as exc:
-            if "checksum" not in str(exc).lower():
-                raise
-            rows = key[0] if isinstance(key, tuple) else key
-            start = rows.start or 0 if isinstance(rows, slice) else 0
-            chunk = start // self.array.chunks[0]
-            stop = min(start + self.array.chunks[0], self.shape[0])
-            raise StoreError(
-                f"chunk {chunk} of array {self.name!r} (rows {start}-{stop - 1}) in store {self.url} failed its "
-                "crc32c checksum: the store is corrupt; stage it again"
-            ) from None
-
-
 def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None = None) -> StoreData:
     """Open a complete store as aligned row-chunked dask arrays (one chunk of the store = one partition).
 
@@ -653,7 +627,7 @@ def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None
             return None
         z = group[name]
         assert isinstance(z, zarr.Array)
-        return da.from_array(_CheckedChunks(z, name, url), chunks=z.chunks, name=f"dmlr-store-{name}-{token}")
+        return da.from_array(CheckedChunks(z, name, url), chunks=z.chunks, name=f"dmlr-store-{name}-{token}")
 
     x, y = lazy("X"), lazy("y")
     if x is None or y is None:

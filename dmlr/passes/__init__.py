@@ -6,6 +6,18 @@ estimates and checks a task's memory and tunes the worker's allocator, ``runner.
 submits a pass and gathers its record.
 """
 
-from dmlr.passes.runner import DataPasses, worker_bytes_sent
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dmlr.passes.runner import DataPasses, worker_bytes_sent
 
 __all__ = ["DataPasses", "worker_bytes_sent"]
+
+
+def __getattr__(name: str) -> object:
+    """The driver side (``runner``), imported on first use: workers import only ``group``, ``plan``, ``memory``."""
+    if name in __all__:
+        from dmlr.passes import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'dmlr.passes' has no attribute {name!r}")

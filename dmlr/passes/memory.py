@@ -21,9 +21,14 @@ __all__ = ["WorkingSet", "check_workers", "task_working_set", "tune_worker_alloc
 
 MiB = 2**20
 
-PROCESS_BASELINE = 160 * MiB
-"""Resident memory of a worker process before it runs a pass (Python, NumPy, SciPy, dask, distributed, zarr
-imported): measured 130-150 MiB on this machine. Used when the scheduler reports no figure of its own."""
+PROCESS_BASELINE = 150 * MiB
+"""Resident memory of a worker process between passes (Python, NumPy, SciPy, dask.array, distributed, Zarr and
+dmlr's worker-side modules imported, the allocator's kept heap): measured 139-157 MiB here (67 MiB before the
+first task). The check uses the larger of this and what the scheduler reports."""
+
+LAZY_READ_FACTOR = 3
+"""A chunk read from a store is alive about three times at its peak: the compressed bytes, the decoded buffer and
+the array handed to the kernel (measured: 32 MB chunks of X raised a worker's peak RSS by ~120 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def task_working_set(
     information : bool
         Whether the pass accumulates the information.
     lazy : bool
-        Whether the blocks are read (a store's compressed chunk and its decoded copy are alive together).
+        Whether the blocks are read from a store (see :data:`LAZY_READ_FACTOR`).
     weights, offset : bool
         Whether those arrays exist.
     block_bytes : int
@@ -77,7 +82,7 @@ def task_working_set(
     """
     d = p + 1
     per_row = 8 * p + 4 + 8 * weights + 8 * m * offset
-    blocks = rows * per_row * (2 if lazy else 1)
+    blocks = rows * per_row * (LAZY_READ_FACTOR if lazy else 1)
     block_rows = max(256, block_bytes // (8 * ((m + 1) * d if information else d + 3 * m)))
     kernel = min(rows, block_rows) * 8 * (4 * m + 2 * d + ((m + 1) * d if information and m > 1 else 0))
     record = 8 * (d * m + 2 * d * d)
@@ -120,13 +125,18 @@ def check_workers(
         if not limit:
             continue
         usable = limit * (pause_fraction or 1.0)
-        in_use = int((info.get("metrics") or {}).get("memory") or PROCESS_BASELINE)
+        in_use = max(int((info.get("metrics") or {}).get("memory") or 0), PROCESS_BASELINE)
         threads = int(info.get("nthreads") or 1)
         required = in_use + threads * need.total
         if required > usable:
+            paused_at = (
+                f"is paused by distributed at {usable / MiB:.0f} MiB ({pause_fraction:.0%})"
+                if pause_fraction
+                else "is never paused (distributed.worker.memory.pause is off)"
+            )
             raise WorkerMemoryError(
-                f"worker {address} has a memory limit of {limit / MiB:.0f} MiB and is paused by distributed at "
-                f"{usable / MiB:.0f} MiB ({pause_fraction:.0%}); it already uses {in_use / MiB:.0f} MiB and a pass "
+                f"worker {address} has a memory limit of {limit / MiB:.0f} MiB and {paused_at}; "
+                f"it already uses {in_use / MiB:.0f} MiB and a pass "
                 f"needs {threads} x {need.describe()}, about {required / MiB:.0f} MiB in all. {advice}"
             )
 

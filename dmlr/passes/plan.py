@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dask.optimization import cull
 
-from dmlr.data.design import Design
+if TYPE_CHECKING:
+    from dmlr.data.design import Design
 
 __all__ = ["GroupPlan", "PartitionSpec", "design_graph", "partition_specs", "plan_groups"]
 

@@ -31,7 +31,7 @@ from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.passes.group import BATCH_ROWS, evaluate_group, make_group_data
-from dmlr.passes.memory import WorkingSet, check_workers, task_working_set
+from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, check_workers, task_working_set
 from dmlr.passes.plan import GroupPlan, plan_groups
 
 __all__ = ["DataPasses", "worker_bytes_sent"]
@@ -89,8 +89,9 @@ class DataPasses:
     max_reships : int
         How many times a pass may ship the input again before giving up.
     stall_seconds : float
-        A pass during which some worker stays paused by distributed's memory monitor this long, with tasks of the
-        pass unfinished, fails with :class:`~dmlr.errors.WorkerMemoryError` instead of waiting forever.
+        A pass during which some worker stays paused by distributed's memory monitor this long, executing nothing
+        while tasks of the pass are unfinished, fails with :class:`~dmlr.errors.WorkerMemoryError` instead of
+        waiting forever.
 
     Attributes
     ----------
@@ -107,7 +108,7 @@ class DataPasses:
     split_every: int = 8
     reship: Callable[[], Design] | None = None
     max_reships: int = 3
-    stall_seconds: float = 45.0
+    stall_seconds: float = 30.0
     count: int = 0
     seconds: float = 0.0
     block_bytes: int = DEFAULT_BLOCK_BYTES
@@ -314,7 +315,7 @@ class DataPasses:
                     wait(futures, timeout=5.0)
                 break
             except TimeoutError:
-                paused = sorted(w for w, i in self._workers().items() if i.get("status") == "paused")
+                paused = self._stalled_workers()
                 if not paused:
                     paused_since = None
                     continue
@@ -325,13 +326,29 @@ class DataPasses:
                     raise WorkerMemoryError(self._stall_message(paused, now - paused_since)) from None
         return list(self.client.gather(futures))
 
+    def _stalled_workers(self) -> list[str]:
+        """Workers paused by the memory monitor that execute nothing (a paused worker finishes what it runs)."""
+        paused = sorted(w for w, i in self._workers().items() if i.get("status") == "paused")
+        if not paused:
+            return []
+
+        def executing(dask_worker: Any) -> int:
+            return int(dask_worker.state.executing_count)
+
+        try:
+            counts = self.client.run(executing, workers=paused)
+        except Exception:  # a worker that left meanwhile: look again at the next poll
+            return []
+        return [w for w in paused if counts.get(w, 0) == 0]
+
     def _stall_message(self, paused: list[str], seconds: float) -> str:
         workers = self._workers()
         limits = ", ".join(f"{w} limit {(workers.get(w, {}).get('memory_limit') or 0) / 2**20:.0f} MiB" for w in paused)
         need = self.working_set(True).describe()
         return (
             f"the pass made no progress for {seconds:.0f} s because distributed paused worker(s) for lack of memory "
-            f"({limits}); a task of this pass needs about {need}, plus the worker's own ~150 MiB. {MEMORY_ADVICE}"
+            f"({limits}); a task of this pass needs about {need}, plus the worker's own "
+            f"~{PROCESS_BASELINE / 2**20:.0f} MiB. {MEMORY_ADVICE}"
         )
 
     # -- naming a partition that kills its worker --------------------------------------------------------------

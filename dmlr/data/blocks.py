@@ -1,0 +1,45 @@
+"""Functions that run on one row block inside task graphs (label encoding, weight checks).
+
+Kept apart from :mod:`dmlr.data.design` so that a worker process unpickling a pass's graph imports NumPy and the
+label coding only, not pandas or dask.array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.data.labels import LabelCoding
+from dmlr.errors import InputError
+from dmlr.oracle.kernels import check_finite
+
+__all__ = ["check_weights", "checked_weights_block", "encode_block", "encode_positions_block"]
+
+
+def encode_block(labels: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
+    """Class codes (shape (r,), 0 = base) of one block of labels; errors name the partition."""
+    where = "y" if block_id is None else f"y (partition {block_id[0]})"
+    return coding.encode(labels, where)
+
+
+def encode_positions_block(pos: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
+    """Class codes (shape (r,)) of one block of positions into the sorted labels (as a store holds ``y``)."""
+    where = "y" if block_id is None else f"y (partition {block_id[0]})"
+    return coding.encode_positions(pos, where)
+
+
+def check_weights(w: NDArray[np.float64], where: str = "weights") -> None:
+    """Raise :class:`InputError` naming the row of the first non-finite or negative weight (``w`` shape (r,))."""
+    check_finite(w, where)
+    if (w < 0).any():
+        row = int(np.argmax(w < 0))
+        raise InputError(f"{where} has a negative value ({w[row]!r}) at row {row}")
+
+
+def checked_weights_block(w: NDArray[np.float64], block_id: Any = None) -> NDArray[np.float64]:
+    """One block of weights (shape (r,)), unchanged, after :func:`check_weights` naming its partition."""
+    where = "weights" if block_id is None else f"weights (partition {block_id[0]})"
+    check_weights(w, where)
+    return w

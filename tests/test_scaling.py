@@ -1,0 +1,164 @@
+"""The engine at scale: passes whose task count does not grow with the partitions, grouping, memory.
+
+Timings are in ``benchmarks/scaling.py``; these tests check the structure that makes them hold and the
+results against independent references (a one-partition fit, a dense computation, tracemalloc).
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+
+import dmlr
+from dmlr.data.design import build_design
+from dmlr.oracle.kernels import partition_statistics
+from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION, Request
+from dmlr.passes import DataPasses
+from dmlr.passes.memory import PROCESS_BASELINE, check_workers, task_working_set
+from dmlr.passes.plan import plan_groups
+from tests.problems import draw_problem
+
+
+@pytest.fixture(scope="module")
+def problem():
+    x, y, _ = draw_problem(6000, 4, 3, seed=21)
+    return x, y
+
+
+def _design(x, y, parts):
+    rows = -(-len(y) // parts)
+    return build_design(da.from_array(x, chunks=(rows, -1)), da.from_array(y, chunks=rows))
+
+
+@pytest.mark.parametrize("parts", [1, 7, 600])
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_groups_cover_every_partition_once_in_row_order(problem, parts, threads):
+    design = _design(*problem, parts)
+    groups = plan_groups(design, threads)
+    indices = [p.index for g in groups for p in g.partitions]
+    assert indices == list(range(design.n_partitions))
+    assert len(groups) == min(threads, design.n_partitions)
+    assert sum(g.rows for g in groups) == design.n_rows
+    if parts >= threads:  # about equal rows per group
+        sizes = [g.rows for g in groups]
+        assert max(sizes) - min(sizes) <= 2 * max(design.x.chunks[0])
+
+
+def test_groups_follow_the_workers_holding_the_blocks(problem):
+    design = _design(*problem, 10)
+    keys = [k[0] for k in design.x.__dask_keys__()]
+    homes = {k: ("tcp://a:1" if i % 3 else "tcp://b:1") for i, k in enumerate(keys)}
+    groups = plan_groups(design, {"tcp://a:1": 2, "tcp://b:1": 1}, homes)
+    for g in groups:
+        assert {homes[p.keys[0]] for p in g.partitions} == {g.worker}
+    assert sorted(p.index for g in groups for p in g.partitions) == list(range(10))
+    assert sum(g.worker == "tcp://a:1" for g in groups) == 2
+
+
+@pytest.mark.parametrize("parts", [1, 13, 1500])
+def test_tiny_partitions_give_the_one_partition_statistics(problem, parts):
+    """Batched small partitions and groups add up to the dense single-partition record (independent of both)."""
+    x, y = problem
+    coef = np.random.default_rng(3).normal(scale=0.3, size=(5, 2))
+    whole = partition_statistics(x, y.astype(np.int32), None, None, coef, intercept=True, request=WITH_INFORMATION)
+    got = DataPasses(_design(x, y, parts))(coef, WITH_INFORMATION)
+    assert got.n_rows == len(y)
+    assert abs(got.loglik - whole.loglik) <= 1e-11 * abs(whole.loglik)
+    np.testing.assert_allclose(got.score, whole.score, rtol=1e-11, atol=1e-9)
+    np.testing.assert_allclose(got.full_information(), whole.full_information(), rtol=1e-11, atol=1e-8)
+
+
+def test_a_bad_value_inside_a_batch_names_its_own_partition(problem):
+    x, y = problem
+    x = x.copy()
+    x[4321, 2] = np.nan
+    passes = DataPasses(_design(x, y, 600))  # 10-row partitions: evaluated in batches of many
+    with pytest.raises(dmlr.InputError, match=r"column 2, row 4321 \(row 1 of partition 432, rows 4320-4329\)"):
+        passes(np.zeros((5, 2)), Request(moments=True))
+
+
+@pytest.mark.cluster
+def test_tasks_per_pass_do_not_grow_with_partitions(cluster_client, problem):
+    x, y = problem
+    counts = {}
+    for parts in (4, 400):
+        design = _design(x, y, parts)
+        design = design.with_arrays(cluster_client.persist(design.arrays()))
+        passes = DataPasses(design, cluster_client)
+        passes(np.zeros((5, 2)), SCORE_ONLY)  # builds the groups' data
+        with get_task_stream(client=cluster_client) as stream:
+            record = passes(np.zeros((5, 2)), WITH_INFORMATION)
+        assert record.n_rows == len(y)
+        counts[parts] = len([t for t in stream.data if str(t["key"]).startswith("dmlr-")])
+    n_workers = len(cluster_client.scheduler_info()["workers"])
+    assert counts[4] == counts[400] == n_workers  # one task per worker thread (1 thread each here)
+
+
+def test_working_set_estimate_covers_the_kernels_peak():
+    """tracemalloc's peak of one partition's kernel (NumPy allocations) is within the estimate."""
+    rng = np.random.default_rng(4)
+    for rows, p, k in ((20_000, 30, 4), (5_000, 60, 7), (50_000, 9, 3)):
+        x = rng.normal(size=(rows, p))
+        codes = rng.integers(0, k, size=rows).astype(np.int32)
+        coef = rng.normal(scale=0.1, size=(p + 1, k - 1))
+        tracemalloc.start()
+        partition_statistics(x, codes, None, None, coef, intercept=True, request=WITH_INFORMATION)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        need = task_working_set(rows, p, k - 1, information=True, lazy=False)
+        assert need.kernel + need.records >= peak, (rows, p, k, peak, need)
+        assert need.kernel + need.records <= 4 * peak + 2**20  # and not wildly above it
+
+
+def test_check_workers_names_the_limit_and_the_need():
+    need = task_working_set(400_000, 49, 2, information=True, lazy=True)
+    workers = {"tcp://w:1": {"memory_limit": 300 * 2**20, "nthreads": 1, "metrics": {"memory": 140 * 2**20}}}
+    with pytest.raises(dmlr.WorkerMemoryError, match=r"memory limit of 300 MiB .* paused .* at 240 MiB .* needs 1 x"):
+        check_workers(workers, need, pause_fraction=0.8, advice="Do X.")
+    roomy = {"tcp://w:1": {"memory_limit": 8 * 2**30, "nthreads": 2, "metrics": {}}}
+    check_workers(roomy, need, pause_fraction=0.8, advice="")  # enough: no error
+    assert need.total + PROCESS_BASELINE < 8 * 2**30
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_small_workers_complete_or_fail_fast_with_the_memory_error(tmp_path):
+    """2 workers x 300 MB on a store of 32 MB chunks: the fit completes (and equals the in-memory fit) or stops
+    within 60 s with a WorkerMemoryError naming the limit -- never a silent wait."""
+    x, y, _ = draw_problem(240_000, 49, 3, seed=23, scale=0.2)
+    store = dmlr.stage_arrays(x, y, str(tmp_path / "s.zarr"))  # default chunks: ~82k rows, 32 MB of X
+    reference = dmlr.fit(x, y, method="newton")
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="300MB", dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        start = time.monotonic()
+        try:
+            res = dmlr.fit(store, client=client, method="newton", persist=False)
+        except dmlr.WorkerMemoryError as exc:
+            assert "memory limit of 286 MiB" in str(exc) and "needs" in str(exc)
+        else:
+            assert np.max(np.abs(res.coef - reference.coef)) <= 1e-8 * np.max(np.abs(reference.coef))
+        assert time.monotonic() - start < 60
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_500mb_workers_fit_a_store_larger_than_their_memory(tmp_path):
+    """The fit that used to pause both workers for good: 2 x 500 MB, a store of 0.6 GB in 32 MB chunks."""
+    x, y, _ = draw_problem(1_500_000, 49, 3, seed=24, scale=0.2)
+    store = dmlr.stage_arrays(x, y, str(tmp_path / "s.zarr"))
+    reference = dmlr.fit(x, y, method="newton")
+    del x
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="500MB", dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        res = dmlr.fit(store, client=client, method="newton", persist="auto")
+    assert res.converged
+    assert np.max(np.abs(res.coef - reference.coef)) <= 1e-8 * np.max(np.abs(reference.coef))
