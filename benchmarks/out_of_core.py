@@ -33,6 +33,7 @@ class PeakRSS:
         self.proc = psutil.Process()
         self.interval = interval
         self.peak = 0
+        self.per_process: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -42,10 +43,16 @@ class PeakRSS:
         total = 0
         for p in [self.proc, *self.proc.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
             except psutil.Error:
-                pass
+                continue
+            total += rss
+            self.per_process[p.pid] = max(self.per_process.get(p.pid, 0), rss)
         return total
+
+    def worker_peaks(self, pids: list[int]) -> list[int]:
+        """Peak RSS of each of the given processes (the workers), in the order given."""
+        return [self.per_process.get(pid, 0) for pid in pids]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -119,6 +126,7 @@ def main() -> None:
         Client(cluster) as client,
     ):
         floor = read_pass_seconds(client, store.X)
+        worker_pids = sorted(client.run(os.getpid).values())
         with PeakRSS() as rss:
             start = time.perf_counter()
             res = dmlr.fit(store, client=client, persist="auto")
@@ -127,6 +135,8 @@ def main() -> None:
         info_passes = [r["seconds"] for r in res.history if r["kind"] in ("newton", "inference")]
     print(f"out-of-core fit: {seconds:.1f}s, {res.n_iter} iterations, {res.n_passes} passes, converged={res.converged}")
     print(f"peak RSS of all processes: {rss.peak / 1e9:.2f} GB (X is {store.X.nbytes / 1e9:.2f} GB)")
+    peaks = ", ".join(f"{r / 2**20:.0f} MiB" for r in rss.worker_peaks(worker_pids))
+    print(f"peak RSS of each worker: {peaks} (limit {args.memory_limit})")
     print(f"read-only pass (I/O floor): {floor:.2f}s")
     if score_passes:
         med = statistics.median(score_passes)

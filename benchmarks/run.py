@@ -143,7 +143,7 @@ def dmlr_rows(
     import dmlr
     from dmlr.data.design import build_design
     from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION
-    from dmlr.reduce import DataPasses
+    from dmlr.passes import DataPasses
 
     rows: list[Row] = []
     start = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dmlr.checkpoint import Checkpointer, fingerprint
+from dmlr.data.blocks import aligned
 from dmlr.data.design import Design, build_design, default_row_chunk
 from dmlr.data.store import StoreData, open_store
 from dmlr.diagnostics import DependentColumn, dependent_columns
@@ -370,16 +371,7 @@ def _scatter_rows(arr: da.Array, client: Any) -> da.Array:
     # alignment), which slows every kernel on them ~1.3-2x; one aligned copy per block, made where it lives.
     # Persisting also leaves one key per block, so a pass's graph holds no alias tasks.
     # (the scheduler keeps each scattered block until its aligned copy exists, then forgets it)
-    return client.persist(da.concatenate(parts, axis=0).map_blocks(_aligned, dtype=arr.dtype))
-
-
-def _aligned(block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """``block`` itself when 16-byte aligned and C-contiguous, else an aligned copy."""
-    if block.flags.c_contiguous and block.ctypes.data % 16 == 0:
-        return block
-    out = np.empty_like(block, order="C")  # NumPy aligns its allocations to 16 bytes
-    out[...] = block
-    return out
+    return client.persist(da.concatenate(parts, axis=0).map_blocks(aligned, dtype=arr.dtype))
 
 
 def _has_constant(outcome: FitOutcome, intercept: bool) -> bool:

@@ -15,7 +15,7 @@ from dmlr.data.labels import LabelCoding
 from dmlr.errors import InputError
 from dmlr.oracle.kernels import check_finite
 
-__all__ = ["check_weights", "checked_weights_block", "encode_block", "encode_positions_block"]
+__all__ = ["aligned", "check_weights", "checked_weights_block", "encode_block", "encode_positions_block"]
 
 
 def encode_block(labels: NDArray[Any], coding: LabelCoding, block_id: Any = None) -> NDArray[np.int32]:
@@ -43,3 +43,12 @@ def checked_weights_block(w: NDArray[np.float64], block_id: Any = None) -> NDArr
     where = "weights" if block_id is None else f"weights (partition {block_id[0]})"
     check_weights(w, where)
     return w
+
+
+def aligned(block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``block`` itself when 16-byte aligned and C-contiguous, else an aligned copy."""
+    if block.flags.c_contiguous and block.ctypes.data % 16 == 0:
+        return block
+    out = np.empty_like(block, order="C")  # NumPy aligns its allocations to 16 bytes
+    out[...] = block
+    return out

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from dmlr.errors import InputError
 from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES, partition_statistics
 from dmlr.oracle.statistics import Request, Statistics
-from dmlr.passes.memory import tune_worker_allocator
+from dmlr.passes.memory import release_freed_memory, tune_worker_allocator
 from dmlr.passes.plan import GroupPlan, PartitionSpec
 
 __all__ = ["BATCH_ROWS", "GroupData", "evaluate_group", "make_group_data"]
@@ -176,6 +176,7 @@ def evaluate_group(
         total = record if total is None else total.add_(record)
     if total is None:
         raise InputError("a task of the pass received no partition")
+    release_freed_memory(above=0.6)
     return total
 
 

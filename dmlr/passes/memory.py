@@ -17,7 +17,15 @@ from typing import Any
 from dmlr.errors import WorkerMemoryError
 from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
 
-__all__ = ["WorkingSet", "check_workers", "task_working_set", "tune_worker_allocator"]
+__all__ = [
+    "WorkingSet",
+    "bytes_sent",
+    "check_workers",
+    "release_freed_memory",
+    "task_working_set",
+    "trim_and_measure",
+    "tune_worker_allocator",
+]
 
 MiB = 2**20
 
@@ -106,7 +114,7 @@ def check_workers(
     ----------
     workers : mapping
         ``client.scheduler_info()["workers"]``: per address, ``memory_limit`` (0 = none), ``nthreads`` and
-        ``metrics["memory"]`` (current resident bytes).
+        ``metrics["memory"]`` (current resident bytes; the caller may put a fresher figure there).
     need : WorkingSet
         One task's estimate.
     pause_fraction : float
@@ -167,12 +175,63 @@ def tune_worker_allocator() -> None:
     limit = int(getattr(worker.memory_manager, "memory_limit", 0) or 0)
     keep = min(256 * MiB, limit // 16) if limit else 64 * MiB
     mmap_threshold = min(DEFAULT_BLOCK_BYTES * 2, max(keep, 128 * 1024))
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, int(mmap_threshold))
     mallopt(m_trim_threshold, int(keep))
     _ALLOCATOR["settings"] = {"keep": keep, "mmap_threshold": mmap_threshold}
+
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def release_freed_memory(above: float = 0.0) -> bool:
+    """Return freed heap to the operating system (glibc ``malloc_trim``) in a distributed worker whose resident
+    memory exceeds ``above`` times its memory limit (always when ``above`` is 0).
+
+    Freed memory kept by the allocator counts as the worker's "unmanaged memory", and distributed pauses a worker
+    on its resident size: a pass that leaves 100 MiB of freed temporaries in the heap of a 500 MB worker would keep
+    it paused. Called when a pass's task ends on a worker above 60% of its limit, and on every worker before a fit's
+    memory check. Returns whether it trimmed.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return False
+    if above > 0:
+        import psutil
+
+        limit = int(getattr(worker.memory_manager, "memory_limit", 0) or 0)
+        if not limit or psutil.Process().memory_info().rss <= above * limit:
+            return False
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def trim_and_measure() -> int:
+    """In a worker (``client.run``): return freed heap to the OS, then report the resident size (bytes).
+
+    Lives here, not in the runner, because ``client.run`` makes the worker import the function's module: the
+    runner's imports (pandas through the design) would add ~100 MiB to every worker.
+    """
+    import psutil
+
+    release_freed_memory()
+    return int(psutil.Process().memory_info().rss)
+
+
+def bytes_sent(dask_worker: Any) -> int:
+    """In a worker (``client.run``): bytes it has sent to peers and clients (distributed's own accounting)."""
+    return int(dask_worker.transfer_outgoing_bytes_total)

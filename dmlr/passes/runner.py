@@ -31,7 +31,14 @@ from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.passes.group import BATCH_ROWS, evaluate_group, make_group_data
-from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, check_workers, task_working_set
+from dmlr.passes.memory import (
+    PROCESS_BASELINE,
+    WorkingSet,
+    bytes_sent,
+    check_workers,
+    task_working_set,
+    trim_and_measure,
+)
 from dmlr.passes.plan import GroupPlan, plan_groups
 
 __all__ = ["DataPasses", "worker_bytes_sent"]
@@ -66,10 +73,7 @@ def _killed_worker_error() -> tuple[type[BaseException], ...]:
 def worker_bytes_sent(client: Any) -> int:
     """Bytes all workers have sent so far, to peers and to clients (distributed's own transfer accounting)."""
 
-    def sent(dask_worker: Any) -> int:
-        return int(dask_worker.transfer_outgoing_bytes_total)
-
-    return sum(client.run(sent).values())
+    return sum(client.run(bytes_sent).values())
 
 
 @dataclass
@@ -182,8 +186,15 @@ class DataPasses:
     def _check_memory(self, information: bool) -> None:
         if self.client is None or information in self._checked:
             return
-        pause = dask.config.get("distributed.worker.memory.pause", 0.8)
-        check_workers(self._workers(), self.working_set(information), pause_fraction=pause, advice=MEMORY_ADVICE)
+        workers = self._workers()
+        if any(info.get("memory_limit") for info in workers.values()):
+            # freed heap left by earlier work is not in use: return it, then read each worker's resident size
+            resident = self.client.run(trim_and_measure)
+            for address, rss in resident.items():
+                if address in workers:
+                    workers[address] = {**workers[address], "metrics": {"memory": rss}}
+            pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+            check_workers(workers, self.working_set(information), pause_fraction=pause, advice=MEMORY_ADVICE)
         self._checked.add(information)
 
     # -- one pass ---------------------------------------------------------------------------------------------
