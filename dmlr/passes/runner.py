@@ -119,6 +119,7 @@ class DataPasses:
     groups: list[GroupPlan] = field(default_factory=list, repr=False)
     _data: list[Any] = field(default_factory=list, repr=False)
     _checked: set[bool] = field(default_factory=set, repr=False)
+    _holders: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._set_design(self.design)
@@ -142,12 +143,14 @@ class DataPasses:
                 GroupPlan(g.partitions, g.graph, {}, g.worker),
                 g.leaves,
                 key=f"dmlr-group-{token}-{i}",
-                workers=None if g.worker is None else [g.worker],
-                allow_other_workers=True,
                 pure=False,
             )
             for i, g in enumerate(self.groups)
         ]
+        # No worker restrictions anywhere: a group's data go where its persisted blocks are (dask places a task
+        # with its dependencies), a pass task where its group's data are, a per-worker sum where its inputs are.
+        # (A task restricted to a worker, even loosely, is never rescheduled once every worker it named has died.)
+        self._holders = {}
         logger.debug("%d partitions in %d groups on %d workers", design.n_partitions, len(self.groups), len(workers))
 
     def _workers(self, wait: float = 60.0) -> dict[str, Any]:
@@ -277,27 +280,15 @@ class DataPasses:
             coef_arg = client.scatter(coef, hash=False)
         per_worker: dict[str | None, list[Any]] = {}
         for i, (plan, data) in enumerate(zip(self.groups, self._data, strict=True)):
-            future = client.submit(
-                evaluate_group, data, coef_arg, *args, key=f"dmlr-pass-{token}-{i}",
-                workers=None if plan.worker is None else [plan.worker], allow_other_workers=True, pure=False,
-            )  # fmt: skip
-            per_worker.setdefault(plan.worker, []).append(future)
+            future = client.submit(evaluate_group, data, coef_arg, *args, key=f"dmlr-pass-{token}-{i}", pure=False)
+            per_worker.setdefault(self._holders.get(data.key, plan.worker), []).append(future)
         # add the records of one worker's tasks on that worker, then up a tree across workers
         level = []
-        for j, (worker, futures) in enumerate(sorted(per_worker.items(), key=lambda kv: str(kv[0]))):
+        for j, (_, futures) in enumerate(sorted(per_worker.items(), key=lambda kv: str(kv[0]))):
             if len(futures) == 1:
                 level.append(futures[0])
                 continue
-            level.append(
-                client.submit(
-                    Statistics.sum,
-                    futures,
-                    key=f"dmlr-combine-{token}-w{j}",
-                    workers=None if worker is None else [worker],
-                    allow_other_workers=True,
-                    pure=False,
-                )
-            )
+            level.append(client.submit(Statistics.sum, futures, key=f"dmlr-combine-{token}-w{j}", pure=False))
         # The driver adds at most split_every records; a large record (the information at (K - 1) d in the
         # thousands is hundreds of MB) is reduced to one on the workers, so the driver holds one such matrix.
         keep = 1 if self._record_bytes(args[1]) > LARGE_RECORD_BYTES else self.split_every
@@ -309,6 +300,8 @@ class DataPasses:
                 for i in range(0, len(level), self.split_every)
             ]
         records = self._gather(level)
+        if not self._holders:  # where the groups' data landed: the per-worker sums of later passes follow it
+            self._holders = {k: sorted(ws)[0] for k, ws in client.who_has(self._data).items() if ws}
         return records[0] if len(records) == 1 else Statistics.sum(records)
 
     def _record_bytes(self, request: Request) -> int:
