@@ -12,7 +12,7 @@ import tracemalloc
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, LocalCluster, futures_of, get_task_stream
 
 import dmlr
 from dmlr.data.design import build_design
@@ -85,7 +85,6 @@ def test_a_bad_value_inside_a_batch_names_its_own_partition(problem):
 @pytest.mark.cluster
 def test_tasks_per_pass_do_not_grow_with_partitions(cluster_client, problem):
     x, y = problem
-    counts = {}
     for parts in (4, 400):
         design = _design(x, y, parts)
         design = design.with_arrays(cluster_client.persist(design.arrays()))
@@ -94,10 +93,10 @@ def test_tasks_per_pass_do_not_grow_with_partitions(cluster_client, problem):
         with get_task_stream(client=cluster_client) as stream:
             record = passes(np.zeros((5, 2)), WITH_INFORMATION)
         assert record.n_rows == len(y)
-        counts[parts] = len([t for t in stream.data if str(t["key"]).startswith("dmlr-")])
-    threads = sum(cluster_client.nthreads().values())
-    # one task per worker thread holding data (1 thread per worker here), whatever the partition count
-    assert 1 <= counts[4] == counts[400] <= threads
+        tasks = len([t for t in stream.data if str(t["key"]).startswith("dmlr-")])
+        holding = {ws[0] for ws in cluster_client.who_has(futures_of(design.x)).values()}
+        # one task per thread of each worker holding blocks (1 thread per worker here), however many partitions
+        assert tasks == len(holding), (parts, tasks, holding)
 
 
 def test_working_set_estimate_covers_the_kernels_peak():
