@@ -55,12 +55,12 @@ class GroupData:
         """The blocks of partition ``i`` of the group (computed now if they are lazy)."""
         spec, graph = self.partitions[i], self.graphs[i]
         keys = [k for k in spec.keys if k is not None]
-        values = iter(
-            dask.core.get(graph, keys) if any(not _is_value(graph[k]) for k in keys) else [graph[k] for k in keys]
-        )
-        x, codes = next(values), next(values)
-        w = next(values) if spec.keys[2] is not None else None
-        o = next(values) if spec.keys[3] is not None else None
+        values = [graph[k] for k in keys]
+        if not all(isinstance(v, np.ndarray) for v in values):
+            values = list(dask.core.get(graph, keys))
+        x, codes = values[0], values[1]
+        w = values[2] if spec.keys[2] is not None else None
+        o = values[-1] if spec.keys[3] is not None else None
         return np.asarray(x, dtype=np.float64), np.asarray(codes), w, o
 
     @property
