@@ -87,20 +87,21 @@ def _poison(block: np.ndarray, block_info=None) -> np.ndarray:
     return block
 
 
-def test_a_partition_that_keeps_killing_its_worker_is_named(fault_cluster):
-    rng = np.random.default_rng(5)
+def _poisoned_problem(seed):
+    rng = np.random.default_rng(seed)
     x = da.from_array(rng.normal(size=(4000, 3)), chunks=(1000, 3))
     poisoned = da.map_blocks(_poison, x, dtype=float, meta=np.empty((0, 3)))
-    y = da.from_array(rng.integers(0, 3, size=4000), chunks=1000)
+    return poisoned, da.from_array(rng.integers(0, 3, size=4000), chunks=1000)
+
+
+def test_a_partition_that_keeps_killing_its_worker_is_named(fault_cluster):
+    poisoned, y = _poisoned_problem(5)
     with pytest.raises(dmlr.ClusterError, match=r"partition 2 \(rows 2000-2999\) killed the worker running it"):
         dmlr.fit(poisoned, y, method="newton", client=fault_cluster)
 
 
 def test_a_streamed_partition_that_keeps_killing_its_worker_is_named(fault_cluster):
     """Not persisted: the partition is read inside its group's pass task; the group is then split to name it."""
-    rng = np.random.default_rng(6)
-    x = da.from_array(rng.normal(size=(4000, 3)), chunks=(1000, 3))
-    poisoned = da.map_blocks(_poison, x, dtype=float, meta=np.empty((0, 3)))
-    y = da.from_array(rng.integers(0, 3, size=4000), chunks=1000)
+    poisoned, y = _poisoned_problem(6)
     with pytest.raises(dmlr.ClusterError, match=r"partition 2 \(rows 2000-2999\) killed the worker running it"):
         dmlr.fit(poisoned, y, method="newton", client=fault_cluster, persist=False)
