@@ -131,7 +131,7 @@ def main() -> None:
             start = time.perf_counter()
             res = dmlr.fit(store, client=client, persist="auto")
             seconds = time.perf_counter() - start
-        score_passes = [r["seconds"] for r in res.history if r["kind"] in ("lbfgs", "bound", "start")]
+        score_passes = [r["seconds"] for r in res.history if r["kind"] in ("lbfgs", "bohning", "start")]
         info_passes = [r["seconds"] for r in res.history if r["kind"] in ("newton", "inference")]
     print(f"out-of-core fit: {seconds:.1f}s, {res.n_iter} iterations, {res.n_passes} passes, converged={res.converged}")
     print(f"peak RSS of all processes: {rss.peak / 1e9:.2f} GB (X is {store.X.nbytes / 1e9:.2f} GB)")

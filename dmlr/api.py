@@ -78,12 +78,13 @@ def fit(
         weights, offset and feature names then come from it and chunks are streamed from it on every pass.
     y : array-like or dask.array.Array, shape (n,)
         Class labels of any sortable dtype (ints, strings); omitted when ``X`` is a store.
-    method : {"auto", "newton", "bohning"}
+    method : {"auto", "newton", "bohning", "lbfgs"} or a registered rule's name
         ``"newton"``: exact information every iteration (one pass each) with step halving.
         ``"bohning"``: Böhning's fixed bound (Gram gathered on the first pass, one ``d x d`` Cholesky), one
-        score pass per iteration, monotone. ``"auto"``: Newton when the information pass is cheap, else quasi-Newton
-        preconditioned by ``(diag(pi) - pi pi^T) kron X^T V X`` (``pi`` the class shares) with the bound step as
-        safeguard, each step one score pass, then one information pass for inference.
+        score pass per iteration, monotone. ``"lbfgs"``: quasi-Newton preconditioned by
+        ``(diag(pi) - pi pi^T) kron X^T V X`` (``pi`` the class shares) with the bound step as safeguard, each step
+        one score pass, then one information pass for inference. ``"auto"``: Newton when the information pass is
+        cheap, else ``"lbfgs"``. Other rules can be registered (:func:`dmlr.steps.register_rule`).
     base : object, optional
         Reference class (coefficients fixed at 0); default the smallest label.
     weights : array-like, shape (n,), optional
@@ -308,10 +309,10 @@ def _check_options(method: str, l2: float, tol: float, max_iter: int, split_ever
         raise InputError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if int(split_every) != split_every or split_every < 2:
         raise InputError(f"split_every must be an integer >= 2, got {split_every!r}")
-    from dmlr.driver import METHODS
+    from dmlr.steps.registry import method_names
 
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in method_names():
+        raise InputError(f"method must be one of {method_names()}, got {method!r}")
 
 
 def _ship_in_memory(design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any) -> Design:

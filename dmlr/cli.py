@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from dmlr.errors import ClusterError, DmlrError, InputError, JobInterrupted, NumericalError
+from dmlr.steps.registry import method_names
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -214,7 +215,7 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @main.command()
 @click.argument("store")
 @click.option("--out", "out", required=True, metavar="RESULT", help="Directory to write the fitted model to.")
-@click.option("--method", type=click.Choice(["auto", "newton", "bohning"]), default="auto", show_default=True)
+@click.option("--method", type=click.Choice(list(method_names())), default="auto", show_default=True)
 @click.option("--base", metavar="LABEL", help="Reference class (default: the smallest label).")
 @click.option("--l2", type=float, default=0.0, show_default=True, help="Ridge penalty (intercept not penalized).")
 @click.option("--max-iter", type=int, default=100, show_default=True)

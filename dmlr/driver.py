@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,22 +30,14 @@ from dmlr.errors import (
 )
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.passes import DataPasses
-from dmlr.steps import BoundRule, Iterate, NewtonRule, Objective, QuasiNewtonRule, backtrack
+from dmlr.steps import Direction, Iterate, NewtonRule, Objective, StepRule, backtrack
+from dmlr.steps.registry import make_rule
 
-__all__ = ["METHODS", "FitOutcome", "choose_method", "null_loglik", "optimize"]
+__all__ = ["FitOutcome", "null_loglik", "optimize"]
 
 logger = logging.getLogger("dmlr")
 
 Array = NDArray[np.float64]
-METHODS = ("auto", "newton", "bohning")
-
-AUTO_NEWTON_MAX_INFO_FLOPS = 4e4
-"""``auto`` uses exact Newton throughout when one row's share of the information pass costs at most this many flops
-(``2 d^2`` for ``K = 2``, ``2 (K d)^2`` otherwise: the kernel's GEMM); above it, Newton's four or five
-information passes cost more than the 10-20 score passes of preconditioned L-BFGS plus one information pass
-for inference. Measured on a 2-worker LocalCluster, n = 200,000, L-BFGS preconditioned by the bound (the class-share
-preconditioner now used saves another 10-20% of its passes): K = 3, d = 25 Newton
-0.61 s vs L-BFGS 0.85 s; K = 3, d = 50 1.07 vs 0.94; K = 4, d = 50 1.57 vs 1.30; K = 6, d = 50 2.08 vs 1.87."""
 
 
 @dataclass
@@ -62,7 +54,7 @@ class FitOutcome:
     history : list of dict
         One record per evaluation that moved or finished the fit.
     method : str
-        The rule(s) used, e.g. ``"newton"`` or ``"lbfgs+bound"``.
+        The rule used (``"newton"``, ``"bohning"``, ``"lbfgs"``, or any registered rule's name).
     message : str
         Why the loop stopped.
     first_stats : Statistics
@@ -76,17 +68,6 @@ class FitOutcome:
     method: str
     message: str
     first_stats: Statistics = field(repr=False)
-
-
-def choose_method(method: str, n_classes: int, n_features: int) -> str:
-    """Resolve ``"auto"`` for ``K = n_classes`` and ``d = n_features`` (see :data:`AUTO_NEWTON_MAX_INFO_FLOPS`)."""
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    if method != "auto":
-        return method
-    d = n_features
-    flops = 2.0 * d * d if n_classes == 2 else 2.0 * (n_classes * d) ** 2
-    return "newton" if flops <= AUTO_NEWTON_MAX_INFO_FLOPS else "lbfgs"
 
 
 def optimize(
@@ -140,15 +121,9 @@ def optimize(
     FitOutcome
     """
     m, d = n_classes - 1, n_features
-    rule_name = choose_method(method, n_classes, d)
-    rule: NewtonRule | BoundRule | QuasiNewtonRule
-    if rule_name == "newton":
-        rule = NewtonRule(objective)
-        first_request = Request(information=True, gram=True, moments=True)
-    else:
-        bound = BoundRule(objective, n_classes)
-        rule = bound if rule_name == "bohning" else QuasiNewtonRule(bound)
-        first_request = bound.first_request
+    rule: StepRule = make_rule(method, objective, n_classes, d)
+    # the rank and separation checks need the Gram matrix and column moments of the first pass
+    first_request = replace(rule.first_request, gram=True, moments=True)
 
     history: list[dict[str, Any]] = []
     clock = time.perf_counter()
@@ -197,8 +172,7 @@ def optimize(
     if resumed is not None:
         rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
     else:
-        if isinstance(rule, (BoundRule, QuasiNewtonRule)):
-            rule.prepare(it.stats)
+        rule.prepare(it.stats)
         record(it, 0, "start", 0.0)
 
     while True:
@@ -214,13 +188,13 @@ def optimize(
             message = f"max_iter ({max_iter}) reached"
             break
         direction = rule.direction(it)
-        if isinstance(rule, NewtonRule) and _decrement_small(rule, it, tol):
+        if _decrement_small(direction, it, tol):
             converged, message = True, f"Newton decrement <= tol ({tol:g})"
             break
-        ls = backtrack(lambda c: evaluate(c, rule.request), it, direction)
-        if ls.iterate is None and isinstance(rule, QuasiNewtonRule):
-            rule.reset()  # fall back to the bound step, whose unit length always ascends
-            ls = backtrack(lambda c: evaluate(c, rule.request), it, rule.bound.direction(it))
+        ls = backtrack(lambda c: evaluate(c, rule.request), it, direction.step)
+        fallback = rule.fallback(it) if ls.iterate is None else None
+        if fallback is not None:
+            ls = backtrack(lambda c: evaluate(c, rule.request), it, fallback.step)
         if ls.iterate is None:
             message = "the line search found no step that increases the log-likelihood"
             break
@@ -246,8 +220,7 @@ def optimize(
             ConvergenceWarning,
             stacklevel=3,
         )
-    used = rule.name if not isinstance(rule, QuasiNewtonRule) else "lbfgs+bound"
-    return FitOutcome(it, converged, n_iter, history, used, message, first_stats)
+    return FitOutcome(it, converged, n_iter, history, rule.name, message, first_stats)
 
 
 def _separation(it: Iterate, first: Statistics, objective: Objective, labels: Sequence[Any]) -> str:
@@ -267,8 +240,11 @@ def _separation(it: Iterate, first: Statistics, objective: Objective, labels: Se
     )
 
 
-def _decrement_small(rule: NewtonRule, it: Iterate, tol: float) -> bool:
-    return rule.last_shift == 0.0 and math.sqrt(max(rule.last_decrement, 0.0) / max(it.stats.weight_sum, 1e-300)) <= tol
+def _decrement_small(direction: Direction, it: Iterate, tol: float) -> bool:
+    """Whether an exact (unshifted) Newton decrement says the optimum is reached."""
+    if direction.decrement is None or direction.shift != 0.0:
+        return False
+    return math.sqrt(max(direction.decrement, 0.0) / max(it.stats.weight_sum, 1e-300)) <= tol
 
 
 def _check_weights_total(stats: Statistics, labels: Sequence[Any] | None = None) -> None:
@@ -306,7 +282,7 @@ def null_loglik(passes: DataPasses, class_weights: Array, *, has_offset: bool, t
     for _ in range(100):
         if it.max_abs_gradient() <= tol:
             break
-        ls = backtrack(evaluate, it, rule.direction(it))
+        ls = backtrack(evaluate, it, rule.direction(it).step)
         if ls.iterate is None:
             break
         it = ls.iterate

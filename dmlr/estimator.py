@@ -34,7 +34,7 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ----------
     l2 : float, default 1.0
         Ridge penalty (scikit-learn's ``1 / C``); 0 gives the maximum-likelihood estimate.
-    method : {"auto", "newton", "bohning"}
+    method : {"auto", "newton", "bohning", "lbfgs"} or a registered rule's name
     fit_intercept : bool
     base : label, optional
         Reference class; default the smallest label.

@@ -174,7 +174,9 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
         Missing file, invalid YAML, an unknown field, a missing required field or a value of the wrong type or
         range; the message names the file and the field.
     """
-    from dmlr.driver import METHODS
+    from dmlr.steps.registry import method_names
+
+    methods = method_names()
 
     path = str(path)
     r = _Reader(path)
@@ -247,7 +249,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
 
     f = r.mapping(top.get("fit"), "fit", tuple(FitSection.__dataclass_fields__))
     fit = FitSection(
-        method=r.typed(f.get("method", "auto"), "fit.method", str, lambda v: v in METHODS, f"one of {METHODS}"),
+        method=r.typed(f.get("method", "auto"), "fit.method", str, lambda v: v in methods, f"one of {methods}"),
         l2=r.typed(f.get("l2", 0.0), "fit.l2", float, lambda v: v >= 0, "a number >= 0"),
         tol=r.typed(f.get("tol", 1e-8), "fit.tol", float, lambda v: v > 0, "a number > 0"),
         max_iter=r.typed(f.get("max_iter", 100), "fit.max_iter", int, lambda v: v >= 0, "an integer >= 0"),

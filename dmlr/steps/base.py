@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from dmlr.oracle.statistics import Request, Statistics
 
-__all__ = ["Iterate", "Objective", "StepRule", "flat", "unflat"]
+__all__ = ["Direction", "Iterate", "Objective", "StepRule", "flat", "unflat"]
 
 Array = NDArray[np.float64]
 
@@ -107,22 +107,58 @@ class Iterate:
         )
 
 
+@dataclass(frozen=True)
+class Direction:
+    """What a step rule proposes.
+
+    Attributes
+    ----------
+    step : ndarray, shape (d, m)
+        Ascent direction; the line search tries it at unit length first.
+    decrement : float, optional
+        ``g^T H^{-1} g`` when the rule solved with the (penalized) information ``H`` exactly: the driver then also
+        stops when ``sqrt(decrement / sum(v)) <= tol``. ``None`` for rules that do not know it.
+    shift : float
+        Diagonal shift the rule had to add to factor its matrix (0.0 when none); a shifted decrement is not used
+        for convergence.
+    """
+
+    step: Array
+    decrement: float | None = None
+    shift: float = 0.0
+
+
 class StepRule(Protocol):
-    """A rule that proposes ascent directions.
+    """A rule that proposes ascent directions: what the driver's loop needs, and all it uses.
+
+    A new method is a module with a class satisfying this protocol plus one line in
+    :data:`dmlr.steps.registry.RULES` (or a call to :func:`dmlr.steps.registry.register_rule`); the driver does not
+    change.
 
     Attributes
     ----------
     name : str
-        Recorded in the history (``"newton"``, ``"bound"``, ``"lbfgs"``).
+        The method's name, as users pass it and as results, history and logs record it.
+    first_request : Request
+        What the first pass (at ``W = 0``) must compute for :meth:`prepare`.
     request : Request
-        What each pass must compute for :meth:`direction` to work.
+        What each later pass (line-search trials) must compute for :meth:`direction`.
     """
 
     name: str
+    first_request: Request
     request: Request
 
-    def direction(self, it: Iterate) -> Array:
-        """Ascent direction at ``it``, shape (d, m)."""
+    def prepare(self, stats: Statistics) -> None:
+        """Set up from the first pass's statistics (factor a bound, a preconditioner); may be a no-op."""
+        ...
+
+    def direction(self, it: Iterate) -> Direction:
+        """Ascent direction at ``it``."""
+        ...
+
+    def fallback(self, it: Iterate) -> Direction | None:
+        """A direction to try when the line search found no ascent along :meth:`direction` (``None``: give up)."""
         ...
 
     def accept(self, old: Iterate, new: Iterate) -> None:

@@ -16,7 +16,7 @@ import scipy.linalg
 from numpy.typing import NDArray
 
 from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request, Statistics
-from dmlr.steps.base import Iterate, Objective
+from dmlr.steps.base import Direction, Iterate, Objective
 from dmlr.steps.newton import shifted_cholesky
 
 __all__ = ["BoundRule", "BoundSolver"]
@@ -103,7 +103,7 @@ class BoundRule:
 
     objective: Objective
     n_classes: int
-    name: str = "bound"
+    name: str = "bohning"
     request: Request = SCORE_ONLY
     first_request: Request = BOUND_SETUP
     solver: BoundSolver | None = None
@@ -113,11 +113,15 @@ class BoundRule:
         if self.solver is None:
             self.solver = BoundSolver(stats.full_gram(), self.n_classes, self.objective)
 
-    def direction(self, it: Iterate) -> Array:
-        """Bound step, shape (d, m)."""
+    def direction(self, it: Iterate) -> Direction:
+        """Bound step ``B^{-1} g``."""
         self.prepare(it.stats)
         assert self.solver is not None
-        return self.solver.solve(it.gradient)
+        return Direction(self.solver.solve(it.gradient))
+
+    def fallback(self, it: Iterate) -> Direction | None:
+        """None: a unit bound step always ascends, so a failed line search is final."""
+        return None
 
     def accept(self, old: Iterate, new: Iterate) -> None:
         """The bound keeps no memory."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
-from dmlr.steps.base import Iterate
+from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request, Statistics
+from dmlr.steps.base import Direction, Iterate
 from dmlr.steps.bohning import BoundRule
 from dmlr.steps.kronecker import FrequencySolver
 
@@ -49,23 +49,25 @@ class QuasiNewtonRule:
     request: Request = SCORE_ONLY
     _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
 
-    @property
-    def first_request(self) -> Request:
-        """The first pass gathers the Gram matrix for the bound."""
-        return self.bound.first_request
+    first_request: Request = BOUND_SETUP
 
     def prepare(self, stats: Statistics) -> None:
         """Factor the bound and the preconditioner (once, from the first pass's Gram matrix and class counts)."""
         self.bound.prepare(stats)
-        if self.preconditioner == "frequency" and self.precond is None and self.bound.solver is not None:
-            self.precond = FrequencySolver(self.bound.solver.gram, stats.class_weights, self.bound.objective)
+        if self.preconditioner == "frequency" and self.precond is None and stats.gram is not None:
+            self.precond = FrequencySolver(stats.full_gram(), stats.class_weights, self.bound.objective)
 
     def reset(self) -> None:
         """Forget the correction pairs (the next direction is the bound step)."""
         self._pairs.clear()
 
-    def direction(self, it: Iterate) -> Array:
-        """Quasi-Newton ascent direction, shape (d, m)."""
+    def fallback(self, it: Iterate) -> Direction | None:
+        """Forget the correction pairs and take the bound step, whose unit length always ascends."""
+        self.reset()
+        return self.bound.direction(it)
+
+    def direction(self, it: Iterate) -> Direction:
+        """Quasi-Newton ascent direction."""
         self.prepare(it.stats)
         solver = self.precond or self.bound.solver
         assert solver is not None
@@ -82,7 +84,7 @@ class QuasiNewtonRule:
         for (s, y, rho), a in zip(self._pairs, reversed(alphas), strict=True):
             b = rho * float(np.vdot(y, r))
             r += (a - b) * s
-        return r
+        return Direction(r)
 
     def state(self) -> dict[str, Array]:
         """The bound's factors and the correction pairs stacked: ``s``, ``y`` of shape (pairs, d, m)."""

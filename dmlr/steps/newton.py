@@ -8,12 +8,15 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import WITH_INFORMATION, Request
-from dmlr.steps.base import Iterate, Objective, flat, unflat
+from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
+from dmlr.steps.base import Direction, Iterate, Objective, flat, unflat
 
 __all__ = ["NewtonRule", "shifted_cholesky"]
 
 Array = NDArray[np.float64]
+
+NEWTON_FIRST = Request(information=True, gram=True, moments=True)
+"""Newton's first pass: the information, and the Gram matrix and moments for the rank and separation checks."""
 
 
 def shifted_cholesky(matrix: Array) -> tuple[tuple[Array, bool], float]:
@@ -54,33 +57,34 @@ class NewtonRule:
     Attributes
     ----------
     objective : Objective
-    last_shift : float
-        Shift used by the latest solve (0.0 when the information was positive definite).
-    last_decrement : float
-        Newton decrement ``g^T delta`` of the latest solve.
     """
 
     objective: Objective
     name: str = "newton"
+    first_request: Request = NEWTON_FIRST
     request: Request = WITH_INFORMATION
-    last_shift: float = 0.0
-    last_decrement: float = np.inf
 
-    def direction(self, it: Iterate) -> Array:
-        """Newton direction, shape (d, m)."""
+    def prepare(self, stats: Statistics) -> None:
+        """Nothing to set up: each direction comes from the current pass's information."""
+
+    def direction(self, it: Iterate) -> Direction:
+        """Newton direction, with its decrement ``g^T delta`` and the shift the factorization needed."""
         d = it.coef.shape[0]
         info = self.objective.information(it.stats)
-        factor, self.last_shift = shifted_cholesky(info)
+        factor, shift = shifted_cholesky(info)
         g = flat(it.gradient)
         delta = scipy.linalg.cho_solve(factor, g)
-        self.last_decrement = float(g @ delta)
-        return unflat(delta, d)
+        return Direction(unflat(delta, d), decrement=float(g @ delta), shift=shift)
+
+    def fallback(self, it: Iterate) -> Direction | None:
+        """None: the Newton direction ascends for a small enough step, so a failed line search is final."""
+        return None
 
     def accept(self, old: Iterate, new: Iterate) -> None:
         """Newton keeps no memory."""
 
     def state(self) -> dict[str, Array]:
-        """Nothing to keep: each direction comes from the current pass's information."""
+        """Nothing to keep."""
         return {}
 
     def restore(self, state: dict[str, Array], gram: Array | None = None) -> None:
