@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask.array as da
@@ -18,6 +19,7 @@ from dmlr.data.store import StoreData, open_store
 from dmlr.diagnostics import DependentColumn, dependent_columns
 from dmlr.driver import FitOutcome, null_loglik, optimize
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
+from dmlr.options import Collinear, FitOptions, Separation
 from dmlr.oracle.statistics import Statistics
 from dmlr.passes import DataPasses
 from dmlr.results.covariance import inverse_information
@@ -64,8 +66,8 @@ def fit(
     callback: Callable[[dict[str, Any]], None] | None = None,
     persist: bool | Literal["auto"] = "auto",
     storage_options: dict[str, Any] | None = None,
-    separation: Literal["raise", "warn"] = "raise",
-    collinear: Literal["raise", "drop", "keep"] = "raise",
+    separation: Separation = "raise",
+    collinear: Collinear = "raise",
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
@@ -144,111 +146,152 @@ def fit(
     NumericalError
         The fit produced non-finite values.
     """
-    _check_options(method, l2, tol, max_iter, split_every)
-    if client is None:
-        client = _current_client()
-    store = None
-    if isinstance(X, (str, os.PathLike, StoreData)):
-        store = open_store(X if isinstance(X, StoreData) else str(X), storage_options=storage_options)
-        if y is not None:
-            raise InputError("y must not be given when X is a store: the store holds the labels")
-        if feature_names is not None:
-            raise InputError("feature_names must not be given when X is a store: the store names its columns")
-        X, y, feature_names = store.X, store.y, store.feature_names
-        weights = store.weights if weights is None else weights
-        offset = store.offset if offset is None else offset
-    elif y is None:
-        raise InputError("y is required unless X is a store")
-    row_chunk = None
-    if client is not None and not isinstance(X, da.Array):
-        shape = np.shape(X)
-        if len(shape) == 2:
-            row_chunk = default_row_chunk(shape[0], shape[1], _client_threads(client))
-    design = build_design(
-        X,
-        y,
-        base=base,
-        weights=weights,
-        offset=offset,
-        fit_intercept=fit_intercept,
-        feature_names=feature_names,
-        row_chunk=row_chunk,
-        y_classes=None if store is None else store.classes,
-    )
+    options = FitOptions(
+        method=method, l2=l2, fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, split_every=split_every,
+        inference=inference, persist=persist, separation=separation, collinear=collinear,
+    )  # fmt: skip
+    client = client if client is not None else _current_client()
+    data = _Inputs.resolve(X, y, weights, offset, feature_names, storage_options)
+    design = data.design(base, fit_intercept, client)
     data_token = None
     if checkpoint is not None:  # before shipping: scattered blocks have run-specific keys
         from dask.base import tokenize
 
-        data_token = store.checksum if store is not None else tokenize(*design.arrays())
-    reship: Callable[[], Design] | None = None
-    if client is not None:
-        # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
-        local_design = design
-        design = _ship_in_memory(local_design, client, X, y, weights, offset)
-        if design is not local_design:  # in-memory input went to the workers: ship it again if they die
-
-            def reship() -> Design:
-                return _ship_in_memory(local_design, client, X, y, weights, offset)
-
-        if persist is True or (persist == "auto" and _fits_in_cluster_memory(design, client)):
-            design = design.with_arrays(client.persist(design.arrays()))
-    if separation not in ("raise", "warn"):
-        raise InputError(f"separation must be 'raise' or 'warn', got {separation!r}")
-    if collinear not in ("raise", "drop", "keep"):
-        raise InputError(f"collinear must be 'raise', 'drop' or 'keep', got {collinear!r}")
-
-    def run(design: Design, drop: Sequence[int] = ()) -> tuple[DataPasses, Objective, FitOutcome]:
-        again = None if reship is None else lambda: reship().without_columns(drop) if drop else reship()
-        passes = DataPasses(design.without_columns(drop) if drop else design, client, split_every, reship=again)
-        design = passes.design
-        mask = np.ones(design.n_features)
-        if design.intercept:
-            mask[0] = 0.0
-        objective = Objective(float(l2), mask)
-        checkpointer = None
-        if checkpoint is not None:
-            identity = _fit_identity(design, str(data_token), method, l2, tol, split_every)
-            checkpointer = Checkpointer(str(checkpoint), identity, storage_options=storage_options, on_event=callback)
-        outcome = optimize(
-            passes,
-            n_classes=design.labels.n_classes,
-            n_features=design.n_features,
-            method=method,
-            objective=objective,
-            tol=tol,
-            max_iter=max_iter,
-            inference=inference,
-            callback=callback,
-            on_first_pass=_rank_check(design, collinear, l2),
-            separation=separation,
-            class_labels=design.labels.model_order.tolist(),
-            checkpoint=checkpointer,
-        )
-        return passes, objective, outcome
-
-    dropped: tuple[str, ...] = ()
+        data_token = data.store.checksum if data.store is not None else tokenize(*design.arrays())
+    design, reship = _to_cluster(design, data, options, client)
     input_features = design.feature_names[int(design.intercept) :]
+    fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options)
     try:
-        passes, objective, outcome = run(design)
-    except _DropColumns as drop:
-        dropped = tuple(c.name for c in drop.columns)
+        passes, objective, outcome = fitter.run(design)
+    except _DropColumns as drop:  # collinear="drop": fit again without them
         warnings.warn(
             "dropped dependent columns: " + "; ".join(c.describe() for c in drop.columns),
             DroppedColumnsWarning,
             stacklevel=2,
         )
-        passes, objective, outcome = run(design, [c.index for c in drop.columns])
-        design = passes.design
+        passes, objective, outcome = fitter.run(design, [c.index for c in drop.columns])
+        dropped = tuple(c.name for c in drop.columns)
+    else:
+        dropped = ()
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
-    data_info = None
-    if store is not None:
-        data_info = {
-            "store": store.url,
-            "store_checksum": store.checksum,
-            "target": store.metadata["target"],
-            "encoding": store.metadata["encoding"],
+    return _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
+
+
+@dataclass
+class _Inputs:
+    """The user's data, with a store opened into its arrays."""
+
+    X: Any
+    y: Any
+    weights: Any
+    offset: Any
+    feature_names: Sequence[str] | None
+    store: StoreData | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        X: Any,
+        y: Any,
+        weights: Any,
+        offset: Any,
+        feature_names: Sequence[str] | None,
+        storage_options: dict[str, Any] | None,
+    ) -> _Inputs:
+        if not isinstance(X, (str, os.PathLike, StoreData)):
+            if y is None:
+                raise InputError("y is required unless X is a store")
+            return cls(X, y, weights, offset, feature_names)
+        store = open_store(X if isinstance(X, StoreData) else str(X), storage_options=storage_options)
+        if y is not None:
+            raise InputError("y must not be given when X is a store: the store holds the labels")
+        if feature_names is not None:
+            raise InputError("feature_names must not be given when X is a store: the store names its columns")
+        weights = store.weights if weights is None else weights
+        offset = store.offset if offset is None else offset
+        return cls(store.X, store.y, weights, offset, store.feature_names, store)
+
+    def design(self, base: Any, fit_intercept: bool, client: Any) -> Design:
+        row_chunk = None
+        if client is not None and not isinstance(self.X, da.Array):
+            shape = np.shape(self.X)
+            if len(shape) == 2:
+                row_chunk = default_row_chunk(shape[0], shape[1], _client_threads(client))
+        return build_design(
+            self.X, self.y, base=base, weights=self.weights, offset=self.offset, fit_intercept=fit_intercept,
+            feature_names=self.feature_names, row_chunk=row_chunk,
+            y_classes=None if self.store is None else self.store.classes,
+        )  # fmt: skip
+
+    def info(self) -> dict[str, Any] | None:
+        """What the results record about a store (``None`` for in-memory or dask input)."""
+        if self.store is None:
+            return None
+        meta = self.store.metadata
+        return {
+            "store": self.store.url,
+            "store_checksum": self.store.checksum,
+            "target": meta["target"],
+            "encoding": meta["encoding"],
         }
-    return _results(design, outcome, objective, llnull, y, data_info, dropped, input_features)
+
+
+def _to_cluster(
+    design: Design, data: _Inputs, options: FitOptions, client: Any
+) -> tuple[Design, Callable[[], Design] | None]:
+    """Ship in-memory input to the workers once (with a function that ships it again), persist when asked."""
+    if client is None:
+        return design, None
+    # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
+    local = design
+    design = _ship_in_memory(local, client, data.X, data.y, data.weights, data.offset)
+    reship = None
+    if design is not local:  # in-memory input went to the workers: ship it again if they die
+
+        def reship() -> Design:
+            return _ship_in_memory(local, client, data.X, data.y, data.weights, data.offset)
+
+    persist = options.persist
+    if persist is True or (persist == "auto" and _fits_in_cluster_memory(design, client)):
+        design = design.with_arrays(client.persist(design.arrays()))
+    return design, reship
+
+
+@dataclass
+class _Fitter:
+    """Runs the loop on a design (optionally without some columns)."""
+
+    options: FitOptions
+    client: Any
+    reship: Callable[[], Design] | None
+    callback: Callable[[dict[str, Any]], None] | None
+    checkpoint: str | os.PathLike[str] | None
+    data_token: str
+    storage_options: dict[str, Any] | None
+
+    def run(self, design: Design, drop: Sequence[int] = ()) -> tuple[DataPasses, Objective, FitOutcome]:
+        o = self.options
+        reship = self.reship
+        again = None if reship is None else (lambda: reship().without_columns(drop)) if drop else reship
+        passes = DataPasses(design.without_columns(drop) if drop else design, self.client, o.split_every, again)
+        design = passes.design
+        mask = np.ones(design.n_features)
+        if design.intercept:
+            mask[0] = 0.0
+        objective = Objective(float(o.l2), mask)
+        checkpointer = None
+        if self.checkpoint is not None:
+            identity = _fit_identity(design, self.data_token, o.method, o.l2, o.tol, o.split_every)
+            checkpointer = Checkpointer(
+                str(self.checkpoint), identity, storage_options=self.storage_options, on_event=self.callback
+            )
+        outcome = optimize(
+            passes, n_classes=design.labels.n_classes, n_features=design.n_features, method=o.method,
+            objective=objective, tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback,
+            on_first_pass=_rank_check(design, o.collinear, o.l2), separation=o.separation,
+            class_labels=design.labels.model_order.tolist(), checkpoint=checkpointer,
+        )  # fmt: skip
+        return passes, objective, outcome
 
 
 def _fit_identity(design: Design, data_token: str, method: str, l2: float, tol: float, split_every: int) -> str:
@@ -298,21 +341,6 @@ def _rank_check(design: Design, collinear: str, l2: float) -> Callable[[Statisti
         return False
 
     return check
-
-
-def _check_options(method: str, l2: float, tol: float, max_iter: int, split_every: int) -> None:
-    if not (np.isfinite(l2) and l2 >= 0):
-        raise InputError(f"l2 must be a finite number >= 0, got {l2!r}")
-    if not (np.isfinite(tol) and tol > 0):
-        raise InputError(f"tol must be > 0, got {tol!r}")
-    if int(max_iter) != max_iter or max_iter < 0:
-        raise InputError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    if int(split_every) != split_every or split_every < 2:
-        raise InputError(f"split_every must be an integer >= 2, got {split_every!r}")
-    from dmlr.steps.registry import method_names
-
-    if method not in method_names():
-        raise InputError(f"method must be one of {method_names()}, got {method!r}")
 
 
 def _ship_in_memory(design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any) -> Design:

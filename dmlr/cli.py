@@ -21,11 +21,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from dmlr.errors import ClusterError, DmlrError, InputError, JobInterrupted, NumericalError
+from dmlr.options import COLLINEAR, PERSIST, SEPARATION, Collinear, FitOptions, Persist, Separation
 from dmlr.steps.registry import method_names
 
 __all__ = [
@@ -220,14 +221,14 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @click.option("--l2", type=float, default=0.0, show_default=True, help="Ridge penalty (intercept not penalized).")
 @click.option("--max-iter", type=int, default=100, show_default=True)
 @click.option("--tol", type=float, default=1e-8, show_default=True)
-@click.option("--persist", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True)
+@click.option("--persist", type=click.Choice(PERSIST), default="auto", show_default=True)
 @click.option("--inference/--no-inference", default=True, help="Compute standard errors (default: yes).")
 @click.option(
-    "--separation", type=click.Choice(["raise", "warn"]), default="raise", show_default=True,
+    "--separation", type=click.Choice(SEPARATION), default="raise", show_default=True,
     help="Separated classes: fail (exit 3), or warn and write the unconverged result.",
 )  # fmt: skip
 @click.option(
-    "--collinear", type=click.Choice(["raise", "drop", "keep"]), default="raise", show_default=True,
+    "--collinear", type=click.Choice(COLLINEAR), default="raise", show_default=True,
     help="Constant/duplicate/collinear columns: fail (exit 2), drop them, or keep them (inf standard errors).",
 )  # fmt: skip
 @_with_cluster_options
@@ -241,10 +242,10 @@ def fit(
     l2: float,
     max_iter: int,
     tol: float,
-    persist: str,
+    persist: Persist,
     inference: bool,
-    separation: Literal["raise", "warn"],  # click.Choice guarantees the values
-    collinear: Literal["raise", "drop", "keep"],
+    separation: Separation,  # click.Choice over the same vocabularies guarantees the values
+    collinear: Collinear,
     scheduler: str | None,
     cluster: str | None,
     workers: int | None,
@@ -278,7 +279,7 @@ def fit(
             max_iter=max_iter,
             tol=tol,
             inference=inference,
-            persist="auto" if persist == "auto" else persist == "yes",
+            persist=FitOptions.persist_from(persist),
             client=client,
             callback=report,
             separation=separation,

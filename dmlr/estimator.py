@@ -11,7 +11,7 @@ the intercept unpenalized). Set ``l2=0`` for the maximum-likelihood fit with sta
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -22,6 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from dmlr.api import fit as dmlr_fit
+from dmlr.options import Collinear, Separation
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["MultinomialLogit"]
@@ -73,8 +74,8 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         tol: float = 1e-8,
         max_iter: int = 100,
         inference: bool = True,
-        separation: Literal["raise", "warn"] = "raise",
-        collinear: Literal["raise", "drop", "keep"] = "raise",
+        separation: Separation = "raise",
+        collinear: Collinear = "raise",
         split_every: int = 8,
         client: Any = None,
     ) -> None:

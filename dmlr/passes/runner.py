@@ -173,6 +173,13 @@ class DataPasses:
         persisted = [f for f in (graph.get(k) for k in keys) if isinstance(f, Future)]
         if not persisted:
             return {}
+        from distributed import wait
+
+        try:
+            with self.client.as_current():
+                wait(persisted)  # where a block lives is known once it is computed (persisting is asynchronous)
+        except Exception:  # lost or failed blocks: placement is only a hint, and the pass reports the error
+            pass
         who = self.client.who_has(persisted)
         return {k: sorted(ws)[0] for k, ws in who.items() if ws}
 

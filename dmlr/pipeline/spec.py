@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from dmlr.errors import InputError
+from dmlr.options import COLLINEAR, SEPARATION, Collinear, Separation
 
 __all__ = ["PipelineSpec", "SpecError", "load_pipeline"]
 
@@ -75,8 +76,8 @@ class FitSection:
     max_iter: int = 100
     base: Any = None
     inference: bool = True
-    separation: Literal["raise", "warn"] = "raise"
-    collinear: Literal["raise", "drop", "keep"] = "raise"
+    separation: Separation = "raise"
+    collinear: Collinear = "raise"
 
 
 @dataclass(frozen=True)
@@ -256,14 +257,10 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
         base=f.get("base"),
         inference=r.typed(f.get("inference", True), "fit.inference", bool),
         separation=r.typed(
-            f.get("separation", "raise"), "fit.separation", str, lambda v: v in ("raise", "warn"), "'raise' or 'warn'"
+            f.get("separation", "raise"), "fit.separation", str, lambda v: v in SEPARATION, f"one of {SEPARATION}"
         ),
         collinear=r.typed(
-            f.get("collinear", "raise"),
-            "fit.collinear",
-            str,
-            lambda v: v in ("raise", "drop", "keep"),
-            "'raise', 'drop' or 'keep'",
+            f.get("collinear", "raise"), "fit.collinear", str, lambda v: v in COLLINEAR, f"one of {COLLINEAR}"
         ),
     )
     e = r.mapping(top.get("evaluate"), "evaluate", ("bins",))
