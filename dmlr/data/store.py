@@ -43,7 +43,18 @@ from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_label_values
 from dmlr.errors import InputError, StoreError
 
-__all__ = ["SCHEMA_VERSION", "StoreData", "open_store", "stage", "stage_arrays", "store_checksum"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "StoreData",
+    "expand_sources",
+    "from_partitions",
+    "is_local",
+    "open_store",
+    "read_table",
+    "stage",
+    "stage_arrays",
+    "store_checksum",
+]
 
 SCHEMA_VERSION = 1
 TARGET_CHUNK_BYTES = 32 * 2**20
@@ -58,7 +69,8 @@ def _local_path(url: str) -> str:
     return url[len("file://") :] if url.startswith("file://") else url
 
 
-def _expand_sources(source: str | Sequence[str]) -> list[str]:
+def expand_sources(source: str | Sequence[str]) -> list[str]:
+    """Files or globs (local) and URLs as a list of paths; a local pattern matching nothing is an InputError."""
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     paths: list[str] = []
     for item in map(str, items):
@@ -72,7 +84,8 @@ def _expand_sources(source: str | Sequence[str]) -> list[str]:
     return paths
 
 
-def _read_table(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[dd.DataFrame, str]:
+def read_table(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[dd.DataFrame, str]:
+    """The files as one dask DataFrame (CSV or Parquet, told by the first name) and the format's name."""
     first = paths[0].lower()
     if first.endswith((".parquet", ".pq")) or (_is_local(first) and os.path.isdir(first)):
         return dd.read_parquet(paths, storage_options=storage_options), "parquet"
@@ -213,9 +226,9 @@ def stage(
     InputError
         Missing columns, missing labels or values, non-numeric undeclared columns, an existing store.
     """
-    paths = _expand_sources(source)
+    paths = expand_sources(source)
     so_kw = {"storage_options": storage_options}
-    table, fmt = _read_table(paths, storage_options)
+    table, fmt = read_table(paths, storage_options)
     categorical = list(categorical or [])
     offset = list(offset or [])
     special = [target] + ([weights] if weights else []) + offset

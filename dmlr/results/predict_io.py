@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.store import _expand_sources, _read_table, from_partitions, is_local, open_store
+from dmlr.data.store import expand_sources, from_partitions, is_local, open_store, read_table
 from dmlr.errors import InputError
 from dmlr.results.results import MNLogitResults
 
@@ -46,7 +46,7 @@ def features_of(res: MNLogitResults, data: str, storage_options: dict[str, Any] 
         encoding = FeatureEncoding.from_json(res.data_info["encoding"])
     else:
         encoding = FeatureEncoding(tuple(res.data_feature_names))
-    table, _ = _read_table(_expand_sources(data), storage_options)
+    table, _ = read_table(expand_sources(data), storage_options)
     lengths = table.map_partitions(len).compute()
     return from_partitions(table, lengths, encoding.transform, (encoding.n_features,), np.float64, source=data)
 

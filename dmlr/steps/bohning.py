@@ -45,7 +45,19 @@ class BoundSolver:
     _par: tuple[tuple[Array, bool], float] = field(init=False, repr=False)
     _perp: tuple[tuple[Array, bool], float] = field(init=False, repr=False)
 
+    saved: dict[str, Array] | None = field(default=None, repr=False)
+    """Factors from :meth:`factors` (a checkpoint): used instead of factoring again."""
+
     def __post_init__(self) -> None:
+        if self.saved is not None:
+            parts = []
+            for name in ("perp", "par"):
+                lower, tau = self.saved[f"{name}_meta"]
+                parts.append(((self.saved[f"{name}_factor"], bool(lower)), float(tau)))
+            self._perp, self._par = parts
+            self.shift = max(self._perp[1], self._par[1])
+            self.saved = None
+            return
         ridge = np.diag(self.objective.l2 * self.objective.mask)
         k = self.n_classes
         self._perp = shifted_cholesky(0.5 * self.gram + ridge)
@@ -66,15 +78,7 @@ class BoundSolver:
     @classmethod
     def from_factors(cls, gram: Array, n_classes: int, objective: Objective, factors: dict[str, Array]) -> BoundSolver:
         """Rebuild a solver from :meth:`factors` without factoring again."""
-        solver = object.__new__(cls)
-        solver.gram, solver.n_classes, solver.objective = gram, n_classes, objective
-        parts = []
-        for name in ("perp", "par"):
-            lower, tau = factors[f"{name}_meta"]
-            parts.append(((factors[f"{name}_factor"], bool(lower)), float(tau)))
-        solver._perp, solver._par = parts
-        solver.shift = max(solver._perp[1], solver._par[1])
-        return solver
+        return cls(gram, n_classes, objective, saved=factors)
 
     def solve(self, s: Array) -> Array:
         """``(B + lambda I kron E)^{-1} S``.

@@ -51,7 +51,16 @@ class FrequencySolver:
     mu: Array = field(init=False, repr=False)
     _factors: list[tuple[tuple[Array, bool], float]] = field(init=False, repr=False)
 
+    saved: dict[str, Array] | None = field(default=None, repr=False)
+    """Factors from :meth:`factors` (a checkpoint): used instead of factoring again."""
+
     def __post_init__(self) -> None:
+        if self.saved is not None:
+            self.q, self.mu = self.saved["q"], self.saved["mu"]
+            pairs = zip(self.saved["factors"], self.saved["meta"], strict=True)
+            self._factors = [((c, bool(lower)), float(tau)) for c, (lower, tau) in pairs]
+            self.saved = None
+            return
         share = self.class_weights / self.class_weights.sum()
         p = share[1:]
         self.mu, self.q = np.linalg.eigh(np.diag(p) - np.outer(p, p))
@@ -95,10 +104,4 @@ class FrequencySolver:
         cls, gram: Array, class_weights: Array, objective: Objective, factors: dict[str, Array]
     ) -> FrequencySolver:
         """Rebuild a solver from :meth:`factors` without factoring again."""
-        solver = object.__new__(cls)
-        solver.gram, solver.class_weights, solver.objective = gram, class_weights, objective
-        solver.q, solver.mu = factors["q"], factors["mu"]
-        solver._factors = [
-            ((c, bool(lower)), float(tau)) for c, (lower, tau) in zip(factors["factors"], factors["meta"], strict=True)
-        ]
-        return solver
+        return cls(gram, class_weights, objective, saved=factors)
