@@ -14,7 +14,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,14 +31,58 @@ from dmlr.errors import (
 )
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.passes import DataPasses
-from dmlr.steps import Direction, Iterate, NewtonRule, Objective, StepRule, backtrack
+from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
 from dmlr.steps.registry import make_rule
 
-__all__ = ["FitOutcome", "null_loglik", "optimize"]
+__all__ = ["Evaluator", "FitOutcome", "HistoryRecord", "Termination", "null_loglik", "optimize"]
 
 logger = logging.getLogger("dmlr")
 
 Array = NDArray[np.float64]
+
+
+class Evaluator(Protocol):
+    """What the loop evaluates: one data pass per call (:class:`~dmlr.passes.DataPasses` is the real one).
+
+    Attributes
+    ----------
+    count : int
+        Passes made so far; the loop sets it when it resumes from a checkpoint, so that counts continue.
+    """
+
+    count: int
+
+    def __call__(self, coef: Array, request: Request) -> Statistics:
+        """The reduced statistics at ``coef`` (shape (d, m))."""
+        ...
+
+
+class HistoryRecord(TypedDict):
+    """One line of a fit's history: an evaluation that moved or finished the fit (callbacks, logs, results)."""
+
+    iteration: int
+    kind: str
+    loglik: float
+    objective: float
+    max_abs_score: float
+    step_size: float
+    seconds: float
+    passes: int
+
+
+class Termination(Enum):
+    """Why the loop stopped."""
+
+    GRADIENT = "max |score| / n <= tol"
+    DECREMENT = "Newton decrement <= tol"
+    MAX_ITER = "max_iter reached"
+    LINE_SEARCH = "the line search found no step that increases the log-likelihood"
+    SEPARATION = "separation"
+
+    @property
+    def converged(self) -> bool:
+        """Whether this ending is convergence."""
+        return self in (Termination.GRADIENT, Termination.DECREMENT)
 
 
 @dataclass
@@ -56,9 +101,11 @@ class FitOutcome:
     method : str
         The rule used (``"newton"``, ``"bohning"``, ``"lbfgs"``, or any registered rule's name).
     message : str
-        Why the loop stopped.
+        Why the loop stopped, in words.
     first_stats : Statistics
         The first pass's record (it carries the column moments used to detect a constant column).
+    termination : Termination
+        Why the loop stopped.
     """
 
     final: Iterate
@@ -68,10 +115,11 @@ class FitOutcome:
     method: str
     message: str
     first_stats: Statistics = field(repr=False)
+    termination: Termination = Termination.MAX_ITER
 
 
 def optimize(
-    passes: DataPasses,
+    passes: Evaluator,
     *,
     n_classes: int,
     n_features: int,
@@ -134,7 +182,7 @@ def optimize(
     def record(it: Iterate, iteration: int, kind: str, step: float) -> None:
         nonlocal clock
         now = time.perf_counter()
-        rec = {
+        rec: HistoryRecord = {
             "iteration": iteration,
             "kind": kind,
             "loglik": it.stats.loglik,
@@ -145,7 +193,7 @@ def optimize(
             "passes": passes.count,
         }
         clock = now
-        history.append(rec)
+        history.append(dict(rec))  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
         if checkpoint is not None:
             state = DriverState(iteration, passes.count, it.coef, it.stats, first_stats, history, rule.state())
             checkpoint.save(state)
@@ -154,10 +202,10 @@ def optimize(
             iteration, kind, rec["loglik"], rec["max_abs_score"], step, rec["seconds"], rec["passes"],
         )  # fmt: skip
         if callback is not None:
-            callback(rec)
+            callback(history[-1])
 
     resumed = checkpoint.load() if checkpoint is not None else None
-    converged, message, n_iter = False, "", 0
+    n_iter = 0
     if resumed is None:
         it = evaluate(np.zeros((d, m)), first_request)
         first_stats = it.stats
@@ -175,52 +223,69 @@ def optimize(
         rule.prepare(it.stats)
         record(it, 0, "start", 0.0)
 
-    while True:
-        if not it.finite:
-            raise NumericalError(
-                f"non-finite log-likelihood or coefficients at iteration {n_iter}; "
-                "the data may be separable or badly scaled"
-            )
-        if it.max_abs_gradient() <= tol:
-            converged, message = True, f"max |score| / n <= tol ({tol:g})"
-            break
-        if n_iter >= max_iter:
-            message = f"max_iter ({max_iter}) reached"
-            break
-        direction = rule.direction(it)
-        if _decrement_small(direction, it, tol):
-            converged, message = True, f"Newton decrement <= tol ({tol:g})"
-            break
-        ls = backtrack(lambda c: evaluate(c, rule.request), it, direction.step)
-        fallback = rule.fallback(it) if ls.iterate is None else None
-        if fallback is not None:
-            ls = backtrack(lambda c: evaluate(c, rule.request), it, fallback.step)
-        if ls.iterate is None:
-            message = "the line search found no step that increases the log-likelihood"
-            break
-        rule.accept(it, ls.iterate)
-        it = ls.iterate
-        n_iter += 1
-        record(it, n_iter, rule.name, ls.step)
+    def trial(coef: Array) -> Iterate:
+        return evaluate(coef, rule.request)
+
+    termination: Termination | None = None
+    while termination is None:
+        termination, new, size = _step(rule, trial, it, n_iter, tol, max_iter)
+        if new is not None:
+            rule.accept(it, new)
+            it, n_iter = new, n_iter + 1
+            record(it, n_iter, rule.name, size)
 
     if inference and it.stats.information is None:
         it = evaluate(it.coef, Request(information=True))
         record(it, n_iter, "inference", 0.0)
-    if converged and full_rank and it.stats.information is not None:
+    message = _message(termination, tol, max_iter)
+    if termination.converged and full_rank and it.stats.information is not None:
         separated = _separation(it, first_stats, objective, class_labels or list(range(n_classes)))
         if separated:
             if separation == "raise":
                 raise PerfectSeparationError(separated)
             warnings.warn(separated, PerfectSeparationWarning, stacklevel=3)
-            converged, message = False, "separation: " + separated
-    if not converged and not message.startswith("separation"):
+            termination, message = Termination.SEPARATION, "separation: " + separated
+    if not termination.converged and termination is not Termination.SEPARATION:
         warnings.warn(
             f"dmlr did not converge: {message}; max |score| / n = {it.max_abs_gradient():.3e} "
             f"(tol {tol:g}). Increase max_iter or use method='newton'.",
             ConvergenceWarning,
             stacklevel=3,
         )
-    return FitOutcome(it, converged, n_iter, history, rule.name, message, first_stats)
+    return FitOutcome(it, termination.converged, n_iter, history, rule.name, message, first_stats, termination)
+
+
+def _step(
+    rule: StepRule, trial: Callable[[Array], Iterate], it: Iterate, n_iter: int, tol: float, max_iter: int
+) -> tuple[Termination | None, Iterate | None, float]:
+    """One iteration: why the loop stops here, or the accepted iterate and its step length."""
+    if not it.finite:
+        raise NumericalError(
+            f"non-finite log-likelihood or coefficients at iteration {n_iter}; "
+            "the data may be separable or badly scaled"
+        )
+    if it.max_abs_gradient() <= tol:
+        return Termination.GRADIENT, None, 0.0
+    if n_iter >= max_iter:
+        return Termination.MAX_ITER, None, 0.0
+    direction = rule.direction(it)
+    if _decrement_small(direction, it, tol):
+        return Termination.DECREMENT, None, 0.0
+    ls = backtrack(trial, it, direction.step)
+    fallback = rule.fallback(it) if ls.iterate is None else None
+    if fallback is not None:
+        ls = backtrack(trial, it, fallback.step)
+    if ls.iterate is None:
+        return Termination.LINE_SEARCH, None, 0.0
+    return None, ls.iterate, ls.step
+
+
+def _message(termination: Termination, tol: float, max_iter: int) -> str:
+    if termination in (Termination.GRADIENT, Termination.DECREMENT):
+        return f"{termination.value} ({tol:g})"
+    if termination is Termination.MAX_ITER:
+        return f"max_iter ({max_iter}) reached"
+    return termination.value
 
 
 def _separation(it: Iterate, first: Statistics, objective: Objective, labels: Sequence[Any]) -> str:
@@ -264,26 +329,33 @@ def null_loglik(passes: DataPasses, class_weights: Array, *, has_offset: bool, t
     """Log-likelihood of the intercept-only model.
 
     Without an offset it has the closed form ``sum_c n_c log(n_c / n)`` from the weighted class counts
-    (shape (K,)). With an offset the intercept-only model is fitted by Newton over the data (a few passes).
+    (shape (K,)). With an offset the intercept-only model is fitted by Newton over the data, through the same loop
+    as every fit (a few passes; a fit that does not converge warns like any other).
     """
     total = float(class_weights.sum())
     if not has_offset:
         present = class_weights[class_weights > 0]
         return float(np.sum(present * np.log(present / total)))
-    m = class_weights.size - 1
-    objective = Objective(0.0, np.zeros(1))
-    rule = NewtonRule(objective)
-    request = Request(information=True)
+    outcome = optimize(
+        _InterceptOnly(passes), n_classes=class_weights.size, n_features=1, method="newton",
+        objective=Objective(0.0, np.zeros(1)), tol=tol, max_iter=100, inference=False, separation="warn",
+    )  # fmt: skip
+    return outcome.final.stats.loglik
 
-    def evaluate(c: Array) -> Iterate:
-        return Iterate.at(c, passes(c, request, intercept_only=True), objective)
 
-    it = evaluate(np.zeros((1, m)))
-    for _ in range(100):
-        if it.max_abs_gradient() <= tol:
-            break
-        ls = backtrack(evaluate, it, rule.direction(it).step)
-        if ls.iterate is None:
-            break
-        it = ls.iterate
-    return it.stats.loglik
+@dataclass
+class _InterceptOnly:
+    """The passes of the intercept-only model (features ignored): an :class:`Evaluator` over the same data."""
+
+    passes: DataPasses
+
+    @property
+    def count(self) -> int:
+        return self.passes.count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.passes.count = value
+
+    def __call__(self, coef: Array, request: Request) -> Statistics:
+        return self.passes(coef, request, intercept_only=True)

@@ -16,7 +16,7 @@ import pytest
 
 import dmlr
 from dmlr.data.design import build_design
-from dmlr.driver import optimize
+from dmlr.driver import Termination, optimize
 from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import RULES, Direction, Iterate, Objective, StepRule, register_rule
@@ -160,7 +160,7 @@ def test_the_driver_stops_at_max_iter_with_a_warning(max_iter):
             passes, n_classes=2, n_features=3, method="gradient_half", objective=Objective(0.0, np.ones(3)),
             tol=1e-12, max_iter=max_iter, inference=False,
         )  # fmt: skip
-    assert not out.converged and out.n_iter == max_iter
+    assert not out.converged and out.n_iter == max_iter and out.termination is Termination.MAX_ITER
     assert passes.count == 1 + max_iter  # the first pass, then one accepted unit step per iteration
 
 
@@ -170,6 +170,7 @@ def test_the_driver_converges_on_the_gradient_and_on_the_newton_decrement():
         tol=1e-10, max_iter=10, inference=True,
     )  # fmt: skip
     assert out.converged and out.n_iter == 1  # one exact Newton step reaches the quadratic's optimum
+    assert out.termination in (Termination.GRADIENT, Termination.DECREMENT)
     np.testing.assert_allclose(out.final.coef, 1.0)
     assert "max |score|" in out.message or "decrement" in out.message
 
@@ -186,7 +187,7 @@ def test_the_driver_reports_a_failed_line_search():
             _Counting(), n_classes=2, n_features=3, method="descending", objective=Objective(0.0, np.ones(3)),
             tol=1e-12, max_iter=5, inference=False,
         )  # fmt: skip
-    assert not out.converged and out.n_iter == 0
+    assert not out.converged and out.n_iter == 0 and out.termination is Termination.LINE_SEARCH
 
 
 @pytest.fixture(autouse=True, scope="module")
