@@ -17,7 +17,7 @@ from dmlr.data.blocks import aligned
 from dmlr.data.design import Design, build_design, default_row_chunk
 from dmlr.data.store import StoreData, open_store
 from dmlr.diagnostics import DependentColumn, dependent_columns
-from dmlr.driver import FitOutcome, null_loglik, optimize
+from dmlr.driver import FitOutcome, Start, begin, check_weights_total, null_loglik, optimize
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
 from dmlr.options import Collinear, FitOptions, Separation
 from dmlr.oracle.statistics import Statistics
@@ -25,6 +25,7 @@ from dmlr.passes import DataPasses
 from dmlr.results.covariance import inverse_information
 from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective
+from dmlr.steps.registry import make_rule
 
 __all__ = ["fit", "scatter_rows"]
 
@@ -161,18 +162,7 @@ def fit(
     design, reship = _to_cluster(design, data, options, client)
     input_features = design.feature_names[int(design.intercept) :]
     fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options)
-    try:
-        passes, objective, outcome = fitter.run(design)
-    except _DropColumns as drop:  # collinear="drop": fit again without them
-        warnings.warn(
-            "dropped dependent columns: " + "; ".join(c.describe() for c in drop.columns),
-            DroppedColumnsWarning,
-            stacklevel=2,
-        )
-        passes, objective, outcome = fitter.run(design, [c.index for c in drop.columns])
-        dropped = tuple(c.name for c in drop.columns)
-    else:
-        dropped = ()
+    passes, objective, outcome, dropped = fitter.run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     return _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
 
@@ -269,29 +259,49 @@ class _Fitter:
     data_token: str
     storage_options: dict[str, Any] | None
 
-    def run(self, design: Design, drop: Sequence[int] = ()) -> tuple[DataPasses, Objective, FitOutcome]:
+    def run(self, design: Design) -> tuple[DataPasses, Objective, FitOutcome, tuple[str, ...]]:
+        """First pass or checkpoint, the checks (weights, rank: dependent columns dropped here), then the loop."""
         o = self.options
-        reship = self.reship
-        again = None if reship is None else (lambda: reship().without_columns(drop)) if drop else reship
-        passes = DataPasses(design.without_columns(drop) if drop else design, self.client, o.split_every, again)
-        design = passes.design
-        mask = np.ones(design.n_features)
-        if design.intercept:
-            mask[0] = 0.0
-        objective = Objective(float(o.l2), mask)
+        passes = DataPasses(design, self.client, o.split_every, self.reship)
         checkpointer = None
         if self.checkpoint is not None:
             identity = _fit_identity(design, self.data_token, o.method, o.l2, o.tol, o.split_every)
             checkpointer = Checkpointer(
                 str(self.checkpoint), identity, storage_options=self.storage_options, on_event=self.callback
             )
+        n_classes, d = design.labels.n_classes, design.n_features
+        labels = design.labels.model_order.tolist()
+        request = make_rule(o.method, _objective(design, o.l2), n_classes, d).first_request
+        start = begin(passes, request, d, n_classes - 1, checkpointer)
+        check_weights_total(start.first, labels)
+        dependent = _dependent_columns(design, start.first, o.collinear, o.l2)
+        dropped: tuple[str, ...] = ()
+        if dependent and o.collinear == "drop":
+            warnings.warn(
+                "dropped dependent columns: " + "; ".join(c.describe() for c in dependent),
+                DroppedColumnsWarning,
+                stacklevel=3,
+            )
+            drop = [c.index for c in dependent]
+            passes = passes.without_columns(drop)
+            keep = [j for j in range(d) if j not in set(drop)]
+            start = Start(start.first.restricted(keep), start.saved_first, start.resumed)
+            design, dropped = passes.design, tuple(c.name for c in dependent)
+        objective = _objective(design, o.l2)
         outcome = optimize(
-            passes, n_classes=design.labels.n_classes, n_features=design.n_features, method=o.method,
-            objective=objective, tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback,
-            on_first_pass=_rank_check(design, o.collinear, o.l2), separation=o.separation,
-            class_labels=design.labels.model_order.tolist(), checkpoint=checkpointer,
+            passes, n_classes=n_classes, n_features=design.n_features, method=o.method, objective=objective,
+            tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
+            class_labels=labels, checkpoint=checkpointer, start=start, full_rank=not dependent,
         )  # fmt: skip
-        return passes, objective, outcome
+        return passes, objective, outcome, dropped
+
+
+def _objective(design: Design, l2: float) -> Objective:
+    """The ridge objective of a design (the intercept, model column 0, unpenalized)."""
+    mask = np.ones(design.n_features)
+    if design.intercept:
+        mask[0] = 0.0
+    return Objective(float(l2), mask)
 
 
 def _fit_identity(design: Design, data_token: str, method: str, l2: float, tol: float, split_every: int) -> str:
@@ -313,34 +323,19 @@ def _fit_identity(design: Design, data_token: str, method: str, l2: float, tol: 
     )
 
 
-class _DropColumns(Exception):
-    def __init__(self, columns: list[DependentColumn]) -> None:
-        super().__init__("drop columns")
-        self.columns = columns
-
-
-def _rank_check(design: Design, collinear: str, l2: float) -> Callable[[Statistics], bool]:
-    """The first-pass hook: find dependent columns and raise, request a drop, or accept them."""
-
-    def check(stats: Statistics) -> bool:
-        if stats.gram is None:
-            return True
-        dependent = dependent_columns(stats.full_gram(), design.feature_names)
-        if not dependent:
-            return True
-        if l2 > 0:
-            return True  # the penalty identifies every coefficient
-        if collinear == "raise":
-            raise CollinearityError(
-                "the design is rank deficient: "
-                + "; ".join(c.describe() for c in dependent)
-                + ". Remove these columns, pass collinear='drop' to drop them, or fit with l2 > 0."
-            )
-        if collinear == "drop":
-            raise _DropColumns(dependent)
-        return False
-
-    return check
+def _dependent_columns(design: Design, first: Statistics, collinear: str, l2: float) -> list[DependentColumn]:
+    """Dependent columns found in the first pass's Gram matrix: raised for ``collinear="raise"``, returned for
+    ``"drop"`` and ``"keep"`` (and never looked for with a penalty, which identifies every coefficient)."""
+    if first.gram is None or l2 > 0:
+        return []
+    dependent = dependent_columns(first.full_gram(), design.feature_names)
+    if dependent and collinear == "raise":
+        raise CollinearityError(
+            "the design is rank deficient: "
+            + "; ".join(c.describe() for c in dependent)
+            + ". Remove these columns, pass collinear='drop' to drop them, or fit with l2 > 0."
+        )
+    return dependent
 
 
 def _ship_in_memory(design: Design, client: Any, X: Any, y: Any, weights: Any, offset: Any) -> Design:

@@ -34,7 +34,17 @@ from dmlr.passes import DataPasses
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
 from dmlr.steps.registry import make_rule
 
-__all__ = ["Evaluator", "FitOutcome", "HistoryRecord", "Termination", "null_loglik", "optimize"]
+__all__ = [
+    "Evaluator",
+    "FitOutcome",
+    "HistoryRecord",
+    "Start",
+    "Termination",
+    "begin",
+    "check_weights_total",
+    "null_loglik",
+    "optimize",
+]
 
 logger = logging.getLogger("dmlr")
 
@@ -85,6 +95,37 @@ class Termination(Enum):
         return self in (Termination.GRADIENT, Termination.DECREMENT)
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where the loop begins, settled before it: the first pass (at ``W = 0``) or a checkpoint.
+
+    Attributes
+    ----------
+    first : Statistics
+        The first pass's record as the loop's design sees it (after dependent columns were dropped).
+    saved_first : Statistics
+        What a checkpoint stores as the first pass: the whole design's, so a resumed fit makes the same checks.
+    resumed : DriverState, optional
+        The checkpoint's state when resuming.
+    """
+
+    first: Statistics
+    saved_first: Statistics
+    resumed: DriverState | None = None
+
+
+def begin(passes: Evaluator, request: Request, n_features: int, m: int, checkpoint: Checkpointer | None) -> Start:
+    """The first pass (``request`` plus the Gram matrix and column moments the checks need), or the newest valid
+    checkpoint of this fit, which repeats no pass (the pass count continues from it)."""
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        passes.count = resumed.passes
+        logger.info("resumed at iteration %d (%d passes done)", resumed.iteration, resumed.passes)
+        return Start(resumed.first_stats, resumed.first_stats, resumed)
+    first = passes(np.zeros((n_features, m)), replace(request, gram=True, moments=True))
+    return Start(first, first)
+
+
 @dataclass
 class FitOutcome:
     """What the optimizer returns to the results layer.
@@ -129,10 +170,11 @@ def optimize(
     max_iter: int,
     inference: bool,
     callback: Callable[[dict[str, Any]], None] | None = None,
-    on_first_pass: Callable[[Statistics], bool] | None = None,
     separation: str = "raise",
     class_labels: Sequence[Any] | None = None,
     checkpoint: Checkpointer | None = None,
+    start: Start | None = None,
+    full_rank: bool = True,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
 
@@ -152,9 +194,6 @@ def optimize(
         End with the information at the optimum (one extra pass for bound-based rules).
     callback : callable, optional
         Called with each history record as it is made.
-    on_first_pass : callable, optional
-        Called with the first pass's statistics (Gram matrix and column moments included); may raise to stop the
-        fit before any step. Returns whether the design has full column rank (the separation check needs it).
     separation : {"raise", "warn"}
         What a detected separation does: raise :class:`PerfectSeparationError`, or warn and report
         ``converged=False``.
@@ -163,6 +202,11 @@ def optimize(
     checkpoint : Checkpointer, optional
         Write the loop's state after every recorded iteration, and start from the newest valid checkpoint of this
         fit if there is one (no pass is repeated; the result is the one an uninterrupted run gives).
+    start : Start, optional
+        The first pass or checkpoint, already made and checked (:func:`begin`; ``dmlr.fit`` checks the weights and
+        the rank before the loop). Without it the loop makes the first pass itself and checks the weights.
+    full_rank : bool
+        Whether the design has full column rank (the separation check needs it).
 
     Returns
     -------
@@ -170,8 +214,6 @@ def optimize(
     """
     m, d = n_classes - 1, n_features
     rule: StepRule = make_rule(method, objective, n_classes, d)
-    # the rank and separation checks need the Gram matrix and column moments of the first pass
-    first_request = replace(rule.first_request, gram=True, moments=True)
 
     history: list[dict[str, Any]] = []
     clock = time.perf_counter()
@@ -195,7 +237,7 @@ def optimize(
         clock = now
         history.append(dict(rec))  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
         if checkpoint is not None:
-            state = DriverState(iteration, passes.count, it.coef, it.stats, first_stats, history, rule.state())
+            state = DriverState(iteration, passes.count, it.coef, it.stats, saved_first, history, rule.state())
             checkpoint.save(state)
         logger.info(
             "iter %3d %-9s loglik %.10g  max|score| %.3e  step %.3g  %.2fs  passes %d",
@@ -204,24 +246,19 @@ def optimize(
         if callback is not None:
             callback(history[-1])
 
-    resumed = checkpoint.load() if checkpoint is not None else None
-    n_iter = 0
+    if start is None:
+        start = begin(passes, rule.first_request, d, m, checkpoint)
+        check_weights_total(start.first, class_labels)
+    first_stats, saved_first, resumed, n_iter = start.first, start.saved_first, start.resumed, 0
     if resumed is None:
-        it = evaluate(np.zeros((d, m)), first_request)
-        first_stats = it.stats
+        it = Iterate.at(np.zeros((d, m)), first_stats, objective)
+        rule.prepare(first_stats)
+        record(it, 0, "start", 0.0)
     else:
         it = Iterate.at(resumed.coef, resumed.stats, objective)
-        first_stats = resumed.first_stats
         history.extend(resumed.history)
-        passes.count, n_iter = resumed.passes, resumed.iteration
-        logger.info("resumed at iteration %d (%d passes done)", n_iter, passes.count)
-    _check_weights_total(first_stats, class_labels)
-    full_rank = on_first_pass(first_stats) if on_first_pass is not None else True
-    if resumed is not None:
+        n_iter = resumed.iteration
         rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
-    else:
-        rule.prepare(it.stats)
-        record(it, 0, "start", 0.0)
 
     def trial(coef: Array) -> Iterate:
         return evaluate(coef, rule.request)
@@ -312,7 +349,8 @@ def _decrement_small(direction: Direction, it: Iterate, tol: float) -> bool:
     return math.sqrt(max(direction.decrement, 0.0) / max(it.stats.weight_sum, 1e-300)) <= tol
 
 
-def _check_weights_total(stats: Statistics, labels: Sequence[Any] | None = None) -> None:
+def check_weights_total(stats: Statistics, labels: Sequence[Any] | None = None) -> None:
+    """Raise :class:`InputError` when the weights sum to zero or some class carries no weight (named)."""
     if not stats.weight_sum > 0:
         raise InputError("the weights sum to zero: no observation contributes to the fit")
     empty = np.nonzero(stats.class_weights <= 0)[0]

@@ -88,6 +88,7 @@ def test_collinear_columns_are_named_and_can_be_dropped():
         dropped = dmlr.fit(frame, yr, collinear="drop")
     plain = dmlr.fit(frame[["a", "b", "c"]], yr)
     assert dropped.dropped_features == ("b_again", "a_plus_c", "ones")
+    assert dropped.n_passes == plain.n_passes  # the columns go after the first pass, which is not made again
     pd.testing.assert_frame_equal(dropped.params, plain.params, rtol=1e-12)
     pd.testing.assert_frame_equal(dropped.bse, plain.bse, rtol=1e-12)
     # prediction takes the original columns (the dropped ones are ignored) or only the kept ones
@@ -101,3 +102,19 @@ def test_with_l2_collinear_columns_are_identified_by_the_penalty():
     res = dmlr.fit(dup, yr, l2=2.0)
     assert res.converged
     np.testing.assert_allclose(res.coef[2], res.coef[3], rtol=1e-8)  # the penalty splits the effect evenly
+
+
+def test_a_fit_that_drops_columns_resumes_from_its_checkpoint(tmp_path):
+    xr, yr, _ = draw_problem(1500, 3, 3, seed=19)
+    x = np.column_stack([xr, xr[:, 0] - xr[:, 2]])
+    with pytest.warns(dmlr.DroppedColumnsWarning):
+        reference = dmlr.fit(x, yr, collinear="drop", method="bohning")
+    with pytest.warns(dmlr.DroppedColumnsWarning), pytest.warns(dmlr.ConvergenceWarning):
+        dmlr.fit(x, yr, collinear="drop", method="bohning", max_iter=2, checkpoint=tmp_path, inference=False)
+    events: list = []
+    with pytest.warns(dmlr.DroppedColumnsWarning):
+        resumed = dmlr.fit(x, yr, collinear="drop", method="bohning", checkpoint=tmp_path, callback=events.append)
+    assert [e["iteration"] for e in events if e.get("event") == "resume"] == [2]
+    assert resumed.dropped_features == reference.dropped_features == ("x4",)
+    assert resumed.n_passes == reference.n_passes
+    np.testing.assert_allclose(resumed.coef, reference.coef, rtol=0, atol=1e-10)

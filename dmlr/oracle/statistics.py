@@ -15,6 +15,7 @@ Conventions (the only place they are written down in full; every docstring repea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -110,6 +111,30 @@ class Statistics:
             else:
                 setattr(self, f.name, a + b)
         return self
+
+    def restricted(self, keep: Sequence[int]) -> Statistics:
+        """The record of the same pass had the design only the model columns ``keep`` (indices into d).
+
+        Exact for a pass at ``W = 0``, where the probabilities do not depend on the features (only on the offset):
+        every statistic is then a sum over rows of products of the kept columns, i.e. a sub-block of this record.
+        ``dmlr.fit`` uses it so that dropping dependent columns after the first pass costs no second pass.
+        """
+        d, m = self.score.shape
+        cols = np.asarray(keep, dtype=np.intp)
+        flat = (np.arange(m)[:, None] * d + cols[None, :]).ravel()  # class-major positions of the kept columns
+        info = None if self.information is None else self.full_information()[np.ix_(flat, flat)]
+        gram = None if self.gram is None else self.full_gram()[np.ix_(cols, cols)]
+        return Statistics(
+            n_rows=self.n_rows,
+            weight_sum=self.weight_sum,
+            loglik=self.loglik,
+            score=self.score[cols],
+            class_weights=self.class_weights,
+            information=info,
+            gram=gram,
+            col_sum=None if self.col_sum is None else self.col_sum[cols],
+            col_sumsq=None if self.col_sumsq is None else self.col_sumsq[cols],
+        )
 
     @property
     def nbytes(self) -> int:

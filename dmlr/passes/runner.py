@@ -207,6 +207,22 @@ class DataPasses:
             check_workers(workers, self.working_set(information), pause_fraction=pause, advice=MEMORY_ADVICE)
         self._checked.add(information)
 
+    def without_columns(self, columns: list[int]) -> DataPasses:
+        """Passes over the same data without some model columns (indices into ``design.feature_names``); the pass
+        count continues, and input shipped again after a loss loses the same columns."""
+        reship = self.reship
+
+        def again() -> Design:
+            assert reship is not None
+            return reship().without_columns(columns)
+
+        out = DataPasses(
+            self.design.without_columns(columns), self.client, self.split_every, again if reship else None,
+            self.max_reships, self.stall_seconds, block_bytes=self.block_bytes,
+        )  # fmt: skip
+        out.count, out.seconds = self.count, self.seconds
+        return out
+
     # -- one pass ---------------------------------------------------------------------------------------------
 
     def __call__(self, coef: NDArray[np.float64], request: Request, *, intercept_only: bool = False) -> Statistics:
