@@ -215,14 +215,56 @@ def optimize(
     m, d = n_classes - 1, n_features
     rule: StepRule = make_rule(method, objective, n_classes, d)
 
-    history: list[dict[str, Any]] = []
-    clock = time.perf_counter()
+    if start is None:
+        start = begin(passes, rule.first_request, d, m, checkpoint)
+        check_weights_total(start.first, class_labels)
+    log = _History(passes, rule, start.saved_first, checkpoint, callback)
 
     def evaluate(coef: Array, request: Request) -> Iterate:
         return Iterate.at(coef, passes(coef, request), objective)
 
-    def record(it: Iterate, iteration: int, kind: str, step: float) -> None:
-        nonlocal clock
+    first_stats, resumed, n_iter = start.first, start.resumed, 0
+    if resumed is None:
+        it = Iterate.at(np.zeros((d, m)), first_stats, objective)
+        rule.prepare(first_stats)
+        log.record(it, 0, "start", 0.0)
+    else:
+        it = Iterate.at(resumed.coef, resumed.stats, objective)
+        log.records.extend(resumed.history)
+        n_iter = resumed.iteration
+        rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
+
+    termination: Termination | None = None
+    while termination is None:
+        termination, new, size = _step(rule, lambda c: evaluate(c, rule.request), it, n_iter, tol, max_iter)
+        if new is not None:
+            rule.accept(it, new)
+            it, n_iter = new, n_iter + 1
+            log.record(it, n_iter, rule.name, size)
+
+    if inference and it.stats.information is None:
+        it = evaluate(it.coef, Request(information=True))
+        log.record(it, n_iter, "inference", 0.0)
+    labels = class_labels or list(range(n_classes))
+    termination, message = _diagnose(
+        it, termination, first_stats, objective, labels, separation, tol, max_iter, full_rank
+    )
+    return FitOutcome(it, termination.converged, n_iter, log.records, rule.name, message, first_stats, termination)
+
+
+@dataclass
+class _History:
+    """The loop's records: each one logged, checkpointed with the loop's state, and passed to the callback."""
+
+    passes: Evaluator
+    rule: StepRule
+    saved_first: Statistics
+    checkpoint: Checkpointer | None
+    callback: Callable[[dict[str, Any]], None] | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    clock: float = field(default_factory=time.perf_counter)
+
+    def record(self, it: Iterate, iteration: int, kind: str, step: float) -> None:
         now = time.perf_counter()
         rec: HistoryRecord = {
             "iteration": iteration,
@@ -231,65 +273,52 @@ def optimize(
             "objective": it.objective,
             "max_abs_score": float(np.max(np.abs(it.gradient))),
             "step_size": step,
-            "seconds": now - clock,
-            "passes": passes.count,
+            "seconds": now - self.clock,
+            "passes": self.passes.count,
         }
-        clock = now
-        history.append(dict(rec))  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
-        if checkpoint is not None:
-            state = DriverState(iteration, passes.count, it.coef, it.stats, saved_first, history, rule.state())
-            checkpoint.save(state)
+        self.clock = now
+        self.records.append(dict(rec))  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
+        if self.checkpoint is not None:
+            state = DriverState(
+                iteration, self.passes.count, it.coef, it.stats, self.saved_first, self.records, self.rule.state()
+            )
+            self.checkpoint.save(state)
         logger.info(
             "iter %3d %-9s loglik %.10g  max|score| %.3e  step %.3g  %.2fs  passes %d",
             iteration, kind, rec["loglik"], rec["max_abs_score"], step, rec["seconds"], rec["passes"],
         )  # fmt: skip
-        if callback is not None:
-            callback(history[-1])
+        if self.callback is not None:
+            self.callback(self.records[-1])
 
-    if start is None:
-        start = begin(passes, rule.first_request, d, m, checkpoint)
-        check_weights_total(start.first, class_labels)
-    first_stats, saved_first, resumed, n_iter = start.first, start.saved_first, start.resumed, 0
-    if resumed is None:
-        it = Iterate.at(np.zeros((d, m)), first_stats, objective)
-        rule.prepare(first_stats)
-        record(it, 0, "start", 0.0)
-    else:
-        it = Iterate.at(resumed.coef, resumed.stats, objective)
-        history.extend(resumed.history)
-        n_iter = resumed.iteration
-        rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
 
-    def trial(coef: Array) -> Iterate:
-        return evaluate(coef, rule.request)
-
-    termination: Termination | None = None
-    while termination is None:
-        termination, new, size = _step(rule, trial, it, n_iter, tol, max_iter)
-        if new is not None:
-            rule.accept(it, new)
-            it, n_iter = new, n_iter + 1
-            record(it, n_iter, rule.name, size)
-
-    if inference and it.stats.information is None:
-        it = evaluate(it.coef, Request(information=True))
-        record(it, n_iter, "inference", 0.0)
+def _diagnose(
+    it: Iterate,
+    termination: Termination,
+    first: Statistics,
+    objective: Objective,
+    labels: Sequence[Any],
+    separation: str,
+    tol: float,
+    max_iter: int,
+    full_rank: bool,
+) -> tuple[Termination, str]:
+    """After the loop: a converged fit that is really separated (raise or warn), or a warning for no convergence."""
     message = _message(termination, tol, max_iter)
     if termination.converged and full_rank and it.stats.information is not None:
-        separated = _separation(it, first_stats, objective, class_labels or list(range(n_classes)))
+        separated = _separation(it, first, objective, labels)
         if separated:
             if separation == "raise":
                 raise PerfectSeparationError(separated)
-            warnings.warn(separated, PerfectSeparationWarning, stacklevel=3)
-            termination, message = Termination.SEPARATION, "separation: " + separated
-    if not termination.converged and termination is not Termination.SEPARATION:
+            warnings.warn(separated, PerfectSeparationWarning, stacklevel=4)
+            return Termination.SEPARATION, "separation: " + separated
+    if not termination.converged:
         warnings.warn(
             f"dmlr did not converge: {message}; max |score| / n = {it.max_abs_gradient():.3e} "
             f"(tol {tol:g}). Increase max_iter or use method='newton'.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return FitOutcome(it, termination.converged, n_iter, history, rule.name, message, first_stats, termination)
+    return termination, message
 
 
 def _step(

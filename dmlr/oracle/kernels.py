@@ -141,7 +141,7 @@ def partition_statistics(
         ``score`` is ``(d, m)``; ``information`` ``(m d, m d)`` and ``gram`` ``(d, d)`` when requested.
     """
     n_b, p = x.shape
-    d, m = coef.shape
+    d = coef.shape[0]
     if d != p + intercept:
         raise InputError(f"partition {partition}: {p} feature columns but coefficients have {d} rows")
     if request.moments:
@@ -150,97 +150,112 @@ def partition_statistics(
             check_finite(weights, "weights", partition, row_start)
         if offset is not None:
             check_finite(offset, "offset", partition, row_start)
+    acc = _Accumulator(coef, intercept, request, n_b, block_bytes)
+    for start in range(0, n_b, acc.rows):
+        stop = min(start + acc.rows, n_b)
+        acc.add(
+            x[start:stop],
+            codes[start:stop],
+            None if weights is None else weights[start:stop],
+            None if offset is None else offset[start:stop],
+        )
+    return acc.finish(codes, weights)
 
-    score_t = np.zeros((m, d))  # the score transposed: class-major rows, accumulated as R @ [1, x]
-    loglik = 0.0
-    gram = np.zeros((d, d)) if request.gram else None
-    col_sum = np.zeros(d) if request.moments else None
-    col_sumsq = np.zeros(d) if request.moments else None
-    info = None
-    if request.information:
-        # m == 1: one weighted Gram; else the upper blocks of [xs, Z]^T [xs, Z] (see _information_block)
-        info = np.zeros((d, d)) if m == 1 else np.zeros(((m + 1) * d, (m + 1) * d))
 
-    width = (m + 1) * d if info is not None else d + 3 * m
-    rows = block_rows(n_b, width, block_bytes)
-    eta_buf = np.empty(m * rows)
-    zbuf = np.empty(rows * (m + 1) * d) if info is not None and m > 1 else None
-    columns = _column_blocks(m + 1, d) if zbuf is not None else []
-    for start in range(0, n_b, rows):
-        stop = min(start + rows, n_b)
-        r = stop - start
-        xb = x[start:stop]
-        yb = codes[start:stop]
-        vb = None if weights is None else weights[start:stop]
+class _Accumulator:
+    """The running sums of one partition's statistics over its row blocks (see :func:`partition_statistics`)."""
 
+    def __init__(self, coef: Array, intercept: bool, request: Request, n_b: int, block_bytes: int) -> None:
+        d, m = coef.shape
+        self.coef, self.intercept, self.d, self.m = coef, intercept, d, m
+        self.score_t = np.zeros((m, d))  # the score transposed: class-major rows, accumulated as R @ [1, x]
+        self.loglik = 0.0
+        self.gram = np.zeros((d, d)) if request.gram else None
+        self.col_sum = np.zeros(d) if request.moments else None
+        self.col_sumsq = np.zeros(d) if request.moments else None
+        self.info = None
+        if request.information:
+            # m == 1: one weighted Gram; else the upper blocks of [xs, Z]^T [xs, Z] (see _information_block)
+            self.info = np.zeros((d, d)) if m == 1 else np.zeros(((m + 1) * d, (m + 1) * d))
+        width = (m + 1) * d if self.info is not None else d + 3 * m
+        self.rows = block_rows(n_b, width, block_bytes)
+        self.eta_buf = np.empty(m * self.rows)
+        self.zbuf = np.empty(self.rows * (m + 1) * d) if self.info is not None and m > 1 else None
+        self.columns = _column_blocks(m + 1, d) if self.zbuf is not None else []
+
+    def add(self, xb: Array, yb: NDArray[np.integer], vb: Array | None, ob: Array | None) -> None:
+        """Add one row block: log-likelihood and score, then the requested second-order statistics."""
+        m, r = self.m, xb.shape[0]
         # Class-major (m x r) layout: reductions over classes run along rows, vectorized over observations.
-        eta = eta_buf[: m * r].reshape(m, r)
-        np.matmul(coef[int(intercept) :].T, xb.T, out=eta)
-        if intercept:
-            eta += coef[0][:, None]
-        if offset is not None:
-            eta += offset[start:stop].T
+        eta = self.eta_buf[: m * r].reshape(m, r)
+        np.matmul(self.coef[int(self.intercept) :].T, xb.T, out=eta)
+        if self.intercept:
+            eta += self.coef[0][:, None]
+        if ob is not None:
+            eta += ob.T
         prob, lse = _class_major_probabilities(eta)
         with_class = np.nonzero(yb > 0)[0]
         picked = eta[yb[with_class] - 1, with_class]
         if vb is None:
-            loglik += picked.sum() - lse.sum()
+            self.loglik += picked.sum() - lse.sum()
         else:
-            loglik += vb[with_class] @ picked - vb @ lse
-
+            self.loglik += vb[with_class] @ picked - vb @ lse
         resid = np.negative(prob)
         resid[yb[with_class] - 1, with_class] += 1.0
         if vb is not None:
             resid *= vb
-        if intercept:
-            score_t[:, 0] += resid.sum(axis=1)
-            score_t[:, 1:] += resid @ xb
+        if self.intercept:
+            self.score_t[:, 0] += resid.sum(axis=1)
+            self.score_t[:, 1:] += resid @ xb
         else:
-            score_t += resid @ xb
+            self.score_t += resid @ xb
+        if self.gram is not None or self.info is not None or self.col_sum is not None:
+            self._second_order(xb, vb, prob)
 
-        if gram is None and info is None and col_sum is None:
-            continue
+    def _second_order(self, xb: Array, vb: Array | None, prob: Array) -> None:
         # sqrt(v) * [1, x]: the design rows scaled for Gram and information products.
-        xs = _scaled_design(xb, vb, intercept)
-        if col_sum is not None and col_sumsq is not None:
-            sv = np.ones(r) if vb is None else np.sqrt(vb)
-            col_sum += sv @ xs
-            col_sumsq += np.einsum("ij,ij->j", xs, xs)
-        if gram is not None and (info is None or m == 1):  # else it is block (0, 0) of U^T U below
-            gram += xs.T @ xs
-        if info is not None:
-            if m == 1:
+        xs = _scaled_design(xb, vb, self.intercept)
+        if self.col_sum is not None and self.col_sumsq is not None:
+            sv = np.ones(xb.shape[0]) if vb is None else np.sqrt(vb)
+            self.col_sum += sv @ xs
+            self.col_sumsq += np.einsum("ij,ij->j", xs, xs)
+        if self.gram is not None and (self.info is None or self.m == 1):  # else block (0, 0) of U^T U below
+            self.gram += xs.T @ xs
+        if self.info is not None:
+            if self.m == 1:
                 # K = 2: I = X^T diag(v p (1 - p)) X, one product, no cancellation.
                 z = xs * np.sqrt(prob[0] * (1.0 - prob[0]))[:, None]
-                info += z.T @ z
+                self.info += z.T @ z
             else:
-                assert zbuf is not None
-                _information_block(xs, prob, zbuf, columns, info)
+                assert self.zbuf is not None
+                _information_block(xs, prob, self.zbuf, self.columns, self.info)
 
-    score = np.ascontiguousarray(score_t.T)
-    if info is not None and m > 1:
-        if gram is not None:
-            gram = info[:d, :d].copy()
-        info = _assemble_information(info, m, d)
-
-    class_weights: Array
-    if weights is None:
-        class_weights = np.bincount(codes, minlength=m + 1).astype(np.float64)
-        weight_sum = float(n_b)
-    else:
-        class_weights = np.bincount(codes, weights=weights, minlength=m + 1).astype(np.float64)
-        weight_sum = float(weights.sum())
-    return Statistics(
-        n_rows=int(n_b),
-        weight_sum=weight_sum,
-        loglik=float(loglik),
-        score=score,
-        class_weights=class_weights,
-        information=info,
-        gram=gram,
-        col_sum=col_sum,
-        col_sumsq=col_sumsq,
-    )
+    def finish(self, codes: NDArray[np.integer], weights: Array | None) -> Statistics:
+        """The partition's record (the information assembled from the accumulated product)."""
+        d, m = self.d, self.m
+        score = np.ascontiguousarray(self.score_t.T)
+        info, gram = self.info, self.gram
+        if info is not None and m > 1:
+            if gram is not None:
+                gram = info[:d, :d].copy()
+            info = _assemble_information(info, m, d)
+        if weights is None:
+            class_weights = np.bincount(codes, minlength=m + 1).astype(np.float64)
+            weight_sum = float(codes.shape[0])
+        else:
+            class_weights = np.bincount(codes, weights=weights, minlength=m + 1).astype(np.float64)
+            weight_sum = float(weights.sum())
+        return Statistics(
+            n_rows=int(codes.shape[0]),
+            weight_sum=weight_sum,
+            loglik=float(self.loglik),
+            score=score,
+            class_weights=class_weights,
+            information=info,
+            gram=gram,
+            col_sum=self.col_sum,
+            col_sumsq=self.col_sumsq,
+        )
 
 
 def _class_major_probabilities(eta: Array) -> tuple[Array, Array]:
