@@ -227,32 +227,10 @@ def stage(
         Missing columns, missing labels or values, non-numeric undeclared columns, an existing store.
     """
     paths = expand_sources(source)
-    so_kw = {"storage_options": storage_options}
     table, fmt = read_table(paths, storage_options)
     categorical = list(categorical or [])
     offset = list(offset or [])
-    special = [target] + ([weights] if weights else []) + offset
-    missing = [c for c in special + categorical + list(features or []) if c not in table.columns]
-    if missing:
-        raise InputError(f"columns {missing} are not in the source (it has {list(table.columns)})")
-    if features is None:
-        features = [c for c in table.columns if c not in special]
-    features = list(features)
-    undeclared = [
-        c
-        for c in features
-        if c not in categorical
-        and not (pd.api.types.is_numeric_dtype(table[c].dtype) or pd.api.types.is_bool_dtype(table[c].dtype))
-    ]
-    if undeclared:
-        raise InputError(
-            f"feature columns {undeclared} are not numeric: declare them categorical (--categorical) "
-            "or leave them out of the features"
-        )
-    stray = [c for c in categorical if c not in features]
-    if stray:
-        raise InputError(f"categorical columns {stray} are not among the features {features}")
-
+    features = _feature_columns(table, target, features, weights, offset, categorical)
     url = str(store)
     _check_target_free(url, overwrite, storage_options)
 
@@ -262,35 +240,11 @@ def stage(
         table[target].value_counts(dropna=False),
         *[table[c].unique() for c in categorical],
     )
-    labels = np.asarray(counts.index.to_numpy())
-    check_label_values(labels, f"target column {target!r}")
-    classes = np.asarray(sorted(labels.tolist()))
-    reference = None if like is None else like if isinstance(like, StoreData) else open_store(like, **so_kw)
-    if reference is not None:
-        unknown = sorted(set(classes.tolist()) - set(reference.classes.tolist()))
-        if unknown:
-            raise InputError(f"target column {target!r} has labels {unknown} that {reference.url} does not have")
-        classes = reference.classes
-    if classes.size < 2:
-        raise InputError(f"target column {target!r} has a single class ({classes.tolist()!r})")
-    levels: dict[str, list[Any]] = {}
-    for col, values in zip(categorical, uniques, strict=True):
-        vals = pd.Series(values)
-        if vals.isna().any():
-            raise InputError(f"categorical column {col!r} has missing values")
-        levels[col] = sorted(vals.tolist())
-    encoding = FeatureEncoding(tuple(features), levels)
-    if reference is not None:
-        if encoding.columns != reference.encoding.columns or set(levels) != set(reference.encoding.levels):
-            raise InputError(
-                f"features {list(encoding.columns)} (categorical {sorted(levels)}) differ from those of "
-                f"{reference.url}: {list(reference.encoding.columns)} (categorical {sorted(reference.encoding.levels)})"
-            )
-        for col, lv in levels.items():
-            unseen = sorted(set(lv) - set(reference.encoding.levels[col]))
-            if unseen:
-                raise InputError(f"categorical column {col!r} has levels {unseen} that {reference.url} does not have")
-        encoding = reference.encoding
+    reference = (
+        like if isinstance(like, StoreData) or like is None else open_store(like, storage_options=storage_options)
+    )
+    classes = _classes(counts, target, reference)
+    encoding = _encoding(features, categorical, uniques, reference)
     m = classes.size - 1
     if offset and len(offset) != m:
         raise InputError(f"offset needs K - 1 = {m} columns (one per non-base class); got {len(offset)}")
@@ -324,6 +278,77 @@ def stage(
         "chunk_rows": rows,
     }
     return _write_store(url, arrays, metadata, storage_options, progress)
+
+
+def _feature_columns(
+    table: dd.DataFrame,
+    target: str,
+    features: Sequence[str] | None,
+    weights: str | None,
+    offset: list[str],
+    categorical: list[str],
+) -> list[str]:
+    """The feature columns in design order, after checking every named column exists and is usable."""
+    special = [target] + ([weights] if weights else []) + offset
+    missing = [c for c in special + categorical + list(features or []) if c not in table.columns]
+    if missing:
+        raise InputError(f"columns {missing} are not in the source (it has {list(table.columns)})")
+    chosen = [c for c in table.columns if c not in special] if features is None else list(features)
+    undeclared = [
+        c
+        for c in chosen
+        if c not in categorical
+        and not (pd.api.types.is_numeric_dtype(table[c].dtype) or pd.api.types.is_bool_dtype(table[c].dtype))
+    ]
+    if undeclared:
+        raise InputError(
+            f"feature columns {undeclared} are not numeric: declare them categorical (--categorical) "
+            "or leave them out of the features"
+        )
+    stray = [c for c in categorical if c not in chosen]
+    if stray:
+        raise InputError(f"categorical columns {stray} are not among the features {chosen}")
+    return chosen
+
+
+def _classes(counts: pd.Series, target: str, reference: StoreData | None) -> NDArray[Any]:
+    """The sorted class labels from pass 1's counts (the reference store's when staging like it)."""
+    labels = np.asarray(counts.index.to_numpy())
+    check_label_values(labels, f"target column {target!r}")
+    classes = np.asarray(sorted(labels.tolist()))
+    if reference is not None:
+        unknown = sorted(set(classes.tolist()) - set(reference.classes.tolist()))
+        if unknown:
+            raise InputError(f"target column {target!r} has labels {unknown} that {reference.url} does not have")
+        classes = reference.classes
+    if classes.size < 2:
+        raise InputError(f"target column {target!r} has a single class ({classes.tolist()!r})")
+    return classes
+
+
+def _encoding(
+    features: list[str], categorical: list[str], uniques: list[Any], reference: StoreData | None
+) -> FeatureEncoding:
+    """The columns' encoding from pass 1's categorical levels (the reference store's when staging like it)."""
+    levels: dict[str, list[Any]] = {}
+    for col, values in zip(categorical, uniques, strict=True):
+        vals = pd.Series(values)
+        if vals.isna().any():
+            raise InputError(f"categorical column {col!r} has missing values")
+        levels[col] = sorted(vals.tolist())
+    encoding = FeatureEncoding(tuple(features), levels)
+    if reference is None:
+        return encoding
+    if encoding.columns != reference.encoding.columns or set(levels) != set(reference.encoding.levels):
+        raise InputError(
+            f"features {list(encoding.columns)} (categorical {sorted(levels)}) differ from those of "
+            f"{reference.url}: {list(reference.encoding.columns)} (categorical {sorted(reference.encoding.levels)})"
+        )
+    for col, lv in levels.items():
+        unseen = sorted(set(lv) - set(reference.encoding.levels[col]))
+        if unseen:
+            raise InputError(f"categorical column {col!r} has levels {unseen} that {reference.url} does not have")
+    return reference.encoding
 
 
 def _write_store(
