@@ -175,10 +175,6 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
         Missing file, invalid YAML, an unknown field, a missing required field or a value of the wrong type or
         range; the message names the file and the field.
     """
-    from dmlr.steps.registry import method_names
-
-    methods = method_names()
-
     path = str(path)
     r = _Reader(path)
     try:
@@ -195,8 +191,19 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     name = r.typed(top["name"], "name", str, lambda s: bool(s.strip()), "a non-empty string")
     base = os.path.dirname(os.path.abspath(path))
     workdir = _resolve(base, r.typed(top.get("workdir", f"runs/{name}"), "workdir", str))
+    e = r.mapping(top.get("evaluate"), "evaluate", ("bins",))
+    evaluate = EvaluateSection(bins=r.typed(e.get("bins", 10), "evaluate.bins", int, lambda v: v >= 1,
+                                            "an integer >= 1"))  # fmt: skip
+    rp = r.mapping(top.get("report"), "report", ("format",))
+    report = ReportSection(format=r.typed(rp.get("format", "html"), "report.format", str,
+                                          lambda v: v in ("html", "markdown"), "'html' or 'markdown'"))  # fmt: skip
+    return PipelineSpec(
+        path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), _data_section(r, top["data"], base),
+        _fit_section(r, top.get("fit")), evaluate, report,
+    )  # fmt: skip
 
-    c = top.get("cluster", {})
+
+def _cluster_section(r: _Reader, c: Any, base: str) -> ClusterSection:
     if isinstance(c, str):
         c = {"spec": c}
     c = r.mapping(c, "cluster", ("spec", "workers", "memory_limit"))
@@ -204,16 +211,19 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     if spec_value.endswith((".yaml", ".yml")) and not os.path.isabs(spec_value):
         candidate = _resolve(base, spec_value)
         spec_value = candidate if os.path.exists(candidate) else spec_value
-    cluster = ClusterSection(
+    workers = c.get("workers")
+    return ClusterSection(
         spec=spec_value,
         workers=None
-        if c.get("workers") is None
-        else r.typed(c["workers"], "cluster.workers", int, lambda v: v >= 1, "an integer >= 1"),
+        if workers is None
+        else r.typed(workers, "cluster.workers", int, lambda v: v >= 1, "an integer >= 1"),
         memory_limit=None if c.get("memory_limit") is None else str(c["memory_limit"]),
     )
 
-    d = r.mapping(top["data"], "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
-                                        "synthetic", "storage_options"))  # fmt: skip
+
+def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
+    d = r.mapping(raw, "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
+                                "synthetic", "storage_options"))  # fmt: skip
     synthetic = None
     if "synthetic" in d:
         s = r.mapping(d["synthetic"], "data.synthetic", ("rows", "test_rows", "seed", "files"))
@@ -247,9 +257,15 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     if synthetic is not None:
         data = DataSection(**{**asdict(data), "synthetic": synthetic, "categorical": ("region",),
                               "target": "mode"})  # fmt: skip
+    return data
 
-    f = r.mapping(top.get("fit"), "fit", tuple(FitSection.__dataclass_fields__))
-    fit = FitSection(
+
+def _fit_section(r: _Reader, raw: Any) -> FitSection:
+    from dmlr.steps.registry import method_names
+
+    methods = method_names()
+    f = r.mapping(raw, "fit", tuple(FitSection.__dataclass_fields__))
+    return FitSection(
         method=r.typed(f.get("method", "auto"), "fit.method", str, lambda v: v in methods, f"one of {methods}"),
         l2=r.typed(f.get("l2", 0.0), "fit.l2", float, lambda v: v >= 0, "a number >= 0"),
         tol=r.typed(f.get("tol", 1e-8), "fit.tol", float, lambda v: v > 0, "a number > 0"),
@@ -263,10 +279,3 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
             f.get("collinear", "raise"), "fit.collinear", str, lambda v: v in COLLINEAR, f"one of {COLLINEAR}"
         ),
     )
-    e = r.mapping(top.get("evaluate"), "evaluate", ("bins",))
-    evaluate = EvaluateSection(bins=r.typed(e.get("bins", 10), "evaluate.bins", int, lambda v: v >= 1,
-                                            "an integer >= 1"))  # fmt: skip
-    rp = r.mapping(top.get("report"), "report", ("format",))
-    report = ReportSection(format=r.typed(rp.get("format", "html"), "report.format", str,
-                                          lambda v: v in ("html", "markdown"), "'html' or 'markdown'"))  # fmt: skip
-    return PipelineSpec(path, name, workdir, cluster, data, fit, evaluate, report)
