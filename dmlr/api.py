@@ -16,7 +16,7 @@ from dmlr.checkpoint import Checkpointer, fingerprint
 from dmlr.data.blocks import aligned
 from dmlr.data.design import Design, build_design, default_row_chunk
 from dmlr.data.store import StoreData, open_store
-from dmlr.diagnostics import DependentColumn, dependent_columns
+from dmlr.diagnostics import DependentColumn, constant_columns, dependent_columns
 from dmlr.driver import FitOutcome, Start, begin, check_weights_total, null_loglik, optimize
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
 from dmlr.options import Collinear, FitOptions, Separation
@@ -27,7 +27,7 @@ from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective
 from dmlr.steps.registry import make_rule
 
-__all__ = ["fit", "scatter_rows"]
+__all__ = ["fit", "fit_and_save", "scatter_rows"]
 
 
 def _current_client() -> Any:
@@ -165,6 +165,33 @@ def fit(
     passes, objective, outcome, dropped = fitter.run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     return _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
+
+
+def fit_and_save(X: Any, out: str, *, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> MNLogitResults:
+    """:func:`fit`, then :func:`dmlr.save` the result to ``out``, for batch callers (the CLI, the pipeline) that
+    report non-convergence and separation through exit codes: the result is written either way, and
+    ``ConvergenceWarning``/``PerfectSeparationWarning`` are not issued (``converged`` and ``message`` say it).
+
+    Parameters
+    ----------
+    X : str, StoreData or array-like
+        As for :func:`fit`.
+    out : str
+        Result directory (local or fsspec URL).
+    storage_options : dict, optional
+        fsspec options for the store and the result.
+    **kwargs
+        Every other argument of :func:`fit`.
+    """
+    from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
+    from dmlr.results.io import save
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", PerfectSeparationWarning)
+        res = fit(X, storage_options=storage_options, **kwargs)
+    save(res, out, storage_options=storage_options)
+    return res
 
 
 @dataclass
@@ -404,10 +431,8 @@ def _has_constant(outcome: FitOutcome, intercept: bool) -> bool:
     stats = outcome.first_stats
     if stats.col_sum is None or stats.col_sumsq is None:
         return False
-    n = stats.weight_sum
-    mean = stats.col_sum / n
-    var = stats.col_sumsq / n - mean**2
-    return bool(np.any((np.abs(mean) > 0) & (var <= 1e-12 * mean**2)))
+    constant = constant_columns(stats.col_sum, stats.col_sumsq, stats.weight_sum)
+    return bool(np.any(constant & (stats.col_sum != 0)))  # a nonzero constant column acts as an intercept
 
 
 def _dep_name(y: Any) -> str:

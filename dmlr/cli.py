@@ -253,10 +253,8 @@ def fit(
     storage_options: str | None,
 ) -> None:
     """Fit the store; progress on stderr, summary on stdout, model to RESULT."""
-    import warnings
-
     import dmlr
-    from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
+    from dmlr.api import fit_and_save
 
     options = _storage_options(storage_options)
     data = dmlr.open_store(store, storage_options=options)
@@ -268,11 +266,11 @@ def fit(
             err=True,
         )
 
-    with _client(scheduler, cluster, workers, memory_limit) as client, warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # reported through the exit code instead
-        warnings.simplefilter("ignore", PerfectSeparationWarning)
-        res = dmlr.fit(
+    with _client(scheduler, cluster, workers, memory_limit) as client:
+        res = fit_and_save(  # non-convergence and separation are reported through the exit code
             data,
+            out,
+            storage_options=options,
             method=method,
             base=_parse_base(base, list(data.metadata["classes"])),
             l2=l2,
@@ -285,7 +283,6 @@ def fit(
             separation=separation,
             collinear=collinear,
         )
-    dmlr.save(res, out, storage_options=options)
     click.echo(res.summary())
     if not res.converged:
         _fail(EXIT_NOT_CONVERGED, f"the fit did not converge ({res.message}); the result was written to {out}")

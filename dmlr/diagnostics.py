@@ -31,6 +31,7 @@ __all__ = [
     "SEPARATION_STEP",
     "DependentColumn",
     "column_scales",
+    "constant_columns",
     "dependent_columns",
     "separated_classes",
     "standardized_newton_step",
@@ -44,13 +45,19 @@ COLLINEAR_TOL = 1e-9
 """Relative residual variance below which a column counts as a linear combination of earlier ones."""
 
 
+def constant_columns(col_sum: Array, col_sumsq: Array, weight_sum: float) -> NDArray[np.bool_]:
+    """Which model columns are constant (weighted variance at most 1e-12 of the squared mean; zero columns
+    included), from the first pass's column sums and sums of squares, shape (d,)."""
+    mean = col_sum / weight_sum
+    var = np.maximum(col_sumsq / weight_sum - mean**2, 0.0)
+    return np.asarray(var <= 1e-12 * np.maximum(mean**2, 1e-300))
+
+
 def column_scales(col_sum: Array, col_sumsq: Array, weight_sum: float) -> Array:
     """Standard deviation of every model column (1 for constant columns, whose coefficients are levels), (d,)."""
     mean = col_sum / weight_sum
-    var = np.maximum(col_sumsq / weight_sum - mean**2, 0.0)
-    sd = np.sqrt(var)
-    constant = var <= 1e-12 * np.maximum(mean**2, 1e-300)
-    return np.where(constant, 1.0, sd)
+    sd = np.sqrt(np.maximum(col_sumsq / weight_sum - mean**2, 0.0))
+    return np.where(constant_columns(col_sum, col_sumsq, weight_sum), 1.0, sd)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from dask.delayed import delayed
 from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from dmlr.data.blocks import check_weights
 from dmlr.data.chunks import CheckedChunks
 from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_label_values
@@ -118,9 +119,7 @@ def _numeric_part(frame: pd.DataFrame, columns: list[str], where: str) -> NDArra
 
 def _weights_part(frame: pd.DataFrame, column: str, where: str) -> NDArray[np.float64]:
     w = _numeric_part(frame, [column], where)[:, 0]
-    if (w < 0).any():
-        row = int(np.argmax(w < 0))
-        raise InputError(f"weights column {column!r} has a negative value ({w[row]}) at row {row} of {where}")
+    check_weights(w, f"weights column {column!r} in {where}")
     return w
 
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -219,9 +218,8 @@ def _fit_outputs(run: _Run) -> dict[str, str | None]:
 
 
 def _fit_execute(run: _Run) -> dict[str, Any]:
-    import dmlr
+    from dmlr.api import fit_and_save
     from dmlr.checkpoint import Checkpointer
-    from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
 
     f = run.spec.fit
     client = run.client
@@ -234,31 +232,17 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
 
     checkpoints = run.path("fit", "checkpoints")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # reported through the exit code instead
-            warnings.simplefilter("ignore", PerfectSeparationWarning)
-            res = dmlr.fit(
-                run.path("data", "train.zarr"),
-                method=f.method,
-                base=f.base,
-                l2=f.l2,
-                tol=f.tol,
-                max_iter=f.max_iter,
-                inference=f.inference,
-                separation=f.separation,
-                collinear=f.collinear,
-                client=client,
-                callback=progress,
-                checkpoint=checkpoints,
-                storage_options=run.so or None,
-            )
+        res = fit_and_save(  # non-convergence and separation are reported through the exit code
+            run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
+            method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter, inference=f.inference,
+            separation=f.separation, collinear=f.collinear, client=client, callback=progress, checkpoint=checkpoints,
+        )  # fmt: skip
     except JobInterrupted:
         # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write
         newest = Checkpointer(checkpoints, "", storage_options=run.so or None).newest()
         if newest is not None:
             run.log.emit("checkpoint", stage="fit", iteration=newest, path=checkpoints)
         raise
-    dmlr.save(res, run.path("fit", "result"), storage_options=run.so or None)
     if not res.converged:
         raise NotConvergedError(
             f"the fit did not converge ({res.message}); the result was written to {run.path('fit', 'result')} "
