@@ -160,7 +160,7 @@ def fit(
 
         data_token = data.store.checksum if data.store is not None else tokenize(*design.arrays())
     design, reship = _to_cluster(design, data, options, client)
-    input_features = design.feature_names[int(design.intercept) :]
+    input_features = design.model_names[int(design.intercept) :]
     fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options)
     passes, objective, outcome, dropped = fitter.run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
@@ -339,7 +339,7 @@ def _fit_identity(design: Design, data_token: str, method: str, l2: float, tol: 
     return fingerprint(
         data=data_token,
         chunks=design.x.chunks[0],
-        features=design.feature_names,
+        features=design.model_names,
         classes=design.labels.model_order.tolist(),
         intercept=design.intercept,
         method=method,
@@ -355,7 +355,7 @@ def _dependent_columns(design: Design, first: Statistics, collinear: str, l2: fl
     ``"drop"`` and ``"keep"`` (and never looked for with a penalty, which identifies every coefficient)."""
     if first.gram is None or l2 > 0:
         return []
-    dependent = dependent_columns(first.full_gram(), design.feature_names)
+    dependent = dependent_columns(first.full_gram(), design.model_names)
     if dependent and collinear == "raise":
         raise CollinearityError(
             "the design is rank deficient: "
@@ -468,12 +468,12 @@ def _results(
     final = outcome.final
     cov = None
     if final.stats.information is not None:
-        names = [f"{c}:{f}" for c in design.labels.non_base for f in design.feature_names]
+        names = [f"{c}:{f}" for c in design.labels.non_base for f in design.model_names]
         cov = inverse_information(objective.information(final.stats), names)
     return MNLogitResults(
         coef=final.coef,
         covariance=cov,
-        feature_names=design.feature_names,
+        feature_names=design.model_names,
         classes=design.labels.classes,
         base=design.labels.base,
         intercept=design.intercept,

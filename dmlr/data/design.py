@@ -44,8 +44,9 @@ class Design:
         Offsets of the non-base linear predictors, same row chunks.
     labels : LabelCoding
         Class labels and the base.
-    feature_names : tuple of str, length d
-        Model column names; ``"const"`` first when ``intercept``.
+    model_names : tuple of str, length d
+        Model column names; ``"const"`` first when ``intercept``. (The ``p`` data columns of ``x`` are
+        ``model_names[intercept:]``; stores and ``dmlr.fit`` call those ``feature_names``.)
     intercept : bool
         Whether the model adds an intercept (model column 0, not stored in ``x``).
     """
@@ -55,7 +56,7 @@ class Design:
     weights: da.Array | None
     offset: da.Array | None
     labels: LabelCoding
-    feature_names: tuple[str, ...]
+    model_names: tuple[str, ...]
     intercept: bool
 
     @property
@@ -66,7 +67,7 @@ class Design:
     @property
     def n_features(self) -> int:
         """Model columns ``d`` (intercept included)."""
-        return len(self.feature_names)
+        return len(self.model_names)
 
     @property
     def n_nonbase(self) -> int:
@@ -83,14 +84,14 @@ class Design:
         return [a for a in (self.x, self.codes, self.weights, self.offset) if a is not None]
 
     def without_columns(self, model_columns: Sequence[int]) -> Design:
-        """A copy without the given model columns (indices into :attr:`feature_names`; the intercept stays)."""
+        """A copy without the given model columns (indices into :attr:`model_names`; the intercept stays)."""
         drop = set(model_columns)
         if self.intercept and 0 in drop:
             raise ValueError("the intercept cannot be dropped")
         keep_model = [j for j in range(self.n_features) if j not in drop]
         keep_data = [j - self.intercept for j in keep_model if j >= self.intercept]
         x = self.x[:, keep_data]
-        names = tuple(self.feature_names[j] for j in keep_model)
+        names = tuple(self.model_names[j] for j in keep_model)
         return Design(x, self.codes, self.weights, self.offset, self.labels, names, self.intercept)
 
     def with_arrays(self, arrays: Sequence[da.Array]) -> Design:
@@ -99,7 +100,7 @@ class Design:
         x, codes = next(it), next(it)
         weights = next(it) if self.weights is not None else None
         offset = next(it) if self.offset is not None else None
-        return Design(x, codes, weights, offset, self.labels, self.feature_names, self.intercept)
+        return Design(x, codes, weights, offset, self.labels, self.model_names, self.intercept)
 
 
 def default_row_chunk(n: int, p: int, n_parallel: int | None = None) -> int:

@@ -208,7 +208,7 @@ class DataPasses:
         self._checked.add(information)
 
     def without_columns(self, columns: list[int]) -> DataPasses:
-        """Passes over the same data without some model columns (indices into ``design.feature_names``); the pass
+        """Passes over the same data without some model columns (indices into ``design.model_names``); the pass
         count continues, and input shipped again after a loss loses the same columns."""
         reship = self.reship
 
