@@ -312,7 +312,7 @@ class _Fitter:
             drop = [c.index for c in dependent]
             passes = passes.without_columns(drop)
             keep = [j for j in range(d) if j not in set(drop)]
-            start = Start(start.first.restricted(keep), start.saved_first, start.resumed)
+            start = Start(start.first.restricted(keep), start.saved_first, start.resumed, start.clock)
             design, dropped = passes.design, tuple(c.name for c in dependent)
         objective = _objective(design, o.l2)
         outcome = optimize(

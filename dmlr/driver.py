@@ -112,18 +112,21 @@ class Start:
     first: Statistics
     saved_first: Statistics
     resumed: DriverState | None = None
+    clock: float = field(default_factory=time.perf_counter)
+    """When the first pass began (the start record's seconds count it)."""
 
 
 def begin(passes: Evaluator, request: Request, n_features: int, m: int, checkpoint: Checkpointer | None) -> Start:
     """The first pass (``request`` plus the Gram matrix and column moments the checks need), or the newest valid
     checkpoint of this fit, which repeats no pass (the pass count continues from it)."""
+    clock = time.perf_counter()
     resumed = checkpoint.load() if checkpoint is not None else None
     if resumed is not None:
         passes.count = resumed.passes
         logger.info("resumed at iteration %d (%d passes done)", resumed.iteration, resumed.passes)
-        return Start(resumed.first_stats, resumed.first_stats, resumed)
+        return Start(resumed.first_stats, resumed.first_stats, resumed, clock)
     first = passes(np.zeros((n_features, m)), replace(request, gram=True, moments=True))
-    return Start(first, first)
+    return Start(first, first, None, clock)
 
 
 @dataclass
@@ -218,7 +221,7 @@ def optimize(
     if start is None:
         start = begin(passes, rule.first_request, d, m, checkpoint)
         check_weights_total(start.first, class_labels)
-    log = _History(passes, rule, start.saved_first, checkpoint, callback)
+    log = _History(passes, rule, start.saved_first, checkpoint, callback, clock=start.clock)
 
     def evaluate(coef: Array, request: Request) -> Iterate:
         return Iterate.at(coef, passes(coef, request), objective)
