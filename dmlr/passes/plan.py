@@ -61,7 +61,8 @@ class GroupPlan:
         Persisted blocks the graph or the partitions read: key -> ``distributed.Future`` on the client, replaced
         by the block itself when dask runs the task that receives it.
     worker : str, optional
-        Address of the worker holding the group's persisted blocks (``None``: any worker).
+        Address of the worker holding the group's persisted blocks, or the worker a lazy group was dealt to: a hint
+        for adding records per worker, not a restriction (``None``: any worker).
     """
 
     partitions: list[PartitionSpec]
