@@ -175,3 +175,31 @@ def test_streamed_groups_spread_over_the_workers(cluster_client, problem, tmp_pa
         assert passes(np.zeros((5, 2)), SCORE_ONLY).n_rows == len(y)
         holders = cluster_client.who_has(passes._data)
         assert len({ws[0] for ws in holders.values()}) == len(cluster_client.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.cluster
+def test_records_go_up_a_tree_across_workers_and_count_every_row(problem):
+    """3 workers, fan-in 2: the per-worker records are summed on the workers until one is left (a tree of depth 1
+    or more) and the driver gets the one-partition statistics (computed densely here) with every row counted."""
+    x, y = problem
+    coef = np.random.default_rng(8).normal(scale=0.3, size=(5, 2))
+    whole = partition_statistics(x, y.astype(np.int32), None, None, coef, intercept=True, request=WITH_INFORMATION)
+    with (
+        LocalCluster(n_workers=3, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        design = _design(x, y, 9)
+        design = design.with_arrays(client.persist(design.arrays()))
+        passes = DataPasses(design, client, split_every=2)
+        passes(coef, SCORE_ONLY)
+        with get_task_stream(client=client) as stream:
+            got = passes(coef, WITH_INFORMATION)
+        holders = {ws[0] for ws in client.who_has(passes._data).values()}
+    keys = [str(t["key"]) for t in stream.data]
+    combines = [k for k in keys if k.startswith("dmlr-combine-")]
+    assert len([k for k in keys if k.startswith("dmlr-pass-")]) == len(passes.groups)
+    if len(holders) > 2:  # more records than the fan-in: summed on the workers first
+        assert combines
+    assert got.n_rows == len(y)
+    np.testing.assert_allclose(got.score, whole.score, rtol=1e-11, atol=1e-9)
+    np.testing.assert_allclose(got.full_information(), whole.full_information(), rtol=1e-11, atol=1e-8)
