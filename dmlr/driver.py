@@ -38,6 +38,7 @@ __all__ = [
     "Evaluator",
     "FitOutcome",
     "HistoryRecord",
+    "LoopState",
     "Start",
     "Termination",
     "begin",
@@ -93,6 +94,15 @@ class Termination(Enum):
     def converged(self) -> bool:
         """Whether this ending is convergence."""
         return self in (Termination.GRADIENT, Termination.DECREMENT)
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """The loop's state between iterations: the current iterate and the accepted steps so far. Each accepted step
+    replaces it; with the pass count, the history and the rule's memory it is what a checkpoint saves."""
+
+    iterate: Iterate
+    n_iter: int
 
 
 @dataclass(frozen=True)
@@ -237,13 +247,15 @@ def optimize(
         n_iter = resumed.iteration
         rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
 
+    state = LoopState(it, n_iter)
     termination: Termination | None = None
     while termination is None:
-        termination, new, size = _step(rule, lambda c: evaluate(c, rule.request), it, n_iter, tol, max_iter)
+        termination, new, size = _step(rule, lambda c: evaluate(c, rule.request), state, tol, max_iter)
         if new is not None:
-            rule.accept(it, new)
-            it, n_iter = new, n_iter + 1
-            log.record(it, n_iter, rule.name, size)
+            rule.accept(state.iterate, new)
+            state = LoopState(new, state.n_iter + 1)  # replaced, never changed in place
+            log.record(state.iterate, state.n_iter, rule.name, size)
+    it, n_iter = state.iterate, state.n_iter
 
     if inference and it.stats.information is None:
         it = evaluate(it.coef, Request(information=True))
@@ -325,9 +337,10 @@ def _diagnose(
 
 
 def _step(
-    rule: StepRule, trial: Callable[[Array], Iterate], it: Iterate, n_iter: int, tol: float, max_iter: int
+    rule: StepRule, trial: Callable[[Array], Iterate], state: LoopState, tol: float, max_iter: int
 ) -> tuple[Termination | None, Iterate | None, float]:
     """One iteration: why the loop stops here, or the accepted iterate and its step length."""
+    it, n_iter = state.iterate, state.n_iter
     if not it.finite:
         raise NumericalError(
             f"non-finite log-likelihood or coefficients at iteration {n_iter}; "
