@@ -19,7 +19,7 @@ from dmlr.data.design import build_design
 from dmlr.oracle.kernels import partition_statistics
 from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION, Request
 from dmlr.passes import DataPasses
-from dmlr.passes.memory import PROCESS_BASELINE, check_workers, task_working_set
+from dmlr.passes.memory import check_workers, task_working_set
 from dmlr.passes.plan import plan_groups
 from tests.problems import draw_problem
 
@@ -122,7 +122,6 @@ def test_check_workers_names_the_limit_and_the_need():
         check_workers(workers, need, pause_fraction=0.8, advice="Do X.")
     roomy = {"tcp://w:1": {"memory_limit": 8 * 2**30, "nthreads": 2, "metrics": {}}}
     check_workers(roomy, need, pause_fraction=0.8, advice="")  # enough: no error
-    assert need.total + PROCESS_BASELINE < 8 * 2**30
 
 
 @pytest.mark.cluster

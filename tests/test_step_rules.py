@@ -19,7 +19,7 @@ from dmlr.data.design import build_design
 from dmlr.driver import Termination, optimize
 from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
 from dmlr.passes import DataPasses
-from dmlr.steps import RULES, Direction, Iterate, Objective, StepRule, register_rule
+from dmlr.steps import RULES, Direction, Iterate, Objective, register_rule
 from dmlr.steps.registry import choose_method, make_rule, method_names
 from tests.problems import draw_problem
 
@@ -115,8 +115,6 @@ class GradientAscent:
 
 def test_a_rule_added_from_outside_fits_through_dmlr_fit():
     """No change to dmlr/driver.py: the rule is registered and chosen by name."""
-    rule: StepRule = GradientAscent(Objective(0.0, np.ones(2)))  # satisfies the protocol (checked by mypy-style use)
-    assert rule.name == "gradient"
     if "gradient" not in RULES:
         register_rule("gradient", lambda objective, n_classes: GradientAscent(objective))
     assert "gradient" in method_names()

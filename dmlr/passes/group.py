@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import dask.core
@@ -62,11 +63,6 @@ class GroupData:
         w = values[2] if spec.keys[2] is not None else None
         o = values[-1] if spec.keys[3] is not None else None
         return np.asarray(x, dtype=np.float64), np.asarray(codes), w, o
-
-    @property
-    def lazy(self) -> bool:
-        """Whether any block is produced on each pass (read from a store, computed)."""
-        return any(not _is_value(v) for g in self.graphs for v in g.values())
 
 
 def _is_value(value: Any) -> bool:
@@ -157,21 +153,18 @@ def evaluate_group(
         The group's record; ``n_rows`` counts every row of the group once.
     """
     tune_worker_allocator()
+    evaluate = partial(
+        _statistics, coef=coef, intercept=intercept, request=request, intercept_only=intercept_only,
+        block_bytes=block_bytes,
+    )  # fmt: skip
     total: Statistics | None = None
-    for specs, (x, codes, w, o) in _batches(data):
-        if intercept_only:
-            x, use_intercept = x[:, :0], True
-        else:
-            use_intercept = intercept
+    for specs, blocks in _batches(data):
         try:
-            record = partition_statistics(
-                x, codes, w, o, coef, intercept=use_intercept, request=request,
-                partition=specs[0].index, row_start=specs[0].row_start, block_bytes=block_bytes,
-            )  # fmt: skip
+            record = evaluate(specs[0], blocks)
         except InputError:
-            if len(specs) == 1:
-                raise
-            _name_the_partition(data, specs, coef, use_intercept, request, intercept_only, block_bytes)
+            if len(specs) > 1:  # a batch: evaluate its partitions one by one so the error names its own partition
+                for spec in specs:
+                    evaluate(spec, data.blocks(data.partitions.index(spec)))
             raise
         total = record if total is None else total.add_(record)
     if total is None:
@@ -180,21 +173,21 @@ def evaluate_group(
     return total
 
 
-def _name_the_partition(
-    data: GroupData,
-    specs: list[PartitionSpec],
+def _statistics(
+    spec: PartitionSpec,
+    blocks: Blocks,
+    *,
     coef: NDArray[np.float64],
     intercept: bool,
     request: Request,
     intercept_only: bool,
     block_bytes: int,
-) -> None:
-    """Re-evaluate a batch's partitions one by one so that an input error names its own partition and rows."""
-    for spec in specs:
-        x, codes, w, o = data.blocks(data.partitions.index(spec))
-        if intercept_only:
-            x = x[:, :0]
-        partition_statistics(
-            x, codes, w, o, coef, intercept=intercept, request=request,
-            partition=spec.index, row_start=spec.row_start, block_bytes=block_bytes,
-        )  # fmt: skip
+) -> Statistics:
+    """:func:`partition_statistics` of the rows in ``blocks``, named in errors after ``spec``."""
+    x, codes, w, o = blocks
+    if intercept_only:
+        x, intercept = x[:, :0], True
+    return partition_statistics(
+        x, codes, w, o, coef, intercept=intercept, request=request,
+        partition=spec.index, row_start=spec.row_start, block_bytes=block_bytes,
+    )  # fmt: skip

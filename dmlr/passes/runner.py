@@ -411,8 +411,9 @@ class DataPasses:
         futures = []
         for spec in group.partitions:
             single = GroupPlan([spec], group.graph, {}, None)
-            leaves = {k: v for k, v in group.leaves.items()}
-            data = self.client.submit(make_group_data, single, leaves, key=f"dmlr-isolate-data-{token}-{spec.index}")
+            data = self.client.submit(
+                make_group_data, single, group.leaves, key=f"dmlr-isolate-data-{token}-{spec.index}"
+            )
             futures.append(
                 self.client.submit(
                     evaluate_group,
