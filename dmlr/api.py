@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -9,17 +10,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask.array as da
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from dmlr.checkpoint import Checkpointer, fingerprint
-from dmlr.data.blocks import aligned
+from dmlr.data.blocks import aligned, count_kept, kept_rows
 from dmlr.data.design import Design, build_design, default_row_chunk
+from dmlr.data.encoding import FeatureEncoding, drop_missing
 from dmlr.data.store import StoreData, open_store
 from dmlr.diagnostics import DependentColumn, constant_columns, dependent_columns
 from dmlr.driver import FitOutcome, Start, begin, check_weights_total, null_loglik, optimize
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
-from dmlr.options import Collinear, FitOptions, Separation
+from dmlr.options import Collinear, FitOptions, Missing, Separation
 from dmlr.oracle.statistics import Statistics
 from dmlr.passes import DataPasses
 from dmlr.results.covariance import inverse_information
@@ -70,13 +74,16 @@ def fit(
     separation: Separation = "raise",
     collinear: Collinear = "raise",
     checkpoint: str | os.PathLike[str] | None = None,
+    missing: Missing = "raise",
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
 
     Parameters
     ----------
     X : ndarray, pandas.DataFrame, dask.array.Array, shape (n, p), or a store
-        Features, chunked by rows when a dask array (each partition is one task of every pass). A path or URL of
+        Features, chunked by rows when a dask array (each partition is one task of every pass). A DataFrame's
+        ``category`` columns are one-hot encoded against their first category (the encoding is kept, so
+        ``predict_proba`` takes the same raw DataFrame); other columns must be numeric or boolean. A path or URL of
         a Zarr store made by :func:`dmlr.stage` (or a :class:`~dmlr.data.store.StoreData`) fits the store: ``y``,
         weights, offset and feature names then come from it and chunks are streamed from it on every pass.
     y : array-like or dask.array.Array, shape (n,)
@@ -135,6 +142,10 @@ def fit(
         gives. ``callback`` also receives the checkpoint events (dicts with an ``"event"`` key: ``"resume"``,
         ``"checkpoint_invalid"``, ``"checkpoint_stale"``). The files stay after the fit; remove them with
         :meth:`dmlr.checkpoint.Checkpointer.clear` once the result is saved.
+    missing : {"raise", "drop"}
+        A row with a missing value in ``X``, ``y``, ``weights`` or ``offset`` (NaN, None, pandas NA): an
+        :class:`~dmlr.errors.InputError` naming the column and the row, or the row is dropped; the count dropped
+        is ``n_missing`` of the result (and in the summary). A store has no missing values (see ``dmlr.stage``).
 
     Returns
     -------
@@ -149,10 +160,10 @@ def fit(
     """
     options = FitOptions(
         method=method, l2=l2, fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, split_every=split_every,
-        inference=inference, persist=persist, separation=separation, collinear=collinear,
+        inference=inference, persist=persist, separation=separation, collinear=collinear, missing=missing,
     )  # fmt: skip
     client = client if client is not None else _current_client()
-    data = _Inputs.resolve(X, y, weights, offset, feature_names, storage_options)
+    data = _Inputs.resolve(X, y, weights, offset, feature_names, storage_options, options.missing)
     design = data.design(base, fit_intercept, client)
     data_token = None
     if checkpoint is not None:  # before shipping: scattered blocks have run-specific keys
@@ -164,10 +175,13 @@ def fit(
     fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options)
     passes, objective, outcome, dropped = fitter.run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
-    return _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
+    res = _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
+    return dataclasses.replace(res, n_missing=data.n_missing) if data.n_missing else res
 
 
-def fit_and_save(X: Any, out: str, *, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> MNLogitResults:
+def fit_and_save(
+    X: Any, out: str, *, overwrite: bool = False, storage_options: dict[str, Any] | None = None, **kwargs: Any
+) -> MNLogitResults:
     """:func:`fit`, then :func:`dmlr.save` the result to ``out``, for batch callers (the CLI, the pipeline) that
     report non-convergence and separation through exit codes: the result is written either way, and
     ``ConvergenceWarning``/``PerfectSeparationWarning`` are not issued (``converged`` and ``message`` say it).
@@ -177,20 +191,24 @@ def fit_and_save(X: Any, out: str, *, storage_options: dict[str, Any] | None = N
     X : str, StoreData or array-like
         As for :func:`fit`.
     out : str
-        Result directory (local or fsspec URL).
+        Result directory (local or fsspec URL); checked before the fit starts.
+    overwrite : bool
+        Replace an existing ``out``; without it an existing ``out`` is refused before any work.
     storage_options : dict, optional
         fsspec options for the store and the result.
     **kwargs
         Every other argument of :func:`fit`.
     """
     from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
+    from dmlr.options import check_output
     from dmlr.results.io import save
 
+    check_output(out, overwrite, storage_options, "result")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         res = fit(X, storage_options=storage_options, **kwargs)
-    save(res, out, storage_options=storage_options)
+    save(res, out, overwrite=overwrite, storage_options=storage_options)
     return res
 
 
@@ -204,6 +222,8 @@ class _Inputs:
     offset: Any
     feature_names: Sequence[str] | None
     store: StoreData | None = None
+    encoding: FeatureEncoding | None = None
+    n_missing: int = 0
 
     @classmethod
     def resolve(
@@ -214,11 +234,12 @@ class _Inputs:
         offset: Any,
         feature_names: Sequence[str] | None,
         storage_options: dict[str, Any] | None,
+        missing: str = "raise",
     ) -> _Inputs:
         if not isinstance(X, (str, os.PathLike, StoreData)):
             if y is None:
                 raise InputError("y is required unless X is a store")
-            return cls(X, y, weights, offset, feature_names)
+            return _in_memory(X, y, weights, offset, feature_names, missing)
         store = open_store(X if isinstance(X, StoreData) else str(X), storage_options=storage_options)
         if y is not None:
             raise InputError("y must not be given when X is a store: the store holds the labels")
@@ -241,9 +262,9 @@ class _Inputs:
         )  # fmt: skip
 
     def info(self) -> dict[str, Any] | None:
-        """What the results record about a store (``None`` for in-memory or dask input)."""
+        """What the results record about a store or a DataFrame's encoding (``None`` for arrays)."""
         if self.store is None:
-            return None
+            return None if self.encoding is None else {"encoding": self.encoding.to_json()}
         meta = self.store.metadata
         return {
             "store": self.store.url,
@@ -251,6 +272,106 @@ class _Inputs:
             "target": meta["target"],
             "encoding": meta["encoding"],
         }
+
+
+def _in_memory(X: Any, y: Any, weights: Any, offset: Any, feature_names: Sequence[str] | None, missing: str) -> _Inputs:
+    """Arrays and DataFrames: the missing-value policy applied to all inputs, a DataFrame encoded by name."""
+    if isinstance(X, dd.DataFrame):
+        raise InputError(
+            "X is a dask DataFrame: use dmlr.fit_formula('label ~ ...', ddf) for dask DataFrames, or pass "
+            "ddf.to_dask_array(lengths=True)"
+        )
+    arrays = [X, y, weights, offset]
+    if any(isinstance(a, da.Array) for a in arrays):
+        return _lazy_missing(X, y, weights, offset, feature_names, missing)
+    bad = np.zeros(len(X) if hasattr(X, "__len__") else 0, dtype=bool)
+    names = ("X", "y", "weights", "offset")
+    for name, values in zip(names, arrays, strict=True):
+        if values is None or len(values) != len(bad):
+            continue  # lengths are checked (with a message) when the design is built
+        rows = _missing_mask(values)
+        if rows.any() and missing == "raise":
+            _raise_missing(name, values, rows)
+        bad |= rows
+    if bad.any():
+        keep = ~bad
+        X, y, weights, offset = (None if a is None else _take(a, keep) for a in arrays)
+    encoding = None
+    if isinstance(X, pd.DataFrame):
+        encoding = FeatureEncoding.from_frame(X)
+        if encoding.levels and feature_names is not None:
+            raise InputError("feature_names cannot be given with category columns: their encoded names are made")
+        frame = X
+        X = encoding.transform(frame, "X")
+        feature_names = feature_names or encoding.feature_names
+    return _Inputs(X, y, weights, offset, feature_names, encoding=encoding, n_missing=int(bad.sum()))
+
+
+def _raise_missing(name: str, values: Any, rows: NDArray[np.bool_]) -> None:
+    if isinstance(values, pd.DataFrame):
+        drop_missing(values, list(values.columns), "raise", name)  # names the column
+    row = int(np.argmax(rows))
+    where = f"row {row}"
+    if np.ndim(values) == 2:
+        where += f", column {int(np.argmax(_missing_cells(values)[row]))}"
+    raise InputError(
+        f"{name} has a missing value at {where} ({int(rows.sum())} rows have one); "
+        "pass missing='drop' to drop such rows"
+    )
+
+
+def _missing_cells(values: Any) -> NDArray[np.bool_]:
+    if isinstance(values, (pd.DataFrame, pd.Series)):
+        return np.asarray(values.isna().to_numpy(), dtype=bool)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fc":
+        return np.asarray(np.isnan(arr), dtype=bool)
+    if arr.dtype.kind == "O":
+        return np.asarray(pd.isna(arr), dtype=bool)
+    return np.zeros(arr.shape, dtype=bool)
+
+
+def _missing_mask(values: Any) -> NDArray[np.bool_]:
+    cells = _missing_cells(values)
+    return np.asarray(cells.any(axis=1) if cells.ndim == 2 else cells, dtype=bool)
+
+
+def _take(values: Any, keep: NDArray[np.bool_]) -> Any:
+    if isinstance(values, (pd.DataFrame, pd.Series)):
+        return values.loc[keep]
+    return np.asarray(values)[keep]
+
+
+def _lazy_missing(
+    X: Any, y: Any, weights: Any, offset: Any, feature_names: Sequence[str] | None, missing: str
+) -> _Inputs:
+    """Dask inputs: ``missing="drop"`` masks the rows with a NaN lazily (one pass to learn the new chunk sizes);
+    ``"raise"`` leaves the check to the passes, which name the partition, row and column."""
+    if missing == "raise":
+        return _Inputs(X, y, weights, offset, feature_names)
+    x = X if isinstance(X, da.Array) else da.from_array(np.asarray(X, dtype=np.float64))
+    keep = ~da.isnan(x).any(axis=1)
+    others: list[da.Array | None] = []
+    for values in (y, weights, offset):
+        if values is None:
+            others.append(None)
+            continue
+        lazy = values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
+        lazy = lazy.rechunk((x.chunks[0], *lazy.chunks[1:]))
+        if lazy.dtype.kind in "fc":
+            nan = da.isnan(lazy)
+            keep &= ~(nan.any(axis=1) if lazy.ndim == 2 else nan)
+        others.append(lazy)
+    counts = da.map_blocks(count_kept, keep, chunks=((1,) * keep.numblocks[0],), dtype=np.int64).compute()
+    rows = tuple(int(c) for c in counts)
+
+    def kept(values: da.Array) -> da.Array:
+        mask = keep if values.ndim == 1 else keep[:, None]  # blockwise alignment with the rows
+        return da.map_blocks(kept_rows, values, mask, chunks=(rows, *values.chunks[1:]), dtype=values.dtype)
+
+    n_dropped = int(x.shape[0] - sum(rows))
+    kept_others = [None if v is None else kept(v) for v in others]
+    return _Inputs(kept(x), kept_others[0], kept_others[1], kept_others[2], feature_names, n_missing=n_dropped)
 
 
 def _to_cluster(
@@ -487,7 +608,7 @@ def _results(
         method=outcome.method,
         history=outcome.history,
         l2=objective.l2,
-        dep_name=data_info["target"] if data_info else _dep_name(y),
+        dep_name=data_info["target"] if data_info and "target" in data_info else _dep_name(y),
         message=outcome.message,
         data_info=data_info,
         dropped_features=dropped,

@@ -26,7 +26,18 @@ from typing import Any, TypeVar
 import click
 
 from dmlr.errors import ClusterError, DmlrError, InputError, JobInterrupted, NumericalError
-from dmlr.options import COLLINEAR, PERSIST, SEPARATION, Collinear, FitOptions, Persist, Separation
+from dmlr.options import (
+    COLLINEAR,
+    MISSING,
+    PERSIST,
+    SEPARATION,
+    ClusterOptions,
+    Collinear,
+    FitOptions,
+    Persist,
+    Separation,
+    check_output,
+)
 from dmlr.steps.registry import method_names
 
 __all__ = [
@@ -89,21 +100,27 @@ def _guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextlib.contextmanager
-def _client(scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None) -> Iterator[Any]:
-    from dmlr.cluster import connected, load_spec
-
+def _cluster_options(
+    scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None
+) -> ClusterOptions:
+    """The cluster arguments, validated (no cluster is started here)."""
     if scheduler and cluster:
         raise InputError("give --scheduler or --cluster, not both")
-    spec = scheduler or cluster or "local"
-    overrides: dict[str, Any] = {}
-    if workers:
-        overrides["n_workers"] = workers
-    if memory_limit:
-        overrides["memory_limit"] = memory_limit
-    if overrides and load_spec(spec).kind not in ("local", "jobqueue"):
-        raise InputError(f"--workers/--memory-limit cannot resize the cluster {spec}")
-    with connected(spec, **overrides) as client:
+    return ClusterOptions(scheduler or cluster or "local", workers, memory_limit)
+
+
+@contextlib.contextmanager
+def _client(options: ClusterOptions, verbose: bool) -> Iterator[Any]:
+    """Start or connect to the cluster, saying what is happening on stderr."""
+    from dmlr.cluster import connected, describe, load_spec
+
+    kind = load_spec(options.spec).kind
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
+    what = f"a {kind} cluster" if kind != "address" else f"the scheduler at {options.spec}"
+    click.echo(f"dmlr: {'starting' if kind != 'address' else 'connecting to'} {what} ...", err=True)
+    start = time.perf_counter()
+    with connected(options.spec, quiet=not verbose, **options.overrides) as client:
+        click.echo(f"dmlr: cluster ready in {time.perf_counter() - start:.1f}s: {describe(client)}", err=True)
         yield client
 
 
@@ -132,7 +149,12 @@ cluster_options = [
     ),
     click.option("--workers", type=int, help="Worker processes of a local cluster (default: one per core)."),
     click.option("--memory-limit", metavar="M", help="Memory limit per worker, e.g. 1GB (default: auto)."),
+    click.option("--verbose", is_flag=True, help="Show distributed's own logs (workers, scheduler)."),
 ]
+missing_option = click.option(
+    "--missing", type=click.Choice(MISSING), default="raise", show_default=True,
+    help="Rows with a missing value in a column the model reads: fail naming it, or drop them (counted).",
+)  # fmt: skip
 storage_option = click.option(
     "--storage-options",
     metavar="JSON",
@@ -161,11 +183,16 @@ def main() -> None:
 @click.option("--target", required=True, help="Column holding the class labels.")
 @click.option("--features", multiple=True, help="Feature columns (comma-separated or repeated); default all others.")
 @click.option("--categorical", multiple=True, help="Columns to one-hot encode (drop-first).")
+@click.option(
+    "--reference", multiple=True, metavar="COL=LEVEL",
+    help="Reference (dropped) level of a categorical column (repeatable); default its smallest level.",
+)  # fmt: skip
 @click.option("--weights", help="Column of frequency weights.")
 @click.option("--offset", multiple=True, help="K-1 offset columns, non-base classes in sorted label order.")
 @click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@missing_option
 @storage_option
 @_guarded
 def stage(
@@ -173,18 +200,28 @@ def stage(
     target: str,
     features: tuple[str, ...],
     categorical: tuple[str, ...],
+    reference: tuple[str, ...],
     weights: str | None,
     offset: tuple[str, ...],
     chunk_rows: int | None,
     overwrite: bool,
     progress: bool,
+    missing: str,
     storage_options: str | None,
 ) -> None:
     """Stage CSV or Parquet files (globs allowed) into a Zarr store."""
     from dmlr.data.store import stage as stage_store
 
     if len(paths) < 2:
-        raise click.UsageError("give at least one SOURCE and the STORE")
+        raise InputError("give at least one SOURCE and then the STORE: dmlr stage data.csv data.zarr --target y")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise InputError(f"--chunk-rows must be >= 1, got {chunk_rows}")
+    levels = {}
+    for item in reference:
+        col, sep, level = item.partition("=")
+        if not sep or not col or not level:
+            raise InputError(f"--reference takes COL=LEVEL, got {item!r}")
+        levels[col] = level
     *sources, store = paths
     start = time.perf_counter()
     data = stage_store(
@@ -199,8 +236,13 @@ def stage(
         overwrite=overwrite,
         progress=progress,
         storage_options=_storage_options(storage_options),
+        reference=levels or None,
+        missing=missing,
     )
     click.echo(data.describe())
+    dropped = int(data.metadata.get("n_missing", 0))
+    if dropped:
+        click.echo(f"dropped {dropped:,} rows with a missing value (--missing drop)", err=True)
     click.echo(f"staged in {time.perf_counter() - start:.1f}s", err=True)
 
 
@@ -216,6 +258,7 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @main.command()
 @click.argument("store")
 @click.option("--out", "out", required=True, metavar="RESULT", help="Directory to write the fitted model to.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing RESULT.")
 @click.option("--method", type=click.Choice(list(method_names())), default="auto", show_default=True)
 @click.option("--base", metavar="LABEL", help="Reference class (default: the smallest label).")
 @click.option("--l2", type=float, default=0.0, show_default=True, help="Ridge penalty (intercept not penalized).")
@@ -237,6 +280,7 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 def fit(
     store: str,
     out: str,
+    overwrite: bool,
     method: str,
     base: str | None,
     l2: float,
@@ -250,14 +294,20 @@ def fit(
     cluster: str | None,
     workers: int | None,
     memory_limit: str | None,
+    verbose: bool,
     storage_options: str | None,
 ) -> None:
     """Fit the store; progress on stderr, summary on stdout, model to RESULT."""
     import dmlr
     from dmlr.api import fit_and_save
 
+    # everything is checked before a cluster starts or a file is written
+    where = _cluster_options(scheduler, cluster, workers, memory_limit)
+    FitOptions(method=method, l2=l2, tol=tol, max_iter=max_iter, persist=FitOptions.persist_from(persist))
     options = _storage_options(storage_options)
+    check_output(out, overwrite, options, "result")
     data = dmlr.open_store(store, storage_options=options)
+    base_label = _parse_base(base, list(data.metadata["classes"]))
 
     def report(rec: dict[str, Any]) -> None:
         click.echo(
@@ -266,13 +316,19 @@ def fit(
             err=True,
         )
 
-    with _client(scheduler, cluster, workers, memory_limit) as client:
+    with _client(where, verbose) as client:
+        click.echo(
+            f"dmlr: fitting {data.metadata['n_rows']:,} rows x {len(data.feature_names)} features, "
+            f"{len(data.classes)} classes (method {method}); the first pass reads the store ...",
+            err=True,
+        )
         res = fit_and_save(  # non-convergence and separation are reported through the exit code
             data,
             out,
+            overwrite=overwrite,
             storage_options=options,
             method=method,
-            base=_parse_base(base, list(data.metadata["classes"])),
+            base=base_label,
             l2=l2,
             max_iter=max_iter,
             tol=tol,
@@ -284,6 +340,7 @@ def fit(
             collinear=collinear,
         )
     click.echo(res.summary())
+    click.echo(f"dmlr: result written to {out}", err=True)
     if not res.converged:
         _fail(EXIT_NOT_CONVERGED, f"the fit did not converge ({res.message}); the result was written to {out}")
 
@@ -315,6 +372,12 @@ def info(store: str, storage_options: str | None) -> None:
 @click.argument("data", metavar="STORE_OR_FILE")
 @click.option("--out", "out", required=True, help="Output path: *.zarr or *.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--keep", multiple=True, metavar="COL", help="Source columns to carry through (an id; repeatable).")
+@missing_option
+@click.option(
+    "--unseen", type=click.Choice(["raise", "nan"]), default="raise", show_default=True,
+    help="A categorical level the fit never saw: fail naming it, or give the row NaN probabilities.",
+)  # fmt: skip
 @_with_cluster_options
 @storage_option
 @_guarded
@@ -323,20 +386,34 @@ def predict(
     data: str,
     out: str,
     overwrite: bool,
+    keep: tuple[str, ...],
+    missing: str,
+    unseen: str,
     scheduler: str | None,
     cluster: str | None,
     workers: int | None,
     memory_limit: str | None,
+    verbose: bool,
     storage_options: str | None,
 ) -> None:
-    """Class probabilities and labels for a store or CSV/Parquet files, written chunk by chunk."""
+    """Class probabilities and labels for a store or CSV/Parquet files of raw columns, written chunk by chunk."""
     import dmlr
     from dmlr.results.predict_io import predict_to
 
+    where = _cluster_options(scheduler, cluster, workers, memory_limit)
     options = _storage_options(storage_options)
+    check_output(out, overwrite, options, "output")
+    if not out.rstrip("/").endswith((".zarr", ".parquet")):
+        raise InputError(f"--out must end with .zarr or .parquet, got {out!r}")
     res = dmlr.load(result, storage_options=options)
-    with _client(scheduler, cluster, workers, memory_limit):
-        n = predict_to(res, data, out, overwrite=overwrite, storage_options=options)
+    with _client(where, verbose):
+        click.echo(f"dmlr: predicting {data} with the model in {result} ...", err=True)
+        n, dropped = predict_to(
+            res, data, out, overwrite=overwrite, keep=_split(keep), missing=missing, unseen=unseen,
+            storage_options=options,
+        )  # fmt: skip
+    if dropped:
+        click.echo(f"dropped {dropped:,} rows with a missing value (--missing drop)", err=True)
     click.echo(f"wrote probabilities and labels of {n:,} rows to {out}")
 
 

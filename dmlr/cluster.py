@@ -17,6 +17,7 @@ a YAML file (a path, or a name of a file in the project's ``cluster/`` folder, w
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import yaml
 
 from dmlr.errors import InputError
 
-__all__ = ["BLAS_ENV", "DeploymentSpec", "connect", "connected", "disconnect", "load_spec"]
+__all__ = ["BLAS_ENV", "DeploymentSpec", "connect", "connected", "describe", "disconnect", "load_spec"]
 
 BLAS_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -68,6 +69,23 @@ class DeploymentSpec:
     source: str = ""
 
 
+def _check_address(address: str) -> None:
+    """Refuse an address that is not ``[protocol://]host:port`` with a numeric port."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    if rest.startswith("["):  # [ipv6]:port
+        host, _, port = rest[1:].partition("]")
+        port = port[1:] if port.startswith(":") else ""
+    else:
+        host, _, port = rest.rpartition(":")
+    if address.startswith("inproc://"):
+        return
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(
+            f"scheduler address {address!r} is not host:port (e.g. tcp://10.0.0.5:8786); "
+            "the port must be a number from 1 to 65535"
+        )
+
+
 def _find_file(spec: str) -> Path | None:
     for candidate in (Path(spec), _cluster_dir() / spec, _cluster_dir() / f"{spec}.yaml"):
         if candidate.is_file():
@@ -86,6 +104,7 @@ def load_spec(spec: str) -> DeploymentSpec:
     if spec == "local":
         return DeploymentSpec("local", {}, "local")
     if spec.startswith(ADDRESS_PREFIXES) or (":" in spec and not spec.endswith((".yaml", ".yml"))):
+        _check_address(spec)
         return DeploymentSpec("address", {"address": spec}, spec)
     path = _find_file(spec)
     if path is None:
@@ -114,7 +133,7 @@ def load_spec(spec: str) -> DeploymentSpec:
     return DeploymentSpec(kind, doc, str(path))
 
 
-def _local_cluster(options: dict[str, Any]) -> Any:
+def _local_cluster(options: dict[str, Any], quiet: bool = True) -> Any:
     from distributed import LocalCluster
 
     n_cores = os.cpu_count() or 1
@@ -124,13 +143,15 @@ def _local_cluster(options: dict[str, Any]) -> Any:
     env = {**BLAS_ENV, **options.pop("env", {})}
     options.setdefault("dashboard_address", ":0")  # a free port: never clash with another cluster
     options.setdefault("memory_limit", "auto")
+    # quiet: the workers' own logs (task failures dmlr reports itself, memory warnings) stay off the terminal
+    options.setdefault("silence_logs", logging.CRITICAL if quiet else logging.INFO)
     return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, env=env, **options)
 
 
-def _start(spec: DeploymentSpec) -> Any:
+def _start(spec: DeploymentSpec, quiet: bool) -> Any:
     options = dict(spec.options)
     if spec.kind == "local":
-        return _local_cluster(options)
+        return _local_cluster(options, quiet)
     if spec.kind == "ssh":
         from distributed import SSHCluster
 
@@ -156,13 +177,23 @@ def _start(spec: DeploymentSpec) -> Any:
     raise AssertionError(spec.kind)  # pragma: no cover
 
 
-def connect(spec: str = "local", **overrides: Any) -> Any:
-    """A ``distributed.Client`` for ``spec``.
+def _timeout(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        raise InputError(f"${name} must be a number of seconds, got {os.environ[name]!r}") from None
+
+
+def connect(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Any:
+    """A ``distributed.Client`` for ``spec``, with at least one worker.
 
     Parameters
     ----------
     spec : str
         ``"local"``, a scheduler address, or a deployment YAML file (path or name under ``cluster/``).
+    quiet : bool
+        Keep the logs of a local cluster's workers and of distributed in this process to critical messages
+        (dmlr reports task failures itself); ``False`` shows them at INFO.
     **overrides
         Cluster options overriding the spec's (e.g. ``n_workers``, ``memory_limit`` for ``local``).
 
@@ -170,21 +201,70 @@ def connect(spec: str = "local", **overrides: Any) -> Any:
     -------
     distributed.Client
         For clusters started here, ``client.cluster`` is the cluster; :func:`disconnect` closes both.
+
+    Raises
+    ------
+    InputError
+        An invalid spec or override (see :class:`~dmlr.options.ClusterOptions`).
+    ClusterError
+        No scheduler answers at the address within ``$DMLR_CONNECT_TIMEOUT`` seconds (30), or it has no worker
+        after ``$DMLR_WORKERS_TIMEOUT`` seconds (120); the message names the address and what was waited for.
     """
     from distributed import Client
 
+    from dmlr.errors import ClusterError
+    from dmlr.options import CONNECT_TIMEOUT, WORKERS_TIMEOUT, ClusterOptions
+
+    ClusterOptions(spec, overrides.get("n_workers"), overrides.get("memory_limit"))  # validated before anything starts
     parsed = load_spec(spec)
+    connect_timeout = _timeout("DMLR_CONNECT_TIMEOUT", CONNECT_TIMEOUT)
+    workers_timeout = _timeout("DMLR_WORKERS_TIMEOUT", WORKERS_TIMEOUT)
     if parsed.kind == "address":
-        if overrides:
-            raise InputError(f"options {sorted(overrides)} cannot change an existing cluster at {spec}")
-        return Client(parsed.options["address"])
+        address = parsed.options["address"]
+        try:
+            client = Client(address, timeout=connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"no Dask scheduler answered at {address} within {connect_timeout:g} s ({exc}); "
+                "check the address, or start one with `dask scheduler`"
+            ) from None
+        _wait_for_workers(client, workers_timeout, f"the scheduler at {address}")
+        return client
     parsed = DeploymentSpec(parsed.kind, {**parsed.options, **overrides}, parsed.source)
-    cluster = _start(parsed)
+    cluster = _start(parsed, quiet)
     try:
-        return Client(cluster)
+        client = Client(cluster, timeout=connect_timeout)
+        _wait_for_workers(client, workers_timeout, f"the {parsed.kind} cluster from {parsed.source}")
+        return client
     except BaseException:
         cluster.close()
         raise
+
+
+def _wait_for_workers(client: Any, timeout: float, what: str) -> None:
+    from dmlr.errors import ClusterError
+
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        client.close()
+        raise ClusterError(
+            f"{what} has no worker after {timeout:g} s; start workers (`dask worker ADDRESS`) or check that "
+            "its queue/pods can run them ($DMLR_WORKERS_TIMEOUT sets the wait)"
+        ) from None
+
+
+def describe(client: Any) -> str:
+    """One line about a connected cluster: workers, threads, memory limit, dashboard address."""
+    from dask.utils import format_bytes
+
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    threads = sum(w.get("nthreads", 0) for w in workers)
+    limits = {w.get("memory_limit") or 0 for w in workers}
+    memory = "no memory limit" if limits == {0} else "/".join(format_bytes(m) for m in sorted(limits)) + " each"
+    line = f"{len(workers)} workers, {threads} threads, {memory}"
+    link = getattr(client, "dashboard_link", None)
+    return f"{line}; dashboard {link}" if link else line
 
 
 def disconnect(client: Any) -> None:
@@ -196,9 +276,9 @@ def disconnect(client: Any) -> None:
 
 
 @contextlib.contextmanager
-def connected(spec: str = "local", **overrides: Any) -> Iterator[Any]:
+def connected(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Iterator[Any]:
     """Context manager around :func:`connect` / :func:`disconnect`."""
-    client = connect(spec, **overrides)
+    client = connect(spec, quiet=quiet, **overrides)
     try:
         yield client
     finally:

@@ -34,6 +34,7 @@ __all__ = [
     "constant_columns",
     "dependent_columns",
     "separated_classes",
+    "separating_features",
     "standardized_newton_step",
 ]
 
@@ -169,3 +170,25 @@ def separated_classes(step: Array, labels_in_code_order: Sequence[Any]) -> list[
     # a separated class is far from every other class; the others keep a near neighbour
     score = np.array([np.delete(dist[c], c).min() for c in range(k)])
     return [labels_in_code_order[int(c)] for c in np.nonzero(score >= 0.5 * score.max())[0]]
+
+
+def separating_features(step: Array, names: Sequence[str], share: float = 0.25) -> list[tuple[str, float]]:
+    """The model columns that carry the divergent step: the direction along which classes separate.
+
+    Parameters
+    ----------
+    step : ndarray, shape (d, m)
+        Signed standardized Newton step at the stopping point.
+    names : sequence of str, length d
+        Model column names.
+    share : float
+        A column is named when its largest ``|step|`` over the classes is at least ``share`` of the largest.
+
+    Returns
+    -------
+    list of (str, float)
+        Names and their largest ``|step|``, largest first.
+    """
+    size = np.abs(step).max(axis=1)
+    order = np.argsort(-size, kind="stable")
+    return [(str(names[j]), float(size[j])) for j in order if size[j] >= share * size.max()]

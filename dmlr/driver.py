@@ -21,7 +21,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dmlr.checkpoint import Checkpointer, DriverState
-from dmlr.diagnostics import SEPARATION_STEP, column_scales, separated_classes, standardized_newton_step
+from dmlr.diagnostics import (
+    SEPARATION_STEP,
+    column_scales,
+    separated_classes,
+    separating_features,
+    standardized_newton_step,
+)
 from dmlr.errors import (
     ConvergenceWarning,
     InputError,
@@ -261,8 +267,9 @@ def optimize(
         it = evaluate(it.coef, Request(information=True))
         log.record(it, n_iter, "inference", 0.0)
     labels = class_labels or list(range(n_classes))
+    names = getattr(getattr(passes, "design", None), "model_names", None) or [f"x{j}" for j in range(d)]
     termination, message = _diagnose(
-        it, termination, first_stats, objective, labels, separation, tol, max_iter, full_rank
+        it, termination, first_stats, objective, (labels, names), separation, tol, max_iter, full_rank
     )
     return FitOutcome(it, termination.converged, n_iter, log.records, rule.name, message, first_stats, termination)
 
@@ -311,16 +318,18 @@ def _diagnose(
     termination: Termination,
     first: Statistics,
     objective: Objective,
-    labels: Sequence[Any],
+    names: tuple[Sequence[Any], Sequence[str]],
     separation: str,
     tol: float,
     max_iter: int,
     full_rank: bool,
 ) -> tuple[Termination, str]:
-    """After the loop: a converged fit that is really separated (raise or warn), or a warning for no convergence."""
+    """After the loop: a converged fit that is really separated (raise or warn), or a warning for no convergence.
+
+    ``names`` holds the class labels in code order and the model column names (to name what is separated)."""
     message = _message(termination, tol, max_iter)
     if termination.converged and full_rank and it.stats.information is not None:
-        separated = _separation(it, first, objective, labels)
+        separated = _separation(it, first, objective, *names)
         if separated:
             if separation == "raise":
                 raise PerfectSeparationError(separated)
@@ -370,8 +379,11 @@ def _message(termination: Termination, tol: float, max_iter: int) -> str:
     return termination.value
 
 
-def _separation(it: Iterate, first: Statistics, objective: Objective, labels: Sequence[Any]) -> str:
-    """A message naming the separated classes when the stopping point is not a finite optimum, else ``""``."""
+def _separation(
+    it: Iterate, first: Statistics, objective: Objective, labels: Sequence[Any], features: Sequence[str]
+) -> str:
+    """A message naming the separated classes and the features along which they separate when the stopping
+    point is not a finite optimum, else ``""``."""
     if first.col_sum is None or first.col_sumsq is None:
         return ""
     scales = column_scales(first.col_sum, first.col_sumsq, first.weight_sum)
@@ -380,10 +392,12 @@ def _separation(it: Iterate, first: Statistics, objective: Objective, labels: Se
     if size <= SEPARATION_STEP:
         return ""
     classes = separated_classes(step, labels)
+    cells = ", ".join(f"{f} ({v:.3g})" for f, v in separating_features(step, features))
     return (
-        f"perfect or quasi-perfect separation involving class(es) {classes}: the maximum-likelihood estimate does "
-        f"not exist (the coefficients diverge; the Newton step where the fit stopped is {size:.3g} in standardized "
-        f"units, a finite optimum gives about tol). Fit with l2 > 0, or remove the separating features."
+        f"perfect or quasi-perfect separation involving class(es) {classes} along the feature(s) {cells} "
+        f"(standardized Newton step per feature): the maximum-likelihood estimate does not exist (the coefficients "
+        f"diverge; the step where the fit stopped is {size:.3g} in standardized units, a finite optimum gives about "
+        f"tol). Fit with l2 > 0, or remove or merge what separates them."
     )
 
 

@@ -2,25 +2,35 @@
 
 The left-hand side is one column of class labels; the right-hand side is expanded by formulaic (a well-kept
 library) into the design, whose column names flow unchanged into ``params`` and the summary (formulaic's
-``Intercept`` included). A dask DataFrame is encoded partition by partition with one model spec; the levels of its
-non-numeric variables are gathered over all partitions first, so every partition encodes identically.
+``Intercept`` included). Text columns are typed as pandas categoricals with sorted levels (a ``category`` column
+keeps its own order: its first category is the reference), so every partition of a dask DataFrame, and every table
+predicted later, encodes identically. The fitted :class:`FormulaEncoding` (formulaic's model spec) travels with the
+result and is re-applied by ``predict_proba`` and ``dmlr predict``, as statsmodels re-applies its formulas.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from dask.base import compute
+from numpy.typing import NDArray
 
 from dmlr.api import fit
+from dmlr.data.encoding import drop_missing, is_categorical, missing_rows
 from dmlr.data.store import from_partitions
 from dmlr.errors import InputError
+from dmlr.options import check_missing
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["fit_formula"]
+__all__ = ["FormulaEncoding", "fit_formula"]
 
 
 def _split(formula: str) -> tuple[str, str]:
@@ -32,12 +42,138 @@ def _split(formula: str) -> tuple[str, str]:
     return lhs, rhs
 
 
-def _model_matrix(frame: pd.DataFrame, spec: Any, where: str) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """One partition's design under a fixed formulaic model spec."""
-    return np.asarray(spec.get_model_matrix(frame), dtype=np.float64)
+@dataclass(frozen=True)
+class FormulaEncoding:
+    """A fitted formula's right-hand side, to encode new tables exactly as the fitted one.
+
+    Attributes
+    ----------
+    formula : str
+        ``"label ~ terms"`` as given.
+    spec : formulaic.ModelSpec
+        The model spec of the terms (levels and transform state learnt at fit time).
+    variables : tuple of str
+        Data columns the terms read.
+    levels : dict of str to list
+        Levels of each categorical variable (unseen levels in new data are reported, not silently zeroed).
+    """
+
+    formula: str
+    spec: Any
+    variables: tuple[str, ...]
+    levels: dict[str, list[Any]]
+
+    @property
+    def column_names(self) -> list[str]:
+        """Names of the design columns formulaic makes (``Intercept`` included when the formula has one)."""
+        return [str(c) for c in self.spec.column_names]
+
+    def transform(
+        self, frame: pd.DataFrame, where: str = "data", missing: str = "raise", unseen: str = "raise"
+    ) -> tuple[NDArray[np.float64], pd.Index]:
+        """Encode one table.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+        where : str
+            Names the table in error messages.
+        missing : {"raise", "drop"}
+            Rows with a missing value in a variable of the formula.
+        unseen : {"raise", "nan"}
+            Rows with a categorical level the fit never saw: an error, or NaN rows.
+
+        Returns
+        -------
+        x : ndarray, shape (r, len(column_names))
+        index : pandas.Index
+            The rows kept (all, unless ``missing="drop"``).
+        """
+        absent = [v for v in self.variables if v not in frame.columns]
+        if absent:
+            raise InputError(f"{where} lacks the columns {absent} that the formula {self.formula!r} uses")
+        frame, _ = drop_missing(frame, list(self.variables), missing, where)
+        unseen_rows = np.zeros(len(frame), dtype=bool)
+        typed = frame
+        for var, levels in self.levels.items():
+            values = frame[var].astype(object)
+            outside = ~values.isin(levels).to_numpy()
+            if outside.any() and unseen == "raise":
+                row = int(np.argmax(outside))
+                raise InputError(
+                    f"column {var!r} has level {values.iloc[row]!r} at row {row} of {where}, not seen when the "
+                    f"model was fitted (known levels: {levels}); unseen='nan' gives such rows NaN probabilities"
+                )
+            unseen_rows |= outside
+            if outside.any():
+                values = values.where(~outside, levels[0])
+            typed = typed.assign(**{var: pd.Categorical(values, categories=levels)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _data_mismatch())
+            try:
+                matrix = self.spec.get_model_matrix(typed, na_action="raise")
+            except _data_mismatch() as exc:
+                raise InputError(f"{where} does not encode as the fitted data did: {exc}") from None
+            except ValueError as exc:  # formulaic's na_action="raise" and transforms of invalid values
+                raise InputError(f"the formula {self.formula!r} cannot be applied to {where}: {exc}") from None
+        x = np.asarray(matrix, dtype=np.float64)
+        x[unseen_rows] = np.nan
+        return x, frame.index
 
 
-def fit_formula(formula: str, data: pd.DataFrame | dd.DataFrame, **kwargs: Any) -> MNLogitResults:
+def _data_mismatch() -> type[Warning]:
+    from formulaic.errors import DataMismatchWarning
+
+    return DataMismatchWarning
+
+
+def _categorical_levels(spec: Any, variables: Sequence[str], typed: Any) -> dict[str, list[Any]]:
+    """Levels of each variable the spec encodes as categorical (a plain name, or ``C(name, ...)``)."""
+    levels: dict[str, list[Any]] = {}
+    for factor, (kind, state) in spec.encoder_state.items():
+        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+            continue
+        match = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(,.*)?\)", factor)
+        name = match.group(1) if match else factor
+        if name in variables:
+            levels[name] = list(np.asarray(state["categories"]).tolist())
+    for var in variables:  # text columns typed categorical but used only through other transforms
+        dtype = typed[var].dtype
+        if isinstance(dtype, pd.CategoricalDtype) and var not in levels:
+            levels[var] = list(np.asarray(dtype.categories).tolist())
+    return levels
+
+
+def _typed(data: Any, variables: Sequence[str], levels: dict[str, list[Any]]) -> Any:
+    """Text variables as categoricals with the given levels (``category`` columns keep theirs)."""
+    cast = {v: pd.CategoricalDtype(levels[v]) for v in levels if not isinstance(data[v].dtype, pd.CategoricalDtype)}
+    return data.astype(cast) if cast else data
+
+
+def _text_levels(data: Any, variables: Sequence[str]) -> dict[str, list[Any]]:
+    text = [v for v in sorted(variables) if is_categorical(data[v].dtype)]
+    if isinstance(data, dd.DataFrame):
+        found = dd.compute(*[data[v].dropna().unique() for v in text]) if text else ()
+    else:
+        found = tuple(data[v].dropna().unique() for v in text)
+    out = {}
+    for v, values in zip(text, found, strict=True):
+        dtype = data[v].dtype
+        if isinstance(dtype, pd.CategoricalDtype) and not isinstance(data, dd.DataFrame):
+            out[v] = list(dtype.categories)
+        else:
+            out[v] = sorted(np.asarray(values, dtype=object).tolist(), key=lambda x: (str(type(x)), x))
+    return out
+
+
+def _model_matrix(frame: pd.DataFrame, encoding: FormulaEncoding, missing: str, where: str) -> NDArray[np.float64]:
+    """One partition's design under the fixed encoding."""
+    return encoding.transform(frame, where, missing)[0]
+
+
+def fit_formula(
+    formula: str, data: pd.DataFrame | dd.DataFrame, *, missing: str = "raise", **kwargs: Any
+) -> MNLogitResults:
     """Fit a multinomial logit specified by a formula.
 
     Parameters
@@ -46,50 +182,76 @@ def fit_formula(formula: str, data: pd.DataFrame | dd.DataFrame, **kwargs: Any) 
         ``"label ~ terms"``; ``label`` is a column of class labels, ``terms`` any formulaic right-hand side
         (``C(x)`` for categoricals, ``a:b`` interactions, ``- 1`` or ``+ 0`` to drop the intercept).
     data : pandas.DataFrame or dask.dataframe.DataFrame
+    missing : {"raise", "drop"}
+        Rows with a missing value in the label or a variable of the formula: an error naming the column and
+        row, or dropped (the count is the result's ``n_missing``).
     **kwargs
         Passed to :func:`dmlr.fit` (``method``, ``l2``, ``weights``, ``client``, ...).
 
     Returns
     -------
     MNLogitResults
-        Coefficient rows named as formulaic names the design columns.
+        Coefficient rows named as formulaic names the design columns; ``predict_proba`` takes raw tables.
     """
     from formulaic import Formula, model_matrix
 
+    missing = check_missing(missing)
     lhs, rhs = _split(formula)
     if lhs not in data.columns:
         raise InputError(f"the label column {lhs!r} of the formula is not in the data")
     if "fit_intercept" in kwargs or "feature_names" in kwargs:
         raise InputError("the formula decides the intercept and the column names")
-    variables = {str(v) for v in Formula(rhs).required_variables}
-    missing = sorted(v for v in variables if v not in data.columns)
-    if missing:
-        raise InputError(f"the formula uses {missing}, which are not columns of the data")
+    variables = sorted({str(v) for v in Formula(rhs).required_variables})
+    absent = [v for v in variables if v not in data.columns]
+    if absent:
+        raise InputError(f"the formula uses {absent}, which are not columns of the data")
 
+    used = [lhs, *variables]
+    n_missing = 0
     x: Any
     if isinstance(data, dd.DataFrame):
-        text = [v for v in sorted(variables) if not pd.api.types.is_numeric_dtype(data[v].dtype)]
-        levels = dict(zip(text, dd.compute(*[data[v].dropna().unique() for v in text]), strict=True))
-        typed = data.astype({v: pd.CategoricalDtype(sorted(levels[v].tolist())) for v in text}) if text else data
-        spec = model_matrix(rhs, typed.partitions[0].compute()).model_spec
-        meta = spec.get_model_matrix(typed._meta)
-        lengths = typed.map_partitions(len).compute()
-        x = from_partitions(typed, lengths, _model_matrix, (meta.shape[1],), np.float64, spec)
-        names = [str(c) for c in meta.columns]
+        if missing == "drop":
+            before = data.map_partitions(len).sum()
+            kept: Any = data.dropna(subset=used)
+            before_total, lengths = compute(before, kept.map_partitions(len))
+            data = kept
+            n_missing = int(before_total) - int(np.sum(np.asarray(lengths)))
+        else:
+            lengths = data.map_partitions(len).compute()
+        levels = _text_levels(data, variables)
+        typed = _typed(data, variables, levels)
+        sample = typed.partitions[0].compute()
+        sample, _ = drop_missing(sample, used, missing, "partition 0")
+        spec = model_matrix(rhs, sample, na_action="raise").model_spec
+        encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, sample))
+        x = from_partitions(typed, lengths, _model_matrix, (len(spec.column_names),), np.float64, encoding, "raise")
         labels = typed[lhs]
         if not pd.api.types.is_numeric_dtype(labels.dtype):
             labels = labels.astype(object)
         y = labels.to_dask_array(lengths=list(map(int, lengths)))
     else:
-        matrix = model_matrix(rhs, data)
-        names = [str(c) for c in matrix.columns]
+        bad = missing_rows(data, used)
+        frame = data
+        if bad.any():
+            drop_missing(data, used, missing, "data")  # raises for missing="raise", naming the column and row
+            frame, n_missing = data.loc[~bad], int(bad.sum())
+            for key in ("weights", "offset"):
+                if kwargs.get(key) is not None:
+                    kwargs[key] = np.asarray(kwargs[key])[~bad]
+        levels = _text_levels(frame, variables)
+        typed = _typed(frame, variables, levels)
+        matrix = model_matrix(rhs, typed, na_action="raise")
+        spec = matrix.model_spec
+        encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, typed))
         x = np.asarray(matrix, dtype=np.float64)
-        y = data.loc[matrix.index, lhs].to_numpy() if len(matrix) != len(data) else data[lhs].to_numpy()
+        y = frame[lhs].to_numpy()
+    names = encoding.column_names
     if "Intercept" in names:  # dmlr's own intercept (unpenalized), named as formulaic names it
         j = names.index("Intercept")
         x = x[:, [i for i in range(len(names)) if i != j]]
-        names = names[:j] + names[j + 1 :]
-        res = fit(x, y, fit_intercept=True, feature_names=names, **kwargs)
-        return dataclasses.replace(res, feature_names=("Intercept", *res.feature_names[1:]), dep_name=lhs)
-    res = fit(x, y, fit_intercept=False, feature_names=names, **kwargs)
-    return dataclasses.replace(res, dep_name=lhs)
+        rest = names[:j] + names[j + 1 :]
+        res = fit(x, y, fit_intercept=True, feature_names=rest, **kwargs)
+        res = dataclasses.replace(res, feature_names=("Intercept", *res.feature_names[1:]))
+    else:
+        res = fit(x, y, fit_intercept=False, feature_names=names, **kwargs)
+    return dataclasses.replace(res, dep_name=lhs, formula=encoding, n_missing=n_missing)

@@ -97,7 +97,7 @@ def test_unknown_label_is_named_with_its_row():
 def test_predict_checks_columns_and_values(xy):
     x, y = xy
     res = dmlr.fit(pd.DataFrame(x, columns=["a", "b"]), y, method="newton")
-    with pytest.raises(InputError, match=r"missing the feature columns \['b'\]"):
+    with pytest.raises(InputError, match=r"X is missing the columns \['b'\] the model was fitted with"):
         res.predict_proba(pd.DataFrame({"a": [1.0]}))
     with pytest.raises(InputError, match=r"X must have shape \(n, 2\)"):
         res.predict_proba(np.zeros((3, 3)))

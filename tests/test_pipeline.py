@@ -279,3 +279,27 @@ def test_example_spec_is_valid():
     spec = load_pipeline(EXAMPLE)
     assert spec.workdir == str(ROOT / "runs" / "example")
     assert spec.data.synthetic is not None and spec.fit.method == "auto"
+
+
+def test_a_separated_fit_writes_its_result_and_exits_3_or_goes_on_with_warn(tmp_path):
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(600, 2))
+    frame = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "y": np.where(x[:, 0] > 0, "hi", "lo")})
+    frame.iloc[:400].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[400:].to_csv(tmp_path / "test.csv", index=False)
+    data = {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"), "target": "y"}
+    spec = write_spec(tmp_path / "raise", data=data, fit={"method": "newton"}, cluster={"spec": "local", "workers": 1})
+    done = dmlr_run(spec)
+    assert done.returncode == 3, done.stderr
+    assert "separation involving class(es) ['hi', 'lo'] along the feature(s) x1" in done.stderr
+    result = dmlr.load(str(tmp_path / "raise" / "work" / "fit" / "result"))  # written, as the README says
+    assert not result.converged and result.message.startswith("separation")
+    assert stage_status(done.stderr) == {"stage": "done", "fit": "failed"}
+
+    spec = write_spec(tmp_path / "warn", data=data, fit={"method": "newton", "separation": "warn"},
+                      cluster={"spec": "local", "workers": 1})  # fmt: skip
+    done = dmlr_run(spec)
+    assert done.returncode == 0, done.stderr
+    warnings = [e for e in events(done.stderr) if e["event"] == "warning"]
+    assert warnings and "separation" in warnings[0]["message"]
+    assert set(stage_status(done.stderr).values()) == {"done"}

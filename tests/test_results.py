@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -18,13 +20,48 @@ def fitted():
 
 
 def test_summary_lists_every_coefficient_and_fit_statistic(fitted):
-    text = fitted.summary()
+    text = str(fitted.summary())
     for needle in ("MNLogit Regression Results", "Log-Likelihood:", "LL-Null:", "Pseudo R-squ.:", "y=1", "y=2"):
         assert needle in text
     for name in ("const", "age", "income", "score"):
         assert text.count(name) == 2  # once per non-base class
     assert f"{fitted.params.loc['age', 1]:.4f}" in text
     assert f"{fitted.bse.loc['income', 2]:.4f}" in text
+
+
+def test_summary_columns_stay_aligned_for_any_magnitude_and_name_length():
+    rng = np.random.default_rng(7)
+    n = 3000
+    z = rng.normal(size=(n, 3))
+    eta = np.column_stack([np.zeros(n), z @ [1.0, 1.0, 0.5], z @ [-1.0, 1.0, 0.0]])
+    y = (rng.gumbel(size=(n, 3)) + eta).argmax(axis=1)
+    x = z * np.array([1e-6, 1e8, 1.0])  # coefficients near 1e6 and 1e-8
+    w = rng.integers(900, 1100, n).astype(float)  # nobs in the millions, exact
+    long = "a_feature_name_of_exactly_forty_chars_xx"
+    assert len(long) == 40
+    res = dmlr.fit(x, y, weights=w, feature_names=[long, "tiny", "plain"], method="newton")
+    assert 1e5 < np.abs(res.coef[1]).max() < 1e7 and np.abs(res.coef[2]).max() < 1e-7
+    summary = res.summary()
+    text = str(summary)
+    lines = text.splitlines()
+    width = len(lines[1])
+    assert all(len(line) == width for line in lines[1:]), [len(line) for line in lines]
+    nobs_line = next(line for line in lines if "No. Observations:" in line)
+    assert nobs_line.endswith(f" {int(w.sum())}")  # exact, not 3.0e+06
+    assert f"{res.llf:.2f}" in text  # the log-likelihood with every integer digit
+    headings = ["coef", "std err", "z", "P>|z|", "[0.025", "0.975]"]
+    for k in range(2):
+        start = lines.index(next(line for line in lines if line.startswith(f"y={k + 1}")))
+        head = lines[start]
+        ends, pos = [], 0
+        for h in headings:
+            pos = head.index(h, pos) + len(h)
+            ends.append(pos)
+        for row in lines[start + 2 : start + 2 + 4]:
+            assert row.split()[0] in ("const", long, "tiny", "plain")  # names whole
+            tokens = [m.end() for m in re.finditer(r"\S+", row)][-6:]
+            assert tokens == ends, (row, head)
+    assert "<table" in summary.as_html() and f"| {long} |" in summary.as_markdown()
 
 
 def test_intervals_pvalues_and_information_criteria_follow_their_definitions(fitted):

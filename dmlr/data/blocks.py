@@ -52,3 +52,13 @@ def aligned(block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     out = np.empty_like(block, order="C")  # NumPy aligns its allocations to 16 bytes
     out[...] = block
     return out
+
+
+def kept_rows(block: NDArray[Any], keep: NDArray[np.bool_]) -> NDArray[Any]:
+    """The rows of one block that ``keep`` (shape (r,) or (r, 1)) marks (a missing-value filter, blockwise)."""
+    return block[keep.reshape(-1)]
+
+
+def count_kept(keep: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """How many rows of one block ``keep`` marks, shape (1,)."""
+    return np.array([int(keep.sum())], dtype=np.int64)

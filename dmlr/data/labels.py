@@ -154,9 +154,27 @@ def check_label_values(labels: NDArray[Any], where: str = "y") -> None:
                 "pass integer or string class labels"
             )
     elif labels.dtype.kind == "O":
-        bad = np.array([v is None or (isinstance(v, float) and v != v) for v in labels.tolist()])
+        values = labels.tolist()
+        bad = np.array([v is None or _is_na(v) or (isinstance(v, float) and v != v) for v in values])
         if bad.any():
-            raise InputError(f"{where} has a missing label at row {int(np.argmax(bad))}")
+            raise InputError(
+                f"{where} has a missing label at row {int(np.argmax(bad))} ({int(bad.sum())} missing); "
+                "drop those rows (missing='drop') or give them a class"
+            )
+        kinds: dict[str, int] = {}
+        for row, v in enumerate(values):
+            kinds.setdefault("text" if isinstance(v, (str, bytes)) else "number", row)
+        if len(kinds) > 1:
+            raise InputError(
+                f"{where} mixes text and numeric labels ({values[kinds['text']]!r} at row {kinds['text']}, "
+                f"{values[kinds['number']]!r} at row {kinds['number']}); labels must be all text or all numbers, "
+                "e.g. y.astype(str)"
+            )
+
+
+def _is_na(value: Any) -> bool:
+    """pandas.NA and NaT without importing pandas (this module runs on workers, which stay light)."""
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _comparable(classes: NDArray[Any], base: Any) -> bool:

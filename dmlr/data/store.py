@@ -86,12 +86,32 @@ def expand_sources(source: str | Sequence[str]) -> list[str]:
 
 
 def read_table(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[dd.DataFrame, str]:
-    """The files as one dask DataFrame (CSV or Parquet, told by the first name) and the format's name."""
+    """The files as one dask DataFrame (CSV or Parquet, told by the first name) and the format's name.
+
+    Raises
+    ------
+    InputError
+        A Zarr store given as a source, an unknown format, an empty or unreadable file (named).
+    """
+    for path in paths:
+        if _is_local(path) and os.path.exists(os.path.join(_local_path(path), "zarr.json")):
+            raise InputError(
+                f"{path} is a Zarr store, not a CSV/Parquet source (were the paths swapped? the store comes last: "
+                "dmlr stage SOURCE... STORE)"
+            )
     first = paths[0].lower()
-    if first.endswith((".parquet", ".pq")) or (_is_local(first) and os.path.isdir(first)):
-        return dd.read_parquet(paths, storage_options=storage_options), "parquet"
-    if first.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        return dd.read_csv(paths, storage_options=storage_options, blocksize="64MB"), "csv"
+    if _is_local(first):
+        empty = [p for p in paths if os.path.isfile(_local_path(p)) and os.path.getsize(_local_path(p)) == 0]
+        if empty:
+            raise InputError(f"{empty[0]} is empty (0 bytes): no header, no rows")
+    try:
+        if first.endswith((".parquet", ".pq")) or (_is_local(first) and os.path.isdir(first)):
+            return dd.read_parquet(paths, storage_options=storage_options), "parquet"
+        if first.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+            return dd.read_csv(paths, storage_options=storage_options, blocksize="64MB"), "csv"
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as exc:
+        reason = str(exc).splitlines()[-1]
+        raise InputError(f"cannot read {paths[0]}{' and others' if len(paths) > 1 else ''}: {reason}") from None
     raise InputError(f"cannot tell the format of {paths[0]!r}: use .csv or .parquet files")
 
 
@@ -184,6 +204,8 @@ def stage(
     storage_options: dict[str, Any] | None = None,
     progress: bool = False,
     like: str | StoreData | None = None,
+    reference: dict[str, Any] | None = None,
+    missing: str = "raise",
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -214,6 +236,11 @@ def stage(
     like : str or StoreData, optional
         A store to encode like (a held-out set for a fitted model): its classes and categorical levels are used
         instead of this source's, so the columns and label codes match; a label or level it lacks is an error.
+    reference : dict of str to level, optional
+        The reference (dropped) level of categorical columns; default each column's smallest level.
+    missing : {"raise", "drop"}
+        Rows with a missing value in a column the store takes (target, features, weights, offset): an error
+        naming the column and the row, or left out (the count is ``metadata["n_missing"]``).
 
     Returns
     -------
@@ -225,25 +252,42 @@ def stage(
     InputError
         Missing columns, missing labels or values, non-numeric undeclared columns, an existing store.
     """
+    from dmlr.options import check_missing
+
+    check_missing(missing)
+    url = str(store)
+    if url.rstrip("/").lower().endswith((".csv", ".parquet", ".pq", ".csv.gz", ".tsv")):
+        raise InputError(f"the store {url} has a table file's name (were the paths swapped? the store comes last)")
     paths = expand_sources(source)
     table, fmt = read_table(paths, storage_options)
     categorical = list(categorical or [])
     offset = list(offset or [])
     features = _feature_columns(table, target, features, weights, offset, categorical)
-    url = str(store)
     _check_target_free(url, overwrite, storage_options)
+    levels_first = dict(reference or {})
+    stray = sorted(set(levels_first) - set(categorical))
+    if stray:
+        raise InputError(f"reference levels are given for {stray}, which are not categorical columns {categorical}")
+    used = list(dict.fromkeys([target, *features, *([weights] if weights else []), *offset]))
+    raw = table
+    if missing == "drop":
+        table = table.dropna(subset=used)
 
-    # Pass 1 over the source: partition lengths, labels and their counts, categorical levels.
-    lengths, counts, *uniques = compute(
+    # Pass 1 over the source: partition lengths, labels and their counts, categorical levels, missing values.
+    raw_rows, lengths, n_na, counts, *uniques = compute(
+        raw.map_partitions(len).sum(),
         table.map_partitions(len),
+        table[used].isna().sum(),
         table[target].value_counts(dropna=False),
         *[table[c].unique() for c in categorical],
     )
-    reference = (
+    if int(n_na.sum()) > 0:
+        _raise_first_missing(table, used, n_na, [int(n) for n in lengths])
+    like_store = (
         like if isinstance(like, StoreData) or like is None else open_store(like, storage_options=storage_options)
     )
-    classes = _classes(counts, target, reference)
-    encoding = _encoding(features, categorical, uniques, reference)
+    classes = _classes(counts, target, like_store)
+    encoding = _encoding(features, categorical, uniques, like_store, levels_first)
     m = classes.size - 1
     if offset and len(offset) != m:
         raise InputError(f"offset needs K - 1 = {m} columns (one per non-base class); got {len(offset)}")
@@ -275,8 +319,33 @@ def stage(
         "encoding": encoding.to_json(),
         "source": {"format": fmt, "paths": paths},
         "chunk_rows": rows,
+        "n_missing": int(raw_rows) - n,
     }
     return _write_store(url, arrays, metadata, storage_options, progress)
+
+
+def _first_missing(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
+    """The first row of one partition with a missing value and its first such column (no row: -1)."""
+    bad = frame[used].isna()
+    rows = bad.any(axis=1).to_numpy()
+    if not rows.any():
+        return pd.DataFrame({"row": [-1], "column": [""]})
+    row = int(np.argmax(rows))
+    return pd.DataFrame({"row": [row], "column": [str(bad.columns[int(np.argmax(bad.iloc[row].to_numpy()))])]})
+
+
+def _raise_first_missing(table: dd.DataFrame, used: list[str], n_na: pd.Series, lengths: list[int]) -> None:
+    """Name the first missing value of the source: its column and data row (a second pass, on the error path)."""
+    meta = pd.DataFrame({"row": pd.Series(dtype=np.int64), "column": pd.Series(dtype=object)})
+    firsts = table.map_partitions(_first_missing, used, meta=meta).compute()
+    part = int(np.argmax(firsts["row"].to_numpy() >= 0))
+    row = int(sum(lengths[:part]) + firsts["row"].iloc[part])
+    columns = {str(c): int(v) for c, v in n_na.items() if v}
+    raise InputError(
+        f"column {firsts['column'].iloc[part]!r} has a missing value at row {row} (data row, header excluded); "
+        f"missing values per column: {columns}. Fill them, or stage with --missing drop (missing='drop') to leave "
+        "such rows out"
+    )
 
 
 def _feature_columns(
@@ -299,6 +368,8 @@ def _feature_columns(
         if c not in categorical
         and not (pd.api.types.is_numeric_dtype(table[c].dtype) or pd.api.types.is_bool_dtype(table[c].dtype))
     ]
+    if undeclared and int(table.partitions[0].map_partitions(len).compute().sum()) == 0:
+        raise InputError("the source has 0 rows (a header only?): nothing to stage")
     if undeclared:
         raise InputError(
             f"feature columns {undeclared} are not numeric: declare them categorical (--categorical) "
@@ -326,15 +397,25 @@ def _classes(counts: pd.Series, target: str, reference: StoreData | None) -> NDA
 
 
 def _encoding(
-    features: list[str], categorical: list[str], uniques: list[Any], reference: StoreData | None
+    features: list[str],
+    categorical: list[str],
+    uniques: list[Any],
+    reference: StoreData | None,
+    first: dict[str, Any],
 ) -> FeatureEncoding:
-    """The columns' encoding from pass 1's categorical levels (the reference store's when staging like it)."""
+    """The columns' encoding from pass 1's categorical levels (the reference store's when staging like it);
+    ``first`` names a column's reference level (default the smallest)."""
     levels: dict[str, list[Any]] = {}
     for col, values in zip(categorical, uniques, strict=True):
         vals = pd.Series(values)
         if vals.isna().any():
             raise InputError(f"categorical column {col!r} has missing values")
         levels[col] = sorted(vals.tolist())
+        if col in first:
+            match = [v for v in levels[col] if str(v) == str(first[col])]
+            if not match:
+                raise InputError(f"reference level {first[col]!r} of {col!r} is not one of its levels {levels[col]}")
+            levels[col] = [match[0]] + [v for v in levels[col] if v != match[0]]
     encoding = FeatureEncoding(tuple(features), levels)
     if reference is None:
         return encoding
@@ -647,6 +728,13 @@ def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None
                     f"; {partial[0]} is left from a staging run that did not finish: stage again "
                     "(and remove the partial directory)"
                 )
+            elif os.path.isfile(_local_path(url)):
+                hint = (
+                    f": {url} is a file; fits and predictions of tables read a staged store: "
+                    f"dmlr stage {url} STORE.zarr --target LABEL_COLUMN, then use STORE.zarr"
+                )
+            elif not os.path.exists(_local_path(url)):
+                hint = f" ({url} does not exist)"
         raise StoreError(f"no dmlr store at {url}{hint}") from exc
     raw: Any = group.attrs.get("dmlr")
     meta: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}

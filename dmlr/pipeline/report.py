@@ -115,7 +115,7 @@ def _markdown(title: str, res: MNLogitResults, metrics: dict[str, Any], images: 
     parts = [f"# {title}", "", table(["", ""], [list(r) for r in _facts(res, metrics)]), ""]
     parts += [f"![{name}]({name})" for name in images] or ["*(plots omitted: install `dmlr[report]` for matplotlib)*"]
     parts += ["", "## Confusion matrix (held out)", "", table(ch, crows), "", "## Calibration (held out)", "",
-              table(kh, krows), "", "## Summary", "", "```", res.summary(), "```", ""]  # fmt: skip
+              table(kh, krows), "", "## Summary", "", "```", str(res.summary()), "```", ""]  # fmt: skip
     return "\n".join(parts)
 
 
@@ -138,7 +138,7 @@ def _html(title: str, res: MNLogitResults, metrics: dict[str, Any], images: list
         f"<h1>{e(title)}</h1>{table(['', ''], [list(r) for r in _facts(res, metrics)])}{figs}"
         f"<h2>Confusion matrix (held out)</h2>{table(ch, crows)}"
         f"<h2>Calibration (held out)</h2>{table(kh, krows)}"
-        f"<h2>Summary</h2><pre>{e(res.summary())}</pre></body></html>\n"
+        f"<h2>Summary</h2>{res.summary().as_html()}</body></html>\n"
     )
 
 
@@ -173,7 +173,7 @@ def write_report(
     if fs.exists(root):
         fs.rm(root, recursive=True)
     fs.makedirs(root, exist_ok=True)
-    files = {"summary.txt": (res.summary() + "\n").encode()}
+    files = {"summary.txt": (str(res.summary()) + "\n").encode()}
     plots = _plots(res)
     files.update(plots)
     page = _html if fmt == "html" else _markdown

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from dmlr.errors import InputError
-from dmlr.options import COLLINEAR, SEPARATION, Collinear, Separation
+from dmlr.options import COLLINEAR, MISSING, SEPARATION, Collinear, Separation
 
 __all__ = ["PipelineSpec", "SpecError", "load_pipeline"]
 
@@ -66,6 +66,7 @@ class DataSection:
     offset: tuple[str, ...] = ()
     synthetic: SyntheticSection | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    missing: str = "raise"
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ def _cluster_section(r: _Reader, c: Any, base: str) -> ClusterSection:
 
 def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
     d = r.mapping(raw, "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
-                                "synthetic", "storage_options"))  # fmt: skip
+                                "synthetic", "storage_options", "missing"))  # fmt: skip
     synthetic = None
     if "synthetic" in d:
         s = r.mapping(d["synthetic"], "data.synthetic", ("rows", "test_rows", "seed", "files"))
@@ -251,6 +252,7 @@ def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
         offset=r.strings(d.get("offset", []), "data.offset"),
         synthetic=synthetic,
         storage_options=r.typed(d.get("storage_options") or {}, "data.storage_options", dict),
+        missing=r.typed(d.get("missing", "raise"), "data.missing", str, lambda v: v in MISSING, f"one of {MISSING}"),
     )
     if synthetic is not None and (data.features or data.weights or data.offset):
         raise r.fail("data.synthetic", "the synthetic table has fixed columns: leave features, weights, offset out")

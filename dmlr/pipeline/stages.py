@@ -203,10 +203,14 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
         offset=list(d.offset) or None,
         overwrite=True,
         storage_options=run.so or None,
+        missing=d.missing,
     )
     store = stage(train, run.path("data", "train.zarr"), **common)
     held = stage(test, run.path("data", "test.zarr"), like=store, **common)
-    return {"train_rows": int(store.X.shape[0]), "test_rows": int(held.X.shape[0]), "features": store.X.shape[1]}
+    dropped = {"train_missing": store.metadata.get("n_missing", 0), "test_missing": held.metadata.get("n_missing", 0)}
+    return {
+        "train_rows": int(store.X.shape[0]), "test_rows": int(held.X.shape[0]), "features": store.X.shape[1], **dropped,
+    }  # fmt: skip
 
 
 def _fit_inputs(run: _Run) -> str:
@@ -232,10 +236,13 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
 
     checkpoints = run.path("fit", "checkpoints")
     try:
-        res = fit_and_save(  # non-convergence and separation are reported through the exit code
+        # Non-convergence and separation are reported through the exit code (3) with the result written, so a
+        # separated fit runs to its stopping point; `fit.separation: warn` logs it and lets the pipeline go on.
+        res = fit_and_save(
             run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
-            method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter, inference=f.inference,
-            separation=f.separation, collinear=f.collinear, client=client, callback=progress, checkpoint=checkpoints,
+            overwrite=True, method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter,
+            inference=f.inference, separation="warn", collinear=f.collinear, client=client, callback=progress,
+            checkpoint=checkpoints,
         )  # fmt: skip
     except JobInterrupted:
         # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write
@@ -243,7 +250,10 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         if newest is not None:
             run.log.emit("checkpoint", stage="fit", iteration=newest, path=checkpoints)
         raise
-    if not res.converged:
+    separated = res.message.startswith("separation")
+    if separated and f.separation == "warn":
+        run.log.emit("warning", stage="fit", message=res.message)
+    elif not res.converged:
         raise NotConvergedError(
             f"the fit did not converge ({res.message}); the result was written to {run.path('fit', 'result')} "
             "and the pipeline stops before evaluate"

@@ -7,6 +7,8 @@ Layout of a result directory (local path or fsspec URL)::
     coef.npy         (d, m) coefficients
     covariance.npy   (m d, m d) covariance, absent when the fit ran with inference=False
     history.jsonl    one JSON record per iteration
+    formula.pkl      for formula fits: the formula's encoding (formulaic's model spec, pickled; load results you
+                     trust, as with any pickled model)
     summary.txt      the summary table
     COMPLETE         written last: a directory without it is refused
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import uuid
 from typing import Any
 
@@ -44,6 +47,8 @@ _SCALARS = (
     "l2",
     "dep_name",
     "message",
+    "n_missing",
+    "fitted_at",
 )
 
 
@@ -51,19 +56,30 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def save(res: MNLogitResults, path: str, *, storage_options: dict[str, Any] | None = None) -> None:
-    """Write ``res`` to the directory ``path`` (created; an existing complete result is replaced).
+def save(
+    res: MNLogitResults, path: str, *, overwrite: bool = False, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Write ``res`` to the directory ``path`` (created).
 
     Parameters
     ----------
     res : MNLogitResults
     path : str
         Local directory or fsspec URL.
+    overwrite : bool
+        Replace what is at ``path`` (a result, or anything else); without it an existing ``path`` is refused.
     storage_options : dict, optional
         fsspec options.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and ``overwrite`` is false.
     """
     from dmlr import __version__
+    from dmlr.options import check_output
 
+    check_output(path, overwrite, storage_options, "result")
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     root = root.rstrip("/")
     if fs.exists(f"{root}/COMPLETE"):
@@ -87,8 +103,10 @@ def save(res: MNLogitResults, path: str, *, storage_options: dict[str, Any] | No
         _write(fs, f"{root}/covariance.npy", _npy(res.covariance))
     elif fs.exists(f"{root}/covariance.npy"):
         fs.rm(f"{root}/covariance.npy")
+    if res.formula is not None:
+        _write(fs, f"{root}/formula.pkl", pickle.dumps(res.formula))
     _write(fs, f"{root}/history.jsonl", "".join(json.dumps(r) + "\n" for r in res.history).encode())
-    _write(fs, f"{root}/summary.txt", (res.summary() + "\n").encode())
+    _write(fs, f"{root}/summary.txt", (str(res.summary()) + "\n").encode())
     _write(fs, f"{root}/result.json", json.dumps(doc, indent=2).encode())
     _write(fs, f"{root}/COMPLETE", doc["run"].encode())
 
@@ -110,6 +128,7 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
         raise StoreError(f"{path} has result format {doc.get('format_version')}, this dmlr reads {FORMAT_VERSION}")
     coef = np.load(io.BytesIO(fs.cat_file(f"{root}/coef.npy")))
     cov = np.load(io.BytesIO(fs.cat_file(f"{root}/covariance.npy"))) if doc["has_covariance"] else None
+    formula = pickle.loads(fs.cat_file(f"{root}/formula.pkl")) if fs.exists(f"{root}/formula.pkl") else None
     history = [json.loads(line) for line in fs.cat_file(f"{root}/history.jsonl").decode().splitlines() if line]
     return MNLogitResults(
         coef=coef,
@@ -121,7 +140,8 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
         data_info=doc["data_info"],
         dropped_features=tuple(doc.get("dropped_features", [])),
         input_features=tuple(doc.get("input_features", [])),
-        **{name: doc[name] for name in _SCALARS},
+        formula=formula,
+        **{name: doc[name] for name in _SCALARS if name in doc},
     )
 
 

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from dmlr.errors import InputError
 from dmlr.oracle.kernels import block_rows, check_finite, linear_predictor, log_probabilities
 
-__all__ = ["predict_labels", "predict_proba"]
+__all__ = ["encode_frame", "predict_labels", "predict_proba"]
 
 Array = NDArray[np.float64]
 
@@ -31,6 +31,59 @@ def _proba_block(x: Array, coef: Array, intercept: bool, order: NDArray[np.intp]
         coded[:, 1:] = prob
         out[s:e] = coded[:, order]
     return out
+
+
+def encode_frame(
+    frame: pd.DataFrame,
+    feature_names: Sequence[str],
+    *,
+    formula: Any = None,
+    encoding: dict[str, Any] | None = None,
+    where: str = "X",
+    missing: str = "raise",
+    unseen: str = "raise",
+) -> tuple[Array, pd.Index]:
+    """A raw table encoded as the model's data columns, the way the fitted data was.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Raw columns: what the formula reads (formula fits), the staged source columns (store fits, DataFrame
+        fits with ``category`` columns), or the feature columns by name.
+    feature_names : sequence of str, length p
+        The model's data columns (``const`` excluded), the order of the result's columns.
+    formula : FormulaEncoding, optional
+    encoding : dict, optional
+        A :class:`~dmlr.data.encoding.FeatureEncoding` in JSON form.
+    where : str
+        Names the table in error messages.
+    missing : {"raise", "drop"}
+        Rows with a missing value in a column the model reads.
+    unseen : {"raise", "nan"}
+        Rows with a categorical level the fit never saw.
+
+    Returns
+    -------
+    x : ndarray, shape (r, p)
+    index : pandas.Index
+        Labels of the rows of ``x`` (``frame``'s, less dropped rows).
+    """
+    from dmlr.data.encoding import FeatureEncoding, drop_missing
+
+    if formula is not None:
+        x, index = formula.transform(frame, where, missing, unseen)
+        names = formula.column_names  # with formulaic's Intercept when there is one: not a data column
+    else:
+        enc = FeatureEncoding.from_json(encoding) if encoding else FeatureEncoding(tuple(feature_names))
+        absent = [c for c in enc.columns if c not in frame.columns]
+        if absent:
+            raise InputError(f"{where} is missing the columns {absent} the model was fitted with")
+        frame, _ = drop_missing(frame, list(enc.columns), missing, where)
+        x, index, names = enc.transform(frame, where, unseen), frame.index, enc.feature_names
+    if list(names) != list(feature_names):  # dependent columns dropped by the fit: select the kept ones
+        position = {name: j for j, name in enumerate(names)}
+        x = x[:, [position[f] for f in feature_names]]
+    return x, index
 
 
 def _feature_matrix(X: Any, feature_names: Sequence[str], p: int) -> Any:
@@ -118,10 +171,23 @@ def predict_proba(
     return proba
 
 
+def _label_series(proba: pd.DataFrame, classes: NDArray[Any]) -> pd.Series:
+    values = proba.to_numpy()
+    labels = pd.Series(classes[np.argmax(np.nan_to_num(values, nan=-1.0), axis=1)], index=proba.index)
+    undefined = np.isnan(values).any(axis=1)
+    return labels.astype(object).where(~undefined, None) if undefined.any() else labels
+
+
 def predict_labels(proba: Any, classes: NDArray[Any]) -> Any:
-    """Most probable label per row, from :func:`predict_proba`'s output (same kind as its input)."""
+    """Most probable label per row, from :func:`predict_proba`'s output (same kind as its input; a row of NaN
+    probabilities, from an unseen level with ``unseen="nan"``, has no label: ``None``)."""
+    import dask.dataframe as dd
+
+    if isinstance(proba, dd.DataFrame):
+        meta = pd.Series(classes[:0], dtype=object if classes.dtype.kind in "OUS" else classes.dtype)
+        return proba.map_partitions(_label_series, classes, meta=meta)
     if isinstance(proba, pd.DataFrame):
-        return pd.Series(classes[np.argmax(proba.to_numpy(), axis=1)], index=proba.index)
+        return _label_series(proba, classes)
     if isinstance(proba, da.Array):
         return da.map_blocks(lambda b: classes[np.argmax(b, axis=1)], proba, drop_axis=1, dtype=classes.dtype)
     return classes[np.argmax(proba, axis=1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
@@ -15,12 +16,12 @@ from dask.delayed import delayed
 from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.store import expand_sources, from_partitions, is_local, open_store, read_table
+from dmlr.data.store import expand_sources, is_local, open_store, read_table
 from dmlr.errors import InputError
+from dmlr.options import check_missing, check_output
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["features_of", "predict_to"]
+__all__ = ["predict_to"]
 
 
 def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
@@ -28,32 +29,31 @@ def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
     return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
-def features_of(res: MNLogitResults, data: str, storage_options: dict[str, Any] | None = None) -> da.Array:
-    """The feature matrix of a store or of CSV/Parquet files, encoded as at staging, as a dask array (n, p).
+def _output_kind(out: str) -> str:
+    name = out.rstrip("/")
+    if name.endswith(".zarr"):
+        return "zarr"
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise InputError(f"--out must end with .zarr or .parquet, got {os.path.basename(name)!r}")
 
-    Files are encoded with the feature encoding recorded when the fitted store was staged (categorical levels
-    included); a result fitted from in-memory data reads its feature columns by name.
-    """
-    if _is_store(data, storage_options):
-        store = open_store(data, storage_options=storage_options)
-        if list(store.feature_names) != list(res.data_feature_names):
-            raise InputError(
-                f"store {data} has features {store.feature_names}, "
-                f"the model was fitted on {list(res.data_feature_names)}"
-            )
-        return store.X
-    if res.data_info and res.data_info.get("encoding"):
-        encoding = FeatureEncoding.from_json(res.data_info["encoding"])
-    else:
-        encoding = FeatureEncoding(tuple(res.data_feature_names))
-    table, _ = read_table(expand_sources(data), storage_options)
-    lengths = table.map_partitions(len).compute()
-    return from_partitions(table, lengths, encoding.transform, (encoding.n_features,), np.float64, source=data)
+
+def _predict_frame(
+    frame: pd.DataFrame, res: MNLogitResults, keep: list[str], missing: str, unseen: str, partition_info: Any = None
+) -> pd.DataFrame:
+    """One table partition: the kept columns, then ``p_<label>`` per class and ``label``."""
+    proba = res._proba_frame(frame, missing, unseen, partition_info=partition_info) if len(frame) else None
+    index = frame.index if proba is None else proba.index
+    out = frame.loc[index, keep].reset_index(drop=True) if keep else pd.DataFrame(index=range(len(index)))
+    values = np.zeros((0, res.classes.size)) if proba is None else proba.to_numpy()
+    return pd.concat([out, _frame(values, np.asarray(res.classes))], axis=1)
 
 
 def _frame(proba: NDArray[np.float64], classes: NDArray[Any]) -> pd.DataFrame:
     frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes.tolist()])
-    frame["label"] = classes[np.argmax(proba, axis=1)]
+    labels = pd.Series(classes[np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)])
+    undefined = np.isnan(proba).any(axis=1)
+    frame["label"] = labels.astype(object).where(~undefined, None) if undefined.any() else labels
     return frame
 
 
@@ -63,51 +63,119 @@ def predict_to(
     out: str,
     *,
     overwrite: bool = False,
+    keep: Sequence[str] = (),
+    missing: str = "raise",
+    unseen: str = "raise",
     storage_options: dict[str, Any] | None = None,
-) -> int:
+) -> tuple[int, int]:
     """Predict every row of ``data`` and write probabilities and labels to ``out``.
 
     Parameters
     ----------
     res : MNLogitResults
     data : str
-        A Zarr store, or CSV/Parquet files (globs allowed).
+        A Zarr store, or CSV/Parquet files (globs allowed) holding the raw columns the model was fitted from
+        (encoded as at fit time: a formula re-applied, a staged encoding re-applied).
     out : str
         ``*.zarr``: arrays ``proba`` (n, K, columns in sorted label order) and ``label`` (int32 positions in
-        ``attrs["classes"]``). ``*.parquet``: columns ``p_<label>`` and ``label``.
+        ``attrs["classes"]``, -1 for rows without a prediction). ``*.parquet``: the ``keep`` columns, then
+        ``p_<label>`` per class and ``label``.
     overwrite : bool
         Replace an existing output.
+    keep : sequence of str
+        Source columns carried through to a Parquet output (an id, a group) next to the predictions.
+    missing : {"raise", "drop"}
+        Rows of a table with a missing value in a column the model reads: an error, or left out.
+    unseen : {"raise", "nan"}
+        Rows with a categorical level the fit never saw: an error, or NaN probabilities and no label.
     storage_options : dict, optional
         fsspec options for ``data`` and ``out``.
 
     Returns
     -------
-    int
-        Number of rows written.
+    written, dropped : int
+        Rows written and rows left out for missing values.
     """
-    fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
-    if fs.exists(root) and not overwrite:
-        raise InputError(f"{out} already exists; pass --overwrite to replace it")
-    x = features_of(res, data, storage_options)
-    proba = res.predict_proba(x)
+    kind = _output_kind(out)
+    check_output(out, overwrite, storage_options, "output")
+    check_missing(missing)
+    try:
+        return _predict_to(res, data, out, kind, overwrite, list(keep), missing, unseen, storage_options)
+    except BaseException:  # no half-written output is left behind to be mistaken for a result
+        fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        raise
+
+
+def _predict_to(
+    res: MNLogitResults,
+    data: str,
+    out: str,
+    kind: str,
+    overwrite: bool,
+    keep: list[str],
+    missing: str,
+    unseen: str,
+    storage_options: dict[str, Any] | None,
+) -> tuple[int, int]:
     classes = np.asarray(res.classes)
-    if out.rstrip("/").endswith(".zarr"):
-        rows = max(1, (32 * 2**20) // (8 * classes.size))
-        proba = proba.rechunk((rows, -1))
-        group = zarr.open_group(out, mode="w", storage_options=None if is_local(out) else storage_options)
-        codecs = [ZstdCodec(level=1), Crc32cCodec()]
-        zp = group.create_array("proba", shape=proba.shape, chunks=(rows, classes.size), dtype="f8", compressors=codecs)
-        zl = group.create_array("label", shape=proba.shape[:1], chunks=(rows,), dtype="i4", compressors=codecs)
-        labels = da.map_blocks(lambda b: np.argmax(b, axis=1).astype(np.int32), proba, drop_axis=1, dtype=np.int32)
-        targets: list[Any] = [zp, zl]
-        da.store([proba, labels], targets, lock=False)
-        group.attrs["classes"] = classes.tolist()
-    elif out.rstrip("/").endswith(".parquet"):
-        meta = _frame(np.zeros((0, classes.size)), classes)
-        frames = [delayed(_frame)(block, classes) for block in proba.to_delayed().ravel()]
-        dd.from_delayed(frames, meta=meta).to_parquet(
-            out, write_index=False, overwrite=overwrite, storage_options=storage_options
+    if _is_store(data, storage_options):
+        if keep:
+            raise InputError("--keep needs CSV/Parquet input: a store holds only the encoded features")
+        store = open_store(data, storage_options=storage_options)
+        if list(store.feature_names) != list(res.data_feature_names):
+            raise InputError(
+                f"store {data} has features {store.feature_names}, "
+                f"the model was fitted on {list(res.data_feature_names)}"
+            )
+        proba = res.predict_proba(store.X)
+        _write_zarr(proba, classes, out, storage_options) if kind == "zarr" else _write_parquet_array(
+            proba, classes, out, storage_options
         )
-    else:
-        raise InputError(f"--out must end with .zarr or .parquet, got {os.path.basename(out)!r}")
-    return int(proba.shape[0])
+        return int(proba.shape[0]), 0
+    table, _ = read_table(expand_sources(data), storage_options)
+    absent = [c for c in keep if c not in table.columns]
+    if absent:
+        raise InputError(f"--keep columns {absent} are not in {data} (it has {list(table.columns)})")
+    if keep and kind == "zarr":
+        raise InputError("--keep writes columns next to the predictions: give a .parquet output")
+    meta = pd.concat([table._meta[keep].reset_index(drop=True), _frame(np.zeros((0, classes.size)), classes)], axis=1)
+    frames = table.map_partitions(_predict_frame, res, keep, missing, unseen, meta=meta)
+    if kind == "parquet":
+        write = frames.to_parquet(
+            out, write_index=False, overwrite=overwrite, storage_options=storage_options, compute=False
+        )
+        _, n_in, n_out = dd.compute(write, table.map_partitions(len).sum(), frames.map_partitions(len).sum())
+        return int(n_out), int(n_in - n_out)
+    n_in = int(table.map_partitions(len).sum().compute())
+    proba = frames[[f"p_{c}" for c in classes.tolist()]].to_dask_array(lengths=True)
+    _write_zarr(proba, classes, out, storage_options)
+    return int(proba.shape[0]), n_in - int(proba.shape[0])
+
+
+def _write_zarr(proba: da.Array, classes: NDArray[Any], out: str, storage_options: dict[str, Any] | None) -> None:
+    rows = max(1, (32 * 2**20) // (8 * classes.size))
+    proba = proba.astype(np.float64).rechunk((rows, -1))
+    group = zarr.open_group(out, mode="w", storage_options=None if is_local(out) else storage_options)
+    codecs = [ZstdCodec(level=1), Crc32cCodec()]
+    zp = group.create_array("proba", shape=proba.shape, chunks=(rows, classes.size), dtype="f8", compressors=codecs)
+    zl = group.create_array("label", shape=proba.shape[:1], chunks=(rows,), dtype="i4", compressors=codecs)
+    labels = da.map_blocks(_label_positions, proba, drop_axis=1, dtype=np.int32)
+    targets: list[Any] = [zp, zl]
+    da.store([proba, labels], targets, lock=False)
+    group.attrs["classes"] = classes.tolist()
+
+
+def _label_positions(block: NDArray[np.float64]) -> NDArray[np.int32]:
+    labels = np.argmax(np.nan_to_num(block, nan=-1.0), axis=1).astype(np.int32)
+    labels[np.isnan(block).any(axis=1)] = -1
+    return labels
+
+
+def _write_parquet_array(
+    proba: da.Array, classes: NDArray[Any], out: str, storage_options: dict[str, Any] | None
+) -> None:
+    meta = _frame(np.zeros((0, classes.size)), classes)
+    frames = [delayed(_frame)(block, classes) for block in proba.to_delayed().ravel()]
+    dd.from_delayed(frames, meta=meta).to_parquet(out, write_index=False, storage_options=storage_options)

@@ -9,18 +9,21 @@ order); the flat order of ``cov_params()`` is class-major, ``theta = vec(params)
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import scipy.stats
 from numpy.typing import NDArray
 
-from dmlr.errors import InferenceUnavailableError
-from dmlr.results.predict import predict_labels, predict_proba
-from dmlr.results.summary import render_summary
+from dmlr.errors import InferenceUnavailableError, InputError
+from dmlr.options import check_missing
+from dmlr.results.predict import encode_frame, predict_labels, predict_proba
+from dmlr.results.summary import Summary, render_summary
 
 __all__ = ["MNLogitResults"]
 
@@ -71,6 +74,12 @@ class MNLogitResults:
     input_features : tuple of str
         With dropped columns: the data columns as given to the fit, in order (to select from arrays that still
         have them).
+    n_missing : int
+        Rows dropped for a missing value (``missing="drop"``); ``nobs`` counts the rows fitted.
+    fitted_at : str
+        When the fit ended (ISO 8601, UTC); the summary's Date and Time.
+    formula : FormulaEncoding, optional
+        For :func:`dmlr.fit_formula` fits: the formula and its encoding state, re-applied to new data.
     """
 
     coef: Array
@@ -94,6 +103,9 @@ class MNLogitResults:
     data_info: dict[str, Any] | None = None
     dropped_features: tuple[str, ...] = ()
     input_features: tuple[str, ...] = ()
+    n_missing: int = 0
+    fitted_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    formula: Any = None
 
     # --- layout -------------------------------------------------------------------------------------------
     @property
@@ -216,8 +228,14 @@ class MNLogitResults:
         """Bayesian information criterion ``-2 llf + m d log(nobs)``."""
         return -2.0 * self.llf + self.n_params * float(np.log(self.nobs))
 
-    def summary(self, alpha: float = 0.05) -> str:
-        """Text table: fit statistics and, per non-base class, coef, std err, z, p-value and interval."""
+    def summary(self, alpha: float = 0.05) -> Summary:
+        """Fit statistics and, per non-base class, coef, std err, z, p-value and interval.
+
+        Returns
+        -------
+        Summary
+            ``str()`` (and ``print``) give the text table; ``as_html()`` and ``as_markdown()`` the others.
+        """
         return render_summary(self, alpha)
 
     def __repr__(self) -> str:
@@ -232,27 +250,46 @@ class MNLogitResults:
         """The columns prediction data must have (``const`` excluded when dmlr added it)."""
         return self.feature_names[1:] if self.intercept else self.feature_names
 
-    def predict_proba(self, X: Any, offset: Any = None) -> Any:
+    def predict_proba(self, X: Any, offset: Any = None, *, missing: str = "raise", unseen: str = "raise") -> Any:
         """Probabilities of every class, columns in sorted label order (base included).
 
         Parameters
         ----------
-        X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
-            Same columns as the fit (a DataFrame is matched by column name).
+        X : ndarray, dask.array.Array, pandas.DataFrame or dask.dataframe.DataFrame, shape (n, p)
+            Arrays hold the model's data columns in order. DataFrames hold the raw columns the model was fitted
+            from, encoded as the fit encoded them: a formula fit re-applies its formula, a fit of a staged store
+            or of a DataFrame with ``category`` columns re-applies that encoding, others are matched by name.
         offset : array-like, shape (n, m), optional
+        missing : {"raise", "drop"}
+            DataFrame rows with a missing value in a column the model reads: an error naming it, or dropped
+            (the result's index says which rows are left).
+        unseen : {"raise", "nan"}
+            DataFrame rows with a categorical level the fit never saw: an error naming it, or NaN probabilities.
 
         Returns
         -------
-        ndarray, pandas.DataFrame or dask.array.Array, shape (n, K)
-            Lazy for dask input.
+        ndarray, dask.array.Array, pandas.DataFrame or dask.dataframe.DataFrame, shape (n, K)
+            Same kind as ``X``, lazy for dask input; DataFrames have one column per class label.
         """
-        if self.dropped_features and not isinstance(X, pd.DataFrame) and np.ndim(X) == 2:
-            if np.shape(X)[1] == len(self.input_features):
-                X = X[:, [i for i, f in enumerate(self.input_features) if f not in self.dropped_features]]
+        check_missing(missing)
+        if unseen not in ("raise", "nan"):
+            raise InputError(f"unseen must be 'raise' or 'nan', got {unseen!r}")
+        if isinstance(X, dd.DataFrame):
+            if offset is not None:
+                raise InputError("offset cannot be given with a dask DataFrame; predict a dask array instead")
+            meta = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in self.classes.tolist()})
+            return X.map_partitions(self._proba_frame, missing, unseen, meta=meta)
+        if isinstance(X, pd.DataFrame):
+            return self._proba_frame(X, missing, unseen, offset=offset)
+        if self.dropped_features and np.ndim(X) == 2 and np.shape(X)[1] == len(self.input_features):
+            X = X[:, [i for i, f in enumerate(self.input_features) if f not in self.dropped_features]]
+        return self._proba(X, offset)
+
+    def _proba(self, x: Any, offset: Any) -> Any:
         codes_sorted = np.concatenate([[self.base], self.non_base_classes])
         order = np.argsort(np.searchsorted(self.classes, codes_sorted))
         return predict_proba(
-            X,
+            x,
             self.coef,
             intercept=self.intercept,
             feature_names=self.data_feature_names,
@@ -261,6 +298,27 @@ class MNLogitResults:
             offset=offset,
         )
 
-    def predict(self, X: Any, offset: Any = None) -> Any:
-        """Most probable label for each row, shape (n,); lazy for dask input."""
-        return predict_labels(self.predict_proba(X, offset), self.classes)
+    def _proba_frame(
+        self, frame: pd.DataFrame, missing: str, unseen: str, offset: Any = None, partition_info: Any = None
+    ) -> pd.DataFrame:
+        where = "X" if partition_info is None else f"partition {partition_info['number']} of X"
+        x, index = encode_frame(
+            frame,
+            self.data_feature_names,
+            formula=self.formula,
+            encoding=(self.data_info or {}).get("encoding"),
+            where=where,
+            missing=missing,
+            unseen=unseen,
+        )
+        if offset is not None and len(index) != len(frame):
+            raise InputError("rows were dropped for missing values and an offset was given: drop them yourself")
+        proba = np.full((x.shape[0], self.classes.size), np.nan)
+        ok = ~np.isnan(x).any(axis=1)
+        if ok.any():
+            proba[ok] = self._proba(x[ok], None if offset is None else np.asarray(offset)[ok])
+        return pd.DataFrame(proba, index=index, columns=list(self.classes.tolist()))
+
+    def predict(self, X: Any, offset: Any = None, *, missing: str = "raise", unseen: str = "raise") -> Any:
+        """Most probable label for each row, shape (n,); lazy for dask input (arguments as :meth:`predict_proba`)."""
+        return predict_labels(self.predict_proba(X, offset, missing=missing, unseen=unseen), self.classes)
