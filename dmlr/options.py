@@ -123,8 +123,8 @@ def check_output(path: str, overwrite: bool, storage_options: dict[str, Any] | N
 
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     if fs.exists(root) and not overwrite:
-        kind = f"{what} " if what else ""
-        raise InputError(f"{kind}{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        kind = f"the {what} " if what else ""
+        raise InputError(f"{kind}{path!r} already exists; pass --overwrite (overwrite=True) to replace it")
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,10 @@ class _Run:
             started = time.perf_counter()
             self._client = self.stack.enter_context(connected(target, **overrides))
             workers = len(self._client.scheduler_info()["workers"])
-            self.log.emit("cluster", target=target, workers=workers, seconds=time.perf_counter() - started)
+            self.log.emit(
+                "cluster", target=target, workers=workers, seconds=time.perf_counter() - started,
+                dashboard=getattr(self._client, "dashboard_link", None),
+            )  # fmt: skip
         return self._client
 
     # --- markers ------------------------------------------------------------------------------------------
