@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
     from dmlr.estimator import MultinomialLogit
     from dmlr.formula import fit_formula
+    from dmlr.results.hypothesis import lr_test
     from dmlr.results.io import load, save
     from dmlr.results.results import MNLogitResults
 
@@ -44,6 +45,7 @@ _LAZY = {
     "stage_arrays": "dmlr.data.store",
     "store_checksum": "dmlr.data.store",
     "load": "dmlr.results.io",
+    "lr_test": "dmlr.results.hypothesis",
     "save": "dmlr.results.io",
     "MNLogitResults": "dmlr.results.results",
     "MultinomialLogit": "dmlr.estimator",  # extra dmlr[sklearn]
@@ -85,6 +87,7 @@ __all__ = [
     "fit",
     "fit_formula",
     "load",
+    "lr_test",
     "open_store",
     "save",
     "scatter_rows",

@@ -356,6 +356,19 @@ def summary(result: str, storage_options: str | None) -> None:
     click.echo(dmlr.load(result, storage_options=_storage_options(storage_options)).summary())
 
 
+@main.command(name="test")
+@click.argument("result")
+@click.argument("features", nargs=-1, required=True)
+@storage_option
+@_guarded
+def test_features(result: str, features: tuple[str, ...], storage_options: str | None) -> None:
+    """Joint Wald test that FEATURES are zero in every equation (Stata's `test a b` after `mlogit`)."""
+    import dmlr
+
+    res = dmlr.load(result, storage_options=_storage_options(storage_options))
+    click.echo(res.test_features(_split(features)).summary())
+
+
 @main.command()
 @click.argument("store")
 @storage_option

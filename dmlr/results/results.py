@@ -10,6 +10,7 @@ order); the flat order of ``cov_params()`` is class-major, ``theta = vec(params)
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -22,6 +23,8 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InferenceUnavailableError, InputError
 from dmlr.options import check_missing
+from dmlr.results import hypothesis
+from dmlr.results.hypothesis import ChiSquareTest
 from dmlr.results.predict import encode_frame, predict_labels, predict_proba
 from dmlr.results.summary import Summary, render_summary
 
@@ -227,6 +230,28 @@ class MNLogitResults:
     def bic(self) -> float:
         """Bayesian information criterion ``-2 llf + m d log(nobs)``."""
         return -2.0 * self.llf + self.n_params * float(np.log(self.nobs))
+
+    # --- hypothesis tests -------------------------------------------------------------------------------------
+    def wald_test(self, r: Any, q: Any = None) -> ChiSquareTest:
+        """Joint Wald test of linear restrictions ``R theta = q`` (see :func:`dmlr.results.hypothesis.wald_test`).
+
+        Parameters
+        ----------
+        r : str or array-like, shape (r, m d)
+            ``"car:age = train:age, train:income = 0"`` (``class:feature`` terms), or ``R`` with class-major
+            columns (the order of :meth:`cov_params`).
+        q : array-like, shape (r,), optional
+            Right-hand side for a matrix ``R`` (default zeros).
+        """
+        return hypothesis.wald_test(self, r, q)
+
+    def t_test(self, r: Any, q: Any = None, alpha: float = 0.05) -> pd.DataFrame:
+        """Each restriction alone: estimate, standard error, z, p-value and interval, one row each."""
+        return hypothesis.t_test(self, r, q, alpha)
+
+    def test_features(self, features: Sequence[str]) -> ChiSquareTest:
+        """Joint Wald test that ``features`` are zero in every equation (Stata's ``test a b`` after ``mlogit``)."""
+        return hypothesis.test_features(self, features)
 
     def summary(self, alpha: float = 0.05) -> Summary:
         """Fit statistics and, per non-base class, coef, std err, z, p-value and interval.

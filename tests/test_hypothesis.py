@@ -1,0 +1,102 @@
+"""Wald, t and likelihood-ratio tests against statsmodels on its anes96 survey (7 party-identification classes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+import dmlr
+from dmlr.errors import InputError
+
+FEATURES = ["logpopul", "selfLR", "age", "educ", "income"]
+
+
+@pytest.fixture(scope="module")
+def fits():
+    d = sm.datasets.anes96.load_pandas().data
+    y = d.PID.astype(int)
+    res = dmlr.fit(d[FEATURES], y, tol=1e-12)
+    ref = sm.MNLogit(y, sm.add_constant(d[FEATURES])).fit(disp=0, method="newton", maxiter=100, tol=1e-14)
+    small = dmlr.fit(d[["logpopul", "selfLR", "educ"]], y, tol=1e-12)
+    ref_small = sm.MNLogit(y, sm.add_constant(d[["logpopul", "selfLR", "educ"]])).fit(disp=0, method="newton")
+    return res, ref, small, ref_small
+
+
+def _matrix(res, cells):
+    d = len(res.feature_names)
+    R = np.zeros((len(cells), res.n_params))
+    for i, (k, f) in enumerate(cells):
+        R[i, k * d + list(res.feature_names).index(f)] = 1.0
+    return R
+
+
+def test_wald_statistics_equal_statsmodels(fits):
+    res, ref, *_ = fits
+    np.testing.assert_allclose(res.coef, ref.params.to_numpy(), rtol=1e-8, atol=1e-10)
+    R = _matrix(res, [(1, "selfLR"), (3, "income")])
+    R[0] -= _matrix(res, [(2, "selfLR")])[0]
+    mine = res.wald_test(R)
+    theirs = ref.wald_test(R, scalar=True)
+    assert mine.df == 2 and mine.statistic == pytest.approx(theirs.statistic, rel=1e-8)
+    assert mine.pvalue == pytest.approx(float(theirs.pvalue), rel=1e-7)
+    text = res.wald_test("2:selfLR = 3:selfLR, 4:income = 0")  # classes 0..6: coefficient columns 1..6
+    assert text.statistic == pytest.approx(mine.statistic, rel=1e-14)
+    scaled = res.wald_test("2:selfLR - 3:selfLR = 0, 0.5*4:income + 1 = 1")
+    assert scaled.statistic == pytest.approx(mine.statistic, rel=1e-12)
+
+
+def test_joint_feature_test_and_t_test_equal_statsmodels(fits):
+    res, ref, *_ = fits
+    m = res.coef.shape[1]
+    joint = res.test_features(["age", "income"])
+    R = _matrix(res, [(k, f) for f in ("age", "income") for k in range(m)])
+    assert joint.df == 2 * m
+    assert joint.statistic == pytest.approx(ref.wald_test(R, scalar=True).statistic, rel=1e-8)
+    table = res.t_test("2:selfLR = 3:selfLR")
+    theirs = ref.t_test(_matrix(res, [(1, "selfLR")]) - _matrix(res, [(2, "selfLR")]))
+    assert table["estimate"].iloc[0] == pytest.approx(float(theirs.effect[0]), rel=1e-8)
+    assert table["std err"].iloc[0] == pytest.approx(float(theirs.sd[0, 0]), rel=1e-8)
+    assert table["P>|z|"].iloc[0] == pytest.approx(float(theirs.pvalue), rel=1e-7)
+
+
+def test_likelihood_ratio_equals_twice_the_statsmodels_difference(fits):
+    res, ref, small, ref_small = fits
+    lr = dmlr.lr_test(small, res)
+    assert lr.df == 2 * res.coef.shape[1]
+    assert lr.statistic == pytest.approx(2 * (ref.llf - ref_small.llf), rel=1e-9)
+    assert "age, income = 0" in lr.summary()
+
+
+def test_bad_restrictions_are_named(fits):
+    res, _, small, _ = fits
+    with pytest.raises(InputError, match="'9:age' is not a parameter"):
+        res.wald_test("9:age = 0")
+    with pytest.raises(InputError, match="'2:height' is not a parameter"):
+        res.wald_test("2:height = 0")
+    with pytest.raises(InputError, match="linearly dependent"):
+        res.wald_test("2:age = 0, 2:age = 0")
+    with pytest.raises(InputError, match="needs one '='"):
+        res.wald_test("2:age")
+    with pytest.raises(InputError, match=r"\['height'\] are not model columns"):
+        res.test_features(["height"])
+    with pytest.raises(InputError, match="not nested"):
+        dmlr.lr_test(res, small)
+    d = sm.datasets.anes96.load_pandas().data
+    other = dmlr.fit(d[FEATURES].iloc[:900], d.PID.astype(int).iloc[:900])
+    with pytest.raises(InputError, match="different data"):
+        dmlr.lr_test(small, other)
+
+
+def test_the_command_line_tests_features_of_a_saved_result(fits, tmp_path):
+    from click.testing import CliRunner
+
+    from dmlr.cli import main
+
+    res = fits[0]
+    dmlr.save(res, str(tmp_path / "r"))
+    done = CliRunner().invoke(main, ["test", str(tmp_path / "r"), "age", "income"])
+    assert done.exit_code == 0, done.stderr
+    assert f"chi2(12) = {res.test_features(['age', 'income']).statistic:.4f}" in done.stdout
+    bad = CliRunner().invoke(main, ["test", str(tmp_path / "r"), "height"])
+    assert bad.exit_code == 2 and "['height'] are not model columns" in bad.stderr
