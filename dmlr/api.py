@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,11 +24,14 @@ from dmlr.data.store import StoreData, open_store
 from dmlr.diagnostics import DependentColumn, constant_columns, dependent_columns
 from dmlr.driver import FitOutcome, Start, begin, check_weights_total, null_loglik, optimize
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
-from dmlr.options import Collinear, FitOptions, Missing, Separation
-from dmlr.oracle.statistics import Statistics
+from dmlr.options import ClusterCorrection, Collinear, CovType, FitOptions, Missing, Separation, WeightsType
+from dmlr.oracle.clusters import check_groups
+from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
+from dmlr.passes.clusters import cluster_meat
 from dmlr.results.covariance import inverse_information
 from dmlr.results.results import MNLogitResults
+from dmlr.results.robust import correction, sandwich
 from dmlr.steps import Objective
 from dmlr.steps.registry import make_rule
 
@@ -75,6 +79,10 @@ def fit(
     collinear: Collinear = "raise",
     checkpoint: str | os.PathLike[str] | None = None,
     missing: Missing = "raise",
+    cov_type: CovType | None = None,
+    groups: Any = None,
+    weights_type: WeightsType = "frequency",
+    cluster_correction: ClusterCorrection = "statsmodels",
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
 
@@ -146,6 +154,24 @@ def fit(
         A row with a missing value in ``X``, ``y``, ``weights`` or ``offset`` (NaN, None, pandas NA): an
         :class:`~dmlr.errors.InputError` naming the column and the row, or the row is dropped; the count dropped
         is ``n_missing`` of the result (and in the summary). A store has no missing values (see ``dmlr.stage``).
+    cov_type : {"nonrobust", "HC0", "HC1", "cluster"}, optional
+        The coefficients' covariance (``bse``, ``pvalues``, ``conf_int``, tests follow it). ``"nonrobust"``: the
+        inverse information. ``"HC0"``: the sandwich ``I^-1 M I^-1``, ``M`` the sum of the rows' score outer products
+        (statsmodels' HC0); ``"HC1"``: times ``n/(n-1)`` (Stata's ``vce(robust)``); both come from the fit's own
+        final pass. ``"cluster"``: ``M`` sums the outer products of each cluster's summed scores (one more pass;
+        clusters may span partitions). Default: ``"cluster"`` with ``groups``, ``"HC1"`` with probability weights,
+        else ``"nonrobust"``.
+    groups : array-like or dask array, shape (n,), optional
+        Cluster ids (integers or strings) for ``cov_type="cluster"``; for a store, default its staged ``groups``.
+    weights_type : {"frequency", "probability"}
+        ``"frequency"``: a weight counts its row that many times (every covariance equals the one of repeated rows).
+        ``"probability"``: inverse sampling probabilities: the same coefficients, ``nobs`` counts rows, ``llf`` is
+        a pseudo-log-likelihood, the covariance must be robust (default ``"HC1"``) and likelihood-ratio tests are
+        refused.
+    cluster_correction : {"statsmodels", "stata"}
+        Small-sample factor of cluster-robust covariances: ``G/(G-1) (n-1)/(n-k)`` as statsmodels, or ``G/(G-1)``
+        as Stata. p-values use the normal distribution either way (as statsmodels); for Stata's ``G - 1`` degrees
+        of freedom use ``scipy.stats.t.sf(abs(res.tvalues), res.n_clusters - 1) * 2``.
 
     Returns
     -------
@@ -161,9 +187,12 @@ def fit(
     options = FitOptions(
         method=method, l2=l2, fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, split_every=split_every,
         inference=inference, persist=persist, separation=separation, collinear=collinear, missing=missing,
+        cov_type=cov_type, weights_type=weights_type, cluster_correction=cluster_correction,
     )  # fmt: skip
     client = client if client is not None else _current_client()
-    data = _Inputs.resolve(X, y, weights, offset, feature_names, storage_options, options.missing)
+    data = _Inputs.resolve(X, y, weights, offset, feature_names, storage_options, options.missing, groups,
+                           options.cov_type)  # fmt: skip
+    cov = options.covariance(has_weights=data.weights is not None, has_groups=data.groups is not None)
     design = data.design(base, fit_intercept, client)
     data_token = None
     if checkpoint is not None:  # before shipping: scattered blocks have run-specific keys
@@ -172,11 +201,64 @@ def fit(
         data_token = data.store.checksum if data.store is not None else tokenize(*design.arrays())
     design, reship = _to_cluster(design, data, options, client)
     input_features = design.model_names[int(design.intercept) :]
-    fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options)
+    probability = options.weights_type == "probability"
+    final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
+    fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options, final)
     passes, objective, outcome, dropped = fitter.run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     res = _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
-    return dataclasses.replace(res, n_missing=data.n_missing) if data.n_missing else res
+    nobs = float(res.n_rows) if probability else res.nobs
+    res = dataclasses.replace(res, n_missing=data.n_missing, nobs=nobs, weights_type=options.weights_type)
+    if cov == "nonrobust" or res.covariance is None:
+        return res
+    groups_lazy = None if data.groups is None else _groups_array(data.groups, passes.design, client)
+    return _robust(res, passes.design, outcome.final.stats, cov, groups_lazy, options.cluster_correction, client)
+
+
+def _groups_array(groups: Any, design: Design, client: Any) -> da.Array:
+    """Cluster ids as a dask array with the design's row chunks (shipped to the workers once for in-memory ids)."""
+    if isinstance(groups, da.Array):
+        lazy = groups.compute_chunk_sizes() if any(math.isnan(c) for c in groups.chunks[0]) else groups
+        if lazy.shape[0] != design.n_rows:
+            raise InputError(f"groups has {lazy.shape[0]} rows but X has {design.n_rows}")
+        return lazy.rechunk((design.x.chunks[0],))
+    values = np.asarray(groups)
+    if values.ndim != 1 or values.shape[0] != design.n_rows:
+        raise InputError(f"groups must have shape ({design.n_rows},); got {values.shape}")
+    check_groups(values)
+    lazy = da.from_array(values, chunks=(design.x.chunks[0],))
+    return _scatter_rows(lazy, client) if client is not None and values.dtype.kind != "O" else lazy
+
+
+def _robust(
+    res: MNLogitResults,
+    design: Design,
+    stats: Statistics,
+    cov: str,
+    groups: da.Array | None,
+    cluster_correction: str,
+    client: Any,
+) -> MNLogitResults:
+    """The results with a robust covariance: the sandwich of the inverse information (the model-based covariance)
+    and the meat of the final pass (HC0, HC1) or of one cluster pass."""
+    bread = res.covariance
+    assert bread is not None
+    n_clusters = None
+    if cov == "cluster":
+        assert groups is not None
+        cm = cluster_meat(design, res.coef, groups, client)
+        if cm.n_clusters < 2:
+            raise InputError(
+                f"groups has {cm.n_clusters} distinct cluster id(s): cluster-robust errors need at least 2"
+            )
+        meat, n_clusters = cm.meat, cm.n_clusters
+    else:
+        meat = stats.full_meat()
+    factor = correction(cov, res.nobs, res.n_params, n_clusters or 0, cluster_correction)
+    return dataclasses.replace(
+        res, covariance=sandwich(bread, meat, factor), cov_type=cov, n_clusters=n_clusters,
+        cluster_correction=cluster_correction if cov == "cluster" else None,
+    )  # fmt: skip
 
 
 def fit_and_save(
@@ -224,6 +306,7 @@ class _Inputs:
     store: StoreData | None = None
     encoding: FeatureEncoding | None = None
     n_missing: int = 0
+    groups: Any = None
 
     @classmethod
     def resolve(
@@ -235,11 +318,13 @@ class _Inputs:
         feature_names: Sequence[str] | None,
         storage_options: dict[str, Any] | None,
         missing: str = "raise",
+        groups: Any = None,
+        cov_type: str | None = None,
     ) -> _Inputs:
         if not isinstance(X, (str, os.PathLike, StoreData)):
             if y is None:
                 raise InputError("y is required unless X is a store")
-            return _in_memory(X, y, weights, offset, feature_names, missing)
+            return _in_memory(X, y, weights, offset, feature_names, missing, groups)
         store = open_store(X if isinstance(X, StoreData) else str(X), storage_options=storage_options)
         if y is not None:
             raise InputError("y must not be given when X is a store: the store holds the labels")
@@ -247,7 +332,13 @@ class _Inputs:
             raise InputError("feature_names must not be given when X is a store: the store names its columns")
         weights = store.weights if weights is None else weights
         offset = store.offset if offset is None else offset
-        return cls(store.X, store.y, weights, offset, store.feature_names, store)
+        if groups is None and cov_type == "cluster":
+            if store.groups is None:
+                raise InputError(
+                    f"{store.url} has no cluster ids: stage it with --groups COL (groups='COL'), or pass groups="
+                )
+            groups = store.groups
+        return cls(store.X, store.y, weights, offset, store.feature_names, store, groups=groups)
 
     def design(self, base: Any, fit_intercept: bool, client: Any) -> Design:
         row_chunk = None
@@ -274,18 +365,23 @@ class _Inputs:
         }
 
 
-def _in_memory(X: Any, y: Any, weights: Any, offset: Any, feature_names: Sequence[str] | None, missing: str) -> _Inputs:
+def _in_memory(
+    X: Any, y: Any, weights: Any, offset: Any, feature_names: Sequence[str] | None, missing: str, groups: Any = None
+) -> _Inputs:
     """Arrays and DataFrames: the missing-value policy applied to all inputs, a DataFrame encoded by name."""
     if isinstance(X, dd.DataFrame):
         raise InputError(
             "X is a dask DataFrame: use dmlr.fit_formula('label ~ ...', ddf) for dask DataFrames, or pass "
             "ddf.to_dask_array(lengths=True)"
         )
-    arrays = [X, y, weights, offset]
+    arrays = [X, y, weights, offset, groups]
     if any(isinstance(a, da.Array) for a in arrays):
-        return _lazy_missing(X, y, weights, offset, feature_names, missing)
+        if groups is not None and missing == "drop":
+            raise InputError("missing='drop' with dask inputs and groups: drop the rows before fitting")
+        lazy = _lazy_missing(X, y, weights, offset, feature_names, missing)
+        return dataclasses.replace(lazy, groups=groups)
     bad = np.zeros(len(X) if hasattr(X, "__len__") else 0, dtype=bool)
-    names = ("X", "y", "weights", "offset")
+    names = ("X", "y", "weights", "offset", "groups")
     for name, values in zip(names, arrays, strict=True):
         if values is None or len(values) != len(bad):
             continue  # lengths are checked (with a message) when the design is built
@@ -295,7 +391,7 @@ def _in_memory(X: Any, y: Any, weights: Any, offset: Any, feature_names: Sequenc
         bad |= rows
     if bad.any():
         keep = ~bad
-        X, y, weights, offset = (None if a is None else _take(a, keep) for a in arrays)
+        X, y, weights, offset, groups = (None if a is None else _take(a, keep) for a in arrays)
     encoding = None
     if isinstance(X, pd.DataFrame):
         encoding = FeatureEncoding.from_frame(X)
@@ -304,7 +400,7 @@ def _in_memory(X: Any, y: Any, weights: Any, offset: Any, feature_names: Sequenc
         frame = X
         X = encoding.transform(frame, "X")
         feature_names = feature_names or encoding.feature_names
-    return _Inputs(X, y, weights, offset, feature_names, encoding=encoding, n_missing=int(bad.sum()))
+    return _Inputs(X, y, weights, offset, feature_names, encoding=encoding, n_missing=int(bad.sum()), groups=groups)
 
 
 def _raise_missing(name: str, values: Any, rows: NDArray[np.bool_]) -> None:
@@ -406,6 +502,7 @@ class _Fitter:
     checkpoint: str | os.PathLike[str] | None
     data_token: str
     storage_options: dict[str, Any] | None
+    final: Request = WITH_INFORMATION
 
     def run(self, design: Design) -> tuple[DataPasses, Objective, FitOutcome, tuple[str, ...]]:
         """First pass or checkpoint, the checks (weights, rank: dependent columns dropped here), then the loop."""
@@ -439,7 +536,7 @@ class _Fitter:
         outcome = optimize(
             passes, n_classes=n_classes, n_features=design.n_features, method=o.method, objective=objective,
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
-            class_labels=labels, checkpoint=checkpointer, start=start, full_rank=not dependent,
+            class_labels=labels, checkpoint=checkpointer, start=start, full_rank=not dependent, final=self.final,
         )  # fmt: skip
         return passes, objective, outcome, dropped
 

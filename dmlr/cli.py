@@ -27,15 +27,21 @@ import click
 
 from dmlr.errors import ClusterError, DmlrError, InputError, JobInterrupted, NumericalError
 from dmlr.options import (
+    CLUSTER_CORRECTIONS,
     COLLINEAR,
+    COV_TYPES,
     MISSING,
     PERSIST,
     SEPARATION,
+    WEIGHTS_TYPES,
+    ClusterCorrection,
     ClusterOptions,
     Collinear,
+    CovType,
     FitOptions,
     Persist,
     Separation,
+    WeightsType,
     check_output,
 )
 from dmlr.steps.registry import method_names
@@ -187,7 +193,8 @@ def main() -> None:
     "--reference", multiple=True, metavar="COL=LEVEL",
     help="Reference (dropped) level of a categorical column (repeatable); default its smallest level.",
 )  # fmt: skip
-@click.option("--weights", help="Column of frequency weights.")
+@click.option("--weights", help="Column of weights (frequency, or probability: see dmlr fit --weights-type).")
+@click.option("--groups", metavar="COL", help="Column of cluster ids kept for cluster-robust standard errors.")
 @click.option("--offset", multiple=True, help="K-1 offset columns, non-base classes in sorted label order.")
 @click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
@@ -202,6 +209,7 @@ def stage(
     categorical: tuple[str, ...],
     reference: tuple[str, ...],
     weights: str | None,
+    groups: str | None,
     offset: tuple[str, ...],
     chunk_rows: int | None,
     overwrite: bool,
@@ -238,6 +246,7 @@ def stage(
         storage_options=_storage_options(storage_options),
         reference=levels or None,
         missing=missing,
+        groups=groups,
     )
     click.echo(data.describe())
     dropped = int(data.metadata.get("n_missing", 0))
@@ -274,6 +283,13 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
     "--collinear", type=click.Choice(COLLINEAR), default="raise", show_default=True,
     help="Constant/duplicate/collinear columns: fail (exit 2), drop them, or keep them (inf standard errors).",
 )  # fmt: skip
+@click.option(
+    "--cov-type", type=click.Choice(COV_TYPES), default=None,
+    help="Covariance: nonrobust, HC0, HC1 (Stata's robust) or cluster (the store's --groups); default nonrobust, "
+    "HC1 with probability weights, cluster when the store has groups and --cov-type cluster is given.",
+)  # fmt: skip
+@click.option("--weights-type", type=click.Choice(WEIGHTS_TYPES), default="frequency", show_default=True)
+@click.option("--cluster-correction", type=click.Choice(CLUSTER_CORRECTIONS), default="statsmodels", show_default=True)
 @_with_cluster_options
 @storage_option
 @_guarded
@@ -290,6 +306,9 @@ def fit(
     inference: bool,
     separation: Separation,  # click.Choice over the same vocabularies guarantees the values
     collinear: Collinear,
+    cov_type: CovType | None,
+    weights_type: WeightsType,
+    cluster_correction: ClusterCorrection,
     scheduler: str | None,
     cluster: str | None,
     workers: int | None,
@@ -303,11 +322,17 @@ def fit(
 
     # everything is checked before a cluster starts or a file is written
     where = _cluster_options(scheduler, cluster, workers, memory_limit)
-    FitOptions(method=method, l2=l2, tol=tol, max_iter=max_iter, persist=FitOptions.persist_from(persist))
+    fit_options = FitOptions(
+        method=method, l2=l2, tol=tol, max_iter=max_iter, persist=FitOptions.persist_from(persist), cov_type=cov_type,
+        weights_type=weights_type, cluster_correction=cluster_correction,
+    )  # fmt: skip
     options = _storage_options(storage_options)
     check_output(out, overwrite, options, "result")
     data = dmlr.open_store(store, storage_options=options)
     base_label = _parse_base(base, list(data.metadata["classes"]))
+    if cov_type == "cluster" and data.groups is None:
+        raise InputError(f"--cov-type cluster needs cluster ids: stage {store} with --groups COL")
+    fit_options.covariance(data.weights is not None, cov_type == "cluster")
 
     def report(rec: dict[str, Any]) -> None:
         click.echo(
@@ -338,6 +363,9 @@ def fit(
             callback=report,
             separation=separation,
             collinear=collinear,
+            cov_type=cov_type,
+            weights_type=weights_type,
+            cluster_correction=cluster_correction,
         )
     click.echo(res.summary())
     click.echo(f"dmlr: result written to {out}", err=True)

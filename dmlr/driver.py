@@ -35,7 +35,7 @@ from dmlr.errors import (
     PerfectSeparationError,
     PerfectSeparationWarning,
 )
-from dmlr.oracle.statistics import Request, Statistics
+from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
 from dmlr.steps.registry import make_rule
@@ -194,6 +194,7 @@ def optimize(
     checkpoint: Checkpointer | None = None,
     start: Start | None = None,
     full_rank: bool = True,
+    final: Request = WITH_INFORMATION,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
 
@@ -226,6 +227,10 @@ def optimize(
         the rank before the loop). Without it the loop makes the first pass itself and checks the weights.
     full_rank : bool
         Whether the design has full column rank (the separation check needs it).
+    final : Request
+        What the statistics at the optimum must hold for inference: the information, and the meat of a robust
+        covariance (then every pass that computes the information also computes the meat, so the optimum's
+        pass has both and no extra pass is made).
 
     Returns
     -------
@@ -240,6 +245,8 @@ def optimize(
     log = _History(passes, rule, start.saved_first, checkpoint, callback, clock=start.clock)
 
     def evaluate(coef: Array, request: Request) -> Iterate:
+        if request.information and final.meat:
+            request = replace(request, meat=True, probability_weights=final.probability_weights)
         return Iterate.at(coef, passes(coef, request), objective)
 
     first_stats, resumed, n_iter = start.first, start.resumed, 0
@@ -263,8 +270,8 @@ def optimize(
             log.record(state.iterate, state.n_iter, rule.name, size)
     it, n_iter = state.iterate, state.n_iter
 
-    if inference and it.stats.information is None:
-        it = evaluate(it.coef, Request(information=True))
+    if inference and (it.stats.information is None or (final.meat and it.stats.meat is None)):
+        it = evaluate(it.coef, final)
         log.record(it, n_iter, "inference", 0.0)
     labels = class_labels or list(range(n_classes))
     names = getattr(getattr(passes, "design", None), "model_names", None) or [f"x{j}" for j in range(d)]

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from dmlr.api import fit as dmlr_fit
-from dmlr.options import Collinear, Separation
+from dmlr.options import ClusterCorrection, Collinear, CovType, Separation, WeightsType
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["MultinomialLogit"]
@@ -49,6 +49,11 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         See :func:`dmlr.fit` (only matters with ``l2=0``).
     split_every : int
     client : distributed.Client, optional
+    cov_type : {"nonrobust", "HC0", "HC1", "cluster"}, optional
+        See :func:`dmlr.fit`; ``"cluster"`` takes the cluster ids from ``fit(..., groups=)``.
+    weights_type : {"frequency", "probability"}
+        What ``sample_weight`` is (see :func:`dmlr.fit`).
+    cluster_correction : {"statsmodels", "stata"}
 
     Attributes
     ----------
@@ -78,6 +83,9 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         collinear: Collinear = "raise",
         split_every: int = 8,
         client: Any = None,
+        cov_type: CovType | None = None,
+        weights_type: WeightsType = "frequency",
+        cluster_correction: ClusterCorrection = "statsmodels",
     ) -> None:
         self.l2 = l2
         self.method = method
@@ -90,13 +98,16 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.collinear = collinear
         self.split_every = split_every
         self.client = client
+        self.cov_type = cov_type
+        self.weights_type = weights_type
+        self.cluster_correction = cluster_correction
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MultinomialLogit:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, groups: Any = None) -> MultinomialLogit:
         """Fit the model.
 
         Parameters
@@ -104,7 +115,9 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         X : array-like, DataFrame or dask array, shape (n, p)
         y : array-like or dask array, shape (n,)
         sample_weight : array-like, shape (n,), optional
-            Frequency weights.
+            Frequency weights (probability weights with ``weights_type="probability"``).
+        groups : array-like, shape (n,), optional
+            Cluster ids for cluster-robust standard errors.
 
         Returns
         -------
@@ -136,6 +149,10 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             collinear=self.collinear,
             split_every=self.split_every,
             client=self.client,
+            cov_type=self.cov_type,
+            groups=groups,
+            weights_type=self.weights_type,
+            cluster_correction=self.cluster_correction,
         )
         self.results_ = res
         self.n_iter_ = np.array([res.n_iter])

@@ -35,6 +35,13 @@ Collinear = Literal["raise", "drop", "keep"]
 Persist = Literal["auto", "yes", "no"]
 """The command line's and the pipeline's spelling of ``persist`` (``"auto"``, ``True``, ``False`` in Python)."""
 
+CovType = Literal["nonrobust", "HC0", "HC1", "cluster"]
+"""The covariance of the coefficients: model-based ``I^-1``, the sandwich ``I^-1 M I^-1`` without (HC0) or with
+(HC1, Stata's ``vce(robust)``) the ``n/(n-1)`` factor, or cluster-robust."""
+WeightsType = Literal["frequency", "probability"]
+"""Frequency weights count a row that many times; probability weights are inverse sampling probabilities."""
+ClusterCorrection = Literal["statsmodels", "stata"]
+"""The small-sample factor of cluster-robust covariances: ``G/(G-1) (n-1)/(n-k)`` (statsmodels) or ``G/(G-1)``."""
 Missing = Literal["raise", "drop"]
 """What a row with a missing value (NaN, None, an empty CSV field) does: raise naming its column and row, or be
 dropped (and counted: the number dropped is reported)."""
@@ -43,6 +50,9 @@ SEPARATION: tuple[Separation, ...] = get_args(Separation)
 COLLINEAR: tuple[Collinear, ...] = get_args(Collinear)
 PERSIST: tuple[Persist, ...] = get_args(Persist)
 MISSING: tuple[Missing, ...] = get_args(Missing)
+COV_TYPES: tuple[CovType, ...] = get_args(CovType)
+WEIGHTS_TYPES: tuple[WeightsType, ...] = get_args(WeightsType)
+CLUSTER_CORRECTIONS: tuple[ClusterCorrection, ...] = get_args(ClusterCorrection)
 
 MiB = 2**20
 MIN_MEMORY_LIMIT = 256 * MiB
@@ -80,6 +90,9 @@ class FitOptions:
     separation: Separation = "raise"
     collinear: Collinear = "raise"
     missing: Missing = "raise"
+    cov_type: CovType | None = None
+    weights_type: WeightsType = "frequency"
+    cluster_correction: ClusterCorrection = "statsmodels"
 
     def __post_init__(self) -> None:
         from dmlr.steps.registry import method_names
@@ -97,6 +110,36 @@ class FitOptions:
         _one_of(self.separation, SEPARATION, "separation")
         _one_of(self.collinear, COLLINEAR, "collinear")
         _one_of(self.missing, MISSING, "missing")
+        if self.cov_type is not None:
+            _one_of(self.cov_type, COV_TYPES, "cov_type")
+        _one_of(self.weights_type, WEIGHTS_TYPES, "weights_type")
+        _one_of(self.cluster_correction, CLUSTER_CORRECTIONS, "cluster_correction")
+
+    def covariance(self, has_weights: bool, has_groups: bool) -> CovType:
+        """The covariance type to compute, checked against the data.
+
+        Default: ``"cluster"`` with groups, ``"HC1"`` with probability weights, else ``"nonrobust"``.
+
+        Raises
+        ------
+        InputError
+            Groups without ``cov_type="cluster"`` or the reverse, probability weights without weights, or a
+            model-based covariance with probability weights (it would be wrong: saying why).
+        """
+        if self.weights_type == "probability" and not has_weights:
+            raise InputError("weights_type='probability' needs weights")
+        probability = self.weights_type == "probability"
+        cov = self.cov_type or ("cluster" if has_groups else "HC1" if probability else "nonrobust")
+        if cov == "cluster" and not has_groups:
+            raise InputError("cov_type='cluster' needs groups: an array of cluster ids aligned with the rows")
+        if has_groups and cov != "cluster":
+            raise InputError(f"groups were given but cov_type is {cov!r}; use cov_type='cluster' (or leave groups out)")
+        if probability and cov == "nonrobust":
+            raise InputError(
+                "probability weights need a robust covariance: the inverse information treats them as counts and "
+                "understates the standard errors; use cov_type='HC1' (the default, Stata's) or 'HC0' or 'cluster'"
+            )
+        return cov
 
     @staticmethod
     def persist_from(choice: Persist) -> bool | Literal["auto"]:

@@ -251,6 +251,8 @@ def test_sigterm_exits_with_retry_code_and_leaves_a_resumable_checkpoint(staged_
         ({"report": {"format": "pdf"}}, "report.format: expected 'html' or 'markdown'"),
         ({"evaluate": []}, "evaluate: expected a mapping"),
         ({"colour": "blue"}, "colour: unknown field"),
+        ({"fit": {"cov_type": "HC9"}}, "fit.cov_type: expected one of"),
+        ({"fit": {"weights_type": "sampling"}}, "fit.weights_type: expected one of"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, change, field):

@@ -206,6 +206,7 @@ def stage(
     like: str | StoreData | None = None,
     reference: dict[str, Any] | None = None,
     missing: str = "raise",
+    groups: str | None = None,
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -241,6 +242,10 @@ def stage(
     missing : {"raise", "drop"}
         Rows with a missing value in a column the store takes (target, features, weights, offset): an error
         naming the column and the row, or left out (the count is ``metadata["n_missing"]``).
+    groups : str, optional
+        A column of cluster ids kept for cluster-robust standard errors (array ``groups``, int64: integer ids as
+        they are, other ids as positions in their sorted distinct values). Staging a source sorted by it lets
+        the cluster pass skip the exchange between partitions.
 
     Returns
     -------
@@ -262,13 +267,15 @@ def stage(
     table, fmt = read_table(paths, storage_options)
     categorical = list(categorical or [])
     offset = list(offset or [])
-    features = _feature_columns(table, target, features, weights, offset, categorical)
+    features = _feature_columns(table, target, features, weights, offset + ([groups] if groups else []), categorical)
     _check_target_free(url, overwrite, storage_options)
     levels_first = dict(reference or {})
     stray = sorted(set(levels_first) - set(categorical))
     if stray:
         raise InputError(f"reference levels are given for {stray}, which are not categorical columns {categorical}")
-    used = list(dict.fromkeys([target, *features, *([weights] if weights else []), *offset]))
+    used = list(
+        dict.fromkeys([target, *features, *([weights] if weights else []), *offset, *([groups] if groups else [])])
+    )
     raw = table
     if missing == "drop":
         table = table.dropna(subset=used)
@@ -308,6 +315,11 @@ def stage(
         arrays["weights"] = from_partitions(table, lengths, _weights_part, (), np.float64, weights)
     if offset:
         arrays["offset"] = from_partitions(table, lengths, _numeric_part, (m,), np.float64, offset)
+    n_groups = None
+    if groups:
+        ids = None if pd.api.types.is_integer_dtype(table[groups].dtype) else _sorted_ids(table[groups])
+        arrays["groups"] = from_partitions(table, lengths, _groups_part, (), np.int64, groups, ids)
+        n_groups = int(table[groups].nunique().compute()) if ids is None else len(ids)
     metadata = {
         "n_rows": n,
         "feature_names": encoding.feature_names,
@@ -320,6 +332,8 @@ def stage(
         "source": {"format": fmt, "paths": paths},
         "chunk_rows": rows,
         "n_missing": int(raw_rows) - n,
+        "groups": groups,
+        "n_groups": n_groups,
     }
     return _write_store(url, arrays, metadata, storage_options, progress)
 
@@ -332,6 +346,22 @@ def _first_missing(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
         return pd.DataFrame({"row": [-1], "column": [""]})
     row = int(np.argmax(rows))
     return pd.DataFrame({"row": [row], "column": [str(bad.columns[int(np.argmax(bad.iloc[row].to_numpy()))])]})
+
+
+def _sorted_ids(column: dd.Series) -> NDArray[Any]:
+    """The distinct values of a text cluster-id column, sorted (their positions are the stored ids)."""
+    return np.asarray(sorted(column.dropna().unique().compute().tolist()), dtype=object)
+
+
+def _groups_part(frame: pd.DataFrame, column: str, ids: NDArray[Any] | None, where: str) -> NDArray[np.int64]:
+    values = frame[column]
+    if values.isna().any():
+        raise InputError(
+            f"groups column {column!r} has a missing cluster id at row {int(np.argmax(values.isna()))} of {where}"
+        )
+    if ids is None:
+        return values.to_numpy(dtype=np.int64)
+    return np.searchsorted(ids, values.astype(object).to_numpy()).astype(np.int64)
 
 
 def _raise_first_missing(table: dd.DataFrame, used: list[str], n_na: pd.Series, lengths: list[int]) -> None:
@@ -484,6 +514,7 @@ def stage_arrays(
     storage_options: dict[str, Any] | None = None,
     source: str = "arrays",
     progress: bool = False,
+    groups: Any = None,
 ) -> StoreData:
     """Stage arrays (NumPy or dask, possibly larger than memory) into a Zarr store.
 
@@ -504,6 +535,8 @@ def stage_arrays(
     source : str
         Description recorded in the metadata.
     progress : bool
+    groups : array-like of int, shape (n,), optional
+        Integer cluster ids, stored as the ``groups`` array (for ``cov_type="cluster"``).
 
     Returns
     -------
@@ -534,6 +567,11 @@ def stage_arrays(
         arrays["weights"] = da.asarray(weights).astype(np.float64)
     if offset is not None:
         arrays["offset"] = da.asarray(offset).astype(np.float64)
+    if groups is not None:
+        g = da.asarray(groups)
+        if g.shape != (n,) or g.dtype.kind not in "iu":
+            raise InputError(f"groups must be integer cluster ids of shape ({n},); got {g.dtype} {g.shape}")
+        arrays["groups"] = g.astype(np.int64)
     metadata = {
         "n_rows": int(n),
         "feature_names": names,
@@ -545,6 +583,7 @@ def stage_arrays(
         "encoding": FeatureEncoding(tuple(names)).to_json(),
         "source": {"format": source, "paths": []},
         "chunk_rows": chunk_rows or max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1))),
+        "groups": "groups" if groups is not None else None,
     }
     return _write_store(url, arrays, metadata, storage_options, progress)
 
@@ -645,6 +684,9 @@ class StoreData:
     offset : dask.array.Array, shape (n, m), optional
     metadata : dict
         The ``dmlr`` attributes of the store.
+    groups : dask.array.Array, shape (n,), optional
+        Cluster ids (int64: the column's integers, or positions in its sorted distinct values) when staged with
+        ``groups=``.
     """
 
     url: str
@@ -653,6 +695,7 @@ class StoreData:
     weights: da.Array | None
     offset: da.Array | None
     metadata: dict[str, Any]
+    groups: da.Array | None = None
 
     @property
     def classes(self) -> NDArray[Any]:
@@ -757,4 +800,4 @@ def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None
     x, y = lazy("X"), lazy("y")
     if x is None or y is None:
         raise StoreError(f"{url} lacks the X or y array")
-    return StoreData(url, x, y, lazy("weights"), lazy("offset"), meta)
+    return StoreData(url, x, y, lazy("weights"), lazy("offset"), meta, lazy("groups"))

@@ -174,14 +174,18 @@ class _Accumulator:
         self.col_sum = np.zeros(d) if request.moments else None
         self.col_sumsq = np.zeros(d) if request.moments else None
         self.info = None
+        self.meat = np.zeros((m * d, m * d)) if request.meat else None
+        self.probability_weights = request.probability_weights
         if request.information:
             # m == 1: one weighted Gram; else the upper blocks of [xs, Z]^T [xs, Z] (see _information_block)
             self.info = np.zeros((d, d)) if m == 1 else np.zeros(((m + 1) * d, (m + 1) * d))
-        width = (m + 1) * d if self.info is not None else d + 3 * m
+        wide = (self.info is not None and m > 1) or self.meat is not None
+        width = (m + 1) * d if wide else d + 3 * m
         self.rows = block_rows(n_b, width, block_bytes)
         self.eta_buf = np.empty(m * self.rows)
-        self.zbuf = np.empty(self.rows * (m + 1) * d) if self.info is not None and m > 1 else None
-        self.columns = _column_blocks(m + 1, d) if self.zbuf is not None else []
+        self.zbuf = np.empty(self.rows * (m + 1) * d) if wide else None
+        self.columns = _column_blocks(m + 1, d) if self.info is not None and m > 1 else []
+        self.meat_columns = _column_blocks(m, d) if self.meat is not None else []
 
     def add(self, xb: Array, yb: NDArray[np.integer], vb: Array | None, ob: Array | None) -> None:
         """Add one row block: log-likelihood and score, then the requested second-order statistics."""
@@ -202,6 +206,8 @@ class _Accumulator:
             self.loglik += vb[with_class] @ picked - vb @ lse
         resid = np.negative(prob)
         resid[yb[with_class] - 1, with_class] += 1.0
+        if self.meat is not None:
+            self._meat_block(xb, vb, resid)
         if vb is not None:
             resid *= vb
         if self.intercept:
@@ -230,6 +236,23 @@ class _Accumulator:
                 assert self.zbuf is not None
                 _information_block(xs, prob, self.zbuf, self.columns, self.info)
 
+    def _meat_block(self, xb: Array, vb: Array | None, resid: Array) -> None:
+        """Accumulate the upper blocks of ``S^T S``, row ``i`` of ``S`` being ``c_i^(1/2) (y_i - p_i) kron [1, x_i]``
+        (``resid`` is ``y - p`` unweighted, class-major ``m x r``)."""
+        r, d, m = xb.shape[0], self.d, self.m
+        assert self.zbuf is not None and self.meat is not None
+        if vb is not None and self.probability_weights:
+            design, factor = _scaled_design(xb, None, self.intercept), vb  # (v r) kron x: v^2 in the product
+        else:
+            design, factor = _scaled_design(xb, vb, self.intercept), None  # r kron sqrt(v) x: v in the product
+        u3 = self.zbuf[: r * m * d].reshape(r, m, d)
+        np.multiply(resid.T[:, :, None], design[:, None, :], out=u3)
+        if factor is not None:
+            u3 *= factor[:, None, None]
+        u = u3.reshape(r, m * d)
+        for a, b in self.meat_columns:
+            self.meat[a:b, a:] += u[:, a:b].T @ u[:, a:]
+
     def finish(self, codes: NDArray[np.integer], weights: Array | None) -> Statistics:
         """The partition's record (the information assembled from the accumulated product)."""
         d, m = self.d, self.m
@@ -255,6 +278,7 @@ class _Accumulator:
             gram=gram,
             col_sum=self.col_sum,
             col_sumsq=self.col_sumsq,
+            meat=self.meat,
         )
 
 

@@ -40,11 +40,18 @@ class Request:
         Accumulate the weighted Gram matrix ``X^T V X`` (``d x d``) for Böhning's bound.
     moments : bool
         Accumulate weighted column sums and sums of squares (``d``,) and check every value is finite.
+    meat : bool
+        Accumulate the ``(m d, m d)`` sum of per-observation score outer products (the sandwich's meat).
+    probability_weights : bool
+        The weights are probability (sampling) weights: the meat weighs each row's score by ``v_i`` (so
+        ``v_i^2`` in the outer product) instead of counting it ``v_i`` times.
     """
 
     information: bool = False
     gram: bool = False
     moments: bool = False
+    meat: bool = False
+    probability_weights: bool = False
 
 
 SCORE_ONLY = Request()
@@ -77,6 +84,9 @@ class Statistics:
         ``X^T V X`` (at least its upper triangle).
     col_sum, col_sumsq : ndarray, shape (d,), optional
         Weighted column sums and sums of squares (model columns, intercept included).
+    meat : ndarray, shape (m d, m d), optional
+        ``sum_i c_i s_i s_i^T`` with ``s_i = (y_i - p_i) kron x_i`` (non-base classes, class-major) and
+        ``c_i = v_i`` for frequency weights, ``v_i^2`` for probability weights (at least its upper triangle).
     """
 
     n_rows: int
@@ -88,6 +98,7 @@ class Statistics:
     gram: Array | None = None
     col_sum: Array | None = None
     col_sumsq: Array | None = None
+    meat: Array | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
         values: dict[str, Any] = {}
@@ -134,6 +145,7 @@ class Statistics:
             gram=gram,
             col_sum=None if self.col_sum is None else self.col_sum[cols],
             col_sumsq=None if self.col_sumsq is None else self.col_sumsq[cols],
+            meat=None if self.meat is None else mirror_upper(self.meat)[np.ix_(flat, flat)],
         )
 
     @property
@@ -158,6 +170,12 @@ class Statistics:
         if self.information is None:
             raise ValueError("this pass did not compute the information")
         return mirror_upper(self.information)
+
+    def full_meat(self) -> Array:
+        """The symmetric ``(m d, m d)`` meat, mirrored from the accumulated upper triangle (in place)."""
+        if self.meat is None:
+            raise ValueError("this pass did not compute the meat")
+        return mirror_upper(self.meat)
 
     def full_gram(self) -> Array:
         """The symmetric ``(d, d)`` Gram matrix ``X^T V X``, mirrored from the upper triangle (in place)."""

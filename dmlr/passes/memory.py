@@ -19,6 +19,7 @@ from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
 
 __all__ = [
     "WorkingSet",
+    "bound_shuffle_buffers",
     "bytes_sent",
     "check_workers",
     "release_freed_memory",
@@ -236,3 +237,17 @@ def trim_and_measure() -> int:
 def bytes_sent(dask_worker: Any) -> int:
     """In a worker (``client.run``): bytes it has sent to peers and clients (distributed's own accounting)."""
     return int(dask_worker.transfer_outgoing_bytes_total)
+
+
+def bound_shuffle_buffers(dask_worker: Any = None) -> dict[str, str]:
+    """Inside a worker: size distributed's P2P shuffle buffers to its memory limit (the defaults, 1 GiB of comm
+    buffer and 100 MiB of storage buffer, exceed a 500 MB worker, which then dies mid-shuffle); the rest spills to
+    disk. Run with ``client.run`` before a shuffle (the cluster pass's exchange). Returns the settings."""
+    import dask
+
+    limit = int(getattr(getattr(dask_worker, "memory_manager", None), "memory_limit", 0) or 0)
+    comm = min(2**30, limit // 8) if limit else 2**30
+    storage = min(100 * MiB, limit // 16) if limit else 100 * MiB
+    settings = {"distributed.p2p.comm.buffer": f"{comm} B", "distributed.p2p.storage.buffer": f"{storage} B"}
+    dask.config.set(settings)
+    return settings

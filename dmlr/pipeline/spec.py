@@ -29,7 +29,16 @@ from typing import Any
 import yaml
 
 from dmlr.errors import InputError
-from dmlr.options import COLLINEAR, MISSING, SEPARATION, Collinear, Separation
+from dmlr.options import (
+    CLUSTER_CORRECTIONS,
+    COLLINEAR,
+    COV_TYPES,
+    MISSING,
+    SEPARATION,
+    WEIGHTS_TYPES,
+    Collinear,
+    Separation,
+)
 
 __all__ = ["PipelineSpec", "SpecError", "load_pipeline"]
 
@@ -67,6 +76,7 @@ class DataSection:
     synthetic: SyntheticSection | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     missing: str = "raise"
+    groups: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,9 @@ class FitSection:
     inference: bool = True
     separation: Separation = "raise"
     collinear: Collinear = "raise"
+    cov_type: str | None = None
+    weights_type: str = "frequency"
+    cluster_correction: str = "statsmodels"
 
 
 @dataclass(frozen=True)
@@ -224,7 +237,7 @@ def _cluster_section(r: _Reader, c: Any, base: str) -> ClusterSection:
 
 def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
     d = r.mapping(raw, "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
-                                "synthetic", "storage_options", "missing"))  # fmt: skip
+                                "synthetic", "storage_options", "missing", "groups"))  # fmt: skip
     synthetic = None
     if "synthetic" in d:
         s = r.mapping(d["synthetic"], "data.synthetic", ("rows", "test_rows", "seed", "files"))
@@ -253,6 +266,7 @@ def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
         synthetic=synthetic,
         storage_options=r.typed(d.get("storage_options") or {}, "data.storage_options", dict),
         missing=r.typed(d.get("missing", "raise"), "data.missing", str, lambda v: v in MISSING, f"one of {MISSING}"),
+        groups=None if d.get("groups") is None else r.typed(d["groups"], "data.groups", str),
     )
     if synthetic is not None and (data.features or data.weights or data.offset):
         raise r.fail("data.synthetic", "the synthetic table has fixed columns: leave features, weights, offset out")
@@ -279,5 +293,22 @@ def _fit_section(r: _Reader, raw: Any) -> FitSection:
         ),
         collinear=r.typed(
             f.get("collinear", "raise"), "fit.collinear", str, lambda v: v in COLLINEAR, f"one of {COLLINEAR}"
+        ),
+        cov_type=None
+        if f.get("cov_type") is None
+        else r.typed(f["cov_type"], "fit.cov_type", str, lambda v: v in COV_TYPES, f"one of {COV_TYPES}"),
+        weights_type=r.typed(
+            f.get("weights_type", "frequency"),
+            "fit.weights_type",
+            str,
+            lambda v: v in WEIGHTS_TYPES,
+            f"one of {WEIGHTS_TYPES}",
+        ),
+        cluster_correction=r.typed(
+            f.get("cluster_correction", "statsmodels"),
+            "fit.cluster_correction",
+            str,
+            lambda v: v in CLUSTER_CORRECTIONS,
+            f"one of {CLUSTER_CORRECTIONS}",
         ),
     )

@@ -207,6 +207,7 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
         overwrite=True,
         storage_options=run.so or None,
         missing=d.missing,
+        groups=d.groups,
     )
     store = stage(train, run.path("data", "train.zarr"), **common)
     held = stage(test, run.path("data", "test.zarr"), like=store, **common)
@@ -245,7 +246,8 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
             run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
             overwrite=True, method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter,
             inference=f.inference, separation="warn", collinear=f.collinear, client=client, callback=progress,
-            checkpoint=checkpoints,
+            checkpoint=checkpoints, cov_type=f.cov_type, weights_type=f.weights_type,
+            cluster_correction=f.cluster_correction,
         )  # fmt: skip
     except JobInterrupted:
         # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write

@@ -211,7 +211,7 @@ def lr_test(restricted: MNLogitResults, full: MNLogitResults) -> ChiSquareTest:
     ------
     InputError
         Different rows or weights (``nobs``, ``n_rows``), different classes, a restricted model that is not
-        smaller, a restricted model's columns that the full one lacks, or a penalized fit.
+        smaller, a restricted model's columns that the full one lacks, a penalized fit, or probability weights.
     """
     if restricted.nobs != full.nobs or restricted.n_rows != full.n_rows:
         raise InputError(
@@ -225,6 +225,11 @@ def lr_test(restricted: MNLogitResults, full: MNLogitResults) -> ChiSquareTest:
         raise InputError(
             f"the restricted fit is not nested in the full one (columns {missing} not in the full fit, or "
             f"{restricted.n_params} >= {full.n_params} parameters)"
+        )
+    if "probability" in (restricted.weights_type, full.weights_type):
+        raise InputError(
+            "likelihood-ratio tests are not valid with probability weights (the pseudo-log-likelihood's ratio is not "
+            "chi-squared); use a Wald test, res.test_features(...), under the robust covariance"
         )
     if restricted.l2 > 0 or full.l2 > 0:
         raise InputError("likelihood-ratio tests need unpenalized fits (l2 = 0)")

@@ -49,6 +49,10 @@ _SCALARS = (
     "message",
     "n_missing",
     "fitted_at",
+    "cov_type",
+    "weights_type",
+    "n_clusters",
+    "cluster_correction",
 )
 
 

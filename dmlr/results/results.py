@@ -79,6 +79,14 @@ class MNLogitResults:
         have them).
     n_missing : int
         Rows dropped for a missing value (``missing="drop"``); ``nobs`` counts the rows fitted.
+    cov_type : str
+        ``"nonrobust"``, ``"HC0"``, ``"HC1"`` or ``"cluster"``: what ``covariance`` is (see :func:`dmlr.fit`).
+    weights_type : str
+        ``"frequency"`` or ``"probability"`` (then ``llf`` is a pseudo-log-likelihood and ``nobs`` counts rows).
+    n_clusters : int, optional
+        ``G`` for ``cov_type="cluster"``.
+    cluster_correction : str, optional
+        ``"statsmodels"`` or ``"stata"`` for ``cov_type="cluster"``.
     fitted_at : str
         When the fit ended (ISO 8601, UTC); the summary's Date and Time.
     formula : FormulaEncoding, optional
@@ -107,6 +115,10 @@ class MNLogitResults:
     dropped_features: tuple[str, ...] = ()
     input_features: tuple[str, ...] = ()
     n_missing: int = 0
+    cov_type: str = "nonrobust"
+    weights_type: str = "frequency"
+    n_clusters: int | None = None
+    cluster_correction: str | None = None
     fitted_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     formula: Any = None
 

@@ -146,6 +146,10 @@ class Summary:
         return self.as_html()
 
 
+def _weighted(res: MNLogitResults) -> bool:
+    return res.weights_type == "probability" or res.nobs != res.n_rows
+
+
 def render_summary(res: MNLogitResults, alpha: float = 0.05) -> Summary:
     """The summary of ``res``: header statistics and one coefficient block per non-base class.
 
@@ -165,18 +169,27 @@ def render_summary(res: MNLogitResults, alpha: float = 0.05) -> Summary:
         ("converged:", str(res.converged)),
         ("Iterations:", f"{res.n_iter} ({res.n_passes} passes)"),
         ("Base class:", str(res.base)),
+        ("Covariance Type:", res.cov_type),
     ]
+    pseudo = res.weights_type == "probability"
     right = [
         ("No. Observations:", _exact(res.nobs)),
         ("Df Residuals:", _exact(res.df_resid)),
         ("Df Model:", _exact(res.df_model)),
         ("Pseudo R-squ.:", f"{res.prsquared:.4f}"),
-        ("Log-Likelihood:", _exact(res.llf)),
+        ("Log-Pseudolikelihood:" if pseudo else "Log-Likelihood:", _exact(res.llf)),
         ("LL-Null:", _exact(res.llnull)),
-        ("LLR p-value:", f"{res.llr_pvalue:.4g}"),
+        ("LLR p-value:", "n/a" if pseudo else f"{res.llr_pvalue:.4g}"),
         ("AIC / BIC:", f"{_exact(res.aic)} / {_exact(res.bic)}"),
+        ("Weights:", res.weights_type if _weighted(res) else "none"),
     ]
     notes = []
+    if res.cov_type == "cluster":
+        notes.append(
+            f"Standard errors adjusted for {res.n_clusters} clusters ({res.cluster_correction} small-sample factor)."
+        )
+    if pseudo:
+        notes.append("Probability weights: the log-likelihood is a pseudo-log-likelihood (no likelihood-ratio tests).")
     if res.n_missing:
         notes.append(f"{res.n_missing} rows with a missing value were dropped (missing='drop').")
     if res.l2 > 0:
