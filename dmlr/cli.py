@@ -195,6 +195,10 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--weights", help="Column of weights (frequency, or probability: see dmlr fit --weights-type).")
 @click.option("--groups", metavar="COL", help="Column of cluster ids kept for cluster-robust standard errors.")
+@click.option(
+    "--sort-groups/--no-sort-groups", default=True, show_default=True,
+    help="With --groups: store the rows sorted by it, so cluster-robust fits need no exchange between workers.",
+)  # fmt: skip
 @click.option("--offset", multiple=True, help="K-1 offset columns, non-base classes in sorted label order.")
 @click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
@@ -210,6 +214,7 @@ def stage(
     reference: tuple[str, ...],
     weights: str | None,
     groups: str | None,
+    sort_groups: bool,
     offset: tuple[str, ...],
     chunk_rows: int | None,
     overwrite: bool,
@@ -247,6 +252,7 @@ def stage(
         reference=levels or None,
         missing=missing,
         groups=groups,
+        sort_groups=sort_groups,
     )
     click.echo(data.describe())
     dropped = int(data.metadata.get("n_missing", 0))

@@ -39,13 +39,14 @@ CASES = [
     ("fair", "HC0", None),
     ("fair", "cluster", "occupation"),  # G = 6
     ("fair", "cluster", "affairs"),  # G = 77
+    ("fair", "cluster", "occupation*occupation_husb*educ"),  # G = 172: cells of three existing columns
 ]
 
 
 @pytest.mark.parametrize(("data", "cov", "column"), CASES)
 def test_standard_errors_and_wald_tests_equal_statsmodels(request, data, cov, column):
     d, x, y = request.getfixturevalue(data)
-    groups = None if column is None else d[column].to_numpy()
+    groups = None if column is None else d[column.split("*")].astype(int).astype(str).agg("-".join, axis=1).to_numpy()
     res = dmlr.fit(x, y, cov_type=cov, groups=groups, tol=1e-12)
     kw = {"cov_type": cov} | ({"cov_kwds": {"groups": np.unique(groups, return_inverse=True)[1]}} if column else {})
     ref = _statsmodels(x, y, **kw)
@@ -217,6 +218,9 @@ def test_a_store_staged_with_text_cluster_ids_fits_like_memory(tmp_path, anes):
     store = dmlr.stage(str(tmp_path / "anes.csv"), str(tmp_path / "s.zarr"), target="PID", features=ANES,
                        groups="region")  # fmt: skip
     assert store.metadata["n_groups"] == 3 and store.groups is not None
+    assert store.metadata["source"]["sorted_by"] == "region"  # staged in cluster order: the local path, one pass
+    ids = store.groups.compute()
+    assert np.all(ids[1:] >= ids[:-1])
     memory = dmlr.fit(x, y, groups=frame.region.to_numpy(), tol=1e-12)
     done = CliRunner().invoke(main, ["fit", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "r"), "--workers", "1",
                                      "--cov-type", "cluster", "--tol", "1e-12"])  # fmt: skip

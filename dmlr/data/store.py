@@ -207,6 +207,8 @@ def stage(
     reference: dict[str, Any] | None = None,
     missing: str = "raise",
     groups: str | None = None,
+    sort_groups: bool = True,
+    _recorded_paths: list[str] | None = None,
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -246,6 +248,10 @@ def stage(
         A column of cluster ids kept for cluster-robust standard errors (array ``groups``, int64: integer ids as
         they are, other ids as positions in their sorted distinct values). Staging a source sorted by it lets
         the cluster pass skip the exchange between partitions.
+    sort_groups : bool
+        With ``groups``: store the rows sorted by it (one shuffle of the used columns at staging, through a
+        temporary Parquet copy next to the store), so every cluster-robust fit of the store needs one local pass
+        and no exchange between workers. ``False`` keeps the source's order.
 
     Returns
     -------
@@ -276,6 +282,13 @@ def stage(
     used = list(
         dict.fromkeys([target, *features, *([weights] if weights else []), *offset, *([groups] if groups else [])])
     )
+    if groups and sort_groups:
+        return _stage_sorted(
+            table, used, groups, paths, store,
+            dict(target=target, features=features, weights=weights, offset=offset or None, chunk_rows=chunk_rows,
+                 categorical=categorical or None, overwrite=overwrite, storage_options=storage_options,
+                 progress=progress, like=like, reference=reference, missing=missing, groups=groups),
+        )  # fmt: skip
     raw = table
     if missing == "drop":
         table = table.dropna(subset=used)
@@ -329,7 +342,11 @@ def stage(
         "weights": weights,
         "offset": offset or None,
         "encoding": encoding.to_json(),
-        "source": {"format": fmt, "paths": paths},
+        "source": {
+            "format": fmt,
+            "paths": _recorded_paths or paths,
+            **({"sorted_by": groups} if _recorded_paths else {}),
+        },
         "chunk_rows": rows,
         "n_missing": int(raw_rows) - n,
         "groups": groups,
@@ -346,6 +363,23 @@ def _first_missing(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
         return pd.DataFrame({"row": [-1], "column": [""]})
     row = int(np.argmax(rows))
     return pd.DataFrame({"row": [row], "column": [str(bad.columns[int(np.argmax(bad.iloc[row].to_numpy()))])]})
+
+
+def _stage_sorted(
+    table: dd.DataFrame, used: list[str], groups: str, paths: list[str], store: str, options: dict[str, Any]
+) -> StoreData:
+    """Stage ``table`` sorted by its groups column: the used columns are sorted once (a dask shuffle) into a
+    temporary Parquet copy next to the store, which is then staged in order and removed."""
+    url = str(store).rstrip("/")
+    tmp = f"{_temporary_name(url) if _is_local(url) else url + '.sorting'}.parquet"
+    so = options["storage_options"]
+    try:
+        table[used].sort_values(groups).to_parquet(tmp, write_index=False, storage_options=so)
+        return stage(tmp, store, sort_groups=False, _recorded_paths=paths, **options)
+    finally:
+        fs, root = fsspec.core.url_to_fs(tmp, **(so or {}))
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
 
 
 def _sorted_ids(column: dd.Series) -> NDArray[Any]:

@@ -79,7 +79,12 @@ def cluster_score_sums(
         ``u_g`` restricted to this partition's rows, class-major.
     """
     check_groups(groups)
-    keys, inverse = np.unique(groups, return_inverse=True)
+    in_order = groups.size < 2 or bool(np.all(groups[1:] >= groups[:-1]))
+    if in_order:  # rows in cluster order (a store staged sorted by its groups): no sort needed
+        first = np.r_[True, groups[1:] != groups[:-1]] if groups.size else np.zeros(0, dtype=bool)
+        keys, inverse = groups[first], np.cumsum(first) - 1
+    else:
+        keys, inverse = np.unique(groups, return_inverse=True)
     d, m = coef.shape
     sums = np.zeros((keys.size, m * d))
     step = block_rows(x.shape[0], m * d, block_bytes)
@@ -94,9 +99,12 @@ def cluster_score_sums(
             resid *= weights[s:e, None]
         design = np.column_stack([np.ones(e - s), x[s:e]]) if intercept else x[s:e]
         which = inverse[s:e]
-        order = np.argsort(which, kind="stable")
-        which = which[order]
-        rows = (resid[order, :, None] * design[order, None, :]).reshape(e - s, m * d)
+        if in_order:
+            rows = (resid[:, :, None] * design[:, None, :]).reshape(e - s, m * d)
+        else:
+            order = np.argsort(which, kind="stable")
+            which = which[order]
+            rows = (resid[order, :, None] * design[order, None, :]).reshape(e - s, m * d)
         starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
         sums[which[starts]] += np.add.reduceat(rows, starts, axis=0)
     return keys, sums
