@@ -90,7 +90,7 @@ def run_demo(n: int = 400_000, workdir: str = "demo-output", *, n_workers: int =
     store, result = os.path.join(workdir, "survey.zarr"), os.path.join(workdir, "result")
     _dmlr("stage", os.path.join(workdir, "csv", "*.csv"), store, "--target", "mode", "--categorical", "region",
           "--overwrite", "--no-progress")  # fmt: skip
-    _dmlr("fit", store, "--out", result, "--workers", str(n_workers))
+    _dmlr("fit", store, "--out", result, "--workers", str(n_workers), "--overwrite")  # the demo owns its workdir
     res = dmlr.load(result)
     z = (res.params - truth.loc[res.params.index, res.params.columns]) / res.bse
     print("\nEstimates against the coefficients the data were drawn from, in standard errors:")

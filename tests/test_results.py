@@ -116,3 +116,4 @@ def test_demo_recovers_the_true_coefficients(tmp_path, capfd):
     out = capfd.readouterr().out
     assert "MNLogit Regression Results" in out and "mode=walk" in out and "region[T.west]" in out
     assert max_z < 4
+    assert run_demo(n=5_000, workdir=str(tmp_path), n_workers=1) < 5  # `make demo` again: it replaces its own outputs
