@@ -209,8 +209,8 @@ def fit(
     res = _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
     nobs = float(res.n_rows) if probability else res.nobs
     res = dataclasses.replace(res, n_missing=data.n_missing, nobs=nobs, weights_type=options.weights_type)
-    if cov == "nonrobust" or res.covariance is None:
-        return res
+    if cov == "nonrobust" or res.covariance is None:  # without inference, the type asked for is still recorded
+        return dataclasses.replace(res, cov_type=cov)
     groups_lazy = None if data.groups is None else _groups_array(data.groups, passes.design, client)
     return _robust(res, passes.design, outcome.final.stats, cov, groups_lazy, options.cluster_correction, client)
 

@@ -318,21 +318,7 @@ def stage(
         raise InputError("the source has 0 rows")
     rows = chunk_rows or max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1)))
 
-    # Pass 2: encode partition by partition, rechunk to regular row chunks, write. The four arrays share the
-    # partitions' read tasks, so each source partition is read once.
-    arrays: dict[str, da.Array] = {
-        "X": from_partitions(table, lengths, encoding.transform, (p,), np.float64),
-        "y": from_partitions(table, lengths, _target_part, (), np.int32, target, classes),
-    }
-    if weights:
-        arrays["weights"] = from_partitions(table, lengths, _weights_part, (), np.float64, weights)
-    if offset:
-        arrays["offset"] = from_partitions(table, lengths, _numeric_part, (m,), np.float64, offset)
-    n_groups = None
-    if groups:
-        ids = None if pd.api.types.is_integer_dtype(table[groups].dtype) else _sorted_ids(table[groups])
-        arrays["groups"] = from_partitions(table, lengths, _groups_part, (), np.int64, groups, ids)
-        n_groups = int(table[groups].nunique().compute()) if ids is None else len(ids)
+    arrays, n_groups = _encoded_arrays(table, lengths, encoding, target, classes, weights, offset, groups)
     metadata = {
         "n_rows": n,
         "feature_names": encoding.feature_names,
@@ -353,6 +339,34 @@ def stage(
         "n_groups": n_groups,
     }
     return _write_store(url, arrays, metadata, storage_options, progress)
+
+
+def _encoded_arrays(
+    table: dd.DataFrame,
+    lengths: list[int],
+    encoding: FeatureEncoding,
+    target: str,
+    classes: NDArray[Any],
+    weights: str | None,
+    offset: list[str],
+    groups: str | None,
+) -> tuple[dict[str, da.Array], int | None]:
+    """Pass 2's arrays: the table encoded partition by partition (X, y, weights, offset, groups; they share the
+    partitions' read tasks, so each source partition is read once), and the number of clusters."""
+    arrays: dict[str, da.Array] = {
+        "X": from_partitions(table, lengths, encoding.transform, (encoding.n_features,), np.float64),
+        "y": from_partitions(table, lengths, _target_part, (), np.int32, target, classes),
+    }
+    if weights:
+        arrays["weights"] = from_partitions(table, lengths, _weights_part, (), np.float64, weights)
+    if offset:
+        arrays["offset"] = from_partitions(table, lengths, _numeric_part, (len(offset),), np.float64, offset)
+    n_groups = None
+    if groups:
+        ids = None if pd.api.types.is_integer_dtype(table[groups].dtype) else _sorted_ids(table[groups])
+        arrays["groups"] = from_partitions(table, lengths, _groups_part, (), np.int64, groups, ids)
+        n_groups = int(table[groups].nunique().compute()) if ids is None else len(ids)
+    return arrays, n_groups
 
 
 def _first_missing(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
