@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from dmlr.options import check_missing
 from dmlr.results import hypothesis
 from dmlr.results.hypothesis import ChiSquareTest
 from dmlr.results.predict import encode_frame, predict_labels, predict_proba
+from dmlr.results.prediction import PredictionResults, get_prediction
 from dmlr.results.summary import Summary, render_summary
 
 __all__ = ["MNLogitResults"]
@@ -355,6 +357,54 @@ class MNLogitResults:
         if ok.any():
             proba[ok] = self._proba(x[ok], None if offset is None else np.asarray(offset)[ok])
         return pd.DataFrame(proba, index=index, columns=list(self.classes.tolist()))
+
+    def get_prediction(
+        self, X: Any, *, average: bool = False, offset: Any = None, missing: str = "raise", unseen: str = "raise"
+    ) -> PredictionResults:
+        """Predicted probabilities of every class with delta-method standard errors from the fit's covariance.
+
+        Parameters
+        ----------
+        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p)
+            As for :meth:`predict_proba` (a DataFrame holds raw columns, encoded as the fit encoded them).
+        average : bool
+            Return the average predicted probabilities over the rows of ``X`` and their standard errors (the
+            gradient averaged in the same pass).
+        offset : array-like, shape (n, m), optional
+            NumPy/pandas input only.
+        missing, unseen : str
+            As for :meth:`predict_proba`.
+
+        Returns
+        -------
+        PredictionResults
+            ``predicted`` and ``se`` of shape (n, K) (lazy for dask input) or (K,) when averaged; ``conf_int``,
+            ``summary_frame(alpha)``.
+        """
+        self._cov()  # a fit without inference says so here
+        return get_prediction(self, X, average=average, offset=offset, missing=missing, unseen=unseen)
+
+    def encode(self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise") -> tuple[Array, pd.Index]:
+        """A raw table as the model's data columns (``const`` excluded) and the labels of the rows kept."""
+        return encode_frame(
+            frame,
+            self.data_feature_names,
+            formula=self.formula,
+            encoding=(self.data_info or {}).get("encoding"),
+            missing=missing,
+            unseen=unseen,
+        )
+
+    def model_columns(self, X: Any) -> Any:
+        """An array of the fitted data columns (or of the input columns, dependent ones then left out), checked."""
+        if self.dropped_features and np.ndim(X) == 2 and np.shape(X)[1] == len(self.input_features):
+            X = X[:, [i for i, f in enumerate(self.input_features) if f not in self.dropped_features]]
+        p = len(self.data_feature_names)
+        if np.ndim(X) != 2 or np.shape(X)[1] != p:
+            raise InputError(f"X must have shape (n, {p}); got {np.shape(X)}")
+        if isinstance(X, da.Array):
+            return X.astype(np.float64).rechunk({1: -1})
+        return np.asarray(X, dtype=np.float64)
 
     def predict(self, X: Any, offset: Any = None, *, missing: str = "raise", unseen: str = "raise") -> Any:
         """Most probable label for each row, shape (n,); lazy for dask input (arguments as :meth:`predict_proba`)."""

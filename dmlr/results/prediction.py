@@ -1,0 +1,142 @@
+"""Predicted probabilities with delta-method standard errors and confidence intervals (``res.get_prediction``).
+
+For a row ``x`` (model columns, ``const`` included) and class ``k`` (any of the K, base included), with ``q`` the
+non-base probabilities (length ``m``) and ``e_k`` the indicator of ``k`` among them (zero for the base)::
+
+    d p_k / d theta = a_k kron x,   a_k = p_k (e_k - q)        (class-major theta, length m d)
+    se(p_k)^2 = a_k^T Q a_k,        Q_{l l'} = x^T V_{l l'} x  (V the fit's covariance, d x d blocks)
+
+so robust and cluster covariances carry through. Average predictions ``mean_i p_k(x_i)`` have the averaged
+gradient, accumulated over rows in the same pass. Rows are processed in blocks (``Q`` is ``r x m x m``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import scipy.stats
+from numpy.typing import NDArray
+
+from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
+
+if TYPE_CHECKING:
+    from dmlr.results.results import MNLogitResults
+
+__all__ = ["PredictionResults", "get_prediction"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PredictionResults:
+    """Predicted probabilities and their standard errors.
+
+    Attributes
+    ----------
+    predicted : ndarray or dask.array.Array, shape (n, K), or (K,) when averaged
+        Probabilities, columns in sorted label order.
+    se : ndarray or dask.array.Array, same shape
+        Delta-method standard errors.
+    classes : ndarray, shape (K,)
+    index : pandas.Index, optional
+        Row labels of a DataFrame input.
+    """
+
+    predicted: Any
+    se: Any
+    classes: NDArray[Any]
+    index: pd.Index | None = None
+
+    def conf_int(self, alpha: float = 0.05) -> tuple[Any, Any]:
+        """Lower and upper ``1 - alpha`` Wald limits ``p -/+ z se``, clipped to [0, 1]."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        z = scipy.stats.norm.ppf(1 - alpha / 2)
+        lower, upper = self.predicted - z * self.se, self.predicted + z * self.se
+        if isinstance(lower, da.Array):
+            return da.clip(lower, 0.0, 1.0), da.clip(upper, 0.0, 1.0)
+        return np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
+
+    def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
+        """One row per observation (or one row when averaged), columns ``(class, [predicted, se, ci_lower,
+        ci_upper])`` (computed if lazy)."""
+        lower, upper = self.conf_int(alpha)
+        parts = [np.atleast_2d(np.asarray(v)) for v in (self.predicted, self.se, lower, upper)]
+        names = ["predicted", "se", "ci_lower", "ci_upper"]
+        stacked = np.stack(parts, axis=2).reshape(parts[0].shape[0], -1)
+        columns = pd.MultiIndex.from_product([list(self.classes.tolist()), names], names=["class", "statistic"])
+        index = self.index if self.index is not None and self.predicted.ndim == 2 else None
+        return pd.DataFrame(stacked, columns=columns, index=index)
+
+
+def _block(x: Array, coef: Array, cov: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None) -> Array:
+    """Probabilities, standard errors and the gradient sums of one block: ``[p (r x K), se (r x K)]``."""
+    d, m = coef.shape
+    out = np.empty((x.shape[0], 2 * (m + 1)))
+    blocks = cov.reshape(m, d, m, d).transpose(1, 0, 2, 3).reshape(d, m * m * d)
+    step = block_rows(x.shape[0], m * m * d)
+    for s in range(0, x.shape[0], step):
+        e = min(s + step, x.shape[0])
+        eta = linear_predictor(x[s:e], coef, intercept, None if offset is None else offset[s:e])
+        q, lse = log_probabilities(eta)
+        p = np.column_stack([np.exp(-lse), q])  # code order: base first
+        design = np.column_stack([np.ones(e - s), x[s:e]]) if intercept else x[s:e]
+        quad = np.einsum("rlkj,rj->rlk", (design @ blocks).reshape(e - s, m, m, d), design)  # x' V_{l l'} x
+        a = -p[:, :, None] * q[:, None, :]  # a_k = p_k (e_k - q), rows k = code
+        a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
+        var = np.einsum("rkl,rlj,rkj->rk", a, quad, a)
+        out[s:e, : m + 1] = p[:, order]
+        out[s:e, m + 1 :] = np.sqrt(np.maximum(var, 0.0))[:, order]
+    return out
+
+
+def _average(x: Array, coef: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None) -> Array:
+    """Sums over the rows of one block: ``[sum p (K), sum of gradients (K x m d)]`` flattened, length K (1 + m d)."""
+    d, m = coef.shape
+    eta = linear_predictor(x, coef, intercept, offset)
+    q, lse = log_probabilities(eta)
+    p = np.column_stack([np.exp(-lse), q])
+    design = np.column_stack([np.ones(x.shape[0]), x]) if intercept else x
+    a = -p[:, :, None] * q[:, None, :]
+    a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
+    grad = np.einsum("rkl,rj->klj", a, design).reshape(m + 1, m * d)
+    return np.concatenate([p.sum(axis=0)[order], grad[order].ravel()])
+
+
+def get_prediction(res: MNLogitResults, X: Any, *, average: bool = False, offset: Any = None, **encode: Any) -> Any:
+    """See :meth:`dmlr.results.results.MNLogitResults.get_prediction`."""
+    cov = res.cov_params().to_numpy()
+    codes_sorted = np.concatenate([[res.base], res.non_base_classes])
+    order = np.argsort(np.searchsorted(res.classes, codes_sorted))
+    k = res.classes.size
+    index = None
+    if isinstance(X, pd.DataFrame):
+        x, index = res.encode(X, **encode)
+    else:
+        x = res.model_columns(X)
+    if offset is not None and not isinstance(x, da.Array):
+        offset = np.asarray(offset, dtype=np.float64).reshape(x.shape[0], -1)
+    if average:
+        if isinstance(x, da.Array):
+            parts = da.map_blocks(
+                lambda b: _average(b, res.coef, res.intercept, order, None)[None, :], x, dtype=np.float64,
+                chunks=((1,) * x.numblocks[0], (k * (1 + res.n_params),)),
+            )  # fmt: skip
+            total, n = parts.sum(axis=0).compute(), x.shape[0]
+        else:
+            total, n = _average(np.asarray(x), res.coef, res.intercept, order, offset), x.shape[0]
+        mean = total[:k] / n
+        grad = total[k:].reshape(k, res.n_params) / n
+        se = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", grad, cov, grad), 0.0))
+        return PredictionResults(mean, se, res.classes)
+    if isinstance(x, da.Array):
+        both = da.map_blocks(
+            _block, x, res.coef, cov, res.intercept, order, None, dtype=np.float64, chunks=(x.chunks[0], (2 * k,))
+        )
+        return PredictionResults(both[:, :k], both[:, k:], res.classes)
+    both = _block(np.asarray(x, dtype=np.float64), res.coef, cov, res.intercept, order, offset)
+    return PredictionResults(both[:, :k], both[:, k:], res.classes, index)
