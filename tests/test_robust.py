@@ -231,3 +231,15 @@ def test_a_store_staged_with_text_cluster_ids_fits_like_memory(tmp_path, anes):
     plain = dmlr.stage(str(tmp_path / "anes.csv"), str(tmp_path / "plain.zarr"), target="PID", features=ANES)
     done = CliRunner().invoke(main, ["fit", plain.url, "--out", str(tmp_path / "r2"), "--cov-type", "cluster"])
     assert done.exit_code == 2 and "stage" in done.stderr and "--groups COL" in done.stderr
+
+
+def test_the_estimator_passes_covariance_options_and_groups(anes):
+    pytest.importorskip("sklearn")
+    from dmlr import MultinomialLogit
+
+    d, x, y = anes
+    clf = MultinomialLogit(l2=0.0, cov_type="cluster", cluster_correction="stata", tol=1e-12)
+    clf.fit(x, y, groups=d.educ.to_numpy())
+    ref = dmlr.fit(x, y, groups=d.educ.to_numpy(), cluster_correction="stata", tol=1e-12)
+    assert clf.results_.cov_type == "cluster" and clf.results_.n_clusters == 7
+    np.testing.assert_allclose(clf.results_.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-10)
