@@ -291,8 +291,8 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 )  # fmt: skip
 @click.option(
     "--cov-type", type=click.Choice(COV_TYPES), default=None,
-    help="Covariance: nonrobust, HC0, HC1 (Stata's robust) or cluster (the store's --groups); default nonrobust, "
-    "HC1 with probability weights, cluster when the store has groups and --cov-type cluster is given.",
+    help="Covariance: nonrobust, HC0, HC1 (Stata's robust) or cluster (by the ids the store was staged with, "
+    "--groups). Default: nonrobust; HC1 with --weights-type probability.",
 )  # fmt: skip
 @click.option("--weights-type", type=click.Choice(WEIGHTS_TYPES), default="frequency", show_default=True)
 @click.option("--cluster-correction", type=click.Choice(CLUSTER_CORRECTIONS), default="statsmodels", show_default=True)
