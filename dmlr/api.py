@@ -199,11 +199,11 @@ def fit(
         from dask.base import tokenize
 
         data_token = data.store.checksum if data.store is not None else tokenize(*design.arrays())
-    design, reship = _to_cluster(design, data, options, client)
+    design, reship, source = _to_cluster(design, data, options, client)
     input_features = design.model_names[int(design.intercept) :]
     probability = options.weights_type == "probability"
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
-    fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options, final)
+    fitter = _Fitter(options, client, reship, callback, checkpoint, str(data_token), storage_options, final, source)
     passes, objective, outcome, dropped = fitter.run(design)
     llnull = null_loglik(passes, outcome.final.stats.class_weights, has_offset=design.offset is not None)
     res = _results(passes.design, outcome, objective, llnull, data.y, data.info(), dropped, input_features)
@@ -472,10 +472,11 @@ def _lazy_missing(
 
 def _to_cluster(
     design: Design, data: _Inputs, options: FitOptions, client: Any
-) -> tuple[Design, Callable[[], Design] | None]:
-    """Ship in-memory input to the workers once (with a function that ships it again), persist when asked."""
+) -> tuple[Design, Callable[[], Design] | None, Design | None]:
+    """Ship in-memory input to the workers once (with a function that ships it again), persist when asked; the
+    third value is the design before persisting (to name a partition that kills its worker), else ``None``."""
     if client is None:
-        return design, None
+        return design, None, None
     # The shipped blocks live as long as the design's arrays (their graphs hold the futures): this fit.
     local = design
     design = _ship_in_memory(local, client, data.X, data.y, data.weights, data.offset)
@@ -487,8 +488,8 @@ def _to_cluster(
 
     persist = options.persist
     if persist is True or (persist == "auto" and _fits_in_cluster_memory(design, client)):
-        design = design.with_arrays(client.persist(design.arrays()))
-    return design, reship
+        return design.with_arrays(client.persist(design.arrays())), reship, design
+    return design, reship, None
 
 
 @dataclass
@@ -503,11 +504,12 @@ class _Fitter:
     data_token: str
     storage_options: dict[str, Any] | None
     final: Request = WITH_INFORMATION
+    source: Design | None = None
 
     def run(self, design: Design) -> tuple[DataPasses, Objective, FitOutcome, tuple[str, ...]]:
         """First pass or checkpoint, the checks (weights, rank: dependent columns dropped here), then the loop."""
         o = self.options
-        passes = DataPasses(design, self.client, o.split_every, self.reship)
+        passes = DataPasses(design, self.client, o.split_every, self.reship, source=self.source)
         checkpointer = None
         if self.checkpoint is not None:
             identity = _fit_identity(design, self.data_token, o.method, o.l2, o.tol, o.split_every)

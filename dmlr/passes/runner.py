@@ -96,6 +96,10 @@ class DataPasses:
         A pass during which some worker stays paused by distributed's memory monitor this long, executing nothing
         while tasks of the pass are unfinished, fails with :class:`~dmlr.errors.WorkerMemoryError` instead of
         waiting forever.
+    source : Design, optional
+        The design before it was persisted: when a task making an input partition is reported as killing its
+        worker, partitions are recomputed from it alone (graph cloned, fresh keys) to confirm which one does
+        (a task queued beside the culprit on the dying worker is counted too and may be named first).
 
     Attributes
     ----------
@@ -116,6 +120,7 @@ class DataPasses:
     count: int = 0
     seconds: float = 0.0
     block_bytes: int = DEFAULT_BLOCK_BYTES
+    source: Design | None = field(default=None, repr=False)
     groups: list[GroupPlan] = field(default_factory=list, repr=False)
     _data: list[Any] = field(default_factory=list, repr=False)
     _checked: set[bool] = field(default_factory=set, repr=False)
@@ -219,6 +224,7 @@ class DataPasses:
         out = DataPasses(
             self.design.without_columns(columns), self.client, self.split_every, again if reship else None,
             self.max_reships, self.stall_seconds, block_bytes=self.block_bytes,
+            source=None if self.source is None else self.source.without_columns(columns),
         )  # fmt: skip
         out.count, out.seconds = self.count, self.seconds
         return out
@@ -392,7 +398,7 @@ class DataPasses:
         layers = {str(name) for a in self.design.arrays() for name in a.dask.layers}
         # a task producing row chunk i of the input (reading, decoding, ...): match its layer by containment
         if isinstance(key, tuple) and len(key) > 1 and any(n in str(key[0]) for n in layers):
-            return self._partition_message(int(key[1]), failures, key)
+            return self._partition_message(self._confirm_chunk(int(key[1])), failures, key)
         return f"task {key} killed its worker {failures} times (distributed.scheduler.allowed-failures)"
 
     def _partition_message(self, index: int, failures: Any, key: Any) -> str:
@@ -401,6 +407,42 @@ class DataPasses:
             f"partition {index} (rows {bounds[index]}-{bounds[index + 1] - 1}) killed the worker running it "
             f"{failures} times (distributed.scheduler.allowed-failures); giving up on it. Task: {key}"
         )
+
+    def _chunk_kills(self, index: int) -> bool:
+        """Whether input partition ``index``, recomputed alone from the unpersisted design, kills its worker."""
+        from dask.graph_manipulation import clone
+        from distributed import wait
+
+        assert self.source is not None
+        blocks = clone(*[a.blocks[index] for a in self.source.arrays()])
+        futures = self.client.compute(list(blocks))
+        with self.client.as_current():
+            wait(futures)
+        own = {str(k) for b in blocks for k in b.__dask_graph__()}
+        tokens = {str(f.key).rsplit("-", 1)[-1] for f in futures}  # the finalize tasks dask adds to compute them
+        for future in futures:
+            exc = future.exception() if future.status == "error" else None
+            if isinstance(exc, _killed_worker_error()):
+                task = str(getattr(exc, "task", None) or (exc.args[0] if exc.args else ""))
+                if task in own or any(token in task for token in tokens):
+                    return True
+        return False
+
+    def _confirm_chunk(self, named: int) -> int:
+        """The input partition that kills its worker: the named one if it does so alone, else the first other
+        one that does (checked one at a time, so no task runs beside another); the named one when unknown."""
+        if self.source is None or self.client is None:
+            return named
+        from distributed import futures_of
+
+        # the fit is failing: stop the persisted input's retries so that no task of it kills workers meanwhile
+        self.client.cancel(futures_of(self.design.arrays()))
+        if self._chunk_kills(named):
+            return named
+        for index in range(self.design.n_partitions):
+            if index != named and self._chunk_kills(index):
+                return index
+        return named
 
     def _isolate(self, group: GroupPlan) -> int | None:
         """Evaluate a failed group's partitions one task each to find the one that kills its worker."""
