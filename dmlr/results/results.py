@@ -26,6 +26,7 @@ from dmlr.errors import InferenceUnavailableError, InputError
 from dmlr.options import check_missing
 from dmlr.results import hypothesis
 from dmlr.results.hypothesis import ChiSquareTest
+from dmlr.results.margins import MarginalEffects, marginal_effects
 from dmlr.results.predict import encode_frame, predict_labels, predict_proba
 from dmlr.results.prediction import PredictionResults, get_prediction
 from dmlr.results.summary import Summary, render_summary
@@ -383,6 +384,25 @@ class MNLogitResults:
         """
         self._cov()  # a fit without inference says so here
         return get_prediction(self, X, average=average, offset=offset, missing=missing, unseen=unseen)
+
+    def get_margeff(self, X: Any, at: str = "overall", method: str = "dydx") -> MarginalEffects:
+        """Marginal effects with delta-method standard errors (statsmodels' ``get_margeff`` definitions).
+
+        Parameters
+        ----------
+        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p)
+            The rows to average over (``at="overall"``) or to take the mean/median of: usually the fitted data.
+        at : {"overall", "mean", "median", "zero"}
+        method : {"dydx", "eydx", "dyex", "eyex"}
+
+        Returns
+        -------
+        MarginalEffects
+            ``margeff``, ``margeff_se`` (features x every class), ``margeff_cov``, ``pvalues``, ``conf_int``,
+            ``summary_frame()``, ``summary()``. On a dask array ``at="overall"`` is one pass of per-block sums.
+        """
+        self._cov()
+        return marginal_effects(self, X, at, method)
 
     def encode(self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise") -> tuple[Array, pd.Index]:
         """A raw table as the model's data columns (``const`` excluded) and the labels of the rows kept."""

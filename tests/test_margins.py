@@ -1,0 +1,91 @@
+"""Marginal effects against statsmodels' get_margeff (anes96, K = 7) and, where statsmodels' MNLogit fails (dyex and
+eyex raise a broadcasting error there), against finite differences of predict_proba."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import dask.array as da
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+import dmlr
+from dmlr.errors import InputError
+
+FEATURES = ["logpopul", "selfLR", "age", "educ", "income"]
+
+
+@pytest.fixture(scope="module")
+def anes():
+    d = sm.datasets.anes96.load_pandas().data
+    y = d.PID.astype(int)
+    res = dmlr.fit(d[FEATURES], y, tol=1e-12)
+    ref = sm.MNLogit(y, sm.add_constant(d[FEATURES])).fit(disp=0, method="newton", tol=1e-14, maxiter=100)
+    return d[FEATURES].to_numpy(), res, ref
+
+
+@pytest.mark.parametrize("at", ["overall", "mean", "median", "zero"])
+@pytest.mark.parametrize("method", ["dydx", "eydx"])
+def test_effects_and_standard_errors_equal_statsmodels(anes, at, method):
+    x, res, ref = anes
+    mine = res.get_margeff(x, at=at, method=method)
+    theirs = ref.get_margeff(at=at, method=method)
+    assert mine.margeff.shape == theirs.margeff.shape == (5, 7)
+    np.testing.assert_allclose(mine.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(mine.margeff_se.to_numpy(), theirs.margeff_se, rtol=1e-8)
+    np.testing.assert_allclose(mine.pvalues.to_numpy(), theirs.pvalues, rtol=1e-6, atol=1e-14)
+
+
+def _effects_by_finite_differences(res, x, method, h=1e-6):
+    """Average effects from central differences of predict_proba in each feature (the definition)."""
+    p = np.asarray(res.predict_proba(x))
+    out = np.zeros((x.shape[1], p.shape[1]))
+    for k in range(x.shape[1]):
+        up, down = x.copy(), x.copy()
+        up[:, k] += h
+        down[:, k] -= h
+        dp = (np.asarray(res.predict_proba(up)) - np.asarray(res.predict_proba(down))) / (2 * h)
+        value = dp / p if method.startswith("ey") else dp
+        out[k] = (value * x[:, [k]] if method.endswith("ex") else value).mean(axis=0)
+    return out
+
+
+@pytest.mark.parametrize("method", ["dydx", "eydx", "dyex", "eyex"])
+def test_effects_and_jacobian_equal_finite_differences(anes, method):
+    x, res, _ = anes
+    mine = res.get_margeff(x, method=method)
+    np.testing.assert_allclose(mine.margeff.to_numpy(), _effects_by_finite_differences(res, x, method), rtol=1e-6,
+                               atol=1e-9)  # fmt: skip
+    # the delta method with a Jacobian by central differences of the effects in the coefficients
+    theta, h = res.coef.ravel(order="F"), 1e-6
+    cols = []
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = h
+        hi = dataclasses.replace(res, coef=(theta + step).reshape(res.coef.shape, order="F"))
+        lo = dataclasses.replace(res, coef=(theta - step).reshape(res.coef.shape, order="F"))
+        cols.append((hi.get_margeff(x, method=method).margeff.to_numpy().T.ravel()
+                     - lo.get_margeff(x, method=method).margeff.to_numpy().T.ravel()) / (2 * h))  # fmt: skip
+    jac = np.column_stack(cols)
+    se = np.sqrt(np.diag(jac @ res.cov_params().to_numpy() @ jac.T)).reshape(7, 5).T
+    np.testing.assert_allclose(mine.margeff_se.to_numpy(), se, rtol=1e-6)
+
+
+def test_a_dask_array_gives_the_same_effects_in_one_pass(anes):
+    x, res, _ = anes
+    lazy = res.get_margeff(da.from_array(x, chunks=(100, 5)), method="dydx")
+    eager = res.get_margeff(x, method="dydx")
+    np.testing.assert_allclose(lazy.margeff.to_numpy(), eager.margeff.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(lazy.margeff_se.to_numpy(), eager.margeff_se.to_numpy(), rtol=1e-12)
+    assert "selfLR" in eager.summary() and eager.summary_frame().shape == (35, 6)
+
+
+def test_bad_options_are_named(anes):
+    x, res, _ = anes
+    with pytest.raises(InputError, match="at must be one of"):
+        res.get_margeff(x, at="max")
+    with pytest.raises(InputError, match="method must be one of"):
+        res.get_margeff(x, method="elasticity")
+    with pytest.raises(InputError, match=r"X must have shape \(n, 5\)"):
+        res.get_margeff(x[:, :3])
