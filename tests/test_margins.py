@@ -89,3 +89,51 @@ def test_bad_options_are_named(anes):
         res.get_margeff(x, method="elasticity")
     with pytest.raises(InputError, match=r"X must have shape \(n, 5\)"):
         res.get_margeff(x[:, :3])
+
+
+@pytest.fixture(scope="module")
+def with_vote():
+    d = sm.datasets.anes96.load_pandas().data
+    cols = [*FEATURES, "vote"]  # vote is 0/1; selfLR, age, educ, income are non-negative integers
+    y = d.PID.astype(int)
+    res = dmlr.fit(d[cols], y, tol=1e-12)
+    ref = sm.MNLogit(y, sm.add_constant(d[cols])).fit(disp=0, method="newton", tol=1e-14, maxiter=100)
+    return d[cols].to_numpy(), res, ref
+
+
+@pytest.mark.parametrize("at", ["overall", "mean"])
+@pytest.mark.parametrize("method", ["dydx", "eydx"])
+def test_dummy_changes_and_atexog_equal_statsmodels(with_vote, at, method):
+    x, res, ref = with_vote
+    mine = res.get_margeff(x, at=at, method=method, dummy=True)
+    theirs = ref.get_margeff(at=at, method=method, dummy=True)
+    np.testing.assert_allclose(mine.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(mine.margeff_se.to_numpy(), theirs.margeff_se, rtol=1e-8)
+    fixed = res.get_margeff(x, at=at, method=method, atexog={"age": 40})
+    theirs = ref.get_margeff(at=at, method=method, atexog={3: 40})  # statsmodels counts the constant as column 0
+    np.testing.assert_allclose(fixed.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(fixed.margeff_se.to_numpy(), theirs.margeff_se, rtol=1e-8)
+
+
+def test_count_changes_follow_their_definition(with_vote):
+    """statsmodels' MNLogit raises for count=True (a float slice index); the definition is checked instead."""
+    x, res, _ = with_vote
+    mine = res.get_margeff(x, count=True)
+    for j in (1, 2, 3, 4):  # selfLR, age, educ, income: integer columns that vary
+        up, down = x.copy(), x.copy()
+        up[:, j] += 1
+        down[:, j] -= 1
+        change = (np.asarray(res.predict_proba(up)) - np.asarray(res.predict_proba(down))).mean(axis=0) / 2
+        np.testing.assert_allclose(mine.margeff.iloc[j].to_numpy(), change, rtol=1e-10, atol=1e-15)
+    continuous = res.get_margeff(x)
+    np.testing.assert_allclose(mine.margeff.iloc[[0, 5]], continuous.margeff.iloc[[0, 5]], rtol=1e-12)
+
+
+def test_discrete_options_are_checked(with_vote):
+    x, res, _ = with_vote
+    with pytest.raises(InputError, match="dummy feature 'income' is not a 0/1 column"):
+        res.get_margeff(x, dummy=["income"])
+    with pytest.raises(InputError, match="atexog names 'height'"):
+        res.get_margeff(x, atexog={"height": 1.0})
+    with pytest.raises(InputError, match="defined for dydx and eydx"):
+        res.get_margeff(x, method="eyex", dummy=True)

@@ -38,8 +38,40 @@ AT = ("overall", "mean", "median", "zero")
 METHODS = ("dydx", "eydx", "dyex", "eyex")
 
 
-def _effects_and_jacobian(x: Array, coef: Array, intercept: bool, method: str) -> tuple[Array, Array]:
-    """Sums over the rows of ``x`` of the effects (d, K) and of their Jacobian (d, K, m d), code order."""
+def _probability_sums(x: Array, coef: Array, intercept: bool, log: bool) -> tuple[Array, Array]:
+    """Sums over rows of ``p`` (or ``log p``) of every class (K,) and of its gradient in theta (K, m, d), code order."""
+    m = coef.shape[1]
+    q, lse = log_probabilities(linear_predictor(x, coef, intercept))
+    p = np.column_stack([np.exp(-lse), q])
+    design = np.column_stack([np.ones(x.shape[0]), x]) if intercept else x
+    a = -p[:, :, None] * q[:, None, :]  # a_k = p_k (e_k - q)
+    a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
+    if log:
+        a /= p[:, :, None]
+    return (np.log(p) if log else p).sum(axis=0), np.einsum("rkl,rc->klc", a, design)
+
+
+def _discrete(x: Array, coef: Array, intercept: bool, method: str, column: int, kind: str) -> tuple[Array, Array]:
+    """Sums over rows of a discrete change in data column ``column``: 0 -> 1 (dummy) or (x+1) - (x-1), halved
+    (count), of p (log p for eydx), and of its gradient."""
+    lo, hi = x.copy(), x.copy()
+    if kind == "dummy":
+        lo[:, column], hi[:, column] = 0.0, 1.0
+    else:
+        lo[:, column] -= 1.0
+        hi[:, column] += 1.0
+    log = method == "eydx"
+    v1, g1 = _probability_sums(hi, coef, intercept, log)
+    v0, g0 = _probability_sums(lo, coef, intercept, log)
+    scale = 1.0 if kind == "dummy" else 0.5
+    return scale * (v1 - v0), scale * (g1 - g0)
+
+
+def _effects_and_jacobian(
+    x: Array, coef: Array, intercept: bool, method: str, discrete: tuple[tuple[int, str], ...] = ()
+) -> tuple[Array, Array]:
+    """Sums over the rows of ``x`` of the effects (d, K) and of their Jacobian (d, K, m d), code order; the
+    ``discrete`` data columns (index, ``"dummy"`` or ``"count"``) get discrete changes instead of derivatives."""
     d, m = coef.shape
     k = m + 1
     beta = np.column_stack([np.zeros(d), coef])  # (d, K), code order
@@ -71,7 +103,40 @@ def _effects_and_jacobian(x: Array, coef: Array, intercept: bool, method: str) -
             grad = grad * design[:, :, None, None, None]
         effects += value.sum(axis=0)
         jacobian += grad.sum(axis=0)
+    for column, kind in discrete:
+        value, grad = _discrete(x, coef, intercept, method, column, kind)
+        effects[column + int(intercept)] = value
+        jacobian[column + int(intercept)] = grad
     return effects, jacobian
+
+
+def _discrete_columns(
+    x: Any, names: list[str], dummy: bool | list[str], count: bool | list[str]
+) -> tuple[tuple[int, str], ...]:
+    """statsmodels' rules: dummies are 0/1 columns, counts non-negative integer columns that vary and are not
+    dummies; named columns must be such columns (an error names the one that is not)."""
+    if not dummy and not count:
+        return ()
+    if isinstance(x, da.Array):
+        low, high, integral, var = da.compute(x.min(0), x.max(0), (x % 1.0 == 0).all(0), x.var(0))
+    else:
+        low, high, integral, var = x.min(0), x.max(0), np.all(x % 1.0 == 0, axis=0), x.var(0)
+    is_dummy = (low == 0) & (high == 1) & integral
+    is_count = integral & (var != 0) & (low >= 0) & ~is_dummy
+    out: list[tuple[int, str]] = []
+    for kind, asked, ok in (("dummy", dummy, is_dummy), ("count", count, is_count)):
+        if asked is True:
+            out += [(int(j), kind) for j in np.nonzero(ok)[0]]
+        elif asked:
+            for name in asked:
+                if name not in names:
+                    raise InputError(f"{kind} feature {name!r} is not one of the model's features {names}")
+                j = names.index(name)
+                if not ok[j]:
+                    what = "0/1" if kind == "dummy" else "non-negative integer (and not 0/1)"
+                    raise InputError(f"{kind} feature {name!r} is not a {what} column")
+                out.append((j, kind))
+    return tuple(out)
 
 
 def _point(x: Any, at: str, intercept: bool) -> Array:
@@ -137,27 +202,64 @@ class MarginalEffects:
         return head + "\n" + self.summary_frame(alpha).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def marginal_effects(res: MNLogitResults, X: Any, at: str = "overall", method: str = "dydx") -> MarginalEffects:
+def _with_atexog(x: Any, names: list[str], atexog: dict[Any, float] | None) -> Any:
+    """``x`` with the columns of ``atexog`` (feature names, or data column positions) set to the given values."""
+    if not atexog:
+        return x
+    columns = {}
+    for key, value in atexog.items():
+        j = names.index(key) if key in names else key if isinstance(key, int) and 0 <= key < len(names) else None
+        if j is None:
+            raise InputError(f"atexog names {key!r}, which is not one of the model's features {names}")
+        columns[j] = float(value)
+    if isinstance(x, da.Array):
+        return da.map_blocks(_set_columns, x, columns, dtype=np.float64)
+    return _set_columns(np.array(x, dtype=np.float64), columns)
+
+
+def _set_columns(block: Array, columns: dict[int, float]) -> Array:
+    out = block.copy()
+    for j, value in columns.items():
+        out[:, j] = value
+    return out
+
+
+def marginal_effects(
+    res: MNLogitResults,
+    X: Any,
+    at: str = "overall",
+    method: str = "dydx",
+    atexog: dict[Any, float] | None = None,
+    dummy: bool | list[str] = False,
+    count: bool | list[str] = False,
+) -> MarginalEffects:
     """See :meth:`dmlr.results.results.MNLogitResults.get_margeff`."""
     if at not in AT:
         raise InputError(f"at must be one of {AT}, got {at!r}")
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if (dummy or count) and (method in ("dyex", "eyex") or at in ("median", "zero")):
+        raise InputError(f"discrete changes (dummy, count) are defined for dydx and eydx at overall or mean, as in "
+                         f"statsmodels; got method {method!r}, at {at!r}")  # fmt: skip
+    names = list(res.data_feature_names)
     x = res.encode(X)[0] if isinstance(X, pd.DataFrame) else res.model_columns(X)
+    x = _with_atexog(x, names, atexog)
+    discrete = _discrete_columns(x, names, dummy, count)
     coef, intercept = res.coef, res.intercept
     d, m = coef.shape
     if at != "overall":
-        effects, jac = _effects_and_jacobian(_point(x, at, intercept), coef, intercept, method)
+        effects, jac = _effects_and_jacobian(_point(x, at, intercept), coef, intercept, method, discrete)
     elif isinstance(x, da.Array):
         width = d * (m + 1) * (1 + m * d)
-        parts = da.map_blocks(
-            lambda b: np.concatenate([a.ravel() for a in _effects_and_jacobian(b, coef, intercept, method)])[None],
-            x, dtype=np.float64, chunks=((1,) * x.numblocks[0], (width,)),
-        )  # fmt: skip
+
+        def sums(block: Array) -> Array:
+            return np.concatenate([a.ravel() for a in _effects_and_jacobian(block, coef, intercept, method, discrete)])
+
+        parts = da.map_blocks(lambda b: sums(b)[None], x, dtype=np.float64, chunks=((1,) * x.numblocks[0], (width,)))
         total = np.asarray(parts.sum(axis=0).compute()) / x.shape[0]
         effects, jac = total[: d * (m + 1)].reshape(d, m + 1), total[d * (m + 1) :].reshape(d, m + 1, m, d)
     else:
-        effects, jac = _effects_and_jacobian(np.asarray(x), coef, intercept, method)
+        effects, jac = _effects_and_jacobian(np.asarray(x), coef, intercept, method, discrete)
         effects, jac = effects / x.shape[0], jac / x.shape[0]
     codes_sorted = np.concatenate([[res.base], res.non_base_classes])
     order = np.argsort(np.searchsorted(res.classes, codes_sorted))  # code -> sorted label position

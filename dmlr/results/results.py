@@ -385,7 +385,15 @@ class MNLogitResults:
         self._cov()  # a fit without inference says so here
         return get_prediction(self, X, average=average, offset=offset, missing=missing, unseen=unseen)
 
-    def get_margeff(self, X: Any, at: str = "overall", method: str = "dydx") -> MarginalEffects:
+    def get_margeff(
+        self,
+        X: Any,
+        at: str = "overall",
+        method: str = "dydx",
+        atexog: dict[Any, float] | None = None,
+        dummy: bool | list[str] = False,
+        count: bool | list[str] = False,
+    ) -> MarginalEffects:
         """Marginal effects with delta-method standard errors (statsmodels' ``get_margeff`` definitions).
 
         Parameters
@@ -394,6 +402,12 @@ class MNLogitResults:
             The rows to average over (``at="overall"``) or to take the mean/median of: usually the fitted data.
         at : {"overall", "mean", "median", "zero"}
         method : {"dydx", "eydx", "dyex", "eyex"}
+        atexog : dict, optional
+            Feature name (or data column position) to the value it is fixed at before ``at`` applies.
+        dummy, count : bool or list of str
+            Discrete changes instead of derivatives, as statsmodels: ``True`` finds the 0/1 columns (dummy: the
+            change 0 -> 1) or the non-negative integer ones (count: ``(p(x + 1) - p(x - 1)) / 2``); a list names
+            them (each is checked). Only for ``dydx``/``eydx`` at ``overall``/``mean``.
 
         Returns
         -------
@@ -402,7 +416,7 @@ class MNLogitResults:
             ``summary_frame()``, ``summary()``. On a dask array ``at="overall"`` is one pass of per-block sums.
         """
         self._cov()
-        return marginal_effects(self, X, at, method)
+        return marginal_effects(self, X, at, method, atexog, dummy, count)
 
     def encode(self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise") -> tuple[Array, pd.Index]:
         """A raw table as the model's data columns (``const`` excluded) and the labels of the rows kept."""
