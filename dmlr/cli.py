@@ -390,6 +390,49 @@ def summary(result: str, storage_options: str | None) -> None:
     click.echo(dmlr.load(result, storage_options=_storage_options(storage_options)).summary())
 
 
+@main.command()
+@click.argument("result")
+@click.argument("data", metavar="STORE_OR_FILE")
+@click.option("--at", type=click.Choice(["overall", "mean", "median", "zero"]), default="overall", show_default=True)
+@click.option("--method", type=click.Choice(["dydx", "eydx", "dyex", "eyex"]), default="dydx", show_default=True)
+@click.option("--dummy", is_flag=True, help="Discrete changes 0 -> 1 for 0/1 features.")
+@click.option("--count", is_flag=True, help="Discrete changes (x+1 vs x-1)/2 for non-negative integer features.")
+@click.option("--out", "out", help="Also write the table to this CSV file.")
+@_with_cluster_options
+@storage_option
+@_guarded
+def margins(
+    result: str,
+    data: str,
+    at: str,
+    method: str,
+    dummy: bool,
+    count: bool,
+    out: str | None,
+    scheduler: str | None,
+    cluster: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+    verbose: bool,
+    storage_options: str | None,
+) -> None:
+    """Marginal effects with standard errors over a store or CSV/Parquet files (one pass for --at overall)."""
+    import dmlr
+    from dmlr.results.predict_io import model_matrix_of
+
+    where = _cluster_options(scheduler, cluster, workers, memory_limit)
+    options = _storage_options(storage_options)
+    if out is not None:
+        check_output(out, False, options, "output")
+    res = dmlr.load(result, storage_options=options)
+    with _client(where, verbose):
+        click.echo(f"dmlr: marginal effects of {result} over {data} ...", err=True)
+        me = res.get_margeff(model_matrix_of(res, data, options), at=at, method=method, dummy=dummy, count=count)
+    click.echo(me.summary())
+    if out is not None:
+        me.summary_frame().to_csv(out)
+
+
 @main.command(name="test")
 @click.argument("result")
 @click.argument("features", nargs=-1, required=True)
@@ -420,6 +463,7 @@ def info(store: str, storage_options: str | None) -> None:
 @click.option("--out", "out", required=True, help="Output path: *.zarr or *.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--keep", multiple=True, metavar="COL", help="Source columns to carry through (an id; repeatable).")
+@click.option("--se", is_flag=True, help="Add se_<class>, lower_<class>, upper_<class> (95%) columns (Parquet).")
 @missing_option
 @click.option(
     "--unseen", type=click.Choice(["raise", "nan"]), default="raise", show_default=True,
@@ -434,6 +478,7 @@ def predict(
     out: str,
     overwrite: bool,
     keep: tuple[str, ...],
+    se: bool,
     missing: str,
     unseen: str,
     scheduler: str | None,
@@ -457,7 +502,7 @@ def predict(
         click.echo(f"dmlr: predicting {data} with the model in {result} ...", err=True)
         n, dropped = predict_to(
             res, data, out, overwrite=overwrite, keep=_split(keep), missing=missing, unseen=unseen,
-            storage_options=options,
+            storage_options=options, se=se,
         )  # fmt: skip
     if dropped:
         click.echo(f"dropped {dropped:,} rows with a missing value (--missing drop)", err=True)

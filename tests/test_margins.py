@@ -137,3 +137,41 @@ def test_discrete_options_are_checked(with_vote):
         res.get_margeff(x, atexog={"height": 1.0})
     with pytest.raises(InputError, match="defined for dydx and eydx"):
         res.get_margeff(x, method="eyex", dummy=True)
+
+
+@pytest.mark.cluster
+def test_the_command_line_margins_and_prediction_errors(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from dmlr.cli import main
+
+    d = sm.datasets.anes96.load_pandas().data
+    d.assign(PID=d.PID.astype(int))[[*FEATURES, "PID"]].to_csv(tmp_path / "anes.csv", index=False)
+    runner = CliRunner()
+    done = runner.invoke(main, ["stage", str(tmp_path / "anes.csv"), str(tmp_path / "s.zarr"), "--target", "PID",
+                                "--no-progress"])  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    done = runner.invoke(main, ["fit", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "r"), "--workers", "1",
+                                "--tol", "1e-12"])  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    res = dmlr.load(str(tmp_path / "r"))
+    reference = res.get_margeff(d[FEATURES].to_numpy(), method="eydx")
+    for data in ("s.zarr", "anes.csv"):
+        out = tmp_path / f"margins-{data}.csv"
+        done = runner.invoke(main, ["margins", str(tmp_path / "r"), str(tmp_path / data), "--method", "eydx",
+                                    "--workers", "1", "--out", str(out)])  # fmt: skip
+        assert done.exit_code == 0, done.stderr
+        assert "method eydx, at overall" in done.stdout
+        table = pd.read_csv(out, index_col=[0, 1])
+        np.testing.assert_allclose(table["Std. Err."].to_numpy(), reference.summary_frame()["Std. Err."].to_numpy(),
+                                   rtol=1e-10)  # fmt: skip
+    done = runner.invoke(main, ["predict", str(tmp_path / "r"), str(tmp_path / "anes.csv"), "--out",
+                                str(tmp_path / "p.parquet"), "--se", "--workers", "1"])  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    written = pd.read_parquet(tmp_path / "p.parquet")
+    pred = res.get_prediction(d[FEATURES])
+    np.testing.assert_allclose(written[[f"se_{c}" for c in range(7)]].to_numpy(), pred.se, rtol=1e-10)
+    bad = runner.invoke(main, ["predict", str(tmp_path / "r"), str(tmp_path / "s.zarr"), "--out",
+                               str(tmp_path / "q.parquet"), "--se"])  # fmt: skip
+    assert bad.exit_code == 2 and "CSV/Parquet input" in bad.stderr

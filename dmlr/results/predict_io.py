@@ -21,7 +21,7 @@ from dmlr.errors import InputError
 from dmlr.options import check_missing, check_output
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["predict_to"]
+__all__ = ["model_matrix_of", "predict_to"]
 
 
 def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
@@ -38,15 +38,51 @@ def _output_kind(out: str) -> str:
     raise InputError(f"--out must end with .zarr or .parquet, got {os.path.basename(name)!r}")
 
 
+def model_matrix_of(res: MNLogitResults, data: str, storage_options: dict[str, Any] | None = None) -> da.Array:
+    """The model's data columns of a store, or of CSV/Parquet files encoded as the fit encoded its data, lazily."""
+    if _is_store(data, storage_options):
+        return res.model_columns(open_store(data, storage_options=storage_options).X)
+    table, _ = read_table(expand_sources(data), storage_options)
+    p = len(res.data_feature_names)
+    meta = pd.DataFrame({f: pd.Series(dtype=np.float64) for f in res.data_feature_names})
+    frames = table.map_partitions(_encoded_frame, res, meta=meta)
+    return frames.to_dask_array(lengths=True).reshape(-1, p).astype(np.float64)
+
+
+def _encoded_frame(frame: pd.DataFrame, res: MNLogitResults) -> pd.DataFrame:
+    x, index = res.encode(frame)
+    return pd.DataFrame(x, index=index, columns=list(res.data_feature_names))
+
+
 def _predict_frame(
-    frame: pd.DataFrame, res: MNLogitResults, keep: list[str], missing: str, unseen: str, partition_info: Any = None
+    frame: pd.DataFrame,
+    res: MNLogitResults,
+    keep: list[str],
+    missing: str,
+    unseen: str,
+    se: bool = False,
+    partition_info: Any = None,
 ) -> pd.DataFrame:
-    """One table partition: the kept columns, then ``p_<label>`` per class and ``label``."""
+    """One table partition: the kept columns, then ``p_<label>`` per class and ``label`` (and with ``se`` the
+    standard errors and 95% limits of the probabilities)."""
     proba = res._proba_frame(frame, missing, unseen, partition_info=partition_info) if len(frame) else None
     index = frame.index if proba is None else proba.index
     out = frame.loc[index, keep].reset_index(drop=True) if keep else pd.DataFrame(index=range(len(index)))
-    values = np.zeros((0, res.classes.size)) if proba is None else proba.to_numpy()
-    return pd.concat([out, _frame(values, np.asarray(res.classes))], axis=1)
+    classes = np.asarray(res.classes)
+    values = np.zeros((0, classes.size)) if proba is None else proba.to_numpy()
+    parts = [out, _frame(values, classes)]
+    if se:
+        parts.append(_se_frame(res, frame.loc[index] if len(frame) else frame, classes))
+    return pd.concat(parts, axis=1)
+
+
+def _se_frame(res: MNLogitResults, frame: pd.DataFrame, classes: NDArray[Any]) -> pd.DataFrame:
+    names = [f"{kind}_{c}" for kind in ("se", "lower", "upper") for c in classes.tolist()]
+    if not len(frame):
+        return pd.DataFrame({n: pd.Series(dtype=np.float64) for n in names})
+    pred = res.get_prediction(frame, unseen="nan")
+    lower, upper = pred.conf_int(0.05)
+    return pd.DataFrame(np.column_stack([pred.se, lower, upper]), columns=names)
 
 
 def _frame(proba: NDArray[np.float64], classes: NDArray[Any]) -> pd.DataFrame:
@@ -67,6 +103,7 @@ def predict_to(
     missing: str = "raise",
     unseen: str = "raise",
     storage_options: dict[str, Any] | None = None,
+    se: bool = False,
 ) -> tuple[int, int]:
     """Predict every row of ``data`` and write probabilities and labels to ``out``.
 
@@ -90,6 +127,9 @@ def predict_to(
         Rows with a categorical level the fit never saw: an error, or NaN probabilities and no label.
     storage_options : dict, optional
         fsspec options for ``data`` and ``out``.
+    se : bool
+        Add ``se_<label>``, ``lower_<label>``, ``upper_<label>`` columns: delta-method standard errors of the
+        probabilities and their 95% limits (Parquet output, table input).
 
     Returns
     -------
@@ -100,7 +140,7 @@ def predict_to(
     check_output(out, overwrite, storage_options, "output")
     check_missing(missing)
     try:
-        return _predict_to(res, data, out, kind, overwrite, list(keep), missing, unseen, storage_options)
+        return _predict_to(res, data, out, kind, overwrite, list(keep), missing, unseen, storage_options, se)
     except BaseException:  # no half-written output is left behind to be mistaken for a result
         fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
         if fs.exists(root):
@@ -118,11 +158,12 @@ def _predict_to(
     missing: str,
     unseen: str,
     storage_options: dict[str, Any] | None,
+    se: bool = False,
 ) -> tuple[int, int]:
     classes = np.asarray(res.classes)
     if _is_store(data, storage_options):
-        if keep:
-            raise InputError("--keep needs CSV/Parquet input: a store holds only the encoded features")
+        if keep or se:
+            raise InputError("--keep and --se need CSV/Parquet input (a store holds only the encoded features)")
         store = open_store(data, storage_options=storage_options)
         if list(store.feature_names) != list(res.data_feature_names):
             raise InputError(
@@ -138,10 +179,14 @@ def _predict_to(
     absent = [c for c in keep if c not in table.columns]
     if absent:
         raise InputError(f"--keep columns {absent} are not in {data} (it has {list(table.columns)})")
-    if keep and kind == "zarr":
-        raise InputError("--keep writes columns next to the predictions: give a .parquet output")
-    meta = pd.concat([table._meta[keep].reset_index(drop=True), _frame(np.zeros((0, classes.size)), classes)], axis=1)
-    frames = table.map_partitions(_predict_frame, res, keep, missing, unseen, meta=meta)
+    if (keep or se) and kind == "zarr":
+        raise InputError("--keep and --se write columns next to the predictions: give a .parquet output")
+    meta = pd.concat(
+        [table._meta[keep].reset_index(drop=True), _frame(np.zeros((0, classes.size)), classes)]
+        + ([_se_frame(res, table._meta.iloc[:0], classes)] if se else []),
+        axis=1,
+    )
+    frames = table.map_partitions(_predict_frame, res, keep, missing, unseen, se, meta=meta)
     if kind == "parquet":
         write = frames.to_parquet(
             out, write_index=False, overwrite=overwrite, storage_options=storage_options, compute=False
