@@ -175,3 +175,18 @@ def test_the_command_line_margins_and_prediction_errors(tmp_path):
     bad = runner.invoke(main, ["predict", str(tmp_path / "r"), str(tmp_path / "s.zarr"), "--out",
                                str(tmp_path / "q.parquet"), "--se"])  # fmt: skip
     assert bad.exit_code == 2 and "CSV/Parquet input" in bad.stderr
+
+
+def test_average_effects_of_lazy_data_read_every_block_once(anes):
+    """at='overall' on a dask array is one pass: each block is produced exactly once (counted as it is made)."""
+    x, res, _ = anes
+    made: list[int] = []
+
+    def block(b, block_info=None):
+        made.append(block_info[0]["chunk-location"][0])
+        return b
+
+    lazy = da.map_blocks(block, da.from_array(x, chunks=(100, 5)), dtype=float)
+    me = res.get_margeff(lazy, method="dydx", dummy=False)
+    assert sorted(made) == list(range(lazy.numblocks[0]))
+    np.testing.assert_allclose(me.margeff_se.to_numpy(), res.get_margeff(x).margeff_se.to_numpy(), rtol=1e-12)

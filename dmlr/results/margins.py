@@ -77,32 +77,44 @@ def _effects_and_jacobian(
     beta = np.column_stack([np.zeros(d), coef])  # (d, K), code order
     e = np.zeros((k, m))
     e[np.arange(1, k), np.arange(m)] = 1.0
-    eye = np.eye(d)
-    effects = np.zeros((d, k))
-    jacobian = np.zeros((d, k, m, d))
-    for s in range(0, x.shape[0], block_rows(x.shape[0], d * k * m * d)):
-        xb = x[s : s + block_rows(x.shape[0], d * k * m * d)]
+    effects = np.zeros((k, d))
+    dy, ex = method.startswith("dy"), method.endswith("ex")
+    groups = k if dy else 1  # for ey* the weights do not depend on the class j: one GEMM serves every j
+    gemm = np.zeros((groups * m * d, d))  # sum_r W[r, (j, l, f)] x[r, c]
+    diag = np.zeros((k, m, d))  # added where c = f
+    step = block_rows(x.shape[0], groups * m * d)
+    wbuf = np.empty(step * groups * m * d)
+    for s in range(0, x.shape[0], step):
+        xb = x[s : s + step]
+        r = xb.shape[0]
         q, lse = log_probabilities(linear_predictor(xb, coef, intercept))
         p = np.column_stack([np.exp(-lse), q])  # (r, K)
-        design = np.column_stack([np.ones(xb.shape[0]), xb]) if intercept else xb  # (r, d)
-        diff = beta[None, :, :] - (p @ beta.T)[:, :, None]  # (r, d, K): beta_jk - bbar_k
-        # d diff_jk / d beta_(l+1)c = e_jl [k=c] - [k=c] q_l - q_l diff_(l+1)k x_c
-        d_diff = (
-            e[None, None, :, :, None] * eye[None, :, None, None, :]
-            - eye[None, :, None, None, :] * q[:, None, None, :, None]
-            - (q[:, None, :] * diff[:, :, 1:])[:, :, None, :, None] * design[:, None, None, None, :]
-        )  # (r, d, K, m, d)
-        if method in ("dydx", "dyex"):
-            d_p = p[:, :, None, None] * (e[None] - q[:, None, :])[:, :, :, None] * design[:, None, None, :]
-            value = p[:, None, :] * diff
-            grad = d_p[:, None] * diff[:, :, :, None, None] + p[:, None, :, None, None] * d_diff
+        design = np.column_stack([np.ones(r), xb]) if intercept else xb  # (r, d)
+        diff = beta.T[None, :, :] - (p @ beta.T)[:, None, :]  # (r, K, d): beta_jf - bbar_f
+        diff_q = q[:, :, None] * diff[:, 1:, :]  # (r, m, d): q_l (beta_lf - bbar_f)
+        if ex:
+            diff_q *= design[:, None, :]
+        # d diff_jf / d beta_lc = e_jl [f=c] - [f=c] q_l - q_l diff_lf x_c;  d p_j / d beta_lc = p_j (e_jl - q_l) x_c
+        w = wbuf[: r * groups * m * d].reshape(r, groups, m, d)
+        if dy:
+            a = p[:, :, None] * (e[None] - q[:, None, :])  # (r, K, m): p_j (e_jl - q_l)
+            value = diff * (design[:, None, :] if ex else 1.0)  # (r, K, d), times p_j below
+            np.multiply(a[:, :, :, None], value[:, :, None, :], out=w)
+            w -= p[:, :, None, None] * diff_q[:, None, :, :]
+            diag_r = p[:, :, None] * e[None] - p[:, :, None] * q[:, None, :]  # (r, K, m)
+            effects += np.einsum("rj,rjf->jf", p, value)
         else:
-            value, grad = diff, d_diff
-        if method in ("dyex", "eyex"):
-            value = value * design[:, :, None]
-            grad = grad * design[:, :, None, None, None]
-        effects += value.sum(axis=0)
-        jacobian += grad.sum(axis=0)
+            np.negative(diff_q[:, None, :, :], out=w)
+            diag_r = e[None] - q[:, None, :]
+            effects += (diff * design[:, None, :] if ex else diff).sum(axis=0)
+        gemm += w.reshape(r, groups * m * d).T @ design
+        diag += np.einsum("rjl,rf->jlf", diag_r, design) if ex else diag_r.sum(axis=0)[:, :, None]
+    if not dy:
+        gemm = np.broadcast_to(gemm.reshape(1, m * d, d), (k, m * d, d)).reshape(k * m * d, d)
+    effects = effects.T
+    grad = gemm.reshape(k, m, d, d).transpose(2, 0, 1, 3).copy()  # (f, K, m, c)
+    grad[np.arange(d), :, :, np.arange(d)] += diag.transpose(2, 0, 1)
+    jacobian = grad
     for column, kind in discrete:
         value, grad = _discrete(x, coef, intercept, method, column, kind)
         effects[column + int(intercept)] = value
