@@ -190,3 +190,30 @@ def test_average_effects_of_lazy_data_read_every_block_once(anes):
     me = res.get_margeff(lazy, method="dydx", dummy=False)
     assert sorted(made) == list(range(lazy.numblocks[0]))
     np.testing.assert_allclose(me.margeff_se.to_numpy(), res.get_margeff(x).margeff_se.to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("p", "m"), [(10, 2), (8, 3), (12, 1)])
+@pytest.mark.parametrize("method", ["dydx", "eydx"])
+def test_the_moment_form_equals_the_direct_form(p, m, method):
+    """Many features (d > K + 2): dydx and eydx come from probability-weighted column sums; the same numbers."""
+    from dmlr.results.margins import _direct_sums, _moment_sums
+
+    rng = np.random.default_rng(p * 10 + m)
+    x = rng.normal(size=(2000, p)) * np.linspace(0.5, 2.0, p)
+    coef = rng.normal(size=(p + 1, m)) * 0.2
+    for a, b in zip(_moment_sums(x, coef, True, method), _direct_sums(x, coef, True, method), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("at", ["overall", "mean"])
+def test_many_features_equal_statsmodels(at):
+    from dmlr.synthetic import make_mnlogit
+
+    data = make_mnlogit(3000, 8, 3, seed=21)
+    x, y = np.asarray(data.X), np.asarray(data.y)
+    res = dmlr.fit(x, y, tol=1e-12)
+    ref = sm.MNLogit(y, sm.add_constant(x)).fit(disp=0, method="newton", tol=1e-14, maxiter=100)
+    for method in ("dydx", "eydx"):
+        mine, theirs = res.get_margeff(x, at=at, method=method), ref.get_margeff(at=at, method=method)
+        np.testing.assert_allclose(mine.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(mine.margeff_se.to_numpy(), theirs.margeff_se, rtol=1e-8)

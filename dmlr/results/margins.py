@@ -67,11 +67,82 @@ def _discrete(x: Array, coef: Array, intercept: bool, method: str, column: int, 
     return scale * (v1 - v0), scale * (g1 - g0)
 
 
+def _moment_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[Array, Array]:
+    """dydx and eydx sums from a few probability-weighted column sums (a GEMM of width ``K m (K + 2)``, resp.
+    ``m (K + 1)``, against the design) instead of per-row ``(K, m, d)`` weights; cheaper when ``d > K + 2``.
+
+    With ``D_jf = beta_jf - sum_i p_i beta_if``, ``a_jl = p_j (e_jl - q_l)``, ``c_jl = p_j (2 q_l - e_jl)``:
+    dydx: sum_r d(p_j D_jf)/d beta_lc = beta_jf sum a_jl x_c - beta_lf sum p_j q_l x_c + sum_i beta_if
+    sum c_jl p_i x_c + [f = c] sum (p_j e_jl - p_j q_l);
+    eydx: sum_r d D_jf / d beta_lc = -beta_lf sum q_l x_c + sum_i beta_if sum q_l p_i x_c + [f = c] sum (e_jl - q_l)
+    (``beta_l`` the coefficients of non-base class ``l``).
+    """
+    d, m = coef.shape
+    k = m + 1
+    beta = np.column_stack([np.zeros(d), coef]).T  # (K, d): beta[j, f], code order
+    e = np.zeros((k, m))
+    e[np.arange(1, k), np.arange(m)] = 1.0
+    dy = method == "dydx"
+    width = k * m * (k + 2) if dy else m * (k + 1)
+    moments = np.zeros((width, d))
+    psum, pp, pq = np.zeros(k), np.zeros((k, k)), np.zeros((k, m))
+    for s in range(0, x.shape[0], block_rows(x.shape[0], width + d)):
+        xb = x[s : s + block_rows(x.shape[0], width + d)]
+        q, lse = log_probabilities(linear_predictor(xb, coef, intercept))
+        p = np.column_stack([np.exp(-lse), q])
+        design = np.column_stack([np.ones(xb.shape[0]), xb]) if intercept else xb
+        if dy:
+            a = p[:, :, None] * (e[None] - q[:, None, :])  # (r, K, m)
+            b = p[:, :, None] * q[:, None, :]  # p_j q_l
+            c = p[:, :, None] * (2 * q[:, None, :] - e[None])
+            cols = [
+                a.reshape(-1, k * m),
+                b.reshape(-1, k * m),
+                (c[:, :, :, None] * p[:, None, None, :]).reshape(-1, k * m * k),
+            ]
+            pq += b.sum(axis=0)
+        else:
+            cols = [q, (q[:, :, None] * p[:, None, :]).reshape(-1, m * k)]
+        moments += np.concatenate(cols, axis=1).T @ design
+        psum += p.sum(axis=0)
+        pp += p.T @ p
+    n = x.shape[0]
+    grad = np.zeros((k, m, d, d))  # (j, l, f, c)
+    if dy:
+        ax = moments[: k * m].reshape(k, m, d)
+        bx = moments[k * m : 2 * k * m].reshape(k, m, d)
+        cpx = moments[2 * k * m :].reshape(k, m, k, d)
+        grad += beta[:, None, :, None] * ax[:, :, None, :]
+        grad -= beta[1:][None, :, :, None] * bx[:, :, None, :]
+        grad += np.einsum("if,jlic->jlfc", beta, cpx)
+        diag = psum[:, None] * e - pq
+        effects = beta * psum[:, None] - pp @ beta  # (K, d): sum p_j D_jf
+    else:
+        qx = moments[:m]
+        qpx = moments[m:].reshape(m, k, d)
+        single = -beta[1:][:, :, None] * qx[:, None, :] + np.einsum("if,lic->lfc", beta, qpx)  # (l, f, c)
+        grad += single[None]
+        diag = n * e - psum[None, 1:]
+        effects = n * beta - (psum @ beta)[None, :]
+    grad[:, :, np.arange(d), np.arange(d)] += diag[:, :, None]
+    return effects.T, grad.transpose(2, 0, 1, 3)
+
+
 def _effects_and_jacobian(
     x: Array, coef: Array, intercept: bool, method: str, discrete: tuple[tuple[int, str], ...] = ()
 ) -> tuple[Array, Array]:
     """Sums over the rows of ``x`` of the effects (d, K) and of their Jacobian (d, K, m d), code order; the
     ``discrete`` data columns (index, ``"dummy"`` or ``"count"``) get discrete changes instead of derivatives."""
+    d, m = coef.shape
+    if method in ("dydx", "eydx") and d > m + 3:
+        effects, jacobian = _moment_sums(x, coef, intercept, method)
+    else:
+        effects, jacobian = _direct_sums(x, coef, intercept, method)
+    return _with_discrete(effects, jacobian, x, coef, intercept, method, discrete)
+
+
+def _direct_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[Array, Array]:
+    """Effects and Jacobian sums with per-row weights ``(K, m, d)`` against the design (every method)."""
     d, m = coef.shape
     k = m + 1
     beta = np.column_stack([np.zeros(d), coef])  # (d, K), code order
@@ -114,7 +185,14 @@ def _effects_and_jacobian(
     effects = effects.T
     grad = gemm.reshape(k, m, d, d).transpose(2, 0, 1, 3).copy()  # (f, K, m, c)
     grad[np.arange(d), :, :, np.arange(d)] += diag.transpose(2, 0, 1)
-    jacobian = grad
+    return effects, grad
+
+
+def _with_discrete(
+    effects: Array, jacobian: Array, x: Array, coef: Array, intercept: bool, method: str,
+    discrete: tuple[tuple[int, str], ...],
+) -> tuple[Array, Array]:  # fmt: skip
+    """Replace the rows of ``discrete`` columns by their discrete changes."""
     for column, kind in discrete:
         value, grad = _discrete(x, coef, intercept, method, column, kind)
         effects[column + int(intercept)] = value
