@@ -85,27 +85,30 @@ def _moment_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[A
     dy = method == "dydx"
     width = k * m * (k + 2) if dy else m * (k + 1)
     moments = np.zeros((width, d))
-    psum, pp, pq = np.zeros(k), np.zeros((k, k)), np.zeros((k, m))
-    for s in range(0, x.shape[0], block_rows(x.shape[0], width + d)):
-        xb = x[s : s + block_rows(x.shape[0], width + d)]
+    psum, pp = np.zeros(k), np.zeros((k, k))
+    step = block_rows(x.shape[0], width + d)
+    zbuf = np.empty(width * step)
+    for s in range(0, x.shape[0], step):
+        xb = x[s : s + step]
+        r = xb.shape[0]
         q, lse = log_probabilities(linear_predictor(xb, coef, intercept))
-        p = np.column_stack([np.exp(-lse), q])
-        design = np.column_stack([np.ones(xb.shape[0]), xb]) if intercept else xb
+        pt = np.vstack([np.exp(-lse), q.T])  # (K, r): class-major, each weight row contiguous
+        qt = pt[1:]
+        z = zbuf[: width * r].reshape(width, r)
         if dy:
-            a = p[:, :, None] * (e[None] - q[:, None, :])  # (r, K, m)
-            b = p[:, :, None] * q[:, None, :]  # p_j q_l
-            c = p[:, :, None] * (2 * q[:, None, :] - e[None])
-            cols = [
-                a.reshape(-1, k * m),
-                b.reshape(-1, k * m),
-                (c[:, :, :, None] * p[:, None, None, :]).reshape(-1, k * m * k),
-            ]
-            pq += b.sum(axis=0)
+            km = k * m
+            a = z[:km].reshape(k, m, r)
+            np.multiply(pt[:, None, :], e[:, :, None] - qt[None, :, :], out=a)  # p_j (e_jl - q_l)
+            b = z[km : 2 * km].reshape(k, m, r)
+            np.multiply(pt[:, None, :], qt[None, :, :], out=b)  # p_j q_l
+            c = 2.0 * b - pt[:, None, :] * e[:, :, None]  # p_j (2 q_l - e_jl)
+            np.multiply(c[:, :, None, :], pt[None, None, :, :], out=z[2 * km :].reshape(k, m, k, r))
         else:
-            cols = [q, (q[:, :, None] * p[:, None, :]).reshape(-1, m * k)]
-        moments += np.concatenate(cols, axis=1).T @ design
-        psum += p.sum(axis=0)
-        pp += p.T @ p
+            z[:m] = qt
+            np.multiply(qt[:, None, :], pt[None, :, :], out=z[m:].reshape(m, k, r))
+        moments += z @ (np.column_stack([np.ones(r), xb]) if intercept else xb)
+        psum += pt.sum(axis=1)
+        pp += pt @ pt.T
     n = x.shape[0]
     grad = np.zeros((k, m, d, d))  # (j, l, f, c)
     if dy:
@@ -115,7 +118,7 @@ def _moment_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[A
         grad += beta[:, None, :, None] * ax[:, :, None, :]
         grad -= beta[1:][None, :, :, None] * bx[:, :, None, :]
         grad += np.einsum("if,jlic->jlfc", beta, cpx)
-        diag = psum[:, None] * e - pq
+        diag = psum[:, None] * e - pp[:, 1:]  # sum p_j e_jl - sum p_j q_l
         effects = beta * psum[:, None] - pp @ beta  # (K, d): sum p_j D_jf
     else:
         qx = moments[:m]
