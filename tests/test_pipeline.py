@@ -305,3 +305,17 @@ def test_a_separated_fit_writes_its_result_and_exits_3_or_goes_on_with_warn(tmp_
     warnings = [e for e in events(done.stderr) if e["event"] == "warning"]
     assert warnings and "separation" in warnings[0]["message"]
     assert set(stage_status(done.stderr).values()) == {"done"}
+
+
+def test_the_report_can_add_average_marginal_effects(tmp_path):
+    spec = write_spec(tmp_path, report={"format": "markdown", "margins": True})
+    done = dmlr_run(spec)
+    assert done.returncode == 0, done.stderr
+    report = tmp_path / "work" / "report"
+    assert {"margins.csv", "margins.png", "report.md"} <= {p.name for p in report.iterdir()}
+    res = dmlr.load(str(tmp_path / "work" / "fit" / "result"))
+    me = res.get_margeff(dmlr.open_store(str(tmp_path / "work" / "data" / "train.zarr")).X)
+    table = pd.read_csv(report / "margins.csv", index_col=[0, 1])
+    np.testing.assert_allclose(table["Std. Err."].to_numpy(), me.summary_frame()["Std. Err."].to_numpy(), rtol=1e-10)
+    text = (report / "report.md").read_text()
+    assert "## Average marginal effects (standard error)" in text and "![margins.png](margins.png)" in text

@@ -12,6 +12,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from dmlr.results.margins import MarginalEffects
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["write_report"]
@@ -106,7 +107,13 @@ def _tables(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]], list[s
                                                          "accuracy"], calib  # fmt: skip
 
 
-def _markdown(title: str, res: MNLogitResults, metrics: dict[str, Any], images: list[str]) -> str:
+def _markdown(
+    title: str,
+    res: MNLogitResults,
+    metrics: dict[str, Any],
+    images: list[str],
+    margins: tuple[list[str], list[list[str]]] | None = None,
+) -> str:
     def table(head: list[str], rows: list[list[str]]) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -116,10 +123,18 @@ def _markdown(title: str, res: MNLogitResults, metrics: dict[str, Any], images: 
     parts += [f"![{name}]({name})" for name in images] or ["*(plots omitted: install `dmlr[report]` for matplotlib)*"]
     parts += ["", "## Confusion matrix (held out)", "", table(ch, crows), "", "## Calibration (held out)", "",
               table(kh, krows), "", "## Summary", "", "```", str(res.summary()), "```", ""]  # fmt: skip
+    if margins is not None:
+        parts += ["## Average marginal effects (standard error)", "", table(*margins), ""]
     return "\n".join(parts)
 
 
-def _html(title: str, res: MNLogitResults, metrics: dict[str, Any], images: list[str]) -> str:
+def _html(
+    title: str,
+    res: MNLogitResults,
+    metrics: dict[str, Any],
+    images: list[str],
+    margins: tuple[list[str], list[list[str]]] | None = None,
+) -> str:
     e = html.escape
 
     def table(head: list[str], rows: list[list[str]]) -> str:
@@ -138,8 +153,45 @@ def _html(title: str, res: MNLogitResults, metrics: dict[str, Any], images: list
         f"<h1>{e(title)}</h1>{table(['', ''], [list(r) for r in _facts(res, metrics)])}{figs}"
         f"<h2>Confusion matrix (held out)</h2>{table(ch, crows)}"
         f"<h2>Calibration (held out)</h2>{table(kh, krows)}"
-        f"<h2>Summary</h2>{res.summary().as_html()}</body></html>\n"
+        f"<h2>Summary</h2>{res.summary().as_html()}"
+        + ("" if margins is None else f"<h2>Average marginal effects (standard error)</h2>{table(*margins)}")
+        + "</body></html>\n"
     )
+
+
+def _margins_plot(margins: MarginalEffects) -> dict[str, bytes]:
+    """PNG of the average marginal effects with 95% intervals, one panel row per feature ({} without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    me, lower, upper = margins.margeff, *margins.conf_int(0.05)
+    rows = list(me.index)[:MAX_COEF_ROWS]
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.28 * len(rows) * max(1, min(len(me.columns), 4)) / 2))
+    width = 0.8 / len(me.columns)
+    y = np.arange(len(rows))
+    for j, cls in enumerate(me.columns):
+        offset = (j - (len(me.columns) - 1) / 2) * width
+        value = me.loc[rows, cls].to_numpy()
+        err = [value - lower.loc[rows, cls].to_numpy(), upper.loc[rows, cls].to_numpy() - value]
+        ax.errorbar(value, y + offset, xerr=err, fmt="o", ms=3, capsize=2, label=str(cls))
+    ax.axvline(0.0, color="grey", lw=0.8)
+    ax.set_yticks(y, [str(r) for r in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="average marginal effect on P(class), 95% interval")
+    ax.legend(fontsize=7, title="class")
+    fig.tight_layout()
+    return {"margins.png": _png(fig, plt)}
+
+
+def _margins_rows(margins: MarginalEffects) -> tuple[list[str], list[list[str]]]:
+    me, se = margins.margeff, margins.margeff_se
+    head = ["feature", *[f"P({c})" for c in me.columns]]
+    rows = [[str(f), *[f"{me.loc[f, c]:.4f} ({se.loc[f, c]:.4f})" for c in me.columns]] for f in me.index]
+    return head, rows
 
 
 def write_report(
@@ -150,6 +202,7 @@ def write_report(
     title: str,
     fmt: str = "html",
     storage_options: dict[str, Any] | None = None,
+    margins: MarginalEffects | None = None,
 ) -> list[str]:
     """Write ``summary.txt``, ``report.html`` (or ``report.md``) and the plots into ``folder``.
 
@@ -162,6 +215,9 @@ def write_report(
         Local directory or fsspec URL (its previous contents are replaced).
     title : str
     fmt : {"html", "markdown"}
+    margins : MarginalEffects, optional
+        Average marginal effects to add as a table (effect and standard error per feature and class), a plot
+        with 95% intervals and ``margins.csv``.
 
     Returns
     -------
@@ -175,9 +231,13 @@ def write_report(
     fs.makedirs(root, exist_ok=True)
     files = {"summary.txt": (str(res.summary()) + "\n").encode()}
     plots = _plots(res)
+    if margins is not None:
+        plots.update(_margins_plot(margins))
+        files["margins.csv"] = margins.summary_frame().to_csv().encode()
     files.update(plots)
     page = _html if fmt == "html" else _markdown
-    files["report.html" if fmt == "html" else "report.md"] = page(title, res, metrics, sorted(plots)).encode()
+    text = page(title, res, metrics, sorted(plots), None if margins is None else _margins_rows(margins))
+    files["report.html" if fmt == "html" else "report.md"] = text.encode()
     for name, data in files.items():
         fs.pipe_file(f"{root}/{name}", data)
     return sorted(files)

@@ -102,6 +102,7 @@ class EvaluateSection:
 @dataclass(frozen=True)
 class ReportSection:
     format: str = "html"
+    margins: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,9 +209,10 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     e = r.mapping(top.get("evaluate"), "evaluate", ("bins",))
     evaluate = EvaluateSection(bins=r.typed(e.get("bins", 10), "evaluate.bins", int, lambda v: v >= 1,
                                             "an integer >= 1"))  # fmt: skip
-    rp = r.mapping(top.get("report"), "report", ("format",))
+    rp = r.mapping(top.get("report"), "report", ("format", "margins"))
     report = ReportSection(format=r.typed(rp.get("format", "html"), "report.format", str,
-                                          lambda v: v in ("html", "markdown"), "'html' or 'markdown'"))  # fmt: skip
+                                          lambda v: v in ("html", "markdown"), "'html' or 'markdown'"),
+                           margins=r.typed(rp.get("margins", False), "report.margins", bool))  # fmt: skip
     return PipelineSpec(
         path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), _data_section(r, top["data"], base),
         _fit_section(r, top.get("fit")), evaluate, report,

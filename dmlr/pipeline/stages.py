@@ -313,7 +313,13 @@ def _report_execute(run: _Run) -> dict[str, Any]:
     res = dmlr.load(run.path("fit", "result"), storage_options=run.so or None)
     fs, path = fsspec.core.url_to_fs(run.path("evaluate", "metrics.json"), **run.so)
     metrics = json.loads(fs.cat_file(path))
-    files = write_report(res, metrics, run.path("report"), title=run.spec.name, fmt=run.spec.report.format)
+    margins = None
+    if run.spec.report.margins:  # average marginal effects over the training store: one pass on the cluster
+        _ = run.client
+        margins = res.get_margeff(dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None).X)
+    files = write_report(
+        res, metrics, run.path("report"), title=run.spec.name, fmt=run.spec.report.format, margins=margins
+    )
     return {"files": files}
 
 
