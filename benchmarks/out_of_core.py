@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="1GB", help="per worker")
     parser.add_argument("--dir", default="/tmp/dmlr-ooc")
     parser.add_argument("--skip-in-memory", action="store_true", help="skip the in-memory reference fit")
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="storage type of X")
     args = parser.parse_args()
 
     from dask.utils import parse_bytes
@@ -100,12 +101,13 @@ def main() -> None:
     from dmlr.synthetic import make_mnlogit
 
     n = int(args.gb * 1e9 / (8 * args.p))
-    path = os.path.join(args.dir, f"ooc-{n}x{args.p}-k{args.classes}.zarr")
+    suffix = "" if args.dtype == "float64" else "-f32"
+    path = os.path.join(args.dir, f"ooc-{n}x{args.p}-k{args.classes}{suffix}.zarr")
     if not os.path.exists(path):
         os.makedirs(args.dir, exist_ok=True)
         start = time.perf_counter()
         data = make_mnlogit(n, args.p, args.classes, seed=42, chunk_rows=200_000)
-        dmlr.stage_arrays(data.X, data.y, path, source="synthetic", progress=True)
+        dmlr.stage_arrays(data.X, data.y, path, source="synthetic", progress=True, dtype=args.dtype)
         print(f"staged {n:,} x {args.p} in {time.perf_counter() - start:.0f}s")
     store = dmlr.open_store(path)
     disk = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)

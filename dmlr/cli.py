@@ -201,6 +201,10 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--offset", multiple=True, help="K-1 offset columns, non-base classes in sorted label order.")
 @click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
+@click.option(
+    "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+    help="Storage type of X: float32 halves the bytes each pass reads (arithmetic stays float64).",
+)  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @missing_option
@@ -217,6 +221,7 @@ def stage(
     sort_groups: bool,
     offset: tuple[str, ...],
     chunk_rows: int | None,
+    dtype: str,
     overwrite: bool,
     progress: bool,
     missing: str,
@@ -253,6 +258,7 @@ def stage(
         missing=missing,
         groups=groups,
         sort_groups=sort_groups,
+        dtype=dtype,
     )
     click.echo(data.describe())
     dropped = int(data.metadata.get("n_missing", 0))

@@ -249,3 +249,19 @@ def test_stage_like_a_training_store_shares_its_columns_and_codes(tmp_path):
     with pytest.raises(InputError, match=r"labels \['tram'\]"):
         dmlr.stage(str(tmp_path / "bad_label.csv"), str(tmp_path / "b2.zarr"), target="choice",
                    categorical=["region"], like=str(tmp_path / "train.zarr"))  # fmt: skip
+
+
+def test_a_float32_store_fits_like_the_rounded_float64_data(tmp_path):
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(3000, 4)) * [1.0, 10.0, 0.1, 3.0]
+    eta = np.column_stack([np.zeros(3000), x @ [0.3, 0.05, 2.0, -0.2], x @ [-0.4, 0.02, 1.0, 0.1]])
+    y = (rng.gumbel(size=(3000, 3)) + eta).argmax(axis=1)
+    single = dmlr.stage_arrays(x, y, str(tmp_path / "s32.zarr"), dtype="float32", chunk_rows=700)
+    assert single.X.dtype == np.float32 and single.metadata["x_dtype"] == "float32"
+    assert "float32" in single.describe()
+    res = dmlr.fit(single.url, method="newton")
+    rounded = dmlr.fit(x.astype(np.float32).astype(np.float64), y, method="newton")
+    np.testing.assert_allclose(res.coef, rounded.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.bse.to_numpy(), rounded.bse.to_numpy(), rtol=1e-10)
+    with pytest.raises(InputError, match="dtype must be 'float64' or 'float32'"):
+        dmlr.stage_arrays(x, y, str(tmp_path / "bad.zarr"), dtype="float16")
