@@ -792,7 +792,8 @@ class StoreData:
             + (", ..." if len(self.feature_names) > 8 else "")
             + ")",
             f"chunks:     {len(self.X.chunks[0])} of up to {meta['chunk_rows']:,} rows "
-            f"({meta['chunk_rows'] * max(len(self.feature_names), 1) * 8 / 2**20:.1f} MiB of X each)",
+            f"({meta['chunk_rows'] * max(len(self.feature_names), 1) * self.X.dtype.itemsize / 2**20:.1f} "
+            "MiB of X each)",
             f"X size:     {self.X.nbytes / 2**30:.3f} GiB ({self.X.dtype}, uncompressed)",
             f"target:     {meta['target']}",
             "classes:    "
