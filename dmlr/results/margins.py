@@ -25,7 +25,8 @@ import scipy.stats
 from numpy.typing import NDArray
 
 from dmlr.errors import InputError
-from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
+from dmlr.oracle.kernels import block_rows
+from dmlr.results.prediction import probabilities, probability_sums
 
 if TYPE_CHECKING:
     from dmlr.results.results import MNLogitResults
@@ -38,19 +39,6 @@ AT = ("overall", "mean", "median", "zero")
 METHODS = ("dydx", "eydx", "dyex", "eyex")
 
 
-def _probability_sums(x: Array, coef: Array, intercept: bool, log: bool) -> tuple[Array, Array]:
-    """Sums over rows of ``p`` (or ``log p``) of every class (K,) and of its gradient in theta (K, m, d), code order."""
-    m = coef.shape[1]
-    q, lse = log_probabilities(linear_predictor(x, coef, intercept))
-    p = np.column_stack([np.exp(-lse), q])
-    design = np.column_stack([np.ones(x.shape[0]), x]) if intercept else x
-    a = -p[:, :, None] * q[:, None, :]  # a_k = p_k (e_k - q)
-    a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
-    if log:
-        a /= p[:, :, None]
-    return (np.log(p) if log else p).sum(axis=0), np.einsum("rkl,rc->klc", a, design)
-
-
 def _discrete(x: Array, coef: Array, intercept: bool, method: str, column: int, kind: str) -> tuple[Array, Array]:
     """Sums over rows of a discrete change in data column ``column``: 0 -> 1 (dummy) or (x+1) - (x-1), halved
     (count), of p (log p for eydx), and of its gradient."""
@@ -61,8 +49,8 @@ def _discrete(x: Array, coef: Array, intercept: bool, method: str, column: int, 
         lo[:, column] -= 1.0
         hi[:, column] += 1.0
     log = method == "eydx"
-    v1, g1 = _probability_sums(hi, coef, intercept, log)
-    v0, g0 = _probability_sums(lo, coef, intercept, log)
+    v1, g1 = probability_sums(hi, coef, intercept, log=log)
+    v0, g0 = probability_sums(lo, coef, intercept, log=log)
     scale = 1.0 if kind == "dummy" else 0.5
     return scale * (v1 - v0), scale * (g1 - g0)
 
@@ -91,8 +79,8 @@ def _moment_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[A
     for s in range(0, x.shape[0], step):
         xb = x[s : s + step]
         r = xb.shape[0]
-        q, lse = log_probabilities(linear_predictor(xb, coef, intercept))
-        pt = np.vstack([np.exp(-lse), q.T])  # (K, r): class-major, each weight row contiguous
+        p, _, design = probabilities(xb, coef, intercept)
+        pt = np.ascontiguousarray(p.T)  # (K, r): class-major, each weight row contiguous
         qt = pt[1:]
         z = zbuf[: width * r].reshape(width, r)
         if dy:
@@ -106,7 +94,7 @@ def _moment_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[A
         else:
             z[:m] = qt
             np.multiply(qt[:, None, :], pt[None, :, :], out=z[m:].reshape(m, k, r))
-        moments += z @ (np.column_stack([np.ones(r), xb]) if intercept else xb)
+        moments += z @ design
         psum += pt.sum(axis=1)
         pp += pt @ pt.T
     n = x.shape[0]
@@ -161,9 +149,7 @@ def _direct_sums(x: Array, coef: Array, intercept: bool, method: str) -> tuple[A
     for s in range(0, x.shape[0], step):
         xb = x[s : s + step]
         r = xb.shape[0]
-        q, lse = log_probabilities(linear_predictor(xb, coef, intercept))
-        p = np.column_stack([np.exp(-lse), q])  # (r, K)
-        design = np.column_stack([np.ones(r), xb]) if intercept else xb  # (r, d)
+        p, q, design = probabilities(xb, coef, intercept)
         diff = beta.T[None, :, :] - (p @ beta.T)[:, None, :]  # (r, K, d): beta_jf - bbar_f
         diff_q = q[:, :, None] * diff[:, 1:, :]  # (r, m, d): q_l (beta_lf - bbar_f)
         if ex:
@@ -335,7 +321,7 @@ def marginal_effects(
         raise InputError(f"discrete changes (dummy, count) are defined for dydx and eydx at overall or mean, as in "
                          f"statsmodels; got method {method!r}, at {at!r}")  # fmt: skip
     names = list(res.data_feature_names)
-    x = res.encode(X)[0] if isinstance(X, pd.DataFrame) else res.model_columns(X)
+    x = res.model_rows(X)[0]
     x = _with_atexog(x, names, atexog)
     discrete = _discrete_columns(x, names, dummy, count)
     coef, intercept = res.coef, res.intercept
@@ -354,8 +340,7 @@ def marginal_effects(
     else:
         effects, jac = _effects_and_jacobian(np.asarray(x), coef, intercept, method, discrete)
         effects, jac = effects / x.shape[0], jac / x.shape[0]
-    codes_sorted = np.concatenate([[res.base], res.non_base_classes])
-    order = np.argsort(np.searchsorted(res.classes, codes_sorted))  # code -> sorted label position
+    order = res.code_to_sorted
     keep = np.arange(int(intercept), d)  # the constant's "effect" is not one
     effects = effects[keep][:, order]
     jac = jac[keep][:, order].reshape(len(keep), m + 1, m * d)

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from dmlr.errors import InputError
 from dmlr.oracle.kernels import block_rows, check_finite, linear_predictor, log_probabilities
 
-__all__ = ["encode_frame", "predict_labels", "predict_proba"]
+__all__ = ["encode_frame", "feature_matrix", "predict_labels", "predict_proba"]
 
 Array = NDArray[np.float64]
 
@@ -86,12 +86,14 @@ def encode_frame(
     return x, index
 
 
-def _feature_matrix(X: Any, feature_names: Sequence[str], p: int) -> Any:
-    if isinstance(X, pd.DataFrame):
-        missing = [f for f in feature_names if f not in X.columns]
-        if missing:
-            raise InputError(f"X is missing the feature columns {missing} the model was fitted with")
-        return X[list(feature_names)].to_numpy(dtype=np.float64)
+def feature_matrix(X: Any, p: int) -> Any:
+    """An array of ``p`` data columns as float64 (a dask array with one column chunk), checked.
+
+    Raises
+    ------
+    InputError
+        Not two-dimensional with ``p`` columns.
+    """
     if isinstance(X, da.Array):
         if X.ndim != 2 or X.shape[1] != p:
             raise InputError(f"X must have shape (n, {p}); got {X.shape}")
@@ -105,12 +107,10 @@ def _feature_matrix(X: Any, feature_names: Sequence[str], p: int) -> Any:
 
 
 def predict_proba(
-    X: Any,
+    x: Any,
     coef: Array,
     *,
     intercept: bool,
-    feature_names: Sequence[str],
-    classes: NDArray[Any],
     code_to_sorted: NDArray[np.intp],
     offset: Any = None,
 ) -> Any:
@@ -118,23 +118,19 @@ def predict_proba(
 
     Parameters
     ----------
-    X : ndarray, pandas.DataFrame or dask.array.Array, shape (n, p)
+    x : ndarray or dask.array.Array, shape (n, p)
+        Data columns, float64 (:func:`feature_matrix`).
     coef : ndarray, shape (d, m)
     intercept : bool
-    feature_names : sequence of str, length p
-        Data columns (without ``const``); DataFrames are selected by these names.
-    classes : ndarray, shape (K,)
-        Sorted labels.
     code_to_sorted : ndarray of int, shape (K,)
         ``order`` such that ``coded[:, order]`` lists classes in sorted order.
     offset : array-like, shape (n, m), optional
 
     Returns
     -------
-    ndarray, pandas.DataFrame or dask.array.Array, shape (n, K)
-        Same kind as ``X``; a dask input gives a lazy dask array with ``X``'s row chunks.
+    ndarray or dask.array.Array, shape (n, K)
+        A dask input gives a lazy dask array with ``x``'s row chunks.
     """
-    x = _feature_matrix(X, feature_names, len(feature_names))
     k = coef.shape[1] + 1
     if isinstance(x, da.Array):
         args: list[Any] = [x]
@@ -165,10 +161,7 @@ def predict_proba(
             raise InputError(f"offset must have shape (n, K - 1) = ({x.shape[0]}, {coef.shape[1]}); got {off.shape}")
         check_finite(off, "offset")
     check_finite(x, "X")
-    proba = _proba_block(x, coef, intercept, code_to_sorted, off)
-    if isinstance(X, pd.DataFrame):
-        return pd.DataFrame(proba, index=X.index, columns=list(classes))
-    return proba
+    return _proba_block(x, coef, intercept, code_to_sorted, off)
 
 
 def _label_series(proba: pd.DataFrame, classes: NDArray[Any]) -> pd.Series:

@@ -65,7 +65,7 @@ def _predict_frame(
 ) -> pd.DataFrame:
     """One table partition: the kept columns, then ``p_<label>`` per class and ``label`` (and with ``se`` the
     standard errors and 95% limits of the probabilities)."""
-    proba = res._proba_frame(frame, missing, unseen, partition_info=partition_info) if len(frame) else None
+    proba = res.proba_frame(frame, missing, unseen, partition_info=partition_info) if len(frame) else None
     index = frame.index if proba is None else proba.index
     out = frame.loc[index, keep].reset_index(drop=True) if keep else pd.DataFrame(index=range(len(index)))
     classes = np.asarray(res.classes)

@@ -26,7 +26,7 @@ from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
 if TYPE_CHECKING:
     from dmlr.results.results import MNLogitResults
 
-__all__ = ["PredictionResults", "get_prediction"]
+__all__ = ["PredictionResults", "get_prediction", "gradient_weights", "probabilities", "probability_sums"]
 
 Array = NDArray[np.float64]
 
@@ -73,21 +73,46 @@ class PredictionResults:
         return pd.DataFrame(stacked, columns=columns, index=index)
 
 
+def probabilities(x: Array, coef: Array, intercept: bool, offset: Array | None = None) -> tuple[Array, Array, Array]:
+    """Probabilities of every class in code order (base first) ``p`` (r, K), the non-base ones ``q`` (r, m), and the
+    design ``[1, x]`` (r, d) of a block of rows."""
+    q, lse = log_probabilities(linear_predictor(x, coef, intercept, offset))
+    p = np.column_stack([np.exp(-lse), q])
+    design = np.column_stack([np.ones(x.shape[0]), x]) if intercept else x
+    return p, q, design
+
+
+def gradient_weights(p: Array, q: Array) -> Array:
+    """``a_k = p_k (e_k - q)``, shape (r, K, m): ``d p_k / d theta = a_k kron x`` (code order, ``e_0 = 0``)."""
+    m = q.shape[1]
+    a = -p[:, :, None] * q[:, None, :]
+    a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
+    return a
+
+
+def probability_sums(
+    x: Array, coef: Array, intercept: bool, offset: Array | None = None, log: bool = False
+) -> tuple[Array, Array]:
+    """Sums over rows of ``p`` (``log p`` with ``log``) of every class, shape (K,), and of its gradient in theta,
+    shape (K, m, d); code order."""
+    p, q, design = probabilities(x, coef, intercept, offset)
+    a = gradient_weights(p, q)
+    if log:
+        a /= p[:, :, None]
+    return (np.log(p) if log else p).sum(axis=0), np.einsum("rkl,rc->klc", a, design)
+
+
 def _block(x: Array, coef: Array, cov: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None) -> Array:
-    """Probabilities, standard errors and the gradient sums of one block: ``[p (r x K), se (r x K)]``."""
+    """Probabilities and standard errors of one block: ``[p (r x K), se (r x K)]``, sorted label order."""
     d, m = coef.shape
     out = np.empty((x.shape[0], 2 * (m + 1)))
     blocks = cov.reshape(m, d, m, d).transpose(1, 0, 2, 3).reshape(d, m * m * d)
     step = block_rows(x.shape[0], m * m * d)
     for s in range(0, x.shape[0], step):
         e = min(s + step, x.shape[0])
-        eta = linear_predictor(x[s:e], coef, intercept, None if offset is None else offset[s:e])
-        q, lse = log_probabilities(eta)
-        p = np.column_stack([np.exp(-lse), q])  # code order: base first
-        design = np.column_stack([np.ones(e - s), x[s:e]]) if intercept else x[s:e]
+        p, q, design = probabilities(x[s:e], coef, intercept, None if offset is None else offset[s:e])
         quad = np.einsum("rlkj,rj->rlk", (design @ blocks).reshape(e - s, m, m, d), design)  # x' V_{l l'} x
-        a = -p[:, :, None] * q[:, None, :]  # a_k = p_k (e_k - q), rows k = code
-        a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
+        a = gradient_weights(p, q)
         var = np.einsum("rkl,rlj,rkj->rk", a, quad, a)
         out[s:e, : m + 1] = p[:, order]
         out[s:e, m + 1 :] = np.sqrt(np.maximum(var, 0.0))[:, order]
@@ -95,29 +120,17 @@ def _block(x: Array, coef: Array, cov: Array, intercept: bool, order: NDArray[np
 
 
 def _average(x: Array, coef: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None) -> Array:
-    """Sums over the rows of one block: ``[sum p (K), sum of gradients (K x m d)]`` flattened, length K (1 + m d)."""
-    d, m = coef.shape
-    eta = linear_predictor(x, coef, intercept, offset)
-    q, lse = log_probabilities(eta)
-    p = np.column_stack([np.exp(-lse), q])
-    design = np.column_stack([np.ones(x.shape[0]), x]) if intercept else x
-    a = -p[:, :, None] * q[:, None, :]
-    a[:, np.arange(1, m + 1), np.arange(m)] += p[:, 1:]
-    grad = np.einsum("rkl,rj->klj", a, design).reshape(m + 1, m * d)
-    return np.concatenate([p.sum(axis=0)[order], grad[order].ravel()])
+    """Sums over the rows of one block: ``[sum p (K), sum of gradients (K x m d)]`` flattened, sorted label order."""
+    total, grad = probability_sums(x, coef, intercept, offset)
+    return np.concatenate([total[order], grad[order].ravel()])
 
 
 def get_prediction(res: MNLogitResults, X: Any, *, average: bool = False, offset: Any = None, **encode: Any) -> Any:
     """See :meth:`dmlr.results.results.MNLogitResults.get_prediction`."""
     cov = res.cov_params().to_numpy()
-    codes_sorted = np.concatenate([[res.base], res.non_base_classes])
-    order = np.argsort(np.searchsorted(res.classes, codes_sorted))
+    order = res.code_to_sorted
     k = res.classes.size
-    index = None
-    if isinstance(X, pd.DataFrame):
-        x, index = res.encode(X, **encode)
-    else:
-        x = res.model_columns(X)
+    x, index = res.model_rows(X, **encode)
     if offset is not None and not isinstance(x, da.Array):
         offset = np.asarray(offset, dtype=np.float64).reshape(x.shape[0], -1)
     if average:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from dmlr.options import check_missing
 from dmlr.results import hypothesis
 from dmlr.results.hypothesis import ChiSquareTest
 from dmlr.results.margins import MarginalEffects, marginal_effects
-from dmlr.results.predict import encode_frame, predict_labels, predict_proba
+from dmlr.results.predict import encode_frame, feature_matrix, predict_labels, predict_proba
 from dmlr.results.prediction import PredictionResults, get_prediction
 from dmlr.results.summary import Summary, render_summary
 
@@ -311,46 +310,33 @@ class MNLogitResults:
         ndarray, dask.array.Array, pandas.DataFrame or dask.dataframe.DataFrame, shape (n, K)
             Same kind as ``X``, lazy for dask input; DataFrames have one column per class label.
         """
-        check_missing(missing)
-        if unseen not in ("raise", "nan"):
-            raise InputError(f"unseen must be 'raise' or 'nan', got {unseen!r}")
+        _check_row_options(missing, unseen)
         if isinstance(X, dd.DataFrame):
             if offset is not None:
                 raise InputError("offset cannot be given with a dask DataFrame; predict a dask array instead")
             meta = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in self.classes.tolist()})
-            return X.map_partitions(self._proba_frame, missing, unseen, meta=meta)
+            return X.map_partitions(self.proba_frame, missing, unseen, meta=meta)
         if isinstance(X, pd.DataFrame):
-            return self._proba_frame(X, missing, unseen, offset=offset)
-        if self.dropped_features and np.ndim(X) == 2 and np.shape(X)[1] == len(self.input_features):
-            X = X[:, [i for i, f in enumerate(self.input_features) if f not in self.dropped_features]]
-        return self._proba(X, offset)
+            return self.proba_frame(X, missing, unseen, offset=offset)
+        return self._proba(self.model_columns(X), offset)
+
+    @property
+    def code_to_sorted(self) -> NDArray[np.intp]:
+        """``order`` such that ``coded[:, order]`` lists the classes in sorted label order (code order is the base
+        first, then the other classes)."""
+        codes_sorted = np.concatenate([[self.base], self.non_base_classes])
+        return np.argsort(np.searchsorted(self.classes, codes_sorted))
 
     def _proba(self, x: Any, offset: Any) -> Any:
-        codes_sorted = np.concatenate([[self.base], self.non_base_classes])
-        order = np.argsort(np.searchsorted(self.classes, codes_sorted))
-        return predict_proba(
-            x,
-            self.coef,
-            intercept=self.intercept,
-            feature_names=self.data_feature_names,
-            classes=self.classes,
-            code_to_sorted=order,
-            offset=offset,
-        )
+        return predict_proba(x, self.coef, intercept=self.intercept, code_to_sorted=self.code_to_sorted, offset=offset)
 
-    def _proba_frame(
+    def proba_frame(
         self, frame: pd.DataFrame, missing: str, unseen: str, offset: Any = None, partition_info: Any = None
     ) -> pd.DataFrame:
+        """:meth:`predict_proba` of one raw pandas table (a partition when ``partition_info`` is given, as dask's
+        ``map_partitions`` passes it): one column per class, rows with an unseen level NaN."""
         where = "X" if partition_info is None else f"partition {partition_info['number']} of X"
-        x, index = encode_frame(
-            frame,
-            self.data_feature_names,
-            formula=self.formula,
-            encoding=(self.data_info or {}).get("encoding"),
-            where=where,
-            missing=missing,
-            unseen=unseen,
-        )
+        x, index = self.encode(frame, missing, unseen, where)
         if offset is not None and len(index) != len(frame):
             raise InputError("rows were dropped for missing values and an offset was given: drop them yourself")
         proba = np.full((x.shape[0], self.classes.size), np.nan)
@@ -418,13 +404,16 @@ class MNLogitResults:
         self._cov()
         return marginal_effects(self, X, at, method, atexog, dummy, count)
 
-    def encode(self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise") -> tuple[Array, pd.Index]:
+    def encode(
+        self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise", where: str = "X"
+    ) -> tuple[Array, pd.Index]:
         """A raw table as the model's data columns (``const`` excluded) and the labels of the rows kept."""
         return encode_frame(
             frame,
             self.data_feature_names,
             formula=self.formula,
             encoding=(self.data_info or {}).get("encoding"),
+            where=where,
             missing=missing,
             unseen=unseen,
         )
@@ -433,13 +422,23 @@ class MNLogitResults:
         """An array of the fitted data columns (or of the input columns, dependent ones then left out), checked."""
         if self.dropped_features and np.ndim(X) == 2 and np.shape(X)[1] == len(self.input_features):
             X = X[:, [i for i, f in enumerate(self.input_features) if f not in self.dropped_features]]
-        p = len(self.data_feature_names)
-        if np.ndim(X) != 2 or np.shape(X)[1] != p:
-            raise InputError(f"X must have shape (n, {p}); got {np.shape(X)}")
-        if isinstance(X, da.Array):
-            return X.astype(np.float64).rechunk({1: -1})
-        return np.asarray(X, dtype=np.float64)
+        return feature_matrix(X, len(self.data_feature_names))
+
+    def model_rows(self, X: Any, missing: str = "raise", unseen: str = "raise") -> tuple[Any, pd.Index | None]:
+        """The model's data columns of ``X``: a raw pandas table encoded as at fit time (with the labels of the rows
+        kept), or an array checked (index ``None``)."""
+        _check_row_options(missing, unseen)
+        if isinstance(X, pd.DataFrame):
+            return self.encode(X, missing, unseen)
+        return self.model_columns(X), None
 
     def predict(self, X: Any, offset: Any = None, *, missing: str = "raise", unseen: str = "raise") -> Any:
         """Most probable label for each row, shape (n,); lazy for dask input (arguments as :meth:`predict_proba`)."""
         return predict_labels(self.predict_proba(X, offset, missing=missing, unseen=unseen), self.classes)
+
+
+def _check_row_options(missing: str, unseen: str) -> None:
+    """Validate the missing-value and unseen-level policies of prediction."""
+    check_missing(missing)
+    if unseen not in ("raise", "nan"):
+        raise InputError(f"unseen must be 'raise' or 'nan', got {unseen!r}")
