@@ -538,7 +538,8 @@ class _Fitter:
         outcome = optimize(
             passes, n_classes=n_classes, n_features=design.n_features, method=o.method, objective=objective,
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
-            class_labels=labels, checkpoint=checkpointer, start=start, full_rank=not dependent, final=self.final,
+            class_labels=labels, feature_names=design.model_names, checkpoint=checkpointer, start=start,
+            full_rank=not dependent, final=self.final,
         )  # fmt: skip
         return passes, objective, outcome, dropped
 

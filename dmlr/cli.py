@@ -169,9 +169,21 @@ storage_option = click.option(
 
 
 def _with_cluster_options(func: F) -> F:
+    """Add the cluster options to a command, and give the command one validated ``where: ClusterOptions`` and
+    ``verbose`` instead of the raw values (placed right above the function, under ``_guarded``, so that an invalid
+    value is an exit 2 before anything starts)."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None,
+        verbose: bool, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        return func(*args, where=_cluster_options(scheduler, cluster, workers, memory_limit), verbose=verbose, **kwargs)
+
+    decorated: Any = wrapper
     for option in reversed(cluster_options):
-        func = option(func)
-    return func
+        decorated = option(decorated)
+    return decorated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -302,9 +314,9 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 )  # fmt: skip
 @click.option("--weights-type", type=click.Choice(WEIGHTS_TYPES), default="frequency", show_default=True)
 @click.option("--cluster-correction", type=click.Choice(CLUSTER_CORRECTIONS), default="statsmodels", show_default=True)
-@_with_cluster_options
 @storage_option
 @_guarded
+@_with_cluster_options
 def fit(
     store: str,
     out: str,
@@ -321,10 +333,7 @@ def fit(
     cov_type: CovType | None,
     weights_type: WeightsType,
     cluster_correction: ClusterCorrection,
-    scheduler: str | None,
-    cluster: str | None,
-    workers: int | None,
-    memory_limit: str | None,
+    where: ClusterOptions,
     verbose: bool,
     storage_options: str | None,
 ) -> None:
@@ -333,7 +342,6 @@ def fit(
     from dmlr.api import fit_and_save
 
     # everything is checked before a cluster starts or a file is written
-    where = _cluster_options(scheduler, cluster, workers, memory_limit)
     fit_options = FitOptions(
         method=method, l2=l2, tol=tol, max_iter=max_iter, persist=FitOptions.persist_from(persist), cov_type=cov_type,
         weights_type=weights_type, cluster_correction=cluster_correction,
@@ -404,9 +412,9 @@ def summary(result: str, storage_options: str | None) -> None:
 @click.option("--dummy", is_flag=True, help="Discrete changes 0 -> 1 for 0/1 features.")
 @click.option("--count", is_flag=True, help="Discrete changes (x+1 vs x-1)/2 for non-negative integer features.")
 @click.option("--out", "out", help="Also write the table to this CSV file.")
-@_with_cluster_options
 @storage_option
 @_guarded
+@_with_cluster_options
 def margins(
     result: str,
     data: str,
@@ -415,10 +423,7 @@ def margins(
     dummy: bool,
     count: bool,
     out: str | None,
-    scheduler: str | None,
-    cluster: str | None,
-    workers: int | None,
-    memory_limit: str | None,
+    where: ClusterOptions,
     verbose: bool,
     storage_options: str | None,
 ) -> None:
@@ -426,7 +431,6 @@ def margins(
     import dmlr
     from dmlr.results.predict_io import model_matrix_of
 
-    where = _cluster_options(scheduler, cluster, workers, memory_limit)
     options = _storage_options(storage_options)
     if out is not None:
         check_output(out, False, options, "output")
@@ -475,9 +479,9 @@ def info(store: str, storage_options: str | None) -> None:
     "--unseen", type=click.Choice(["raise", "nan"]), default="raise", show_default=True,
     help="A categorical level the fit never saw: fail naming it, or give the row NaN probabilities.",
 )  # fmt: skip
-@_with_cluster_options
 @storage_option
 @_guarded
+@_with_cluster_options
 def predict(
     result: str,
     data: str,
@@ -487,22 +491,17 @@ def predict(
     se: bool,
     missing: str,
     unseen: str,
-    scheduler: str | None,
-    cluster: str | None,
-    workers: int | None,
-    memory_limit: str | None,
+    where: ClusterOptions,
     verbose: bool,
     storage_options: str | None,
 ) -> None:
     """Class probabilities and labels for a store or CSV/Parquet files of raw columns, written chunk by chunk."""
     import dmlr
-    from dmlr.results.predict_io import predict_to
+    from dmlr.results.predict_io import output_kind, predict_to
 
-    where = _cluster_options(scheduler, cluster, workers, memory_limit)
     options = _storage_options(storage_options)
+    output_kind(out)  # checked here too: before a cluster starts
     check_output(out, overwrite, options, "output")
-    if not out.rstrip("/").endswith((".zarr", ".parquet")):
-        raise InputError(f"--out must end with .zarr or .parquet, got {out!r}")
     res = dmlr.load(result, storage_options=options)
     with _client(where, verbose):
         click.echo(f"dmlr: predicting {data} with the model in {result} ...", err=True)

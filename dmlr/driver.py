@@ -191,6 +191,7 @@ def optimize(
     callback: Callable[[dict[str, Any]], None] | None = None,
     separation: str = "raise",
     class_labels: Sequence[Any] | None = None,
+    feature_names: Sequence[str] | None = None,
     checkpoint: Checkpointer | None = None,
     start: Start | None = None,
     full_rank: bool = True,
@@ -219,6 +220,8 @@ def optimize(
         ``converged=False``.
     class_labels : sequence, optional
         Labels in code order (base first), to name separated classes.
+    feature_names : sequence of str, optional
+        The ``d`` model column names, to name the features along which classes separate.
     checkpoint : Checkpointer, optional
         Write the loop's state after every recorded iteration, and start from the newest valid checkpoint of this
         fit if there is one (no pass is repeated; the result is the one an uninterrupted run gives).
@@ -274,7 +277,7 @@ def optimize(
         it = evaluate(it.coef, final)
         log.record(it, n_iter, "inference", 0.0)
     labels = class_labels or list(range(n_classes))
-    names = getattr(getattr(passes, "design", None), "model_names", None) or [f"x{j}" for j in range(d)]
+    names = feature_names or [f"x{j}" for j in range(d)]
     termination, message = _diagnose(
         it, termination, first_stats, objective, (labels, names), separation, tol, max_iter, full_rank
     )

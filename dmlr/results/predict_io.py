@@ -21,7 +21,7 @@ from dmlr.errors import InputError
 from dmlr.options import check_missing, check_output
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["model_matrix_of", "predict_to"]
+__all__ = ["model_matrix_of", "output_kind", "predict_to"]
 
 
 def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
@@ -29,7 +29,8 @@ def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
     return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
-def _output_kind(out: str) -> str:
+def output_kind(out: str) -> str:
+    """``"zarr"`` or ``"parquet"`` from the output's name; anything else is an :class:`InputError`."""
     name = out.rstrip("/")
     if name.endswith(".zarr"):
         return "zarr"
@@ -136,7 +137,7 @@ def predict_to(
     written, dropped : int
         Rows written and rows left out for missing values.
     """
-    kind = _output_kind(out)
+    kind = output_kind(out)
     check_output(out, overwrite, storage_options, "output")
     check_missing(missing)
     try:
