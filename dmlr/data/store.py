@@ -209,7 +209,7 @@ def stage(
     groups: str | None = None,
     sort_groups: bool = True,
     dtype: str = "float64",
-    _recorded_paths: list[str] | None = None,
+    _recorded_source: dict[str, Any] | None = None,
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -289,7 +289,7 @@ def stage(
     )
     if groups and sort_groups:
         return _stage_sorted(
-            table, used, groups, paths, store,
+            table, used, groups, {"format": fmt, "paths": paths, "sorted_by": groups}, store,
             dict(target=target, features=features, weights=weights, offset=offset or None, chunk_rows=chunk_rows,
                  categorical=categorical or None, overwrite=overwrite, storage_options=storage_options,
                  progress=progress, like=like, reference=reference, missing=missing, groups=groups, dtype=dtype),
@@ -305,7 +305,9 @@ def stage(
         table[used].isna().sum(),
         table[target].value_counts(dropna=False),
         *[table[c].unique() for c in categorical],
+        *([table[groups].unique()] if groups else []),  # the cluster ids: G values, in the same pass
     )
+    group_ids = uniques.pop() if groups else None
     if int(n_na.sum()) > 0:
         _raise_first_missing(table, used, n_na, [int(n) for n in lengths])
     like_store = (
@@ -323,7 +325,7 @@ def stage(
         raise InputError("the source has 0 rows")
     rows = chunk_rows or max(1, TARGET_CHUNK_BYTES // (np.dtype(dtype).itemsize * max(p, 1)))
 
-    arrays, n_groups = _encoded_arrays(table, lengths, encoding, target, classes, weights, offset, groups)
+    arrays, n_groups = _encoded_arrays(table, lengths, encoding, target, classes, weights, offset, groups, group_ids)
     arrays["X"] = arrays["X"].astype(dtype)
     metadata = {
         "n_rows": n,
@@ -334,11 +336,7 @@ def stage(
         "weights": weights,
         "offset": offset or None,
         "encoding": encoding.to_json(),
-        "source": {
-            "format": fmt,
-            "paths": _recorded_paths or paths,
-            **({"sorted_by": groups} if _recorded_paths else {}),
-        },
+        "source": _recorded_source or {"format": fmt, "paths": paths, "sorted_by": None},
         "chunk_rows": rows,
         "n_missing": int(raw_rows) - n,
         "x_dtype": dtype,
@@ -357,6 +355,7 @@ def _encoded_arrays(
     weights: str | None,
     offset: list[str],
     groups: str | None,
+    group_ids: Any = None,
 ) -> tuple[dict[str, da.Array], int | None]:
     """Pass 2's arrays: the table encoded partition by partition (X, y, weights, offset, groups; they share the
     partitions' read tasks, so each source partition is read once), and the number of clusters."""
@@ -370,9 +369,11 @@ def _encoded_arrays(
         arrays["offset"] = from_partitions(table, lengths, _numeric_part, (len(offset),), np.float64, offset)
     n_groups = None
     if groups:
-        ids = None if pd.api.types.is_integer_dtype(table[groups].dtype) else _sorted_ids(table[groups])
+        distinct = pd.Series(group_ids).dropna()  # found by pass 1
+        text = not pd.api.types.is_integer_dtype(table[groups].dtype)
+        ids = np.asarray(sorted(distinct.tolist()), dtype=object) if text else None
         arrays["groups"] = from_partitions(table, lengths, _groups_part, (), np.int64, groups, ids)
-        n_groups = int(table[groups].nunique().compute()) if ids is None else len(ids)
+        n_groups = len(distinct)
     return arrays, n_groups
 
 
@@ -387,7 +388,7 @@ def _first_missing(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
 
 
 def _stage_sorted(
-    table: dd.DataFrame, used: list[str], groups: str, paths: list[str], store: str, options: dict[str, Any]
+    table: dd.DataFrame, used: list[str], groups: str, source: dict[str, Any], store: str, options: dict[str, Any]
 ) -> StoreData:
     """Stage ``table`` sorted by its groups column: the used columns are sorted once (a dask shuffle) into a
     temporary Parquet copy next to the store, which is then staged in order and removed."""
@@ -396,7 +397,7 @@ def _stage_sorted(
     so = options["storage_options"]
     try:
         table[used].sort_values(groups).to_parquet(tmp, write_index=False, storage_options=so)
-        return stage(tmp, store, sort_groups=False, _recorded_paths=paths, **options)
+        return stage(tmp, store, sort_groups=False, _recorded_source=source, **options)
     finally:
         fs, root = fsspec.core.url_to_fs(tmp, **(so or {}))
         if fs.exists(root):
@@ -406,11 +407,6 @@ def _stage_sorted(
 def _check_dtype(dtype: str) -> None:
     if dtype not in ("float64", "float32"):
         raise InputError(f"dtype must be 'float64' or 'float32' (the storage type of X), got {dtype!r}")
-
-
-def _sorted_ids(column: dd.Series) -> NDArray[Any]:
-    """The distinct values of a text cluster-id column, sorted (their positions are the stored ids)."""
-    return np.asarray(sorted(column.dropna().unique().compute().tolist()), dtype=object)
 
 
 def _groups_part(frame: pd.DataFrame, column: str, ids: NDArray[Any] | None, where: str) -> NDArray[np.int64]:

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 from dmlr.oracle.kernels import block_rows
-from dmlr.results.prediction import probabilities, probability_sums
+from dmlr.results.prediction import block_sums, probabilities, probability_sums
 
 if TYPE_CHECKING:
     from dmlr.results.results import MNLogitResults
@@ -328,18 +328,13 @@ def marginal_effects(
     d, m = coef.shape
     if at != "overall":
         effects, jac = _effects_and_jacobian(_point(x, at, intercept), coef, intercept, method, discrete)
-    elif isinstance(x, da.Array):
-        width = d * (m + 1) * (1 + m * d)
+    else:  # one pass of per-block sums (one call for NumPy input)
 
         def sums(block: Array) -> Array:
             return np.concatenate([a.ravel() for a in _effects_and_jacobian(block, coef, intercept, method, discrete)])
 
-        parts = da.map_blocks(lambda b: sums(b)[None], x, dtype=np.float64, chunks=((1,) * x.numblocks[0], (width,)))
-        total = np.asarray(parts.sum(axis=0).compute()) / x.shape[0]
-        effects, jac = total[: d * (m + 1)].reshape(d, m + 1), total[d * (m + 1) :].reshape(d, m + 1, m, d)
-    else:
-        effects, jac = _effects_and_jacobian(np.asarray(x), coef, intercept, method, discrete)
-        effects, jac = effects / x.shape[0], jac / x.shape[0]
+        total, n = block_sums(x, sums, d * (m + 1) * (1 + m * d))
+        effects, jac = total[: d * (m + 1)].reshape(d, m + 1) / n, total[d * (m + 1) :].reshape(d, m + 1, m, d) / n
     order = res.code_to_sorted
     keep = np.arange(int(intercept), d)  # the constant's "effect" is not one
     effects = effects[keep][:, order]

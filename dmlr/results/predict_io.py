@@ -44,10 +44,9 @@ def model_matrix_of(res: MNLogitResults, data: str, storage_options: dict[str, A
     if _is_store(data, storage_options):
         return res.model_columns(open_store(data, storage_options=storage_options).X)
     table, _ = read_table(expand_sources(data), storage_options)
-    p = len(res.data_feature_names)
     meta = pd.DataFrame({f: pd.Series(dtype=np.float64) for f in res.data_feature_names})
     frames = table.map_partitions(_encoded_frame, res, meta=meta)
-    return frames.to_dask_array(lengths=True).reshape(-1, p).astype(np.float64)
+    return frames.to_dask_array().astype(np.float64)  # row counts unknown: the consumers' sums count rows
 
 
 def _encoded_frame(frame: pd.DataFrame, res: MNLogitResults) -> pd.DataFrame:
@@ -194,8 +193,8 @@ def _predict_to(
         )
         _, n_in, n_out = dd.compute(write, table.map_partitions(len).sum(), frames.map_partitions(len).sum())
         return int(n_out), int(n_in - n_out)
-    n_in = int(table.map_partitions(len).sum().compute())
     proba = frames[[f"p_{c}" for c in classes.tolist()]].to_dask_array(lengths=True)
+    n_in = int(table.map_partitions(len).sum().compute()) if missing == "drop" else int(proba.shape[0])
     _write_zarr(proba, classes, out, storage_options)
     return int(proba.shape[0]), n_in - int(proba.shape[0])
 

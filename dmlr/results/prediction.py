@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.stats
 from numpy.typing import NDArray
 
+from dmlr.errors import InputError
 from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
 
 if TYPE_CHECKING:
@@ -102,6 +103,20 @@ def probability_sums(
     return (np.log(p) if log else p).sum(axis=0), np.einsum("rkl,rc->klc", a, design)
 
 
+def block_sums(x: Any, func: Any, width: int) -> tuple[Array, int]:
+    """``sum`` over the row blocks of ``x`` of ``func(block)`` (a flat array of ``width``) and the number of rows:
+    one pass over a dask array (whose row count need not be known), or one call for NumPy input."""
+    if not isinstance(x, da.Array):
+        return func(np.asarray(x)), int(x.shape[0])
+
+    def with_rows(block: Array) -> Array:
+        return np.concatenate([func(block), [block.shape[0]]])[None, :]
+
+    parts = da.map_blocks(with_rows, x, dtype=np.float64, chunks=((1,) * x.numblocks[0], (width + 1,)))
+    total = np.asarray(parts.sum(axis=0).compute())
+    return total[:width], int(total[width])
+
+
 def _block(x: Array, coef: Array, cov: Array, intercept: bool, order: NDArray[np.intp], offset: Array | None) -> Array:
     """Probabilities and standard errors of one block: ``[p (r x K), se (r x K)]``, sorted label order."""
     d, m = coef.shape
@@ -134,14 +149,9 @@ def get_prediction(res: MNLogitResults, X: Any, *, average: bool = False, offset
     if offset is not None and not isinstance(x, da.Array):
         offset = np.asarray(offset, dtype=np.float64).reshape(x.shape[0], -1)
     if average:
-        if isinstance(x, da.Array):
-            parts = da.map_blocks(
-                lambda b: _average(b, res.coef, res.intercept, order, None)[None, :], x, dtype=np.float64,
-                chunks=((1,) * x.numblocks[0], (k * (1 + res.n_params),)),
-            )  # fmt: skip
-            total, n = parts.sum(axis=0).compute(), x.shape[0]
-        else:
-            total, n = _average(np.asarray(x), res.coef, res.intercept, order, offset), x.shape[0]
+        if isinstance(x, da.Array) and offset is not None:
+            raise InputError("offset is for NumPy/pandas input; predict a dask array without it")
+        total, n = block_sums(x, lambda b: _average(b, res.coef, res.intercept, order, offset), k * (1 + res.n_params))
         mean = total[:k] / n
         grad = total[k:].reshape(k, res.n_params) / n
         se = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", grad, cov, grad), 0.0))
