@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import statsmodels.api as sm
 
 import dmlr
 from dmlr.errors import InputError
+from tests.problems import ANES_FEATURES, anes96, anes_fits
 
-FEATURES = ["logpopul", "selfLR", "age", "educ", "income"]
+FEATURES = ANES_FEATURES
 
 
 @pytest.fixture(scope="module")
 def fits():
-    d = sm.datasets.anes96.load_pandas().data
-    y = d.PID.astype(int)
-    res = dmlr.fit(d[FEATURES], y, tol=1e-12)
-    ref = sm.MNLogit(y, sm.add_constant(d[FEATURES])).fit(disp=0, method="newton", maxiter=100, tol=1e-14)
-    small = dmlr.fit(d[["logpopul", "selfLR", "educ"]], y, tol=1e-12)
-    ref_small = sm.MNLogit(y, sm.add_constant(d[["logpopul", "selfLR", "educ"]])).fit(disp=0, method="newton")
+    _, res, ref = anes_fits()
+    _, small, ref_small = anes_fits(["logpopul", "selfLR", "educ"])
     return res, ref, small, ref_small
 
 
@@ -82,7 +78,7 @@ def test_bad_restrictions_are_named(fits):
         res.test_features(["height"])
     with pytest.raises(InputError, match="not nested"):
         dmlr.lr_test(res, small)
-    d = sm.datasets.anes96.load_pandas().data
+    d = anes96()
     other = dmlr.fit(d[FEATURES].iloc[:900], d.PID.astype(int).iloc[:900])
     with pytest.raises(InputError, match="different data"):
         dmlr.lr_test(small, other)

@@ -12,16 +12,14 @@ import statsmodels.api as sm
 
 import dmlr
 from dmlr.errors import InputError
+from tests.problems import ANES_FEATURES, anes96, anes_fits
 
-FEATURES = ["logpopul", "selfLR", "age", "educ", "income"]
+FEATURES = ANES_FEATURES
 
 
 @pytest.fixture(scope="module")
 def anes():
-    d = sm.datasets.anes96.load_pandas().data
-    y = d.PID.astype(int)
-    res = dmlr.fit(d[FEATURES], y, tol=1e-12)
-    ref = sm.MNLogit(y, sm.add_constant(d[FEATURES])).fit(disp=0, method="newton", tol=1e-14, maxiter=100)
+    d, res, ref = anes_fits()
     return d[FEATURES].to_numpy(), res, ref
 
 
@@ -93,11 +91,8 @@ def test_bad_options_are_named(anes):
 
 @pytest.fixture(scope="module")
 def with_vote():
-    d = sm.datasets.anes96.load_pandas().data
     cols = [*FEATURES, "vote"]  # vote is 0/1; selfLR, age, educ, income are non-negative integers
-    y = d.PID.astype(int)
-    res = dmlr.fit(d[cols], y, tol=1e-12)
-    ref = sm.MNLogit(y, sm.add_constant(d[cols])).fit(disp=0, method="newton", tol=1e-14, maxiter=100)
+    d, res, ref = anes_fits(cols)
     return d[cols].to_numpy(), res, ref
 
 
@@ -146,7 +141,7 @@ def test_the_command_line_margins_and_prediction_errors(tmp_path):
 
     from dmlr.cli import main
 
-    d = sm.datasets.anes96.load_pandas().data
+    d = anes96()
     d.assign(PID=d.PID.astype(int))[[*FEATURES, "PID"]].to_csv(tmp_path / "anes.csv", index=False)
     runner = CliRunner()
     done = runner.invoke(main, ["stage", str(tmp_path / "anes.csv"), str(tmp_path / "s.zarr"), "--target", "PID",

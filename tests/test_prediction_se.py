@@ -8,16 +8,16 @@ import dataclasses
 import dask.array as da
 import numpy as np
 import pytest
-import statsmodels.api as sm
 
 import dmlr
+from tests.problems import ANES_FEATURES, anes96
 
-FEATURES = ["logpopul", "selfLR", "age", "educ", "income"]
+FEATURES = ANES_FEATURES
 
 
 @pytest.fixture(scope="module")
 def anes():
-    d = sm.datasets.anes96.load_pandas().data
+    d = anes96()
     return d, dmlr.fit(d[FEATURES], d.PID.astype(int), tol=1e-12)
 
 

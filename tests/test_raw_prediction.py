@@ -7,13 +7,13 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from click.testing import CliRunner
 
 import dmlr
 from dmlr.cli import main
 from dmlr.errors import InputError
+from tests.problems import anes96
 
 pytestmark = pytest.mark.cluster
 
@@ -23,9 +23,7 @@ FORMULA = "party ~ C(edu3) + selfLR:age + income"
 @pytest.fixture(scope="module")
 def anes(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
-    d = sm.datasets.anes96.load_pandas().data
-    d["party"] = np.where(d.PID > 3, "rep", np.where(d.PID < 3, "dem", "ind"))
-    d["edu3"] = np.where(d.educ > 4, "high", np.where(d.educ < 3, "low", "mid"))
+    d = anes96()
     d["id"] = np.arange(len(d)) * 7 + 3
     d.to_csv(root / "anes.csv", index=False)
     return root, d

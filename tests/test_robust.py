@@ -10,6 +10,7 @@ import statsmodels.api as sm
 
 import dmlr
 from dmlr.errors import InputError
+from tests.problems import anes96
 
 ANES = ["logpopul", "selfLR", "educ", "income"]
 FAIR = ["age", "yrs_married", "children", "religious", "educ"]
@@ -17,7 +18,7 @@ FAIR = ["age", "yrs_married", "children", "religious", "educ"]
 
 @pytest.fixture(scope="module")
 def anes():
-    d = sm.datasets.anes96.load_pandas().data
+    d = anes96()
     return d, d[ANES], d.PID.astype(int)
 
 
@@ -65,16 +66,20 @@ def test_standard_errors_and_wald_tests_equal_statsmodels(request, data, cov, co
 
 
 def test_hc1_is_stata_robust_and_the_stata_cluster_factor(anes):
+    """Stata's factors against statsmodels' own covariances (statsmodels has HC0 and its cluster factor)."""
     d, x, y = anes
-    hc0 = dmlr.fit(x, y, cov_type="HC0", tol=1e-12)
     hc1 = dmlr.fit(x, y, cov_type="HC1", tol=1e-12)
-    n = len(y)
-    np.testing.assert_allclose(hc1.cov_params().to_numpy(), hc0.cov_params().to_numpy() * n / (n - 1), rtol=1e-12)
+    n, k = len(y), hc1.n_params
+    ref_hc0 = _statsmodels(x, y, cov_type="HC0").cov_params().to_numpy()
+    np.testing.assert_allclose(hc1.cov_params().to_numpy(), ref_hc0 * n / (n - 1), rtol=1e-8, atol=1e-15)
+    groups = np.unique(d.educ.to_numpy(), return_inverse=True)[1]
+    ref_cluster = _statsmodels(x, y, cov_type="cluster", cov_kwds={"groups": groups}).cov_params().to_numpy()
     sm_factor = dmlr.fit(x, y, groups=d.educ.to_numpy(), tol=1e-12)  # groups alone: cov_type defaults to cluster
     stata = dmlr.fit(x, y, groups=d.educ.to_numpy(), cluster_correction="stata", tol=1e-12)
-    k = hc0.n_params
+    scale = np.abs(ref_cluster).max()
+    np.testing.assert_allclose(sm_factor.cov_params().to_numpy(), ref_cluster, rtol=1e-8, atol=1e-12 * scale)
     np.testing.assert_allclose(
-        sm_factor.cov_params().to_numpy(), stata.cov_params().to_numpy() * (n - 1) / (n - k), rtol=1e-12
+        stata.cov_params().to_numpy(), ref_cluster * (n - k) / (n - 1), rtol=1e-8, atol=1e-12 * scale
     )
     text = str(stata.summary())
     assert "Covariance Type:" in text and "cluster" in text and "adjusted for 7 clusters (stata" in text
