@@ -37,10 +37,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import dask.array as da
-    from distributed import Client, LocalCluster
 
     import dmlr
-    from dmlr.cluster import BLAS_ENV
+    from dmlr.cluster import connected
     from dmlr.synthetic import make_mnlogit
 
     n = int(args.gb * 1e9 / (8 * args.p))
@@ -57,17 +56,7 @@ def main() -> None:
     store = dmlr.open_store(path)
     print(f"X: {store.X.nbytes / 1e9:.2f} GB in {len(store.X.chunks[0])} chunks, {n:,} rows, "
           f"{args.clusters:,} cluster ids ({order} rows); workers {args.workers} x {args.memory_limit}")  # fmt: skip
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            memory_limit=args.memory_limit,
-            dashboard_address=":0",
-            env=BLAS_ENV,
-            silence_logs=50,
-        ) as cluster,  # fmt: skip
-        Client(cluster) as client,
-    ):
+    with connected("local", n_workers=args.workers, memory_limit=args.memory_limit) as client:
         floor = read_pass_seconds(client, store.X)
         pids = sorted(client.run(os.getpid).values())
         start = time.perf_counter()

@@ -26,10 +26,8 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/dmlr-margins")
     args = parser.parse_args()
 
-    from distributed import Client, LocalCluster
-
     import dmlr
-    from dmlr.cluster import BLAS_ENV
+    from dmlr.cluster import connected
     from dmlr.synthetic import make_mnlogit
 
     n = int(args.gb * 1e9 / (8 * args.p))
@@ -41,17 +39,7 @@ def main() -> None:
     store = dmlr.open_store(path)
     print(f"X: {store.X.nbytes / 1e9:.2f} GB in {len(store.X.chunks[0])} chunks; workers {args.workers} x "
           f"{args.memory_limit}")  # fmt: skip
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            memory_limit=args.memory_limit,
-            dashboard_address=":0",
-            env=BLAS_ENV,
-            silence_logs=50,
-        ) as cluster,  # fmt: skip
-        Client(cluster) as client,
-    ):
+    with connected("local", n_workers=args.workers, memory_limit=args.memory_limit) as client:
         floor = read_pass_seconds(client, store.X)
         res = dmlr.fit(store, client=client, method="newton")
         info = statistics.median(r["seconds"] for r in res.history if r["kind"] == "newton")

@@ -94,10 +94,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from dask.utils import parse_bytes
-    from distributed import Client, LocalCluster
 
     import dmlr
-    from dmlr.cluster import BLAS_ENV
+    from dmlr.cluster import connected
     from dmlr.synthetic import make_mnlogit
 
     n = int(args.gb * 1e9 / (8 * args.p))
@@ -117,16 +116,7 @@ def main() -> None:
         f"workers: {args.workers} x {args.memory_limit} = {limit / 1e9:.2f} GB"
     )
 
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            memory_limit=args.memory_limit,
-            dashboard_address=":0",
-            env=BLAS_ENV,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with connected("local", n_workers=args.workers, memory_limit=args.memory_limit) as client:
         floor = read_pass_seconds(client, store.X)
         worker_pids = sorted(client.run(os.getpid).values())
         with PeakRSS() as rss:
@@ -148,12 +138,7 @@ def main() -> None:
         print(f"information pass (median of {len(info_passes)}): {med:.2f}s = {med / floor:.2f} x I/O floor")
 
     if not args.skip_in_memory:
-        with (
-            LocalCluster(
-                n_workers=args.workers, threads_per_worker=1, memory_limit=0, dashboard_address=":0", env=BLAS_ENV
-            ) as big,
-            Client(big) as client,
-        ):
+        with connected("local", n_workers=args.workers, memory_limit=0) as client:
             start = time.perf_counter()
             ref = dmlr.fit(store, client=client, persist=True)
             ref_seconds = time.perf_counter() - start
