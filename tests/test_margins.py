@@ -191,12 +191,12 @@ def test_average_effects_of_lazy_data_read_every_block_once(anes):
 @pytest.mark.parametrize("method", ["dydx", "eydx"])
 def test_the_moment_form_equals_the_direct_form(p, m, method):
     """Many features (d > K + 2): dydx and eydx come from probability-weighted column sums; the same numbers."""
-    from dmlr.results.margins import _direct_sums, _moment_sums
+    from dmlr.oracle.effects import direct_sums, moment_sums
 
     rng = np.random.default_rng(p * 10 + m)
     x = rng.normal(size=(2000, p)) * np.linspace(0.5, 2.0, p)
     coef = rng.normal(size=(p + 1, m)) * 0.2
-    for a, b in zip(_moment_sums(x, coef, True, method), _direct_sums(x, coef, True, method), strict=True):
+    for a, b in zip(moment_sums(x, coef, True, method), direct_sums(x, coef, True, method), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 
