@@ -8,6 +8,8 @@ and over classes around BLAS calls.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -163,29 +165,32 @@ def partition_statistics(
 
 
 class _Accumulator:
-    """The running sums of one partition's statistics over its row blocks (see :func:`partition_statistics`)."""
+    """The running sums of one partition's statistics over its row blocks (see :func:`partition_statistics`).
+
+    Every second-order statistic is a set of weighted Gram matrices of the design rows ``z = [1, x]``: the
+    information's block ``(k, l)`` is ``sum_i v_i (delta_kl p_ik - p_ik p_il) z_i z_i^T``, the Gram matrix has weights
+    ``v_i`` and the meat's block ``(k, l)`` weights ``c_i r_ik r_il`` (``r = y - p``). Only the ``m (m + 1) / 2``
+    class pairs ``k <= l`` are computed, each as a symmetric matrix (:class:`WeightedGrams`), in one set of
+    BLAS-3 products per row block.
+    """
 
     def __init__(self, coef: Array, intercept: bool, request: Request, n_b: int, block_bytes: int) -> None:
         d, m = coef.shape
         self.coef, self.intercept, self.d, self.m = coef, intercept, d, m
         self.score_t = np.zeros((m, d))  # the score transposed: class-major rows, accumulated as R @ [1, x]
         self.loglik = 0.0
-        self.gram = np.zeros((d, d)) if request.gram else None
         self.col_sum = np.zeros(d) if request.moments else None
         self.col_sumsq = np.zeros(d) if request.moments else None
-        self.info = None
-        self.meat = np.zeros((m * d, m * d)) if request.meat else None
         self.probability_weights = request.probability_weights
-        if request.information:
-            # m == 1: one weighted Gram; else the upper blocks of [xs, Z]^T [xs, Z] (see _information_block)
-            self.info = np.zeros((d, d)) if m == 1 else np.zeros(((m + 1) * d, (m + 1) * d))
-        wide = (self.info is not None and m > 1) or self.meat is not None
-        width = (m + 1) * d if wide else d + 3 * m
-        self.rows = block_rows(n_b, width, block_bytes)
+        self.weights = weight_columns(m, request)
+        self.rows = block_rows(n_b, d + 3 * m, block_bytes)
+        self.grams: WeightedGrams | None = None
+        if self.weights.total:
+            _, _, width = gram_layout(d, self.weights.total, block_bytes)
+            self.rows = min(self.rows, block_rows(n_b, width, block_bytes), ROW_BLOCK_CAP)
+            self.grams = WeightedGrams(d, self.weights.total, self.rows, block_bytes)
+            self.cbuf = np.empty(self.weights.total * self.rows)
         self.eta_buf = np.empty(m * self.rows)
-        self.zbuf = np.empty(self.rows * (m + 1) * d) if wide else None
-        self.columns = _column_blocks(m + 1, d) if self.info is not None and m > 1 else []
-        self.meat_columns = _column_blocks(m, d) if self.meat is not None else []
 
     def add(self, xb: Array, yb: NDArray[np.integer], vb: Array | None, ob: Array | None) -> None:
         """Add one row block: log-likelihood and score, then the requested second-order statistics."""
@@ -206,8 +211,10 @@ class _Accumulator:
             self.loglik += vb[with_class] @ picked - vb @ lse
         resid = np.negative(prob)
         resid[yb[with_class] - 1, with_class] += 1.0
-        if self.meat is not None:
-            self._meat_block(xb, vb, resid)
+        if self.grams is not None:
+            self._second_order(xb, vb, prob, resid)
+        elif self.col_sum is not None:
+            self._moments(_scaled_design(xb, None, self.intercept), vb)
         if vb is not None:
             resid *= vb
         if self.intercept:
@@ -215,53 +222,32 @@ class _Accumulator:
             self.score_t[:, 1:] += resid @ xb
         else:
             self.score_t += resid @ xb
-        if self.gram is not None or self.info is not None or self.col_sum is not None:
-            self._second_order(xb, vb, prob)
 
-    def _second_order(self, xb: Array, vb: Array | None, prob: Array) -> None:
-        # sqrt(v) * [1, x]: the design rows scaled for Gram and information products.
-        xs = _scaled_design(xb, vb, self.intercept)
-        if self.col_sum is not None and self.col_sumsq is not None:
-            sv = np.ones(xb.shape[0]) if vb is None else np.sqrt(vb)
-            self.col_sum += sv @ xs
-            self.col_sumsq += np.einsum("ij,ij->j", xs, xs)
-        if self.gram is not None and (self.info is None or self.m == 1):  # else block (0, 0) of U^T U below
-            self.gram += xs.T @ xs
-        if self.info is not None:
-            if self.m == 1:
-                # K = 2: I = X^T diag(v p (1 - p)) X, one product, no cancellation.
-                z = xs * np.sqrt(prob[0] * (1.0 - prob[0]))[:, None]
-                self.info += z.T @ z
-            else:
-                assert self.zbuf is not None
-                _information_block(xs, prob, self.zbuf, self.columns, self.info)
-
-    def _meat_block(self, xb: Array, vb: Array | None, resid: Array) -> None:
-        """Accumulate the upper blocks of ``S^T S``, row ``i`` of ``S`` being ``c_i^(1/2) (y_i - p_i) kron [1, x_i]``
-        (``resid`` is ``y - p`` unweighted, class-major ``m x r``)."""
-        r, d, m = xb.shape[0], self.d, self.m
-        assert self.zbuf is not None and self.meat is not None
-        if vb is not None and self.probability_weights:
-            design, factor = _scaled_design(xb, None, self.intercept), vb  # (v r) kron x: v^2 in the product
+    def _moments(self, z: Array, vb: Array | None) -> None:
+        assert self.col_sum is not None and self.col_sumsq is not None
+        if vb is None:
+            self.col_sum += z.sum(axis=0)
+            self.col_sumsq += np.einsum("ij,ij->j", z, z)
         else:
-            design, factor = _scaled_design(xb, vb, self.intercept), None  # r kron sqrt(v) x: v in the product
-        u3 = self.zbuf[: r * m * d].reshape(r, m, d)
-        np.multiply(resid.T[:, :, None], design[:, None, :], out=u3)
-        if factor is not None:
-            u3 *= factor[:, None, None]
-        u = u3.reshape(r, m * d)
-        for a, b in self.meat_columns:
-            self.meat[a:b, a:] += u[:, a:b].T @ u[:, a:]
+            self.col_sum += vb @ z
+            self.col_sumsq += vb @ (z * z)
+
+    def _second_order(self, xb: Array, vb: Array | None, prob: Array, resid: Array) -> None:
+        assert self.grams is not None
+        z = _scaled_design(xb, None, self.intercept)
+        if self.col_sum is not None:
+            self._moments(z, vb)
+        c = self.weights.fill(self.cbuf[: self.weights.total * xb.shape[0]], prob, resid, vb, self.probability_weights)
+        self.grams.add(z, c.T)
 
     def finish(self, codes: NDArray[np.integer], weights: Array | None) -> Statistics:
-        """The partition's record (the information assembled from the accumulated product)."""
+        """The partition's record (the information, Gram matrix and meat assembled from the weighted Grams)."""
         d, m = self.d, self.m
         score = np.ascontiguousarray(self.score_t.T)
-        info, gram = self.info, self.gram
-        if info is not None and m > 1:
-            if gram is not None:
-                gram = info[:d, :d].copy()
-            info = _assemble_information(info, m, d)
+        info = gram = meat = None
+        if self.grams is not None:
+            sums = self.grams.finish()
+            info, gram, meat = self.weights.assemble(sums, m, d)
         if weights is None:
             class_weights = np.bincount(codes, minlength=m + 1).astype(np.float64)
             weight_sum = float(codes.shape[0])
@@ -278,8 +264,62 @@ class _Accumulator:
             gram=gram,
             col_sum=self.col_sum,
             col_sumsq=self.col_sumsq,
-            meat=self.meat,
+            meat=meat,
         )
+
+
+class _WeightColumns:
+    """The weight columns of one pass's weighted Gram matrices: information pairs, the Gram matrix, meat pairs."""
+
+    def __init__(self, m: int, information: bool, gram: bool, meat: bool) -> None:
+        self.pairs = np.triu_indices(m)
+        n_pairs = m * (m + 1) // 2
+        self.diagonal = np.flatnonzero(self.pairs[0] == self.pairs[1])
+        self.info = slice(0, n_pairs if information else 0)
+        self.gram = self.info.stop if gram else None
+        start = self.info.stop + int(gram)
+        self.meat = slice(start, start + (n_pairs if meat else 0))
+        self.total = self.meat.stop
+
+    def fill(self, buf: Array, prob: Array, resid: Array, vb: Array | None, probability_weights: bool) -> Array:
+        """The weights of a row block, class-pair-major: ``(T, r)`` from class-major ``prob`` and ``resid``."""
+        r = prob.shape[1]
+        c = buf.reshape(self.total, r)
+        k, j = self.pairs
+        if self.info.stop:
+            info = c[self.info]
+            np.multiply(prob[k], prob[j], out=info)
+            np.negative(info, out=info)
+            info[self.diagonal] += prob  # p_k - p_k^2 on the diagonal pairs
+            if vb is not None:
+                info *= vb
+        if self.gram is not None:
+            c[self.gram] = 1.0 if vb is None else vb
+        if self.meat.stop > self.meat.start:
+            meat = c[self.meat]
+            np.multiply(resid[k], resid[j], out=meat)
+            if vb is not None:
+                meat *= vb * vb if probability_weights else vb
+        return c
+
+    def assemble(self, sums: Array, m: int, d: int) -> tuple[Array | None, Array | None, Array | None]:
+        """Information, Gram and meat (upper blocks filled, each block whole) from the ``(T, d, d)`` sums."""
+
+        def blocks(part: slice) -> Array | None:
+            if part.stop == part.start:
+                return None
+            out = np.zeros((m * d, m * d))
+            for t, (k, j) in enumerate(zip(*self.pairs, strict=True)):
+                out[k * d : (k + 1) * d, j * d : (j + 1) * d] = sums[part.start + t]
+            return out
+
+        gram = None if self.gram is None else sums[self.gram]
+        return blocks(self.info), gram, blocks(self.meat)
+
+
+def weight_columns(m: int, request: Request) -> _WeightColumns:
+    """The weight columns ``request`` needs for ``m`` non-base classes (see :class:`_Accumulator`)."""
+    return _WeightColumns(m, request.information, request.gram, request.meat)
 
 
 def _class_major_probabilities(eta: Array) -> tuple[Array, Array]:
@@ -301,42 +341,97 @@ def _class_major_probabilities(eta: Array) -> tuple[Array, Array]:
     return ex, lse
 
 
-INFO_COLUMN_BLOCK = 384
-"""Target width (columns) of one GEMM of the information's upper-block product: narrower ones run at a fraction
-of OpenBLAS's peak on this hardware, wider ones waste flops below the diagonal (measured: P2, (K-1)d = 1900)."""
+PAIRS_MIN_WEIGHTS = 24
+"""The pairs form of :class:`WeightedGrams` is used from this many weight columns on (measured crossover, one core,
+d = 51-101: below it the pair-product matrix costs more to write than the blocked form's extra flops)."""
+
+PAIRS_MAX_BYTES = 32 * 2**20
+"""Largest pair-product buffer of 128 rows the pairs form may use (so d <= ~200)."""
+
+ROW_BLOCK_CAP = 1024
+"""Rows per block at most: the per-block temporaries of the second-order statistics stay near cache size."""
 
 
-def _column_blocks(groups: int, d: int) -> list[tuple[int, int]]:
-    """Column ranges ``[a, b)`` of ``[xs, Z]`` (``groups`` groups of ``d`` columns) for the upper-block GEMMs."""
-    per = max(1, INFO_COLUMN_BLOCK // d)
-    if groups * d <= 2 * INFO_COLUMN_BLOCK:
-        per = groups  # small: one full GEMM beats several narrow ones
-    return [(g * d, min(g + per, groups) * d) for g in range(0, groups, per)]
+def gram_layout(d: int, n_weights: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> tuple[bool, list[int], int]:
+    """How :class:`WeightedGrams` computes ``n_weights`` weighted Gram matrices of ``d`` columns.
 
-
-def _information_block(xs: Array, prob: Array, zbuf: Array, columns: list[tuple[int, int]], acc: Array) -> None:
-    """Accumulate the upper blocks of ``U^T U``, ``U = [xs, p_1 xs, ..., p_m xs]`` (``r x (m+1) d``), into ``acc``.
-
-    ``U^T U`` holds, in block row 0, ``X^T V P_k X`` (the ``Lambda`` part of every diagonal block) and, below,
-    ``Z^T Z`` with ``Z = [p_1 xs, ..., p_m xs]`` (the ``p p^T`` part): one product gives both, and only block
-    columns at or right of each block row's start are computed (the rest is the mirror image).
+    Returns
+    -------
+    pairs : bool
+        Whether the pairs form is used (one GEMM against the ``d (d + 1) / 2`` column products).
+    edges : list of int
+        Feature-block edges of the blocked form (``[0, d]`` for the pairs form).
+    width : int
+        Floats per row of the largest per-block temporary.
     """
-    r, d = xs.shape
-    m = prob.shape[0]
-    u3 = zbuf[: r * (m + 1) * d].reshape(r, m + 1, d)
-    u3[:, 0, :] = xs
-    np.multiply(prob.T[:, :, None], xs[:, None, :], out=u3[:, 1:, :])
-    u = u3.reshape(r, (m + 1) * d)
-    for a, b in columns:
-        acc[a:b, a:] += u[:, a:b].T @ u[:, a:]
+    n_pairs = d * (d + 1) // 2
+    if n_weights >= PAIRS_MIN_WEIGHTS and 8 * 128 * n_pairs <= PAIRS_MAX_BYTES:
+        return True, [0, d], n_pairs
+    n_blocks = max(1, min(8, round(d / 24)))
+    edges = [round(i * d / n_blocks) for i in range(n_blocks + 1)]
+    widest = max(b - a for a, b in itertools.pairwise(edges))
+    return False, edges, n_weights * widest
 
 
-def _assemble_information(acc: Array, m: int, d: int) -> Array:
-    """The information's upper blocks from the accumulated ``U^T U`` (see :func:`_information_block`)."""
-    info = np.negative(acc[d:, d:])
-    for k in range(m):
-        info[k * d : (k + 1) * d, k * d : (k + 1) * d] += acc[:d, (k + 1) * d : (k + 2) * d]
-    return info
+class WeightedGrams:
+    """Running sums ``G_t = sum_i c_it z_i z_i^T`` for ``t < T`` weight columns over row blocks of ``z``.
+
+    The true cost of the ``T`` symmetric ``d x d`` sums is ``T d (d + 1)`` flops per row. Two BLAS-3 forms reach
+    near it: the *pairs* form multiplies the row products ``z_a z_b`` (``a <= b``, ``d (d + 1) / 2`` columns) by the
+    weights in one GEMM (exact flop count; the product matrix must be written first, which pays for large ``T``);
+    the *blocked* form splits the features in ``B`` blocks and multiplies ``[c_t z_A]`` by ``z_{A..}``, the columns
+    from block ``A`` on (``(1 + 1/B)`` times the flops, one small temporary).
+
+    Parameters
+    ----------
+    d : int
+        Columns of ``z``.
+    n_weights : int
+        Weight columns ``T``.
+    rows : int
+        Most rows of one block.
+    block_bytes : int
+        Memory budget of the per-block temporary.
+    """
+
+    def __init__(self, d: int, n_weights: int, rows: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
+        self.d, self.n_weights = d, n_weights
+        self.pairs, self.edges, width = gram_layout(d, n_weights, block_bytes)
+        self.buf = np.empty(rows * width)
+        if self.pairs:
+            self.acc = [np.zeros((d * (d + 1) // 2, n_weights))]
+        else:
+            self.acc = [np.zeros((n_weights * (b - a), d - a)) for a, b in itertools.pairwise(self.edges)]
+
+    def add(self, z: Array, c: Array) -> None:
+        """Add the rows ``z`` (``r x d``) with weights ``c`` (``r x T``, any strides)."""
+        r, d = z.shape
+        if self.pairs:
+            q = self.buf[: r * d * (d + 1) // 2].reshape(r, -1)
+            start = 0
+            for a in range(d):
+                np.multiply(z[:, a : a + 1], z[:, a:], out=q[:, start : start + d - a])
+                start += d - a
+            self.acc[0] += q.T @ c
+            return
+        for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
+            u = self.buf[: r * self.n_weights * (b - a)].reshape(r, self.n_weights, b - a)
+            np.multiply(c[:, :, None], z[:, None, a:b], out=u)
+            acc += u.reshape(r, -1).T @ z[:, a:]
+
+    def finish(self) -> Array:
+        """The sums, shape (T, d, d), each symmetric."""
+        d, t = self.d, self.n_weights
+        out = np.zeros((t, d, d))
+        if self.pairs:
+            rows, cols = np.triu_indices(d)
+            out[:, rows, cols] = self.acc[0].T
+        else:
+            for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
+                out[:, a:b, a:] = acc.reshape(t, b - a, d - a)
+        rows, cols = np.triu_indices(d, 1)
+        out[:, cols, rows] = out[:, rows, cols]
+        return out
 
 
 def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:

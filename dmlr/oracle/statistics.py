@@ -10,7 +10,7 @@ Conventions (the only place they are written down in full; every docstring repea
   ``m * d``; the information is ``(m d, m d)`` in the same order, block ``(k, l)`` is ``d x d``.
 - ``information`` is minus the Hessian of the log-likelihood: positive semi-definite. Consumers read it through
   :meth:`Statistics.full_information`, which takes the upper triangle and mirrors it, so an accumulation may fill
-  only the upper triangle (the kernels compute only the upper blocks of their products when ``(m + 1) d > 768``).
+  only the upper triangle (the kernels fill the blocks ``(k, l)`` with ``k <= l``, each whole).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmlr.errors import WorkerMemoryError
-from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
+from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES, ROW_BLOCK_CAP, gram_layout
 
 __all__ = [
     "WorkingSet",
@@ -92,14 +92,19 @@ def task_working_set(
     d = p + 1
     per_row = 8 * p + 4 + 8 * weights + 8 * m * offset
     blocks = rows * per_row * (LAZY_READ_FACTOR if lazy else 1)
-    block_rows = max(256, block_bytes // (8 * ((m + 1) * d if information else d + 3 * m)))
-    kernel = min(rows, block_rows) * 8 * (4 * m + 2 * d + ((m + 1) * d if information and m > 1 else 0))
+    n_weights = m * (m + 1) // 2 + 1 if information else 0
+    width = d + 3 * m
+    if n_weights:
+        width = max(width, gram_layout(d, n_weights, block_bytes)[2] + n_weights)
+    kernel_rows = min(rows, max(256, block_bytes // (8 * width)), ROW_BLOCK_CAP if n_weights else rows)
+    # class-major predictors, probabilities and residuals, the design copy, the weights and the row products
+    kernel = kernel_rows * 8 * (8 * m + 4 * d + width) + 8 * n_weights * d * d
     record = 8 * (d * m + 2 * d * d)
     if information:
-        width = d if m == 1 else (m + 1) * d
-        # the accumulator, the assembled record, the task's running sum, and the copies made while a record is
-        # combined or sent (measured at (K - 1) d = 9,800: a worker's peak was 5-6 information matrices)
-        record += 8 * (width * width + 4 * (m * d) ** 2)
+        # the weighted Grams' accumulators and their (T, d, d) unfolding, the assembled record, the task's running
+        # sum, and the copies made while a record is combined or sent (measured at (K - 1) d = 9,800: a worker's
+        # peak was 5-6 information matrices)
+        record += 8 * (2 * n_weights * d * d + 4 * (m * d) ** 2)
     return WorkingSet(int(blocks), int(kernel), int(record))
 
 
