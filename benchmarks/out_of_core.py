@@ -10,7 +10,9 @@ Usage::
    from Zarr on every pass (``persist="auto"`` declines to persist data larger than half the workers' memory),
    while a sampler records the summed resident memory (RSS) of this process and all its children.
 3. Times a pass that only reads the same chunks (decompress + checksum, no arithmetic): the I/O floor.
-4. Fits the same arrays held in worker memory on a machine-sized cluster and compares the coefficients.
+4. Does it for each storage type in ``--dtypes`` (float64 and float32 by default) and prints one table, the
+   fit time against ``passes x`` the read-only pass, and the float32 store's fit over the float64 store's.
+5. With ``--in-memory``: fits the float64 store held in worker memory and compares the coefficients.
 """
 
 from __future__ import annotations
@@ -81,18 +83,8 @@ def read_pass_seconds(client: object, x: object, repeat: int = 3) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gb", type=float, default=6.0, help="size of X in GB (float64, uncompressed)")
-    parser.add_argument("--p", type=int, default=49, help="feature columns (d = p + 1)")
-    parser.add_argument("--classes", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--memory-limit", default="1GB", help="per worker")
-    parser.add_argument("--dir", default="/tmp/dmlr-ooc")
-    parser.add_argument("--skip-in-memory", action="store_true", help="skip the in-memory reference fit")
-    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="storage type of X")
-    args = parser.parse_args()
-
+def run_one(args: argparse.Namespace, dtype: str) -> dict[str, object]:
+    """Stage (once) and fit the store of one storage type; the measurements of one table row."""
     from dask.utils import parse_bytes
 
     import dmlr
@@ -100,49 +92,93 @@ def main() -> None:
     from dmlr.synthetic import make_mnlogit
 
     n = int(args.gb * 1e9 / (8 * args.p))
-    suffix = "" if args.dtype == "float64" else "-f32"
-    path = os.path.join(args.dir, f"ooc-{n}x{args.p}-k{args.classes}{suffix}.zarr")
+    path = os.path.join(args.dir, f"ooc-{n}x{args.p}-k{args.classes}-{dtype}.zarr")
     if not os.path.exists(path):
         os.makedirs(args.dir, exist_ok=True)
         start = time.perf_counter()
         data = make_mnlogit(n, args.p, args.classes, seed=42, chunk_rows=200_000)
-        dmlr.stage_arrays(data.X, data.y, path, source="synthetic", progress=True, dtype=args.dtype)
-        print(f"staged {n:,} x {args.p} in {time.perf_counter() - start:.0f}s")
+        dmlr.stage_arrays(data.X, data.y, path, source="synthetic", progress=False, dtype=dtype)
+        print(f"staged {n:,} x {args.p} ({dtype}) in {time.perf_counter() - start:.0f}s")
     store = dmlr.open_store(path)
-    disk = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+    x_dir = os.path.join(path, "X")
+    disk = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(x_dir) for f in fs)
     limit = parse_bytes(args.memory_limit) * args.workers
+    codec = store.metadata.get("codecs", {}).get("X", {}).get("codec", "zstd")
     print(
-        f"X: {store.X.nbytes / 1e9:.2f} GB in {len(store.X.chunks[0])} chunks ({disk / 1e9:.2f} GB on disk); "
-        f"workers: {args.workers} x {args.memory_limit} = {limit / 1e9:.2f} GB"
+        f"X: {store.X.nbytes / 1e9:.2f} GB as float64, {disk / 1e9:.2f} GB staged ({dtype}, codec {codec}) in "
+        f"{len(store.X.chunks[0])} chunks; workers: {args.workers} x {args.memory_limit} = {limit / 1e9:.2f} GB"
     )
-
     with connected("local", n_workers=args.workers, memory_limit=args.memory_limit) as client:
         floor = read_pass_seconds(client, store.X)
         worker_pids = sorted(client.run(os.getpid).values())
         with PeakRSS() as rss:
             start = time.perf_counter()
-            res = dmlr.fit(store, client=client, persist="auto")
+            res = dmlr.fit(store, client=client, persist="auto", method=args.method)
             seconds = time.perf_counter() - start
-        score_passes = [r["seconds"] for r in res.history if r["kind"] in ("lbfgs", "bohning", "start")]
-        info_passes = [r["seconds"] for r in res.history if r["kind"] in ("newton", "inference")]
-    print(f"out-of-core fit: {seconds:.1f}s, {res.n_iter} iterations, {res.n_passes} passes, converged={res.converged}")
-    print(f"peak RSS of all processes: {rss.peak / 1e9:.2f} GB (X is {store.X.nbytes / 1e9:.2f} GB)")
-    peaks = ", ".join(f"{r / 2**20:.0f} MiB" for r in rss.worker_peaks(worker_pids))
-    print(f"peak RSS of each worker: {peaks} (limit {args.memory_limit})")
-    print(f"read-only pass (I/O floor): {floor:.2f}s")
-    if score_passes:
-        med = statistics.median(score_passes)
-        print(f"score pass (median of {len(score_passes)}): {med:.2f}s = {med / floor:.2f} x I/O floor")
-    if info_passes:
-        med = statistics.median(info_passes)
-        print(f"information pass (median of {len(info_passes)}): {med:.2f}s = {med / floor:.2f} x I/O floor")
+    passes = [r["seconds"] for r in res.history[1:]]
+    print(f"  {res.history[0].get('choice', res.method)}")
+    for r in res.history:
+        print(f"  iter {r['iteration']:>2} {r['kind']:<9} {r['seconds']:6.2f}s  passes {r['passes']}")
+    return {
+        "dtype": dtype,
+        "staged_gb": disk / 1e9,
+        "codec": codec,
+        "method": res.method,
+        "passes": res.n_passes,
+        "seconds": seconds,
+        "floor": floor,
+        "ratio": seconds / (res.n_passes * floor),
+        "median_pass": statistics.median(passes) if passes else float("nan"),
+        "first_pass": res.history[0]["seconds"],
+        "peak_total": rss.peak,
+        "peaks": rss.worker_peaks(worker_pids),
+        "converged": res.converged,
+        "coef": res.coef,
+        "store": store,
+    }
 
-    if not args.skip_in_memory:
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, default=6.0, help="size of X in GB as float64")
+    parser.add_argument("--p", type=int, default=49, help="feature columns (d = p + 1)")
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="1GB", help="per worker")
+    parser.add_argument("--dir", default="/tmp/dmlr-ooc")
+    parser.add_argument("--method", default="auto")
+    parser.add_argument("--dtypes", default="float64,float32", help="storage types of X to stage and fit")
+    parser.add_argument("--in-memory", action="store_true", help="also fit the float64 store held in memory")
+    args = parser.parse_args()
+
+    import dmlr
+    from dmlr.cluster import connected
+
+    rows = [run_one(args, dtype) for dtype in args.dtypes.split(",")]
+    print()
+    print(
+        "| X stored as | staged GB | codec | method | passes | fit s | read-only pass s (floor) | "
+        "fit / (passes x floor) | median pass s after the first | first pass s | peak RSS per worker | "
+        "peak RSS, all processes |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        peaks = ", ".join(f"{v / 2**20:.0f} MiB" for v in r["peaks"])  # type: ignore[attr-defined]
+        print(
+            f"| {r['dtype']} | {r['staged_gb']:.2f} | {r['codec']} | {r['method']} | {r['passes']} | "
+            f"{r['seconds']:.1f} | {r['floor']:.2f} | {r['ratio']:.2f} | {r['median_pass']:.2f} | "
+            f"{r['first_pass']:.2f} | {peaks} (limit {args.memory_limit}) | {r['peak_total'] / 1e9:.2f} GB |"
+        )
+    if len(rows) == 2:
+        a, b = rows
+        print(f"\n{b['dtype']} fit / {a['dtype']} fit = {b['seconds'] / a['seconds']:.2f}")  # type: ignore[operator]
+    if args.in_memory:
+        store = rows[0]["store"]
         with connected("local", n_workers=args.workers, memory_limit=0) as client:
             start = time.perf_counter()
             ref = dmlr.fit(store, client=client, persist=True)
             ref_seconds = time.perf_counter() - start
-        diff = float(np.max(np.abs(res.coef - ref.coef)) / np.max(np.abs(ref.coef)))
+        diff = float(np.max(np.abs(rows[0]["coef"] - ref.coef)) / np.max(np.abs(ref.coef)))  # type: ignore[operator]
         print(f"in-memory fit on an unlimited cluster: {ref_seconds:.1f}s; max relative param difference {diff:.1e}")
 
 

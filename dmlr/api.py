@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import warnings
@@ -26,14 +27,26 @@ from dmlr.driver import FitOutcome, Start, begin, check_weights_total, null_logl
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
 from dmlr.options import ClusterCorrection, Collinear, CovType, FitOptions, Missing, Separation, WeightsType
 from dmlr.oracle.clusters import check_groups
-from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
+from dmlr.oracle.statistics import BOUND_SETUP, WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.passes.clusters import cluster_meat
 from dmlr.results.covariance import inverse_information
 from dmlr.results.results import MNLogitResults
 from dmlr.results.robust import correction, sandwich
 from dmlr.steps import Objective
+from dmlr.steps.cost import (
+    CLUSTER_OVERHEAD,
+    LOCAL_OVERHEAD,
+    Choice,
+    PassModel,
+    choose_by_cost,
+    gemm_rate,
+    information_flops,
+)
+from dmlr.steps.newton import NEWTON_FIRST
 from dmlr.steps.registry import make_rule
+
+logger = logging.getLogger("dmlr")
 
 __all__ = ["fit", "fit_and_save", "scatter_rows"]
 
@@ -198,7 +211,9 @@ def fit(
     if checkpoint is not None:  # before shipping: scattered blocks have run-specific keys
         from dask.base import tokenize
 
-        data_token = data.store.checksum if data.store is not None else tokenize(*design.arrays())
+        data_token = (
+            data.store.checksum if data.store is not None else tokenize(data.X, data.y, data.weights, data.offset)
+        )
     design, reship, source = _to_cluster(design, data, options, client)
     input_features = design.model_names[int(design.intercept) :]
     probability = options.weights_type == "probability"
@@ -518,7 +533,7 @@ class _Fitter:
             )
         n_classes, d = design.labels.n_classes, design.n_features
         labels = design.labels.model_order.tolist()
-        request = make_rule(o.method, _objective(design, o.l2), n_classes, d).first_request
+        request = _first_request(o.method, design, n_classes)
         start = begin(passes, request, d, n_classes - 1, checkpointer)
         check_weights_total(start.first, labels)
         dependent = _dependent_columns(design, start.first, o.collinear, o.l2)
@@ -535,13 +550,65 @@ class _Fitter:
             start = Start(start.first.restricted(keep), start.saved_first, start.resumed, start.clock)
             design, dropped = passes.design, tuple(c.name for c in dependent)
         objective = _objective(design, o.l2)
+        method, choice = o.method, None
+        if method == "auto":
+            choice = _choose(passes, start, o.inference)
+            method = choice.method
+        if method == "newton" and start.first.information is None and start.resumed is None:
+            start = _with_zero_information(passes, start, design)
         outcome = optimize(
-            passes, n_classes=n_classes, n_features=design.n_features, method=o.method, objective=objective,
+            passes, n_classes=n_classes, n_features=design.n_features, method=method, objective=objective,
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
             class_labels=labels, feature_names=design.model_names, checkpoint=checkpointer, start=start,
-            full_rank=not dependent, final=self.final,
+            full_rank=not dependent, final=self.final, choice=choice,
         )  # fmt: skip
         return passes, objective, outcome, dropped
+
+
+def _first_request(method: str, design: Design, n_classes: int) -> Request:
+    """What the first pass computes: the chosen rule's first request, or for ``auto`` (chosen after the first pass)
+    and for Newton without an offset only the Gram matrix and moments (at ``W = 0`` the information follows from the
+    Gram matrix, :func:`_with_zero_information`)."""
+    if method == "auto" or (method == "newton" and design.offset is None):
+        return BOUND_SETUP
+    return make_rule(method, _objective(design, 0.0), n_classes, design.n_features).first_request
+
+
+def _choose(passes: DataPasses, start: Start, inference: bool) -> Choice:
+    """``auto``'s choice (:mod:`dmlr.steps.cost`): the one a checkpoint recorded, else by predicted cost, with the
+    pass's fixed overhead known and the read time measured by the first pass."""
+    streamed = passes.streamed
+    if start.resumed is not None and start.resumed.history and "method" in start.resumed.history[0]:
+        rec = start.resumed.history[0]
+        return Choice(rec["method"], dict(rec.get("predicted_seconds", {})), {}, bool(rec.get("streamed", streamed)))
+    d, m = passes.design.n_features, passes.design.n_nonbase
+    rows = max(g.rows for g in passes.groups)
+    rate = gemm_rate()
+    overhead = CLUSTER_OVERHEAD if passes.client is not None else LOCAL_OVERHEAD
+    read = 0.0
+    if streamed:  # the first pass computes only the score and the Gram matrix: it is bound by reading
+        first_compute = rows * information_flops(d, 0 if m == 0 else 1) / rate
+        read = max(0.0, passes.seconds - overhead - first_compute)
+    choice = choose_by_cost(PassModel(rows, d, m, read, overhead, rate), inference=inference, streamed=streamed)
+    logger.info(choice.describe())
+    return choice
+
+
+def _with_zero_information(passes: DataPasses, start: Start, design: Design) -> Start:
+    """The first record with the information at ``W = 0`` for Newton's first step.
+
+    Without an offset every row's probabilities are ``1/K`` at ``W = 0``, so the information is exactly
+    ``(I/K - 1 1^T/K^2) kron X^T V X`` (the Gram matrix the first pass computed); with an offset it takes a pass.
+    """
+    first = start.first
+    if design.offset is None and first.gram is not None:
+        k = design.labels.n_classes
+        m = k - 1
+        shares = np.eye(m) / k - 1.0 / k**2
+        info = np.asarray(np.kron(shares, first.full_gram()), dtype=np.float64)
+        return Start(dataclasses.replace(first, information=info), start.saved_first, start.resumed, start.clock)
+    with_info = passes(np.zeros(first.score.shape), dataclasses.replace(NEWTON_FIRST, gram=True, moments=True))
+    return Start(with_info, start.saved_first, start.resumed, start.clock)
 
 
 def _objective(design: Design, l2: float) -> Objective:

@@ -355,6 +355,8 @@ def fit(
     fit_options.covariance(data.weights is not None, cov_type == "cluster")
 
     def report(rec: dict[str, Any]) -> None:
+        if "choice" in rec:
+            click.echo(f"dmlr: {rec['choice']}", err=True)
         click.echo(
             f"iter {rec['iteration']:>3} {rec['kind']:<9} loglik {rec['loglik']:.10g}  "
             f"max|score| {rec['max_abs_score']:.3e}  {rec['seconds']:.2f}s  passes {rec['passes']}",

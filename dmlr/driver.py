@@ -38,6 +38,7 @@ from dmlr.errors import (
 from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
+from dmlr.steps.cost import Choice
 from dmlr.steps.registry import make_rule
 
 __all__ = [
@@ -196,6 +197,7 @@ def optimize(
     start: Start | None = None,
     full_rank: bool = True,
     final: Request = WITH_INFORMATION,
+    choice: Choice | None = None,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
 
@@ -234,6 +236,8 @@ def optimize(
         What the statistics at the optimum must hold for inference: the information, and the meat of a robust
         covariance (then every pass that computes the information also computes the meat, so the optimum's
         pass has both and no extra pass is made).
+    choice : Choice, optional
+        What ``method="auto"`` chose (``method`` is then its rule); recorded in the history's start record.
 
     Returns
     -------
@@ -256,7 +260,7 @@ def optimize(
     if resumed is None:
         it = Iterate.at(np.zeros((d, m)), first_stats, objective)
         rule.prepare(first_stats)
-        log.record(it, 0, "start", 0.0)
+        log.record(it, 0, "start", 0.0, None if choice is None else choice.record())
     else:
         it = Iterate.at(resumed.coef, resumed.stats, objective)
         log.records.extend(resumed.history)
@@ -296,7 +300,7 @@ class _History:
     records: list[dict[str, Any]] = field(default_factory=list)
     clock: float = field(default_factory=time.perf_counter)
 
-    def record(self, it: Iterate, iteration: int, kind: str, step: float) -> None:
+    def record(self, it: Iterate, iteration: int, kind: str, step: float, extra: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
         rec: HistoryRecord = {
             "iteration": iteration,
@@ -309,7 +313,9 @@ class _History:
             "passes": self.passes.count,
         }
         self.clock = now
-        self.records.append(dict(rec))  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
+        self.records.append(
+            {**rec, **(extra or {})}
+        )  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
         if self.checkpoint is not None:
             state = DriverState(
                 iteration, self.passes.count, it.coef, it.stats, self.saved_first, self.records, self.rule.state()

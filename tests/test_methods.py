@@ -25,19 +25,36 @@ def test_all_methods_reach_the_same_optimum(n, p, k, l2):
         np.testing.assert_allclose(res.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-5)
 
 
-def test_auto_uses_bound_preconditioned_quasi_newton_for_many_parameters():
-    x, y, _ = draw_problem(3000, 29, 7, seed=3)  # information flops per row 2 (K d)^2 = 88,200 > 40,000
+def test_auto_records_its_choice_and_reaches_newtons_optimum():
+    x, y, _ = draw_problem(20_000, 29, 7, seed=3)
     res = dmlr.fit(x, y, method="auto")
-    assert res.method == "lbfgs"
-    assert res.history[-1]["kind"] == "inference"
+    start = res.history[0]
+    assert start["method"] == res.method and res.method in ("newton", "lbfgs")
+    assert set(start["predicted_seconds"]) == {"newton", "lbfgs"}
+    assert start["method"] == min(start["predicted_seconds"], key=start["predicted_seconds"].get)
+    assert start["streamed"] is False and start["choice"].startswith(f"auto chose {res.method}")
     newton = dmlr.fit(x, y, method="newton")
     assert res.llf == pytest.approx(newton.llf, rel=1e-10)
+    np.testing.assert_allclose(res.bse.to_numpy(), newton.bse.to_numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize(("p", "k", "rule"), [(140, 2, "newton"), (24, 3, "newton"), (49, 3, "lbfgs")])
-def test_auto_takes_newton_where_the_information_is_cheap(p, k, rule):
-    x, y, _ = draw_problem(1500, p, k, seed=p)
-    assert dmlr.fit(x, y, method="auto", l2=1.0).method == rule
+def test_lbfgs_ends_with_one_information_pass():
+    x, y, _ = draw_problem(3000, 29, 7, seed=3)
+    res = dmlr.fit(x, y, method="lbfgs")
+    assert res.history[-1]["kind"] == "inference"
+    assert [r["kind"] for r in res.history].count("inference") == 1
+
+
+def test_newton_without_offset_starts_from_the_gram_matrix():
+    """At W = 0 every probability is 1/K, so Newton's first step needs no information pass: the fit equals one
+    whose first pass computed the information (an offset of zeros forces that path)."""
+    x, y, _ = draw_problem(2000, 6, 4, seed=5)
+    plain = dmlr.fit(x, y, method="newton")
+    with_pass = dmlr.fit(x, y, method="newton", offset=np.zeros((len(y), 3)))
+    assert plain.n_passes == with_pass.n_passes
+    np.testing.assert_allclose(plain.coef, with_pass.coef, rtol=1e-12, atol=1e-14)
+    for a, b in zip(plain.history, with_pass.history, strict=True):
+        assert a["loglik"] == pytest.approx(b["loglik"], rel=1e-14)
 
 
 @pytest.mark.parametrize("k", [2, 3, 6])

@@ -20,6 +20,7 @@ from dmlr.driver import Termination, optimize
 from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import RULES, Direction, Iterate, Objective, register_rule
+from dmlr.steps.cost import LBFGS_PASSES, NEWTON_PASSES, PassModel, choose_by_cost
 from dmlr.steps.registry import choose_method, make_rule, method_names
 from tests.problems import draw_problem
 
@@ -77,10 +78,22 @@ def test_newton_direction_is_the_dense_solve_with_its_decrement(setup):
     assert direction.shift == 0.0 and direction.decrement == pytest.approx(g @ dense, rel=1e-10)
 
 
-def test_auto_chooses_by_the_information_flops():
-    assert choose_method("auto", 3, 10) == "newton"  # 2 (3 * 10)^2 = 1,800 flops per row
-    assert choose_method("auto", 6, 50) == "lbfgs"  # 180,000
-    assert choose_method("auto", 2, 140) == "newton"  # K = 2: 2 d^2 = 39,200
+def test_auto_chooses_the_least_predicted_time():
+    rate = 5e10
+    # held in memory, many rows per task: the information's arithmetic decides (K = 6, d = 51: lbfgs; K = 2: newton)
+    assert choose_by_cost(PassModel(100_000, 51, 5, 0.0, 0.02, rate), inference=True, streamed=False).method == "lbfgs"
+    assert choose_by_cost(PassModel(100_000, 51, 1, 0.0, 0.02, rate), inference=True, streamed=False).method == "newton"
+    # the same K = 6 problem streamed from a store whose pass reads for 10 s: fewest passes
+    streamed = choose_by_cost(PassModel(100_000, 51, 5, 10.0, 0.02, rate), inference=True, streamed=True)
+    assert streamed.method == "newton"
+    assert streamed.passes == {"newton": NEWTON_PASSES, "lbfgs": LBFGS_PASSES + 1}
+    # predicted = passes x (overhead + max(read, compute)): Newton's passes all read for 10 s
+    assert streamed.predicted["newton"] == pytest.approx(NEWTON_PASSES * 10.02)
+    # a model the driver cannot afford to factor every iteration is never Newton, however the passes cost
+    big = PassModel(1_000, 200, 49, 100.0, 0.02, rate)
+    assert choose_by_cost(big, inference=True, streamed=True).method == "lbfgs"
+    # small data: the fixed per-pass cost dominates, so the rule with fewer passes
+    assert choose_method("auto", 3, 10) == "newton"
     with pytest.raises(dmlr.InputError, match="method must be one of"):
         choose_method("newtn", 3, 10)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import pandas as pd
+from dask.array.core import normalize_chunks
 from numpy.typing import NDArray
 
 from dmlr.data.blocks import check_weights, checked_weights_block, encode_block, encode_positions_block
@@ -166,7 +168,30 @@ def as_feature_array(X: Any, row_chunk: int | None = None, what: str = "X") -> t
     if arr.ndim != 2:
         raise InputError(f"{what} must be 2-dimensional (n, p); got shape {arr.shape}")
     chunk = row_chunk or default_row_chunk(arr.shape[0], arr.shape[1])
-    return da.from_array(arr, chunks=(max(chunk, 1), -1)), names
+    return rows_of(arr, max(chunk, 1)), names
+
+
+def rows_of(arr: NDArray[Any], chunks: int | tuple[int, ...]) -> da.Array:
+    """A dask array of ``arr``'s row blocks, each a view of ``arr``.
+
+    ``dask.array.from_array`` copies a NumPy array and hashes its bytes for the name (2 s for 800 MB here); the
+    blocks here are views and the name is unique per call (a checkpoint identifies in-memory data by
+    :func:`dask.base.tokenize` of the input itself).
+
+    Parameters
+    ----------
+    arr : ndarray, shape (n,) or (n, p)
+    chunks : int or tuple of int
+        Rows per block, or every block's rows.
+    """
+    n = arr.shape[0]
+    rows = tuple(chunks) if isinstance(chunks, tuple) else normalize_chunks((chunks,), (n,))[0]
+    name = f"dmlr-array-{uuid.uuid4().hex}"
+    tail = (0,) if arr.ndim == 2 else ()
+    starts = np.concatenate([[0], np.cumsum(rows)]).astype(int)
+    graph = {(name, i, *tail): arr[starts[i] : starts[i + 1]] for i in range(len(rows))}
+    full = (rows, (arr.shape[1],)) if arr.ndim == 2 else (rows,)
+    return da.Array(graph, name, full, dtype=arr.dtype)
 
 
 def _as_vector_or_matrix(values: Any, what: str) -> da.Array | NDArray[Any]:
@@ -189,7 +214,7 @@ def _align(values: da.Array | NDArray[Any], chunks: tuple[int, ...], what: str, 
         if lazy.chunks[0] != chunks or (lazy.ndim == 2 and len(lazy.chunks[1]) > 1):
             lazy = lazy.rechunk((chunks,) + ((-1,) if lazy.ndim == 2 else ()))
         return lazy
-    return da.from_array(values, chunks=(chunks,) + ((-1,) if values.ndim == 2 else ()))
+    return rows_of(np.asarray(values), chunks)
 
 
 def build_design(
@@ -269,7 +294,7 @@ def build_design(
             raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
         check_label_values(y_arr)
         coding = LabelCoding.from_labels(np.unique(y_arr), base)
-        codes = da.from_array(coding.encode(y_arr), chunks=(chunks,))
+        codes = rows_of(coding.encode(y_arr), chunks)
     m = coding.n_classes - 1
 
     w = None

@@ -36,7 +36,7 @@ import zarr
 from dask.base import compute
 from dask.delayed import delayed
 from numpy.typing import NDArray
-from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from dmlr.data.blocks import check_weights
 from dmlr.data.chunks import CheckedChunks
@@ -178,16 +178,39 @@ def from_partitions(
     )
 
 
-def _create(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_rows: int, dtype: Any) -> Any:
+COMPRESSION_MIN_SAVING = 0.10
+"""Arrays are stored uncompressed unless Blosc-LZ4 with byte shuffle saves at least this fraction of a sample's
+bytes (random float64 features save ~0%: compressing them only slows every read; class codes save ~70%)."""
+
+CODEC_SAMPLE_BYTES = 8 * 2**20
+"""Bytes of an array's first chunk that staging compresses to choose its codec."""
+
+
+def choose_codec(sample: NDArray[Any]) -> tuple[str, float]:
+    """The codec an array is stored with, by measurement on ``sample`` (its first rows).
+
+    Returns
+    -------
+    name : {"none", "blosc-lz4-shuffle"}
+    saving : float
+        The fraction of the sample's bytes Blosc-LZ4 with byte shuffle saves.
+    """
+    from numcodecs import Blosc  # type: ignore[import-untyped]
+
+    raw = np.ascontiguousarray(sample).tobytes()[:CODEC_SAMPLE_BYTES]
+    if not raw:
+        return "none", 0.0
+    packed = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE, typesize=sample.dtype.itemsize).encode(raw)
+    saving = 1.0 - len(packed) / len(raw)
+    return ("blosc-lz4-shuffle" if saving >= COMPRESSION_MIN_SAVING else "none"), saving
+
+
+def _create(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_rows: int, dtype: Any, codec: str) -> Any:
     chunks = (min(chunk_rows, max(shape[0], 1)), *shape[1:])
-    return group.create_array(
-        name,
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        compressors=[ZstdCodec(level=1), Crc32cCodec()],
-        fill_value=0,
-    )
+    compressors: list[Any] = [Crc32cCodec()]
+    if codec == "blosc-lz4-shuffle":
+        compressors.insert(0, BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
+    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, compressors=compressors, fill_value=0)
 
 
 def stage(
@@ -533,10 +556,15 @@ def _write_store(
     group = zarr.open_group(write_url, mode="w", storage_options=None if local else storage_options)
     targets: list[Any] = []
     sources = []
+    codecs: dict[str, dict[str, Any]] = {}
     for name, arr in arrays.items():
-        z = _create(group, name, arr.shape, int(metadata["chunk_rows"]), arr.dtype)
+        sample = np.asarray(arr[: min(arr.shape[0], int(metadata["chunk_rows"]))].compute())
+        codec, saving = choose_codec(sample)
+        codecs[name] = {"codec": codec, "lz4_saving": round(saving, 4)}
+        z = _create(group, name, arr.shape, int(metadata["chunk_rows"]), arr.dtype, codec)
         sources.append(arr.rechunk(z.chunks))
         targets.append(z)
+    metadata = {**metadata, "codecs": codecs}
     try:
         _run_with_progress(lambda: da.store(sources, targets, lock=False), progress)
     except BaseException:
@@ -790,7 +818,8 @@ class StoreData:
             f"chunks:     {len(self.X.chunks[0])} of up to {meta['chunk_rows']:,} rows "
             f"({meta['chunk_rows'] * max(len(self.feature_names), 1) * self.X.dtype.itemsize / 2**20:.1f} "
             "MiB of X each)",
-            f"X size:     {self.X.nbytes / 2**30:.3f} GiB ({self.X.dtype}, uncompressed)",
+            f"X size:     {self.X.nbytes / 2**30:.3f} GiB ({self.X.dtype}, in memory)",
+            "codecs:     " + _describe_codecs(meta.get("codecs")),
             f"target:     {meta['target']}",
             "classes:    "
             + ", ".join(f"{c} ({k:,})" for c, k in zip(meta["classes"], meta["class_counts"], strict=True)),
@@ -801,6 +830,12 @@ class StoreData:
             f"staged:     {meta['created']} by dmlr {meta['dmlr_version']} (schema {meta['schema_version']})",
         ]
         return "\n".join(lines)
+
+
+def _describe_codecs(codecs: dict[str, dict[str, Any]] | None) -> str:
+    if not codecs:
+        return "zstd level 1 (staged before codecs were chosen by measurement)"
+    return ", ".join(f"{name} {c['codec']} (lz4 saves {100 * c['lz4_saving']:.0f}%)" for name, c in codecs.items())
 
 
 def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None = None) -> StoreData:

@@ -1,14 +1,17 @@
 """The work of one task of a pass: evaluate a group's partitions one after another and add their records.
 
 Runs in a worker (or a thread of dask's local scheduler). Memory is bounded whatever the group's size: a lazy
-partition's blocks are produced (read from the store, decoded) only when its turn comes and dropped after it, so a
-task holds one partition and the kernel's row-block temporaries at a time. Consecutive small partitions are
+partition's blocks are produced (read from the store, decoded) just before its turn, by a background thread while
+the previous partition is evaluated, and dropped after it, so a task holds at most two partitions and the kernel's
+row-block temporaries at a time. Consecutive small partitions are
 evaluated together (their rows concatenated) so that ten thousand tiny partitions cost about what ten large ones do.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,7 +28,7 @@ from dmlr.oracle.statistics import Request, Statistics
 from dmlr.passes.memory import release_freed_memory, tune_worker_allocator
 from dmlr.passes.plan import GroupPlan, PartitionSpec
 
-__all__ = ["BATCH_ROWS", "GroupData", "evaluate_group", "make_group_data"]
+__all__ = ["BATCH_ROWS", "GroupData", "evaluate_group", "make_group_data", "pass_progress"]
 
 Key = Hashable
 Blocks = tuple[NDArray[np.float64], NDArray[np.int32], NDArray[np.float64] | None, NDArray[np.float64] | None]
@@ -54,6 +57,15 @@ class GroupData:
 
     def blocks(self, i: int) -> Blocks:
         """The blocks of partition ``i`` of the group (computed now if they are lazy)."""
+        return self.read(i)[0]
+
+    def is_lazy(self, i: int) -> bool:
+        """Whether partition ``i``'s blocks are produced on every pass (read from a store or computed)."""
+        spec, graph = self.partitions[i], self.graphs[i]
+        return not all(isinstance(graph[k], np.ndarray) for k in spec.keys if k is not None)
+
+    def read(self, i: int) -> tuple[Blocks, int]:
+        """The blocks of partition ``i`` and the bytes of its features as produced (stored dtype)."""
         spec, graph = self.partitions[i], self.graphs[i]
         keys = [k for k in spec.keys if k is not None]
         values = [graph[k] for k in keys]
@@ -62,7 +74,7 @@ class GroupData:
         x, codes = values[0], values[1]
         w = values[2] if spec.keys[2] is not None else None
         o = values[-1] if spec.keys[3] is not None else None
-        return np.asarray(x, dtype=np.float64), np.asarray(codes), w, o
+        return (np.asarray(x, dtype=np.float64), np.asarray(codes), w, o), int(np.asarray(x).nbytes)
 
 
 def _is_value(value: Any) -> bool:
@@ -94,12 +106,59 @@ def make_group_data(plan: GroupPlan, leaves: dict[Key, Any] | None = None) -> Gr
     return GroupData(list(plan.partitions), graphs)
 
 
-def _batches(data: GroupData) -> Iterator[tuple[list[PartitionSpec], Blocks]]:
+def _produced(data: GroupData, counter: list[int] | None) -> Iterator[tuple[int, Blocks]]:
+    """Each partition's blocks in row order. While one partition is evaluated, the next lazy one is read in a
+    background thread (reading and decoding release the GIL, as does the arithmetic), so a streamed pass takes about
+    ``max(read, compute)`` instead of their sum; at most two partitions' blocks are held at once."""
+    n = len(data.partitions)
+    if n == 1 or not any(data.is_lazy(i) for i in range(n)):
+        for i in range(n):
+            blocks, nbytes = data.read(i)
+            _count(counter, nbytes)
+            yield i, blocks
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="dmlr-prefetch") as pool:
+        # the task's context goes with each read (distributed.get_worker() and the like work in the graph's tasks)
+        pending = pool.submit(contextvars.copy_context().run, data.read, 0)
+        for i in range(n):
+            blocks, nbytes = pending.result()
+            if i + 1 < n:
+                pending = pool.submit(contextvars.copy_context().run, data.read, i + 1)
+            _count(counter, nbytes)
+            yield i, blocks
+            del blocks
+
+
+def _count(counter: list[int] | None, nbytes: int) -> None:
+    if counter is not None:
+        counter[0] += 1
+        counter[1] += nbytes
+
+
+_PROGRESS: dict[str, list[int]] = {}
+"""Per pass (key): partitions read and their feature bytes, in this process (read by :func:`pass_progress`)."""
+
+
+def pass_progress(key: str) -> tuple[int, int]:
+    """Partitions read so far by this process's tasks of pass ``key``, and their bytes (polled by the driver)."""
+    done = _PROGRESS.get(key, [0, 0])
+    return done[0], done[1]
+
+
+def _counter(key: str | None) -> list[int] | None:
+    if key is None:
+        return None
+    while len(_PROGRESS) > 64:  # keep the last passes' counters only
+        _PROGRESS.pop(next(iter(_PROGRESS)))
+    return _PROGRESS.setdefault(key, [0, 0])
+
+
+def _batches(data: GroupData, counter: list[int] | None = None) -> Iterator[tuple[list[PartitionSpec], Blocks]]:
     """The group's partitions in row order, consecutive small ones concatenated up to :data:`BATCH_ROWS` rows."""
     pending: list[tuple[PartitionSpec, Blocks]] = []
     rows = 0
-    for i, spec in enumerate(data.partitions):
-        blocks = data.blocks(i)
+    for i, blocks in _produced(data, counter):
+        spec = data.partitions[i]
         if spec.rows >= BATCH_ROWS:
             if pending:
                 yield _join(pending)
@@ -131,6 +190,7 @@ def evaluate_group(
     request: Request,
     intercept_only: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress_key: str | None = None,
 ) -> Statistics:
     """The summed statistics of every partition of a group at ``coef``.
 
@@ -146,6 +206,8 @@ def evaluate_group(
         Ignore the features (the intercept-only model, for the null log-likelihood with an offset).
     block_bytes : int
         Memory budget of the kernel's largest row-block temporary.
+    progress_key : str, optional
+        Count the partitions read under this key (:func:`pass_progress`).
 
     Returns
     -------
@@ -158,7 +220,7 @@ def evaluate_group(
         block_bytes=block_bytes,
     )  # fmt: skip
     total: Statistics | None = None
-    for specs, blocks in _batches(data):
+    for specs, blocks in _batches(data, _counter(progress_key)):
         try:
             record = evaluate(specs[0], blocks)
         except InputError:

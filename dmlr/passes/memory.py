@@ -35,9 +35,10 @@ PROCESS_BASELINE = 150 * MiB
 dmlr's worker-side modules imported, the allocator's kept heap): measured 139-157 MiB here (67 MiB before the
 first task). The check uses the larger of this and what the scheduler reports."""
 
-LAZY_READ_FACTOR = 3
+LAZY_READ_FACTOR = 4
 """A chunk read from a store is alive about three times at its peak: the compressed bytes, the decoded buffer and
-the array handed to the kernel (measured: 32 MB chunks of X raised a worker's peak RSS by ~120 MiB)."""
+the array handed to the kernel (measured: 32 MB chunks of X raised a worker's peak RSS by ~120 MiB); one more for
+the partition being evaluated while the next is read (``dmlr.passes.group`` prefetches one)."""
 
 
 @dataclass(frozen=True)

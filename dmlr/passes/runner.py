@@ -11,6 +11,7 @@ dask keeps its guarantees: a lost worker's blocks are recomputed from the store 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -30,7 +31,8 @@ from dmlr.data.design import Design
 from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES
 from dmlr.oracle.statistics import Request, Statistics
-from dmlr.passes.group import BATCH_ROWS, evaluate_group, make_group_data
+from dmlr.passes import progress
+from dmlr.passes.group import BATCH_ROWS, evaluate_group, make_group_data, pass_progress
 from dmlr.passes.memory import (
     PROCESS_BASELINE,
     WorkingSet,
@@ -40,6 +42,7 @@ from dmlr.passes.memory import (
     trim_and_measure,
 )
 from dmlr.passes.plan import GroupPlan, plan_groups
+from dmlr.passes.progress import PassProgress
 
 __all__ = ["DataPasses", "worker_bytes_sent"]
 
@@ -188,11 +191,26 @@ class DataPasses:
         who = self.client.who_has(persisted)
         return {k: sorted(ws)[0] for k, ws in who.items() if ws}
 
+    @property
+    def lazy(self) -> bool:
+        """Whether a pass produces (some of) the blocks anew: from a store or a graph."""
+        return any(g.graph for g in self.groups)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether a pass reads the data anew: lazy blocks on a cluster, or blocks read from a store (in-memory
+        arrays a local pass slices are not)."""
+        if self.client is not None:
+            return self.lazy
+        return any(
+            str(k[0] if isinstance(k, tuple) else k).startswith("dmlr-store-") for g in self.groups for k in g.graph
+        )
+
     def working_set(self, information: bool) -> WorkingSet:
         """Estimated peak memory of one task of a pass (see :func:`dmlr.passes.memory.task_working_set`)."""
         design = self.design
         rows = max(max(design.x.chunks[0]), min(BATCH_ROWS, design.n_rows))
-        lazy = any(g.graph for g in self.groups)
+        lazy = self.lazy
         return task_working_set(
             rows, design.x.shape[1], design.n_nonbase, information=information, lazy=lazy,
             weights=design.weights is not None, offset=design.offset is not None, block_bytes=self.block_bytes,
@@ -309,7 +327,9 @@ class DataPasses:
             coef_arg = client.scatter(coef, hash=False)
         per_worker: dict[str | None, list[Any]] = {}
         for i, (plan, data) in enumerate(zip(self.groups, self._data, strict=True)):
-            future = client.submit(evaluate_group, data, coef_arg, *args, key=f"dmlr-pass-{token}-{i}", pure=False)
+            future = client.submit(
+                evaluate_group, data, coef_arg, *args, progress_key=token, key=f"dmlr-pass-{token}-{i}", pure=False
+            )
             per_worker.setdefault(self._holders.get(data.key, plan.worker), []).append(future)
         # add the records of one worker's tasks on that worker, then up a tree across workers
         level = []
@@ -328,7 +348,7 @@ class DataPasses:
                 client.submit(Statistics.sum, level[i : i + self.split_every], key=f"dmlr-combine-{token}-{depth}-{i}")
                 for i in range(0, len(level), self.split_every)
             ]
-        records = self._gather(level)
+        records = self._gather(level, token)
         if not self._holders:  # where the groups' data landed: the per-worker sums of later passes follow it
             self._holders = {k: sorted(ws)[0] for k, ws in client.who_has(self._data).items() if ws}
         return records[0] if len(records) == 1 else Statistics.sum(records)
@@ -337,26 +357,40 @@ class DataPasses:
         md = self.design.n_features * self.design.n_nonbase
         return 8 * md * md if request.information else 8 * md
 
-    def _gather(self, futures: list[Any]) -> list[Statistics]:
-        """Wait for the pass, failing instead of waiting forever when a worker stays paused for lack of memory."""
+    def _gather(self, futures: list[Any], token: str) -> list[Statistics]:
+        """Wait for the pass, failing instead of waiting forever when a worker stays paused for lack of memory;
+        a long streamed pass shows its progress on a terminal."""
         from distributed import wait
 
         paused_since: float | None = None
-        while True:
-            try:
-                with self.client.as_current():  # the pass's client, not whichever is the default
-                    wait(futures, timeout=5.0)
-                break
-            except TimeoutError:
-                paused = self._stalled_workers()
-                if not paused:
-                    paused_since = None
-                    continue
-                now = time.monotonic()
-                paused_since = paused_since or now
-                if now - paused_since >= self.stall_seconds:
-                    self.client.cancel(futures)
-                    raise WorkerMemoryError(self._stall_message(paused, now - paused_since)) from None
+        shown = PassProgress(self.count + 1, self.design.n_partitions) if self.lazy and progress.wanted() else None
+        checked = time.monotonic()
+        try:
+            while True:
+                try:
+                    with self.client.as_current():  # the pass's client, not whichever is the default
+                        wait(futures, timeout=5.0 if shown is None else 0.5)
+                    break
+                except TimeoutError:
+                    if shown is not None:
+                        with contextlib.suppress(Exception):  # a worker lost meanwhile: the pass itself reports it
+                            counts = self.client.run(pass_progress, token).values()
+                            shown.update(sum(c[0] for c in counts), sum(c[1] for c in counts))
+                        if time.monotonic() - checked < 5.0:
+                            continue
+                        checked = time.monotonic()
+                    paused = self._stalled_workers()
+                    if not paused:
+                        paused_since = None
+                        continue
+                    now = time.monotonic()
+                    paused_since = paused_since or now
+                    if now - paused_since >= self.stall_seconds:
+                        self.client.cancel(futures)
+                        raise WorkerMemoryError(self._stall_message(paused, now - paused_since)) from None
+        finally:
+            if shown is not None:
+                shown.close()
         return list(self.client.gather(futures))
 
     def _stalled_workers(self) -> list[str]:

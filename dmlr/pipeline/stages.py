@@ -228,6 +228,7 @@ def _fit_outputs(run: _Run) -> dict[str, str | None]:
 def _fit_execute(run: _Run) -> dict[str, Any]:
     from dmlr.api import fit_and_save
     from dmlr.checkpoint import Checkpointer
+    from dmlr.passes.progress import quiet as quiet_progress
 
     f = run.spec.fit
     client = run.client
@@ -242,13 +243,14 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
     try:
         # Non-convergence and separation are reported through the exit code (3) with the result written, so a
         # separated fit runs to its stopping point; `fit.separation: warn` logs it and lets the pipeline go on.
-        res = fit_and_save(
-            run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
-            overwrite=True, method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter,
-            inference=f.inference, separation="warn", collinear=f.collinear, client=client, callback=progress,
-            checkpoint=checkpoints, cov_type=f.cov_type, weights_type=f.weights_type,
-            cluster_correction=f.cluster_correction,
-        )  # fmt: skip
+        with quiet_progress():  # the JSON log owns stderr
+            res = fit_and_save(
+                run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
+                overwrite=True, method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter,
+                inference=f.inference, separation="warn", collinear=f.collinear, client=client, callback=progress,
+                checkpoint=checkpoints, cov_type=f.cov_type, weights_type=f.weights_type,
+                cluster_correction=f.cluster_correction,
+            )  # fmt: skip
     except JobInterrupted:
         # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write
         newest = Checkpointer(checkpoints, "", storage_options=run.so or None).newest()

@@ -16,7 +16,6 @@ from dmlr.steps.lbfgs import QuasiNewtonRule
 from dmlr.steps.newton import NewtonRule
 
 __all__ = [
-    "AUTO_NEWTON_MAX_INFO_FLOPS",
     "RULES",
     "RuleFactory",
     "choose_method",
@@ -34,12 +33,6 @@ RULES: dict[str, RuleFactory] = {
     "lbfgs": lambda objective, n_classes: QuasiNewtonRule(BoundRule(objective, n_classes)),
 }
 """The registered rules; ``"auto"`` is not a rule but a choice among them (:func:`choose_method`)."""
-
-AUTO_NEWTON_MAX_INFO_FLOPS = 4e4
-"""``auto`` uses exact Newton throughout when one row's share of the information pass costs at most this many flops
-(``2 d^2`` for ``K = 2``, ``2 (K d)^2`` otherwise: the kernel's GEMM); above it, Newton's four or five
-information passes cost more than the 10-20 score passes of preconditioned L-BFGS plus one information pass
-for inference (crossover measured on a 2-worker LocalCluster at K = 3, d = 25-50; ``benchmarks/README.md``)."""
 
 
 def method_names() -> tuple[str, ...]:
@@ -61,7 +54,10 @@ def register_rule(name: str, factory: RuleFactory) -> None:
 
 
 def choose_method(method: str, n_classes: int, n_features: int) -> str:
-    """The rule ``method`` means for ``K = n_classes`` and ``d = n_features`` (resolves ``"auto"``).
+    """The rule ``method`` means for ``K = n_classes`` and ``d = n_features``.
+
+    ``"auto"`` is resolved by :func:`dmlr.steps.cost.choose_by_cost` on the default pass model (no measurement:
+    ``dmlr.fit`` itself chooses after the first pass, from the data at hand).
 
     Raises
     ------
@@ -72,9 +68,9 @@ def choose_method(method: str, n_classes: int, n_features: int) -> str:
         raise InputError(f"method must be one of {method_names()}, got {method!r}")
     if method != "auto":
         return method
-    d = n_features
-    flops = 2.0 * d * d if n_classes == 2 else 2.0 * (n_classes * d) ** 2
-    return "newton" if flops <= AUTO_NEWTON_MAX_INFO_FLOPS else "lbfgs"
+    from dmlr.steps.cost import choose_by_cost, default_model
+
+    return choose_by_cost(default_model(n_features, n_classes - 1), inference=True, streamed=False).method
 
 
 def make_rule(method: str, objective: Objective, n_classes: int, n_features: int) -> StepRule:

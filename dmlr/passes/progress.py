@@ -1,0 +1,81 @@
+"""A long streamed pass's progress on a terminal: partitions read out of the total and the read rate.
+
+Shown only on a terminal (stderr is a TTY), only once a pass has run :data:`SHOW_AFTER` seconds, and never when
+:func:`quiet` is in force (the pipeline's JSON logs) or ``DMLR_PROGRESS=off``. The counts come from the tasks
+themselves (:func:`dmlr.passes.group.pass_progress`), polled while the driver waits for the pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+__all__ = ["SHOW_AFTER", "PassProgress", "quiet", "wanted"]
+
+SHOW_AFTER = 2.0
+"""Seconds a pass runs before its progress is shown."""
+
+_QUIET = [0]
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No progress lines inside this block (structured logs own the output)."""
+    _QUIET[0] += 1
+    try:
+        yield
+    finally:
+        _QUIET[0] -= 1
+
+
+def wanted(stream: TextIO | None = None) -> bool:
+    """Whether progress is shown: a terminal, not :func:`quiet`, not ``DMLR_PROGRESS=off``."""
+    stream = stream or sys.stderr
+    if _QUIET[0] or os.environ.get("DMLR_PROGRESS", "").lower() in ("0", "off", "no", "false"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class PassProgress:
+    """One pass's progress line, rewritten in place (``\\r``) and cleared when the pass ends.
+
+    Parameters
+    ----------
+    number : int
+        The pass's number in the fit.
+    partitions : int
+        Partitions in the pass.
+    stream : file, optional
+        Where to write (stderr).
+    """
+
+    def __init__(self, number: int, partitions: int, stream: TextIO | None = None) -> None:
+        self.number, self.partitions = number, partitions
+        self.stream = stream or sys.stderr
+        self.start = time.monotonic()
+        self.width = 0
+
+    def update(self, done: int, nbytes: int) -> None:
+        """Show ``done`` partitions and ``nbytes`` read so far (once the pass is older than :data:`SHOW_AFTER`)."""
+        elapsed = time.monotonic() - self.start
+        if elapsed < SHOW_AFTER:
+            return
+        line = (
+            f"dmlr: pass {self.number}: {min(done, self.partitions)}/{self.partitions} partitions, "
+            f"{nbytes / 1e9:.2f} GB read, {nbytes / 1e6 / elapsed:.0f} MB/s"
+        )
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def close(self) -> None:
+        """Clear the line if one was shown."""
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0

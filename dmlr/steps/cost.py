@@ -1,0 +1,176 @@
+"""What ``method="auto"`` means: the rule whose fit is predicted to take least time on the data at hand.
+
+A pass costs about ``overhead + max(read, compute)``: the fixed cost of a distributed pass (scheduling, the round
+trip, the records' transfer), the time to read the data when it is streamed from a store (measured: the first
+pass, which computes little, is read-bound), and the arithmetic of the slowest task (a flop model of the kernels,
+in units of this machine's single-core GEMM rate, measured once per process). A rule's fit costs its typical
+number of passes of each kind:
+
+- Newton: :data:`NEWTON_PASSES` information passes; the optimum's pass carries the information for inference.
+- L-BFGS: :data:`LBFGS_PASSES` score passes, then one information pass when standard errors are asked for.
+
+Streamed from a store, reading dominates and Newton's few passes win while its information is affordable
+(``(K - 1) d <=`` :data:`NEWTON_MAX_PARAMETERS`); held in memory, the arithmetic decides. The flop model's
+constants were fitted to the kernels' measured times on one core (``benchmarks/README.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dmlr.oracle.kernels import gram_layout
+
+__all__ = [
+    "CLUSTER_OVERHEAD",
+    "LBFGS_PASSES",
+    "LOCAL_OVERHEAD",
+    "NEWTON_MAX_PARAMETERS",
+    "NEWTON_PASSES",
+    "Choice",
+    "PassModel",
+    "choose_by_cost",
+    "default_model",
+    "gemm_rate",
+]
+
+NEWTON_PASSES = 6
+"""Information passes of a Newton fit after the first pass (benchmarks: 4-5; test problems: up to 7)."""
+
+LBFGS_PASSES = 20
+"""Score passes of a preconditioned L-BFGS fit after the first pass (benchmarks: 14-18; test problems: up to 58)."""
+
+NEWTON_MAX_PARAMETERS = 4096
+"""Newton only while ``(K - 1) d`` is at most this: the driver factors an ``(m d)^2`` matrix every iteration and a
+worker holds a few of them (128 MiB each at this size)."""
+
+CLUSTER_OVERHEAD = 0.02
+"""Fixed seconds of a pass on a cluster (scheduling, the round trip, the records' transfer; measured 16-24 ms on a
+2-worker LocalCluster, ``benchmarks/README.md``)."""
+
+LOCAL_OVERHEAD = 0.004
+"""Fixed seconds of a pass in local threads (measured ~4 ms on small problems)."""
+
+DEFAULT_ROWS = 100_000
+"""Rows per task of the model :func:`default_model` assumes when no pass has been made."""
+
+PAIRS_FACTOR = 1.25
+"""Measured time of the information's pairs form over its flops (one core, K = 20, d = 101)."""
+
+BLOCKED_FACTOR = 2.6
+"""Measured time of the blocked form over the true flops, ``T d (d + 1)`` (one core, K = 3-6, d = 51)."""
+
+
+def score_flops(d: int, m: int) -> float:
+    """Flop-equivalents per row of a score pass (two skinny GEMMs, ``exp``, residuals; fitted on one core)."""
+    return 12.0 * m * d + 2500.0
+
+
+def information_flops(d: int, m: int) -> float:
+    """Flop-equivalents per row of an information pass (the score's work included)."""
+    pairs = m * (m + 1) // 2
+    factor = PAIRS_FACTOR if gram_layout(d, pairs + 1)[0] else BLOCKED_FACTOR
+    return factor * pairs * d * (d + 1) + score_flops(d, m)
+
+
+@functools.cache
+def gemm_rate() -> float:
+    """This process's single-thread GEMM rate (flop/s), best of five 384 x 384 products (about 10 ms)."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.ones((384, 384))
+    best = float("inf")
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - start)
+    return 2 * 384**3 / max(best, 1e-9)
+
+
+@dataclass(frozen=True)
+class PassModel:
+    """The cost of one pass over the data at hand.
+
+    Attributes
+    ----------
+    rows : int
+        Rows of the largest task of a pass (the pass ends with it).
+    d, m : int
+        Model columns and non-base classes.
+    read : float
+        Seconds a pass spends reading (0 for data held in memory).
+    overhead : float
+        Fixed seconds per pass.
+    rate : float
+        Single-core GEMM rate, flop/s.
+    """
+
+    rows: int
+    d: int
+    m: int
+    read: float
+    overhead: float
+    rate: float
+
+    def seconds(self, information: bool) -> float:
+        """Predicted seconds of one pass."""
+        flops = information_flops(self.d, self.m) if information else score_flops(self.d, self.m)
+        return self.overhead + max(self.read, self.rows * flops / self.rate)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``auto`` chose and why: the rule, and each candidate's predicted seconds and passes."""
+
+    method: str
+    predicted: dict[str, float]
+    passes: dict[str, int]
+    streamed: bool
+
+    def describe(self) -> str:
+        """One log line."""
+        where = "streamed from the store" if self.streamed else "held in memory"
+        parts = ", ".join(
+            f"{name} {self.predicted[name]:.3g} s ({self.passes[name]} passes)" for name in self.predicted
+        )
+        return f"auto chose {self.method} (data {where}; predicted {parts})"
+
+    def record(self) -> dict[str, Any]:
+        """The fields added to the history's start record (``choice`` is :meth:`describe`'s line)."""
+        return {
+            "method": self.method,
+            "predicted_seconds": dict(self.predicted),
+            "streamed": self.streamed,
+            "choice": self.describe(),
+        }
+
+
+def default_model(d: int, m: int) -> PassModel:
+    """A pass model without measurements: :data:`DEFAULT_ROWS` rows per task held in memory on a cluster."""
+    return PassModel(DEFAULT_ROWS, d, m, 0.0, CLUSTER_OVERHEAD, gemm_rate())
+
+
+def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool) -> Choice:
+    """The rule with the least predicted fit time (see the module docstring).
+
+    Parameters
+    ----------
+    model : PassModel
+    inference : bool
+        Whether the fit ends with standard errors (L-BFGS then adds one information pass).
+    streamed : bool
+        Whether every pass reads the data from a store.
+    """
+    info, score = model.seconds(True), model.seconds(False)
+    predicted = {"newton": NEWTON_PASSES * info, "lbfgs": LBFGS_PASSES * score + (info if inference else 0.0)}
+    passes = {"newton": NEWTON_PASSES, "lbfgs": LBFGS_PASSES + int(inference)}
+    if model.m * model.d > NEWTON_MAX_PARAMETERS:
+        method = "lbfgs"
+    else:
+        method = min(predicted, key=lambda name: predicted[name])
+    return Choice(method, predicted, passes, streamed)
