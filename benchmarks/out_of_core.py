@@ -105,7 +105,7 @@ def run_one(args: argparse.Namespace, dtype: str) -> dict[str, object]:
     limit = parse_bytes(args.memory_limit) * args.workers
     codec = store.metadata.get("codecs", {}).get("X", {}).get("codec", "zstd")
     print(
-        f"X: {store.X.nbytes / 1e9:.2f} GB as float64, {disk / 1e9:.2f} GB staged ({dtype}, codec {codec}) in "
+        f"X: {n * args.p * 8 / 1e9:.2f} GB as float64, {disk / 1e9:.2f} GB staged ({dtype}, codec {codec}) in "
         f"{len(store.X.chunks[0])} chunks; workers: {args.workers} x {args.memory_limit} = {limit / 1e9:.2f} GB"
     )
     with connected("local", n_workers=args.workers, memory_limit=args.memory_limit) as client:

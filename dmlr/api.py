@@ -561,8 +561,16 @@ class _Fitter:
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
             class_labels=labels, feature_names=design.model_names, checkpoint=checkpointer, start=start,
             full_rank=not dependent, final=self.final, choice=choice,
+            sample_information=SAMPLE_EVERY if passes.streamed and design.n_partitions >= SAMPLE_MIN_PARTITIONS else 1,
         )  # fmt: skip
         return passes, objective, outcome, dropped
+
+
+SAMPLE_EVERY = 4
+"""Newton on streamed data estimates the information from every fourth partition while far from the optimum."""
+
+SAMPLE_MIN_PARTITIONS = 16
+"""... when the data have at least this many partitions (so the sample spans the data)."""
 
 
 def _first_request(method: str, design: Design, n_classes: int) -> Request:

@@ -123,7 +123,7 @@ def _decode(blob: bytes) -> tuple[str, DriverState]:
         values = {}
         for f in fields(Statistics):
             key = f"{prefix}.{f.name}"
-            values[f.name] = arrays.get(key, scalars.get(key))
+            values[f.name] = arrays.get(key, scalars.get(key, f.default))
         return Statistics(**values)
 
     rule = {k[len("rule.") :]: v for k, v in arrays.items() if k.startswith("rule.")}

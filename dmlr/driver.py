@@ -39,6 +39,7 @@ from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
 from dmlr.steps.cost import Choice
+from dmlr.steps.newton import NewtonRule
 from dmlr.steps.registry import make_rule
 
 __all__ = [
@@ -197,6 +198,7 @@ def optimize(
     start: Start | None = None,
     full_rank: bool = True,
     final: Request = WITH_INFORMATION,
+    sample_information: int = 1,
     choice: Choice | None = None,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
@@ -236,6 +238,9 @@ def optimize(
         What the statistics at the optimum must hold for inference: the information, and the meat of a robust
         covariance (then every pass that computes the information also computes the meat, so the optimum's
         pass has both and no extra pass is made).
+    sample_information : int
+        Newton's ``sample_every`` (:class:`~dmlr.steps.newton.NewtonRule`): far from the optimum, estimate the
+        information from every ``sample_information``-th partition.
     choice : Choice, optional
         What ``method="auto"`` chose (``method`` is then its rule); recorded in the history's start record.
 
@@ -245,6 +250,8 @@ def optimize(
     """
     m, d = n_classes - 1, n_features
     rule: StepRule = make_rule(method, objective, n_classes, d)
+    if isinstance(rule, NewtonRule):
+        rule.sample_every = sample_information
 
     if start is None:
         start = begin(passes, rule.first_request, d, m, checkpoint)
@@ -252,7 +259,7 @@ def optimize(
     log = _History(passes, rule, start.saved_first, checkpoint, callback, clock=start.clock)
 
     def evaluate(coef: Array, request: Request) -> Iterate:
-        if request.information and final.meat:
+        if request.information and request.information_every == 1 and final.meat:
             request = replace(request, meat=True, probability_weights=final.probability_weights)
         return Iterate.at(coef, passes(coef, request), objective)
 
@@ -277,7 +284,8 @@ def optimize(
             log.record(state.iterate, state.n_iter, rule.name, size)
     it, n_iter = state.iterate, state.n_iter
 
-    if inference and (it.stats.information is None or (final.meat and it.stats.meat is None)):
+    estimated = it.stats.information is not None and it.stats.information_weight < it.stats.weight_sum * (1 - 1e-9)
+    if inference and (it.stats.information is None or estimated or (final.meat and it.stats.meat is None)):
         it = evaluate(it.coef, final)
         log.record(it, n_iter, "inference", 0.0)
     labels = class_labels or list(range(n_classes))

@@ -265,6 +265,7 @@ class _Accumulator:
             col_sum=self.col_sum,
             col_sumsq=self.col_sumsq,
             meat=meat,
+            information_weight=weight_sum if info is not None else 0.0,
         )
 
 

@@ -45,6 +45,10 @@ class Request:
     probability_weights : bool
         The weights are probability (sampling) weights: the meat weighs each row's score by ``v_i`` (so
         ``v_i^2`` in the outer product) instead of counting it ``v_i`` times.
+    information_every : int
+        Compute the information on every ``information_every``-th partition only (index ``% every == 0``); the
+        pass scales it up to all rows: an estimate for Newton's direction far from the optimum, at a fraction of
+        the arithmetic (see :class:`~dmlr.steps.newton.NewtonRule`).
     """
 
     information: bool = False
@@ -52,6 +56,7 @@ class Request:
     moments: bool = False
     meat: bool = False
     probability_weights: bool = False
+    information_every: int = 1
 
 
 SCORE_ONLY = Request()
@@ -87,6 +92,9 @@ class Statistics:
     meat : ndarray, shape (m d, m d), optional
         ``sum_i c_i s_i s_i^T`` with ``s_i = (y_i - p_i) kron x_i`` (non-base classes, class-major) and
         ``c_i = v_i`` for frequency weights, ``v_i^2`` for probability weights (at least its upper triangle).
+    information_weight : float
+        Sum of the weights of the rows the information was computed on: ``weight_sum`` when it is exact, less when
+        it was estimated from a sample of the partitions (and scaled up by ``weight_sum / information_weight``).
     """
 
     n_rows: int
@@ -99,11 +107,15 @@ class Statistics:
     col_sum: Array | None = None
     col_sumsq: Array | None = None
     meat: Array | None = None
+    information_weight: float = 0.0
 
     def __add__(self, other: Statistics) -> Statistics:
         values: dict[str, Any] = {}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name in SAMPLED and (a is None) != (b is None):
+                values[f.name] = (a if b is None else b).copy()  # one side's partitions were not in the sample
+                continue
             values[f.name] = None if a is None or b is None else a + b
         return Statistics(**values)
 
@@ -115,7 +127,9 @@ class Statistics:
         """
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if a is None or b is None:
+            if f.name in SAMPLED and (a is None) != (b is None):
+                setattr(self, f.name, a if b is None else b.copy())
+            elif a is None or b is None:
                 setattr(self, f.name, None)
             elif isinstance(a, np.ndarray):
                 a += b
@@ -146,6 +160,7 @@ class Statistics:
             col_sum=None if self.col_sum is None else self.col_sum[cols],
             col_sumsq=None if self.col_sumsq is None else self.col_sumsq[cols],
             meat=None if self.meat is None else mirror_upper(self.meat)[np.ix_(flat, flat)],
+            information_weight=self.information_weight,
         )
 
     @property
@@ -182,6 +197,11 @@ class Statistics:
         if self.gram is None:
             raise ValueError("this pass did not compute the Gram matrix")
         return mirror_upper(self.gram)
+
+
+SAMPLED = frozenset({"information"})
+"""Fields a pass may compute on a sample of the partitions only (``Request.information_every``): a record without
+one added to a record with it keeps it (``information_weight`` says how many rows it covers)."""
 
 
 @sizeof.register(Statistics)  # type: ignore[untyped-decorator]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 import uuid
@@ -71,6 +72,20 @@ def _killed_worker_error() -> tuple[type[BaseException], ...]:
     from distributed.scheduler import KilledWorker
 
     return (KilledWorker,)
+
+
+def _scale_sampled_information(result: Statistics, request: Request) -> None:
+    """Scale an information computed on a sample of the partitions up to all rows (in place); check an exact one
+    covered every row."""
+    covered, total = result.information_weight, result.weight_sum
+    if result.information is None or (covered <= 0.0 and total > 0.0):
+        raise DmlrError("the pass computed no information: no partition was in its sample")
+    if request.information_every > 1:
+        if covered < total:
+            result.information *= total / covered
+        return
+    if not math.isclose(covered, total, rel_tol=1e-9):
+        raise DmlrError(f"the information covers weight {covered} of {total}: a partition did not compute it")
 
 
 def worker_bytes_sent(client: Any) -> int:
@@ -291,6 +306,8 @@ class DataPasses:
                 f"the reduction counted {result.n_rows} rows but the data has {self.design.n_rows}: "
                 "a partition was lost or counted twice"
             )
+        if request.information:
+            _scale_sampled_information(result, request)
         return result
 
     def _local_pass(self, coef: NDArray[np.float64], args: tuple[Any, ...]) -> Statistics:

@@ -1,8 +1,11 @@
 """Monte Carlo coverage of 95% intervals under within-cluster dependence: cluster-robust vs model-based.
 
+(Not named coverage.py: a script's folder comes first on sys.path, and numba, which dask-ml brings, imports the
+``coverage`` package.)
+
 Usage::
 
-    .venv/bin/python benchmarks/coverage.py --reps 400
+    .venv/bin/python benchmarks/interval_coverage.py --reps 400
 
 Each replication draws ``--clusters`` clusters of ``--size`` rows. A feature has a cluster-level component, and the
 labels of a cluster are dependent through a shared uniform (a Gaussian-free copula): each row's label is the inverse
