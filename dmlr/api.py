@@ -37,6 +37,7 @@ from dmlr.steps import Objective
 from dmlr.steps.cost import (
     CLUSTER_OVERHEAD,
     LOCAL_OVERHEAD,
+    MIN_SAMPLE_ROWS,
     Choice,
     PassModel,
     choose_by_cost,
@@ -550,27 +551,42 @@ class _Fitter:
             start = Start(start.first.restricted(keep), start.saved_first, start.resumed, start.clock)
             design, dropped = passes.design, tuple(c.name for c in dependent)
         objective = _objective(design, o.l2)
-        method, choice = o.method, None
-        if method == "auto":
+        method, choice, refresh = o.method, None, 0
+        if method in ("auto", "lbfgs"):
             choice = _choose(passes, start, o.inference)
-            method = choice.method
+            method = choice.method if method == "auto" else method
+            refresh = choice.refresh_every
+            choice = choice if o.method == "auto" else None
+            if choice is not None:
+                logger.info(choice.describe())
         if method == "newton" and start.first.information is None and start.resumed is None:
             start = _with_zero_information(passes, start, design)
         outcome = optimize(
             passes, n_classes=n_classes, n_features=design.n_features, method=method, objective=objective,
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
             class_labels=labels, feature_names=design.model_names, checkpoint=checkpointer, start=start,
-            full_rank=not dependent, final=self.final, choice=choice,
-            sample_information=SAMPLE_EVERY if passes.streamed and design.n_partitions >= SAMPLE_MIN_PARTITIONS else 1,
+            full_rank=not dependent, final=self.final, choice=choice, refresh_every=refresh,
+            sample_information=_newton_sampling(passes),
         )  # fmt: skip
         return passes, objective, outcome, dropped
 
 
 SAMPLE_EVERY = 4
-"""Newton on streamed data estimates the information from every fourth partition while far from the optimum."""
+"""Newton on streamed data estimates the information from every fourth row block while far from the optimum."""
 
-SAMPLE_MIN_PARTITIONS = 16
-"""... when the data have at least this many partitions (so the sample spans the data)."""
+
+SAMPLE_MIN_ROWS = 1_000_000
+"""... when the data have at least this many rows (smaller data are cheap to pass over: exact Newton, whose iterates
+do not depend on where the data live)."""
+
+
+def _newton_sampling(passes: DataPasses) -> int:
+    """Newton's ``sample_every``: :data:`SAMPLE_EVERY` for streamed data of at least :data:`SAMPLE_MIN_ROWS` rows
+    whose sample has at least :data:`~dmlr.steps.cost.MIN_SAMPLE_ROWS` rows per parameter, else 1."""
+    design = passes.design
+    params = design.n_features * design.n_nonbase
+    enough = design.n_rows >= SAMPLE_MIN_ROWS and design.n_rows / SAMPLE_EVERY >= MIN_SAMPLE_ROWS * params
+    return SAMPLE_EVERY if passes.streamed and enough else 1
 
 
 def _first_request(method: str, design: Design, n_classes: int) -> Request:
@@ -588,7 +604,8 @@ def _choose(passes: DataPasses, start: Start, inference: bool) -> Choice:
     streamed = passes.streamed
     if start.resumed is not None and start.resumed.history and "method" in start.resumed.history[0]:
         rec = start.resumed.history[0]
-        return Choice(rec["method"], dict(rec.get("predicted_seconds", {})), {}, bool(rec.get("streamed", streamed)))
+        predicted = dict(rec.get("predicted_seconds", {}))
+        return Choice(rec["method"], predicted, {}, bool(rec.get("streamed", streamed)), rec.get("refresh_every", 0))
     d, m = passes.design.n_features, passes.design.n_nonbase
     rows = max(g.rows for g in passes.groups)
     rate = gemm_rate()
@@ -597,9 +614,8 @@ def _choose(passes: DataPasses, start: Start, inference: bool) -> Choice:
     if streamed:  # the first pass computes only the score and the Gram matrix: it is bound by reading
         first_compute = rows * information_flops(d, 0 if m == 0 else 1) / rate
         read = max(0.0, passes.seconds - overhead - first_compute)
-    choice = choose_by_cost(PassModel(rows, d, m, read, overhead, rate), inference=inference, streamed=streamed)
-    logger.info(choice.describe())
-    return choice
+    model = PassModel(rows, d, m, read, overhead, rate)
+    return choose_by_cost(model, inference=inference, streamed=streamed, n_rows=passes.design.n_rows)
 
 
 def _with_zero_information(passes: DataPasses, start: Start, design: Design) -> Start:

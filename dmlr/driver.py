@@ -39,6 +39,7 @@ from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
 from dmlr.steps.cost import Choice
+from dmlr.steps.lbfgs import QuasiNewtonRule
 from dmlr.steps.newton import NewtonRule
 from dmlr.steps.registry import make_rule
 
@@ -87,6 +88,7 @@ class HistoryRecord(TypedDict):
     step_size: float
     seconds: float
     passes: int
+    information: str
 
 
 class Termination(Enum):
@@ -199,6 +201,7 @@ def optimize(
     full_rank: bool = True,
     final: Request = WITH_INFORMATION,
     sample_information: int = 1,
+    refresh_every: int = 0,
     choice: Choice | None = None,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
@@ -241,6 +244,8 @@ def optimize(
     sample_information : int
         Newton's ``sample_every`` (:class:`~dmlr.steps.newton.NewtonRule`): far from the optimum, estimate the
         information from every ``sample_information``-th partition.
+    refresh_every : int
+        L-BFGS's preconditioner refresh (:class:`~dmlr.steps.lbfgs.QuasiNewtonRule`; 0: none).
     choice : Choice, optional
         What ``method="auto"`` chose (``method`` is then its rule); recorded in the history's start record.
 
@@ -252,6 +257,8 @@ def optimize(
     rule: StepRule = make_rule(method, objective, n_classes, d)
     if isinstance(rule, NewtonRule):
         rule.sample_every = sample_information
+    if isinstance(rule, QuasiNewtonRule):
+        rule.refresh_every = refresh_every
 
     if start is None:
         start = begin(passes, rule.first_request, d, m, checkpoint)
@@ -319,6 +326,7 @@ class _History:
             "step_size": step,
             "seconds": now - self.clock,
             "passes": self.passes.count,
+            "information": _information_kind(it.stats),
         }
         self.clock = now
         self.records.append(
@@ -335,6 +343,14 @@ class _History:
         )  # fmt: skip
         if self.callback is not None:
             self.callback(self.records[-1])
+
+
+def _information_kind(stats: Statistics) -> str:
+    """What the record's pass computed of the information: ``"exact"``, ``"estimated"`` (on a sample of the rows,
+    ``Request.information_every``) or ``"none"``."""
+    if stats.information is None:
+        return "none"
+    return "estimated" if stats.information_weight < stats.weight_sum * (1 - 1e-9) else "exact"
 
 
 def _diagnose(

@@ -119,3 +119,28 @@ def test_frequency_preconditioner_inverts_the_dense_kronecker_matrix(l2):
     np.testing.assert_allclose(solver.solve(s), expected, rtol=1e-10, atol=1e-12)
     again = FrequencySolver.from_factors(gram, counts, Objective(l2, mask), solver.factors())
     np.testing.assert_array_equal(again.solve(s), solver.solve(s))
+
+
+def test_lbfgs_preconditioned_by_a_sampled_information_reaches_newtons_optimum_in_fewer_passes():
+    from dmlr.data.design import build_design, rows_of
+    from dmlr.driver import optimize
+    from dmlr.passes import DataPasses
+    from dmlr.steps import Objective
+
+    x, y, _ = draw_problem(40_000, 12, 6, seed=8)
+    design = build_design(rows_of(x, 10_000), rows_of(y, 10_000))
+    objective = Objective(0.0, np.r_[0.0, np.ones(12)])
+    fits = {}
+    for every in (0, 4):
+        fits[every] = optimize(
+            DataPasses(design), n_classes=6, n_features=13, method="lbfgs", objective=objective, tol=1e-8,
+            max_iter=500, inference=True, refresh_every=every,
+        )  # fmt: skip
+    newton = dmlr.fit(x, y, method="newton")
+    for outcome in fits.values():
+        assert outcome.converged
+        assert outcome.final.stats.loglik == pytest.approx(newton.llf, rel=1e-11)
+        # the covariance comes from an exact information (the estimate only preconditions)
+        assert outcome.final.stats.information_weight == pytest.approx(40_000)
+    passes = {every: outcome.history[-1]["passes"] for every, outcome in fits.items()}
+    assert passes[4] < passes[0], passes

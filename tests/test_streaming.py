@@ -83,39 +83,41 @@ def test_progress_shows_on_a_terminal_only_after_two_seconds(monkeypatch):
     assert out.getvalue().endswith("\r")
 
 
-def test_a_sampled_information_is_the_sample_partitions_dense_sum_scaled_up(monkeypatch):
+def test_a_sampled_information_is_the_samples_dense_sum_scaled_up_whatever_the_partitions():
     from dmlr.data.design import build_design, rows_of
-    from dmlr.passes import group
-
-    monkeypatch.setattr(group, "BATCH_ROWS", 50)  # evaluate the 100-row partitions one by one
+    from dmlr.oracle.kernels import SAMPLE_UNIT
     from dmlr.oracle.statistics import Request
     from dmlr.passes import DataPasses
     from tests.test_oracle import dense_information
 
     rng = np.random.default_rng(7)
-    n, p, k, rows = 1_600, 3, 3, 100  # 16 partitions of 100 rows
+    n, p, k = 5_000, 3, 3
     x = rng.normal(size=(n, p))
     y = rng.integers(0, k, size=n)
     v = rng.uniform(0.5, 2.0, size=n)
     coef = rng.normal(scale=0.3, size=(p + 1, k - 1))
-    design = build_design(rows_of(x, rows), rows_of(y, rows), weights=rows_of(v, rows))
-    record = DataPasses(design)(coef, Request(information=True, information_every=4))
-    sample = np.concatenate([np.arange(s, s + rows) for s in range(0, n, 4 * rows)])  # partitions 0, 4, 8, 12
+    sample = np.flatnonzero((np.arange(n) // SAMPLE_UNIT) % 4 == 0)  # rows 0-1023 and 4096-4999
     expected = dense_information(x[sample], v[sample], None, coef, True) * v.sum() / v[sample].sum()
-    assert record.information_weight == pytest.approx(v[sample].sum(), rel=1e-12)
-    np.testing.assert_allclose(record.full_information(), expected, rtol=1e-10)
+    for rows in (313, 1_700, 5_000):  # 16, 3 and 1 partitions: the same sample
+        design = build_design(rows_of(x, rows), rows_of(y, rows), weights=rows_of(v, rows))
+        record = DataPasses(design)(coef, Request(information=True, information_every=4))
+        assert record.information_weight == pytest.approx(v[sample].sum(), rel=1e-12)
+        np.testing.assert_allclose(record.full_information(), expected, rtol=1e-10)
     exact = DataPasses(design)(coef, Request(information=True))
     assert exact.information_weight == pytest.approx(v.sum(), rel=1e-12)
     np.testing.assert_allclose(exact.full_information(), dense_information(x, v, None, coef, True), rtol=1e-10)
 
 
-def test_newton_on_a_streamed_store_samples_far_and_ends_exact(tmp_path):
+def test_newton_on_a_streamed_store_samples_far_and_ends_exact(tmp_path, monkeypatch):
+    monkeypatch.setattr(dmlr.api, "SAMPLE_MIN_ROWS", 10_000)  # sample this small store as a large one
     data = make_mnlogit(40_000, 5, 4, seed=9)
     store = dmlr.stage_arrays(data.X, data.y, str(tmp_path / "s.zarr"), chunk_rows=2_000)  # 20 partitions
     seen = []
     res = dmlr.fit(store, method="newton", callback=seen.append)
     ref = dmlr.fit(data.X, data.y, method="newton")  # in memory: exact information every pass
     assert res.history[0]["passes"] == 1 and [r["kind"] for r in res.history][-1] == "newton"  # no extra pass
+    kinds = [r["information"] for r in seen]
+    assert kinds[1] == "estimated" and kinds[-1] == "exact", kinds  # sampled far from the optimum, exact at the end
     assert res.n_passes <= ref.n_passes + 1
     assert res.llf == pytest.approx(ref.llf, rel=1e-12)
     np.testing.assert_allclose(res.coef, ref.coef, rtol=1e-7, atol=1e-9)

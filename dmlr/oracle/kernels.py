@@ -152,6 +152,9 @@ def partition_statistics(
             check_finite(weights, "weights", partition, row_start)
         if offset is not None:
             check_finite(offset, "offset", partition, row_start)
+    every = request.information_every
+    if every > 1 and request.moments:
+        raise ValueError("a pass that samples the information cannot also compute the column moments")
     acc = _Accumulator(coef, intercept, request, n_b, block_bytes)
     for start in range(0, n_b, acc.rows):
         stop = min(start + acc.rows, n_b)
@@ -160,8 +163,19 @@ def partition_statistics(
             codes[start:stop],
             None if weights is None else weights[start:stop],
             None if offset is None else offset[start:stop],
+            sample=None if every == 1 else in_sample(row_start + start, row_start + stop, every),
         )
     return acc.finish(codes, weights)
+
+
+SAMPLE_UNIT = 1024
+"""Rows per unit of ``Request.information_every``'s sample: global rows ``i`` with ``(i // SAMPLE_UNIT) % every == 0``
+are in it, whatever the partitioning (so every partitioning of the same data gives the same estimate)."""
+
+
+def in_sample(first: int, stop: int, every: int) -> NDArray[np.bool_]:
+    """Which of the global rows ``first .. stop - 1`` are in the sample of every ``every``-th unit."""
+    return np.asarray((np.arange(first, stop) // SAMPLE_UNIT) % every == 0)
 
 
 class _Accumulator:
@@ -179,6 +193,7 @@ class _Accumulator:
         self.coef, self.intercept, self.d, self.m = coef, intercept, d, m
         self.score_t = np.zeros((m, d))  # the score transposed: class-major rows, accumulated as R @ [1, x]
         self.loglik = 0.0
+        self.covered = 0.0  # weight of the rows in the second-order statistics
         self.col_sum = np.zeros(d) if request.moments else None
         self.col_sumsq = np.zeros(d) if request.moments else None
         self.probability_weights = request.probability_weights
@@ -192,8 +207,16 @@ class _Accumulator:
             self.cbuf = np.empty(self.weights.total * self.rows)
         self.eta_buf = np.empty(m * self.rows)
 
-    def add(self, xb: Array, yb: NDArray[np.integer], vb: Array | None, ob: Array | None) -> None:
-        """Add one row block: log-likelihood and score, then the requested second-order statistics."""
+    def add(
+        self,
+        xb: Array,
+        yb: NDArray[np.integer],
+        vb: Array | None,
+        ob: Array | None,
+        sample: NDArray[np.bool_] | None = None,
+    ) -> None:
+        """Add one row block: log-likelihood and score, then the requested second-order statistics (on the rows
+        ``sample`` marks only, when given: ``Request.information_every``)."""
         m, r = self.m, xb.shape[0]
         # Class-major (m x r) layout: reductions over classes run along rows, vectorized over observations.
         eta = self.eta_buf[: m * r].reshape(m, r)
@@ -211,8 +234,13 @@ class _Accumulator:
             self.loglik += vb[with_class] @ picked - vb @ lse
         resid = np.negative(prob)
         resid[yb[with_class] - 1, with_class] += 1.0
-        if self.grams is not None:
+        if self.grams is not None and (sample is None or sample.all()):
             self._second_order(xb, vb, prob, resid)
+            self.covered += r if vb is None else float(vb.sum())
+        elif self.grams is not None and sample is not None and sample.any():
+            vs = None if vb is None else vb[sample]
+            self._second_order(xb[sample], vs, prob[:, sample], resid[:, sample])
+            self.covered += int(sample.sum()) if vs is None else float(vs.sum())
         elif self.col_sum is not None:
             self._moments(_scaled_design(xb, None, self.intercept), vb)
         if vb is not None:
@@ -265,7 +293,7 @@ class _Accumulator:
             col_sum=self.col_sum,
             col_sumsq=self.col_sumsq,
             meat=meat,
-            information_weight=weight_sum if info is not None else 0.0,
+            information_weight=self.covered if info is not None else 0.0,
         )
 
 

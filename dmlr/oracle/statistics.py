@@ -46,9 +46,10 @@ class Request:
         The weights are probability (sampling) weights: the meat weighs each row's score by ``v_i`` (so
         ``v_i^2`` in the outer product) instead of counting it ``v_i`` times.
     information_every : int
-        Compute the information on every ``information_every``-th partition only (index ``% every == 0``); the
-        pass scales it up to all rows: an estimate for Newton's direction far from the optimum, at a fraction of
-        the arithmetic (see :class:`~dmlr.steps.newton.NewtonRule`).
+        Compute the second-order statistics on every ``information_every``-th row block only (block ``b`` of
+        partition ``j`` when ``(j + b) % every == 0``; blocks are at most 1,024 rows, so the sample spreads over every
+        partition); the pass scales the information up to all rows: an estimate for Newton's direction far from the
+        optimum, at a fraction of the arithmetic (see :class:`~dmlr.steps.newton.NewtonRule`).
     """
 
     information: bool = False
@@ -200,8 +201,9 @@ class Statistics:
 
 
 SAMPLED = frozenset({"information"})
-"""Fields a pass may compute on a sample of the partitions only (``Request.information_every``): a record without
-one added to a record with it keeps it (``information_weight`` says how many rows it covers)."""
+"""Fields a pass may compute on a sample of the rows only (``Request.information_every``): a partition with no
+block in the sample has none, and a record without one added to a record with it keeps it (``information_weight``
+says how much weight it covers)."""
 
 
 @sizeof.register(Statistics)  # type: ignore[untyped-decorator]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -215,16 +215,12 @@ def evaluate_group(
         The group's record; ``n_rows`` counts every row of the group once.
     """
     tune_worker_allocator()
-    full = partial(
+    evaluate = partial(
         _statistics, coef=coef, intercept=intercept, request=request, intercept_only=intercept_only,
         block_bytes=block_bytes,
     )  # fmt: skip
-    # with information_every > 1, the information on every every-th partition only (the pass scales it up)
-    every = request.information_every
-    unsampled = partial(full, request=replace(request, information=False, meat=False, information_every=1))
     total: Statistics | None = None
     for specs, blocks in _batches(data, _counter(progress_key)):
-        evaluate = full if every == 1 or specs[0].index % every == 0 else unsampled
         try:
             record = evaluate(specs[0], blocks)
         except InputError:

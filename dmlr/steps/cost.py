@@ -7,7 +7,9 @@ in units of this machine's single-core GEMM rate, measured once per process). A 
 number of passes of each kind:
 
 - Newton: :data:`NEWTON_PASSES` information passes; the optimum's pass carries the information for inference.
-- L-BFGS: :data:`LBFGS_PASSES` score passes, then one information pass when standard errors are asked for.
+- L-BFGS: :data:`LBFGS_PASSES` score passes, then one information pass when standard errors are asked for; when
+  an information estimated on a sample of the rows pays for itself (:func:`refresh_every`), one pass computes it
+  and :data:`REFRESH_SAVED_PASSES` fewer are needed.
 
 Streamed from a store, reading dominates and Newton's few passes win while its information is affordable
 (``(K - 1) d <=`` :data:`NEWTON_MAX_PARAMETERS`); held in memory, the arithmetic decides. The flop model's
@@ -29,6 +31,7 @@ __all__ = [
     "CLUSTER_OVERHEAD",
     "LBFGS_PASSES",
     "LOCAL_OVERHEAD",
+    "MIN_SAMPLE_ROWS",
     "NEWTON_MAX_PARAMETERS",
     "NEWTON_PASSES",
     "Choice",
@@ -36,6 +39,7 @@ __all__ = [
     "choose_by_cost",
     "default_model",
     "gemm_rate",
+    "refresh_every",
 ]
 
 NEWTON_PASSES = 6
@@ -123,21 +127,52 @@ class PassModel:
         return self.overhead + max(self.read, self.rows * flops / self.rate)
 
 
+REFRESH_SAVED_PASSES = 7
+"""Passes L-BFGS saves when its preconditioner becomes an estimated information after the second step (measured:
+P1 17 -> 10, P2 19 -> 10)."""
+
+MIN_SAMPLE_ROWS = 20
+"""An estimated information needs at least this many sampled rows per parameter ``(K - 1) d``."""
+
+
+def refresh_every(model: PassModel, n_rows: int) -> int:
+    """The row-block sampling rate of L-BFGS's preconditioner refresh, or 0 when it does not pay.
+
+    The largest sample (smallest rate among 1, 2, 4, ..., 64) whose extra arithmetic in one pass costs at most half
+    of the :data:`REFRESH_SAVED_PASSES` score passes it saves, with at least :data:`MIN_SAMPLE_ROWS` rows per
+    parameter.
+    """
+    info = model.rows * information_flops(model.d, model.m) / model.rate
+    score = model.rows * score_flops(model.d, model.m) / model.rate
+    saved = REFRESH_SAVED_PASSES * model.seconds(False)
+    for every in (1, 2, 4, 8, 16, 32, 64):
+        if n_rows / every < MIN_SAMPLE_ROWS * model.m * model.d:
+            return 0
+        extra = max(model.read, score + info / every) - max(model.read, score)
+        if extra <= saved / 2:
+            return every
+    return 0
+
+
 @dataclass(frozen=True)
 class Choice:
-    """What ``auto`` chose and why: the rule, and each candidate's predicted seconds and passes."""
+    """What ``auto`` chose and why: the rule, and each candidate's predicted seconds and passes.
+
+    ``refresh_every`` is L-BFGS's preconditioner sampling rate (:func:`refresh_every`; 0 for none).
+    """
 
     method: str
     predicted: dict[str, float]
     passes: dict[str, int]
     streamed: bool
+    refresh_every: int = 0
 
     def describe(self) -> str:
         """One log line."""
         where = "streamed from the store" if self.streamed else "held in memory"
-        parts = ", ".join(
-            f"{name} {self.predicted[name]:.3g} s ({self.passes[name]} passes)" for name in self.predicted
-        )
+        parts = ", ".join(f"{k} {v:.3g} s ({self.passes.get(k, '?')} passes)" for k, v in self.predicted.items())
+        if self.refresh_every:
+            parts += f"; L-BFGS preconditioned by the information of 1/{self.refresh_every} of the rows"
         return f"auto chose {self.method} (data {where}; predicted {parts})"
 
     def record(self) -> dict[str, Any]:
@@ -146,6 +181,7 @@ class Choice:
             "method": self.method,
             "predicted_seconds": dict(self.predicted),
             "streamed": self.streamed,
+            "refresh_every": self.refresh_every,
             "choice": self.describe(),
         }
 
@@ -155,7 +191,7 @@ def default_model(d: int, m: int) -> PassModel:
     return PassModel(DEFAULT_ROWS, d, m, 0.0, CLUSTER_OVERHEAD, gemm_rate())
 
 
-def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool) -> Choice:
+def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool, n_rows: int = 0) -> Choice:
     """The rule with the least predicted fit time (see the module docstring).
 
     Parameters
@@ -165,12 +201,20 @@ def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool) -> Choi
         Whether the fit ends with standard errors (L-BFGS then adds one information pass).
     streamed : bool
         Whether every pass reads the data from a store.
+    n_rows : int
+        Rows of the data (for L-BFGS's preconditioner refresh; 0: none).
     """
     info, score = model.seconds(True), model.seconds(False)
-    predicted = {"newton": NEWTON_PASSES * info, "lbfgs": LBFGS_PASSES * score + (info if inference else 0.0)}
-    passes = {"newton": NEWTON_PASSES, "lbfgs": LBFGS_PASSES + int(inference)}
+    every = refresh_every(model, n_rows) if n_rows else 0
+    lbfgs_passes = LBFGS_PASSES - (REFRESH_SAVED_PASSES if every else 0)
+    lbfgs = lbfgs_passes * score + (info if inference else 0.0)
+    if every:
+        flops = score_flops(model.d, model.m) + information_flops(model.d, model.m) / every
+        lbfgs += model.overhead + max(model.read, model.rows * flops / model.rate) - score
+    predicted = {"newton": NEWTON_PASSES * info, "lbfgs": lbfgs}
+    passes = {"newton": NEWTON_PASSES, "lbfgs": lbfgs_passes + int(inference)}
     if model.m * model.d > NEWTON_MAX_PARAMETERS:
         method = "lbfgs"
     else:
         method = min(predicted, key=lambda name: predicted[name])
-    return Choice(method, predicted, passes, streamed)
+    return Choice(method, predicted, passes, streamed, every)

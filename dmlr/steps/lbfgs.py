@@ -3,9 +3,12 @@
 The two-loop recursion with ``H_0 = gamma M^{-1}``, where ``M = A_pi kron G`` replaces every row's probabilities
 by the observed class shares (:mod:`dmlr.steps.kronecker`; with ``preconditioner="bound"``, ``M`` is Böhning's
 bound ``B`` and the first direction is exactly the bound step). Later directions correct ``M`` from the observed
-changes of the gradient. Every evaluation costs one score-only pass, like a bound step, but convergence is
-superlinear in practice instead of linear. Böhning's bound stays the safeguard: when the line search finds no
-ascent along the quasi-Newton direction, the driver takes the bound step, whose unit length always ascends.
+changes of the gradient. With ``refresh_every > 0``, the pass evaluating the second step also estimates the
+information from every ``refresh_every``-th row block, and ``M`` becomes that matrix from then on (a sub-sampled
+Newton preconditioner: measured, P1 17 -> 10 passes, P2 19 -> 10). Every evaluation costs one score-only pass, like
+a bound step, but convergence is superlinear in practice instead of linear. Böhning's bound stays the safeguard:
+when the line search finds no ascent along the quasi-Newton direction, the driver takes the bound step, whose unit
+length always ascends.
 """
 
 from __future__ import annotations
@@ -14,14 +17,38 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 from numpy.typing import NDArray
 
 from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request, Statistics
-from dmlr.steps.base import Direction, Iterate
+from dmlr.steps.base import Direction, Iterate, flat, unflat
 from dmlr.steps.bohning import BoundRule
 from dmlr.steps.kronecker import FrequencySolver
+from dmlr.steps.newton import shifted_cholesky
 
-__all__ = ["QuasiNewtonRule"]
+__all__ = ["REFRESH_AFTER", "InformationSolver", "QuasiNewtonRule"]
+
+REFRESH_AFTER = 2
+"""The pass evaluating the second direction's step estimates the information (measured on P1 and P2: one refresh
+there saves 7-9 of 17-19 passes; a second one later saves one more pass or none)."""
+
+
+@dataclass
+class InformationSolver:
+    """``H_0 = I^{-1}`` for an (estimated) information ``I``, by its upper Cholesky factor."""
+
+    factor: Array
+
+    @classmethod
+    def of(cls, information: Array) -> InformationSolver:
+        """Factor ``information`` (shifted when not positive definite)."""
+        (factor, _), _ = shifted_cholesky(information)
+        return cls(np.triu(factor))
+
+    def solve(self, s: Array) -> Array:
+        """``I^{-1} S`` for ``S`` of shape (d, m) (class-major flattening)."""
+        return unflat(scipy.linalg.cho_solve((self.factor, False), flat(s)), s.shape[0])
+
 
 Array = NDArray[np.float64]
 
@@ -39,15 +66,20 @@ class QuasiNewtonRule:
         Number of correction pairs kept.
     preconditioner : {"frequency", "bound"}
         ``H_0``: the class-frequency Kronecker approximation (default) or the bound.
+    refresh_every : int
+        0: keep ``H_0``. Else the pass after the first direction also computes the information on every
+        ``refresh_every``-th row block (``Request.information_every``), and ``H_0`` becomes its inverse.
     """
 
     bound: BoundRule
     memory: int = 10
     preconditioner: str = "frequency"
-    precond: FrequencySolver | None = None
+    precond: FrequencySolver | InformationSolver | None = None
+    refresh_every: int = 0
     name: str = "lbfgs"
     request: Request = SCORE_ONLY
     _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
+    _directions: int = 0
 
     first_request: Request = BOUND_SETUP
 
@@ -69,6 +101,11 @@ class QuasiNewtonRule:
     def direction(self, it: Iterate) -> Direction:
         """Quasi-Newton ascent direction."""
         self.prepare(it.stats)
+        if it.stats.information is not None and self.refresh_every:
+            self.precond = InformationSolver.of(self.bound.objective.information(it.stats))
+        self._directions += 1
+        refresh = self.refresh_every > 0 and self._directions == REFRESH_AFTER
+        self.request = Request(information=True, information_every=self.refresh_every) if refresh else SCORE_ONLY
         solver = self.precond or self.bound.solver
         assert solver is not None
         q = it.gradient.copy()
@@ -89,7 +126,10 @@ class QuasiNewtonRule:
     def state(self) -> dict[str, Array]:
         """The bound's factors and the correction pairs stacked: ``s``, ``y`` of shape (pairs, d, m)."""
         out = {f"bound.{k}": v for k, v in self.bound.state().items()}
-        if self.precond is not None:
+        out["directions"] = np.array([self._directions])
+        if isinstance(self.precond, InformationSolver):
+            out["refreshed.factor"] = self.precond.factor
+        elif self.precond is not None:
             out.update({f"precond.{k}": v for k, v in self.precond.factors().items()})
             out["precond.class_weights"] = self.precond.class_weights
         if self._pairs:
@@ -102,7 +142,10 @@ class QuasiNewtonRule:
         """Take back the factors and the correction pairs."""
         self.bound.restore({k[len("bound.") :]: v for k, v in state.items() if k.startswith("bound.")}, gram)
         pre = {k[len("precond.") :]: v for k, v in state.items() if k.startswith("precond.")}
-        if pre and gram is not None:
+        self._directions = int(state["directions"][0]) if "directions" in state else 0
+        if "refreshed.factor" in state:
+            self.precond = InformationSolver(state["refreshed.factor"])
+        elif pre and gram is not None:
             weights = pre.pop("class_weights")
             self.precond = FrequencySolver.from_factors(gram, weights, self.bound.objective, pre)
         self._pairs.clear()

@@ -51,7 +51,7 @@ def shifted_cholesky(matrix: Array) -> tuple[tuple[Array, bool], float]:
 
 
 SAMPLED_GAIN = 1e-3
-"""With ``sample_every > 1``, the next pass estimates the information from a sample of the partitions while the
+"""With ``sample_every > 1``, the next pass estimates the information from a sample of the row blocks while the
 step it evaluates is predicted to raise the log-likelihood by more than this per unit weight (half the Newton
 decrement ``g^T I^{-1} g / 2 sum(v)``, invariant to the scale of the features): far from the optimum an estimate from
 a quarter of millions of rows gives nearly Newton's direction at a fraction of the arithmetic. Closer, every pass
@@ -68,8 +68,8 @@ class NewtonRule:
     objective : Objective
     sample_every : int
         Far from the optimum (predicted gain above :data:`SAMPLED_GAIN`), compute the information on every
-        ``sample_every``-th partition only (1: always exactly). ``dmlr.fit`` uses 4 for data streamed from a
-        store in at least 16 partitions, where a pass's arithmetic competes with its reading.
+        ``sample_every``-th row block only (1: always exactly). ``dmlr.fit`` uses 4 for data streamed from a
+        store, where a pass's arithmetic competes with its reading.
     """
 
     objective: Objective
