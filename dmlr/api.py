@@ -565,7 +565,8 @@ class _Fitter:
             passes, n_classes=n_classes, n_features=design.n_features, method=method, objective=objective,
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
             class_labels=labels, feature_names=design.model_names, checkpoint=checkpointer, start=start,
-            full_rank=not dependent, final=self.final, choice=choice, refresh_every=refresh,
+            full_rank=not dependent, final=self.final, refresh_every=refresh,
+            start_fields=choice.record() if choice else ({"refresh_every": refresh} if method == "lbfgs" else None),
             sample_information=_newton_sampling(passes),
         )  # fmt: skip
         return passes, objective, outcome, dropped
@@ -602,10 +603,11 @@ def _choose(passes: DataPasses, start: Start, inference: bool) -> Choice:
     """``auto``'s choice (:mod:`dmlr.steps.cost`): the one a checkpoint recorded, else by predicted cost, with the
     pass's fixed overhead known and the read time measured by the first pass."""
     streamed = passes.streamed
-    if start.resumed is not None and start.resumed.history and "method" in start.resumed.history[0]:
-        rec = start.resumed.history[0]
+    if start.resumed is not None and start.resumed.history and "refresh_every" in start.resumed.history[0]:
+        rec = start.resumed.history[0]  # the choices the interrupted run made (they depend on its timing)
         predicted = dict(rec.get("predicted_seconds", {}))
-        return Choice(rec["method"], predicted, {}, bool(rec.get("streamed", streamed)), rec.get("refresh_every", 0))
+        method = rec.get("method", "lbfgs")
+        return Choice(method, predicted, {}, bool(rec.get("streamed", streamed)), int(rec["refresh_every"]))
     d, m = passes.design.n_features, passes.design.n_nonbase
     rows = max(g.rows for g in passes.groups)
     rate = gemm_rate()

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol, TypedDict
@@ -38,7 +38,6 @@ from dmlr.errors import (
 from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.passes import DataPasses
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
-from dmlr.steps.cost import Choice
 from dmlr.steps.lbfgs import QuasiNewtonRule
 from dmlr.steps.newton import NewtonRule
 from dmlr.steps.registry import make_rule
@@ -202,7 +201,7 @@ def optimize(
     final: Request = WITH_INFORMATION,
     sample_information: int = 1,
     refresh_every: int = 0,
-    choice: Choice | None = None,
+    start_fields: Mapping[str, Any] | None = None,
 ) -> FitOutcome:
     """Maximize the penalized log-likelihood from ``W = 0``.
 
@@ -246,8 +245,9 @@ def optimize(
         information from every ``sample_information``-th partition.
     refresh_every : int
         L-BFGS's preconditioner refresh (:class:`~dmlr.steps.lbfgs.QuasiNewtonRule`; 0: none).
-    choice : Choice, optional
-        What ``method="auto"`` chose (``method`` is then its rule); recorded in the history's start record.
+    start_fields : mapping, optional
+        Added to the history's start record: what ``method="auto"`` chose (:meth:`Choice.record`) and L-BFGS's
+        ``refresh_every``, so that a resumed fit repeats the same choices.
 
     Returns
     -------
@@ -274,7 +274,7 @@ def optimize(
     if resumed is None:
         it = Iterate.at(np.zeros((d, m)), first_stats, objective)
         rule.prepare(first_stats)
-        log.record(it, 0, "start", 0.0, None if choice is None else choice.record())
+        log.record(it, 0, "start", 0.0, dict(start_fields or {}))
     else:
         it = Iterate.at(resumed.coef, resumed.stats, objective)
         log.records.extend(resumed.history)

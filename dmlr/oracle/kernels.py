@@ -265,6 +265,9 @@ class _Accumulator:
         z = _scaled_design(xb, None, self.intercept)
         if self.col_sum is not None:
             self._moments(z, vb)
+        if vb is None and self.weights.total == 1 and self.weights.gram is not None:
+            self.grams.add(z, None)  # the Gram matrix alone (the first pass of bound-based rules)
+            return
         c = self.weights.fill(self.cbuf[: self.weights.total * xb.shape[0]], prob, resid, vb, self.probability_weights)
         self.grams.add(z, c.T)
 
@@ -432,9 +435,16 @@ class WeightedGrams:
         else:
             self.acc = [np.zeros((n_weights * (b - a), d - a)) for a, b in itertools.pairwise(self.edges)]
 
-    def add(self, z: Array, c: Array) -> None:
-        """Add the rows ``z`` (``r x d``) with weights ``c`` (``r x T``, any strides)."""
+    def add(self, z: Array, c: Array | None) -> None:
+        """Add the rows ``z`` (``r x d``) with weights ``c`` (``r x T``, any strides; ``None``: one column of ones,
+        the unweighted Gram matrix, computed without a weighted copy of ``z``)."""
         r, d = z.shape
+        if c is None and not self.pairs and self.n_weights == 1:
+            for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
+                acc += z[:, a:b].T @ z[:, a:]
+            return
+        if c is None:
+            c = np.ones((r, self.n_weights))
         if self.pairs:
             q = self.buf[: r * d * (d + 1) // 2].reshape(r, -1)
             start = 0
@@ -492,6 +502,8 @@ def check_finite(values: Array, name: str, partition: int | None = None, row_sta
     row_start : int
         Global index of the first row.
     """
+    if np.isfinite(np.add.reduce(values, axis=None)):  # no NaN or infinity can hide in a finite sum
+        return
     finite = np.isfinite(values)
     if finite.all():
         return
