@@ -99,7 +99,7 @@ def task_working_set(
         width = max(width, gram_layout(d, n_weights, block_bytes)[2] + n_weights)
     kernel_rows = min(rows, max(256, block_bytes // (8 * width)), ROW_BLOCK_CAP if n_weights else rows)
     # class-major predictors, probabilities and residuals, the design copy, the weights and the row products
-    kernel = kernel_rows * 8 * (8 * m + 4 * d + width) + 8 * n_weights * d * d
+    kernel = kernel_rows * 8 * (12 * m + 6 * d + width) + 8 * n_weights * d * d
     record = 8 * (d * m + 2 * d * d)
     if information:
         # the weighted Grams' accumulators and their (T, d, d) unfolding, the assembled record, the task's running
