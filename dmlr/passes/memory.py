@@ -98,8 +98,10 @@ def task_working_set(
     if n_weights:
         width = max(width, gram_layout(d, n_weights, block_bytes)[2] + n_weights)
     kernel_rows = min(rows, max(256, block_bytes // (8 * width)), ROW_BLOCK_CAP if n_weights else rows)
-    # class-major predictors, probabilities and residuals, the design copy, the weights and the row products
-    kernel = kernel_rows * 8 * (12 * m + 6 * d + width) + 8 * n_weights * d * d
+    if n_weights:  # class-major predictors, probabilities, residuals, the design copy, weights and row products
+        kernel = kernel_rows * 8 * (12 * m + 6 * d + width) + 8 * n_weights * d * d
+    else:  # predictors, probabilities and residuals of blocks of up to 2^24 / (8 (d + 3m)) rows
+        kernel = kernel_rows * 8 * (4 * m + 2 * d)
     record = 8 * (d * m + 2 * d * d)
     if information:
         # the weighted Grams' accumulators and their (T, d, d) unfolding, the assembled record, the task's running
