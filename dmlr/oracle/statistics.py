@@ -114,9 +114,6 @@ class Statistics:
         values: dict[str, Any] = {}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if f.name in SAMPLED and (a is None) != (b is None):
-                values[f.name] = (a if b is None else b).copy()  # one side's partitions were not in the sample
-                continue
             values[f.name] = None if a is None or b is None else a + b
         return Statistics(**values)
 
@@ -128,9 +125,7 @@ class Statistics:
         """
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if f.name in SAMPLED and (a is None) != (b is None):
-                setattr(self, f.name, a if b is None else b.copy())
-            elif a is None or b is None:
+            if a is None or b is None:
                 setattr(self, f.name, None)
             elif isinstance(a, np.ndarray):
                 a += b
@@ -198,12 +193,6 @@ class Statistics:
         if self.gram is None:
             raise ValueError("this pass did not compute the Gram matrix")
         return mirror_upper(self.gram)
-
-
-SAMPLED = frozenset({"information"})
-"""Fields a pass may compute on a sample of the rows only (``Request.information_every``): a partition with no
-block in the sample has none, and a record without one added to a record with it keeps it (``information_weight``
-says how much weight it covers)."""
 
 
 @sizeof.register(Statistics)  # type: ignore[untyped-decorator]

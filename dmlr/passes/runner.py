@@ -79,7 +79,7 @@ def _scale_sampled_information(result: Statistics, request: Request) -> None:
     covered every row."""
     covered, total = result.information_weight, result.weight_sum
     if result.information is None or (covered <= 0.0 and total > 0.0):
-        raise DmlrError("the pass computed no information: no partition was in its sample")
+        raise DmlrError("the pass computed no information: no row was in its sample")
     if request.information_every > 1:
         if covered < total:
             result.information *= total / covered
