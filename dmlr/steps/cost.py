@@ -171,8 +171,11 @@ class Choice:
         """One log line."""
         where = "streamed from the store" if self.streamed else "held in memory"
         parts = ", ".join(f"{k} {v:.3g} s ({self.passes.get(k, '?')} passes)" for k, v in self.predicted.items())
-        if self.refresh_every:
-            parts += f"; L-BFGS preconditioned by the information of 1/{self.refresh_every} of the rows"
+        if self.refresh_every == 1:
+            parts += "; L-BFGS preconditioned after its second step by the exact information"
+        elif self.refresh_every:
+            share = f"1/{self.refresh_every}"
+            parts += f"; L-BFGS preconditioned after its second step by the information of {share} of the rows"
         return f"auto chose {self.method} (data {where}; predicted {parts})"
 
     def record(self) -> dict[str, Any]:
