@@ -248,7 +248,7 @@ def test_sigterm_exits_with_retry_code_and_leaves_a_resumable_checkpoint(staged_
         ({"data": {"train": "a.csv", "test": "b.csv"}}, "data.target: required field is missing"),
         ({"data": {"target": "y", "test": "b.csv"}}, "data.train: required field is missing"),
         ({"data": {"synthetic": {"rows": -5}}}, "data.synthetic.rows: expected an integer >= 1"),
-        ({"report": {"format": "pdf"}}, "report.format: expected 'html' or 'markdown'"),
+        ({"report": {"format": "pdf"}}, "report.format: expected one of ('html', 'markdown'), got 'pdf'"),
         ({"evaluate": []}, "evaluate: expected a mapping"),
         ({"colour": "blue"}, "colour: unknown field"),
         ({"fit": {"cov_type": "HC9"}}, "fit.cov_type: expected one of"),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -134,6 +134,9 @@ class PipelineSpec:
         return value
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
 class _Reader:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -166,6 +169,10 @@ class _Reader:
         if wrong_bool or not isinstance(value, kind) or (check is not None and not check(value)):
             raise self.fail(where, f"expected {need or getattr(kind, '__name__', kind)}, got {value!r}")
         return value
+
+    def choice(self, value: Any, where: str, options: tuple[_Choice, ...]) -> _Choice:
+        """A string that is one of ``options``."""
+        return cast(_Choice, self.typed(value, where, str, lambda v: v in options, f"one of {options}"))
 
     def strings(self, value: Any, where: str) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -210,8 +217,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     evaluate = EvaluateSection(bins=r.typed(e.get("bins", 10), "evaluate.bins", int, lambda v: v >= 1,
                                             "an integer >= 1"))  # fmt: skip
     rp = r.mapping(top.get("report"), "report", ("format", "margins"))
-    report = ReportSection(format=r.typed(rp.get("format", "html"), "report.format", str,
-                                          lambda v: v in ("html", "markdown"), "'html' or 'markdown'"),
+    report = ReportSection(format=r.choice(rp.get("format", "html"), "report.format", ("html", "markdown")),
                            margins=r.typed(rp.get("margins", False), "report.margins", bool))  # fmt: skip
     return PipelineSpec(
         path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), _data_section(r, top["data"], base),
@@ -267,7 +273,7 @@ def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
         offset=r.strings(d.get("offset", []), "data.offset"),
         synthetic=synthetic,
         storage_options=r.typed(d.get("storage_options") or {}, "data.storage_options", dict),
-        missing=r.typed(d.get("missing", "raise"), "data.missing", str, lambda v: v in MISSING, f"one of {MISSING}"),
+        missing=r.choice(d.get("missing", "raise"), "data.missing", MISSING),
         groups=None if d.get("groups") is None else r.typed(d["groups"], "data.groups", str),
     )
     if synthetic is not None and (data.features or data.weights or data.offset):
@@ -284,33 +290,17 @@ def _fit_section(r: _Reader, raw: Any) -> FitSection:
     methods = method_names()
     f = r.mapping(raw, "fit", tuple(FitSection.__dataclass_fields__))
     return FitSection(
-        method=r.typed(f.get("method", "auto"), "fit.method", str, lambda v: v in methods, f"one of {methods}"),
+        method=r.choice(f.get("method", "auto"), "fit.method", methods),
         l2=r.typed(f.get("l2", 0.0), "fit.l2", float, lambda v: v >= 0, "a number >= 0"),
         tol=r.typed(f.get("tol", 1e-8), "fit.tol", float, lambda v: v > 0, "a number > 0"),
         max_iter=r.typed(f.get("max_iter", 100), "fit.max_iter", int, lambda v: v >= 0, "an integer >= 0"),
         base=f.get("base"),
         inference=r.typed(f.get("inference", True), "fit.inference", bool),
-        separation=r.typed(
-            f.get("separation", "raise"), "fit.separation", str, lambda v: v in SEPARATION, f"one of {SEPARATION}"
-        ),
-        collinear=r.typed(
-            f.get("collinear", "raise"), "fit.collinear", str, lambda v: v in COLLINEAR, f"one of {COLLINEAR}"
-        ),
-        cov_type=None
-        if f.get("cov_type") is None
-        else r.typed(f["cov_type"], "fit.cov_type", str, lambda v: v in COV_TYPES, f"one of {COV_TYPES}"),
-        weights_type=r.typed(
-            f.get("weights_type", "frequency"),
-            "fit.weights_type",
-            str,
-            lambda v: v in WEIGHTS_TYPES,
-            f"one of {WEIGHTS_TYPES}",
-        ),
-        cluster_correction=r.typed(
-            f.get("cluster_correction", "statsmodels"),
-            "fit.cluster_correction",
-            str,
-            lambda v: v in CLUSTER_CORRECTIONS,
-            f"one of {CLUSTER_CORRECTIONS}",
+        separation=r.choice(f.get("separation", "raise"), "fit.separation", SEPARATION),
+        collinear=r.choice(f.get("collinear", "raise"), "fit.collinear", COLLINEAR),
+        cov_type=None if f.get("cov_type") is None else r.choice(f["cov_type"], "fit.cov_type", COV_TYPES),
+        weights_type=r.choice(f.get("weights_type", "frequency"), "fit.weights_type", WEIGHTS_TYPES),
+        cluster_correction=r.choice(
+            f.get("cluster_correction", "statsmodels"), "fit.cluster_correction", CLUSTER_CORRECTIONS
         ),
     )
