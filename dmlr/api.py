@@ -551,22 +551,21 @@ class _Fitter:
             start = Start(start.first.restricted(keep), start.saved_first, start.resumed, start.clock)
             design, dropped = passes.design, tuple(c.name for c in dependent)
         objective = _objective(design, o.l2)
-        method, choice, refresh = o.method, None, 0
-        if method in ("auto", "lbfgs"):
-            choice = _choose(passes, start, o.inference)
-            method = choice.method if method == "auto" else method
-            refresh = choice.refresh_every
-            choice = choice if o.method == "auto" else None
-            if choice is not None:
-                logger.info(choice.describe())
+        # the cost model picks auto's rule and L-BFGS's preconditioner refresh; both go in the start record
+        choice = _choose(passes, start, o.inference) if o.method in ("auto", "lbfgs") else None
+        method = choice.method if choice is not None and o.method == "auto" else o.method
+        refresh = choice.refresh_every if choice is not None and method == "lbfgs" else 0
+        fields: dict[str, Any] = {"refresh_every": refresh}
+        if o.method == "auto" and choice is not None:
+            logger.info(choice.describe())
+            fields.update(choice.record())
         if method == "newton" and start.first.information is None and start.resumed is None:
             start = _with_zero_information(passes, start, design)
         outcome = optimize(
             passes, n_classes=n_classes, n_features=design.n_features, method=method, objective=objective,
             tol=o.tol, max_iter=o.max_iter, inference=o.inference, callback=self.callback, separation=o.separation,
             class_labels=labels, feature_names=design.model_names, checkpoint=checkpointer, start=start,
-            full_rank=not dependent, final=self.final, refresh_every=refresh,
-            start_fields=choice.record() if choice else ({"refresh_every": refresh} if method == "lbfgs" else None),
+            full_rank=not dependent, final=self.final, refresh_every=refresh, start_fields=fields,
             sample_information=_newton_sampling(passes),
         )  # fmt: skip
         return passes, objective, outcome, dropped
@@ -614,7 +613,7 @@ def _choose(passes: DataPasses, start: Start, inference: bool) -> Choice:
     overhead = CLUSTER_OVERHEAD if passes.client is not None else LOCAL_OVERHEAD
     read = 0.0
     if streamed:  # the first pass computes only the score and the Gram matrix: it is bound by reading
-        first_compute = rows * information_flops(d, 0 if m == 0 else 1) / rate
+        first_compute = rows * information_flops(d, 1) / rate  # the score and one weighted Gram matrix
         read = max(0.0, passes.seconds - overhead - first_compute)
     model = PassModel(rows, d, m, read, overhead, rate)
     return choose_by_cost(model, inference=inference, streamed=streamed, n_rows=passes.design.n_rows)
@@ -633,7 +632,7 @@ def _with_zero_information(passes: DataPasses, start: Start, design: Design) -> 
         shares = np.eye(m) / k - 1.0 / k**2
         info = np.asarray(np.kron(shares, first.full_gram()), dtype=np.float64)
         return Start(dataclasses.replace(first, information=info), start.saved_first, start.resumed, start.clock)
-    with_info = passes(np.zeros(first.score.shape), dataclasses.replace(NEWTON_FIRST, gram=True, moments=True))
+    with_info = passes(np.zeros(first.score.shape), NEWTON_FIRST)
     return Start(with_info, start.saved_first, start.resumed, start.clock)
 
 

@@ -242,12 +242,12 @@ def optimize(
         pass has both and no extra pass is made).
     sample_information : int
         Newton's ``sample_every`` (:class:`~dmlr.steps.newton.NewtonRule`): far from the optimum, estimate the
-        information from every ``sample_information``-th partition.
+        information from every ``sample_information``-th unit of rows.
     refresh_every : int
         L-BFGS's preconditioner refresh (:class:`~dmlr.steps.lbfgs.QuasiNewtonRule`; 0: none).
     start_fields : mapping, optional
-        Added to the history's start record: what ``method="auto"`` chose (:meth:`Choice.record`) and L-BFGS's
-        ``refresh_every``, so that a resumed fit repeats the same choices.
+        Added to the history's start record: L-BFGS's ``refresh_every`` and what ``method="auto"`` chose
+        (:meth:`~dmlr.steps.cost.Choice.record`), so that a resumed fit repeats the same choices.
 
     Returns
     -------
@@ -291,8 +291,7 @@ def optimize(
             log.record(state.iterate, state.n_iter, rule.name, size)
     it, n_iter = state.iterate, state.n_iter
 
-    estimated = it.stats.information is not None and it.stats.information_weight < it.stats.weight_sum * (1 - 1e-9)
-    if inference and (it.stats.information is None or estimated or (final.meat and it.stats.meat is None)):
+    if inference and (not it.stats.information_exact or (final.meat and it.stats.meat is None)):
         it = evaluate(it.coef, final)
         log.record(it, n_iter, "inference", 0.0)
     labels = class_labels or list(range(n_classes))
@@ -329,9 +328,8 @@ class _History:
             "information": _information_kind(it.stats),
         }
         self.clock = now
-        self.records.append(
-            {**rec, **(extra or {})}
-        )  # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
+        # stored and passed on as plain dicts (JSON, checkpoints, callbacks)
+        self.records.append({**rec, **(extra or {})})
         if self.checkpoint is not None:
             state = DriverState(
                 iteration, self.passes.count, it.coef, it.stats, self.saved_first, self.records, self.rule.state()
@@ -350,7 +348,7 @@ def _information_kind(stats: Statistics) -> str:
     ``Request.information_every``) or ``"none"``."""
     if stats.information is None:
         return "none"
-    return "estimated" if stats.information_weight < stats.weight_sum * (1 - 1e-9) else "exact"
+    return "exact" if stats.information_exact else "estimated"
 
 
 def _diagnose(

@@ -103,6 +103,8 @@ def test_a_sampled_information_is_the_samples_dense_sum_scaled_up_whatever_the_p
         record = DataPasses(design)(coef, Request(information=True, information_every=4))
         assert record.information_weight == pytest.approx(v[sample].sum(), rel=1e-12)
         np.testing.assert_allclose(record.full_information(), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="samples the information"):  # a sampled Gram matrix would be wrong silently
+        DataPasses(design)(coef, Request(information=True, gram=True, information_every=4))
     exact = DataPasses(design)(coef, Request(information=True))
     assert exact.information_weight == pytest.approx(v.sum(), rel=1e-12)
     np.testing.assert_allclose(exact.full_information(), dense_information(x, v, None, coef, True), rtol=1e-10)

@@ -153,8 +153,8 @@ def partition_statistics(
         if offset is not None:
             check_finite(offset, "offset", partition, row_start)
     every = request.information_every
-    if every > 1 and request.moments:
-        raise ValueError("a pass that samples the information cannot also compute the column moments")
+    if every > 1 and (request.moments or request.gram or request.meat):
+        raise ValueError("a pass that samples the information computes no other second-order statistic")
     acc = _Accumulator(coef, intercept, request, n_b, block_bytes)
     for start in range(0, n_b, acc.rows):
         stop = min(start + acc.rows, n_b)
@@ -197,7 +197,7 @@ class _Accumulator:
         self.col_sum = np.zeros(d) if request.moments else None
         self.col_sumsq = np.zeros(d) if request.moments else None
         self.probability_weights = request.probability_weights
-        self.weights = weight_columns(m, request)
+        self.weights = _WeightColumns(m, request)
         self.rows = block_rows(n_b, d + 3 * m, block_bytes)
         self.grams: WeightedGrams | None = None
         if self.weights.total:
@@ -234,13 +234,11 @@ class _Accumulator:
             self.loglik += vb[with_class] @ picked - vb @ lse
         resid = np.negative(prob)
         resid[yb[with_class] - 1, with_class] += 1.0
-        if self.grams is not None and (sample is None or sample.all()):
-            self._second_order(xb, vb, prob, resid)
-            self.covered += r if vb is None else float(vb.sum())
-        elif self.grams is not None and sample is not None and sample.any():
-            vs = None if vb is None else vb[sample]
-            self._second_order(xb[sample], vs, prob[:, sample], resid[:, sample])
-            self.covered += int(sample.sum()) if vs is None else float(vs.sum())
+        if self.grams is not None:
+            if sample is None or sample.all():
+                self._second_order(xb, vb, prob, resid)
+            elif sample.any():
+                self._second_order(xb[sample], None if vb is None else vb[sample], prob[:, sample], resid[:, sample])
         elif self.col_sum is not None:
             self._moments(_scaled_design(xb, None, self.intercept), vb)
         if vb is not None:
@@ -262,6 +260,7 @@ class _Accumulator:
 
     def _second_order(self, xb: Array, vb: Array | None, prob: Array, resid: Array) -> None:
         assert self.grams is not None
+        self.covered += xb.shape[0] if vb is None else float(vb.sum())
         z = _scaled_design(xb, None, self.intercept)
         if self.col_sum is not None:
             self._moments(z, vb)
@@ -303,14 +302,14 @@ class _Accumulator:
 class _WeightColumns:
     """The weight columns of one pass's weighted Gram matrices: information pairs, the Gram matrix, meat pairs."""
 
-    def __init__(self, m: int, information: bool, gram: bool, meat: bool) -> None:
+    def __init__(self, m: int, request: Request) -> None:
         self.pairs = np.triu_indices(m)
         n_pairs = m * (m + 1) // 2
         self.diagonal = np.flatnonzero(self.pairs[0] == self.pairs[1])
-        self.info = slice(0, n_pairs if information else 0)
-        self.gram = self.info.stop if gram else None
-        start = self.info.stop + int(gram)
-        self.meat = slice(start, start + (n_pairs if meat else 0))
+        self.info = slice(0, n_pairs if request.information else 0)
+        self.gram = self.info.stop if request.gram else None
+        start = self.info.stop + int(request.gram)
+        self.meat = slice(start, start + (n_pairs if request.meat else 0))
         self.total = self.meat.stop
 
     def fill(self, buf: Array, prob: Array, resid: Array, vb: Array | None, probability_weights: bool) -> Array:
@@ -347,11 +346,6 @@ class _WeightColumns:
 
         gram = None if self.gram is None else sums[self.gram]
         return blocks(self.info), gram, blocks(self.meat)
-
-
-def weight_columns(m: int, request: Request) -> _WeightColumns:
-    """The weight columns ``request`` needs for ``m`` non-base classes (see :class:`_Accumulator`)."""
-    return _WeightColumns(m, request.information, request.gram, request.meat)
 
 
 def _class_major_probabilities(eta: Array) -> tuple[Array, Array]:

@@ -46,10 +46,10 @@ class Request:
         The weights are probability (sampling) weights: the meat weighs each row's score by ``v_i`` (so
         ``v_i^2`` in the outer product) instead of counting it ``v_i`` times.
     information_every : int
-        Compute the second-order statistics on every ``information_every``-th row block only (block ``b`` of
-        partition ``j`` when ``(j + b) % every == 0``; blocks are at most 1,024 rows, so the sample spreads over every
-        partition); the pass scales the information up to all rows: an estimate for Newton's direction far from the
-        optimum, at a fraction of the arithmetic (see :class:`~dmlr.steps.newton.NewtonRule`).
+        Compute the information on the rows of every ``information_every``-th unit of 1,024 global rows only
+        (``oracle.kernels.in_sample``: the same sample whatever the partitioning); the pass scales it up to all rows.
+        An estimate for a direction far from the optimum at a fraction of the arithmetic (Newton on streamed data,
+        L-BFGS's preconditioner refresh); such a pass computes no other second-order statistic.
     """
 
     information: bool = False
@@ -95,7 +95,7 @@ class Statistics:
         ``c_i = v_i`` for frequency weights, ``v_i^2`` for probability weights (at least its upper triangle).
     information_weight : float
         Sum of the weights of the rows the information was computed on: ``weight_sum`` when it is exact, less when
-        it was estimated from a sample of the partitions (and scaled up by ``weight_sum / information_weight``).
+        it was estimated from a sample of the rows (and scaled up by ``weight_sum / information_weight``).
     """
 
     n_rows: int
@@ -181,6 +181,11 @@ class Statistics:
         if self.information is None:
             raise ValueError("this pass did not compute the information")
         return mirror_upper(self.information)
+
+    @property
+    def information_exact(self) -> bool:
+        """Whether the information was computed on every row (not estimated from a sample)."""
+        return self.information is not None and self.information_weight >= self.weight_sum * (1 - 1e-9)
 
     def full_meat(self) -> Array:
         """The symmetric ``(m d, m d)`` meat, mirrored from the accumulated upper triangle (in place)."""

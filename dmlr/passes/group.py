@@ -26,7 +26,7 @@ from dmlr.errors import InputError
 from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES, partition_statistics
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.passes.memory import release_freed_memory, tune_worker_allocator
-from dmlr.passes.plan import GroupPlan, PartitionSpec
+from dmlr.passes.plan import GroupPlan, PartitionSpec, computed
 
 __all__ = ["BATCH_ROWS", "GroupData", "evaluate_group", "make_group_data", "pass_progress"]
 
@@ -61,8 +61,7 @@ class GroupData:
 
     def is_lazy(self, i: int) -> bool:
         """Whether partition ``i``'s blocks are produced on every pass (read from a store or computed)."""
-        spec, graph = self.partitions[i], self.graphs[i]
-        return not all(isinstance(graph[k], np.ndarray) for k in spec.keys if k is not None)
+        return computed(self.graphs[i], self.partitions[i])
 
     def read(self, i: int) -> tuple[Blocks, int]:
         """The blocks of partition ``i`` and the bytes of its features as produced (stored dtype)."""

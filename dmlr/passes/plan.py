@@ -14,12 +14,13 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from dask.optimization import cull
 
 if TYPE_CHECKING:
     from dmlr.data.design import Design
 
-__all__ = ["GroupPlan", "PartitionSpec", "design_graph", "partition_specs", "plan_groups"]
+__all__ = ["GroupPlan", "PartitionSpec", "computed", "design_graph", "partition_specs", "plan_groups"]
 
 Key = Hashable
 
@@ -74,6 +75,17 @@ class GroupPlan:
     def rows(self) -> int:
         """Rows in the group."""
         return sum(p.rows for p in self.partitions)
+
+    @property
+    def streams(self) -> bool:
+        """Whether some partition's blocks are produced anew on every pass (read from a store or computed), rather
+        than persisted on a worker or held as arrays in the graph."""
+        return any(computed(self.graph, spec) for spec in self.partitions)
+
+
+def computed(graph: Mapping[Key, Any], spec: PartitionSpec) -> bool:
+    """Whether ``spec``'s blocks come from tasks of ``graph`` (not arrays in it, not persisted leaves outside it)."""
+    return any(k in graph and not isinstance(graph[k], np.ndarray) for k in spec.keys if k is not None)
 
 
 def _block_keys(array: Any) -> list[Key]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 import uuid
@@ -75,16 +74,15 @@ def _killed_worker_error() -> tuple[type[BaseException], ...]:
 
 
 def _scale_sampled_information(result: Statistics, request: Request) -> None:
-    """Scale an information computed on a sample of the partitions up to all rows (in place); check an exact one
-    covered every row."""
+    """Scale an information computed on a sample of the rows up to all rows (in place); check an exact one covered
+    every row."""
     covered, total = result.information_weight, result.weight_sum
     if result.information is None or (covered <= 0.0 and total > 0.0):
         raise DmlrError("the pass computed no information: no row was in its sample")
     if request.information_every > 1:
         if covered < total:
             result.information *= total / covered
-        return
-    if not math.isclose(covered, total, rel_tol=1e-9):
+    elif not result.information_exact:
         raise DmlrError(f"the information covers weight {covered} of {total}: a partition did not compute it")
 
 
@@ -207,25 +205,15 @@ class DataPasses:
         return {k: sorted(ws)[0] for k, ws in who.items() if ws}
 
     @property
-    def lazy(self) -> bool:
-        """Whether a pass produces (some of) the blocks anew: from a store or a graph."""
-        return any(g.graph for g in self.groups)
-
-    @property
     def streamed(self) -> bool:
-        """Whether a pass reads the data anew: lazy blocks on a cluster, or blocks read from a store (in-memory
-        arrays a local pass slices are not)."""
-        if self.client is not None:
-            return self.lazy
-        return any(
-            str(k[0] if isinstance(k, tuple) else k).startswith("dmlr-store-") for g in self.groups for k in g.graph
-        )
+        """Whether a pass produces (some of) the blocks anew: read from a store or computed from a graph."""
+        return any(g.streams for g in self.groups)
 
     def working_set(self, information: bool) -> WorkingSet:
         """Estimated peak memory of one task of a pass (see :func:`dmlr.passes.memory.task_working_set`)."""
         design = self.design
         rows = max(max(design.x.chunks[0]), min(BATCH_ROWS, design.n_rows))
-        lazy = self.lazy
+        lazy = self.streamed
         return task_working_set(
             rows, design.x.shape[1], design.n_nonbase, information=information, lazy=lazy,
             weights=design.weights is not None, offset=design.offset is not None, block_bytes=self.block_bytes,
@@ -380,7 +368,7 @@ class DataPasses:
         from distributed import wait
 
         paused_since: float | None = None
-        shown = PassProgress(self.count + 1, self.design.n_partitions) if self.lazy and progress.wanted() else None
+        shown = PassProgress(self.count + 1, self.design.n_partitions) if self.streamed and progress.wanted() else None
         checked = time.monotonic()
         try:
             while True:

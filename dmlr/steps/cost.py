@@ -179,12 +179,12 @@ class Choice:
         return f"auto chose {self.method} (data {where}; predicted {parts})"
 
     def record(self) -> dict[str, Any]:
-        """The fields added to the history's start record (``choice`` is :meth:`describe`'s line)."""
+        """The fields added to an ``auto`` fit's start record (``choice`` is :meth:`describe`'s line; the rule's
+        ``refresh_every`` is recorded for every fit)."""
         return {
             "method": self.method,
             "predicted_seconds": dict(self.predicted),
             "streamed": self.streamed,
-            "refresh_every": self.refresh_every,
             "choice": self.describe(),
         }
 
