@@ -145,7 +145,7 @@ def cluster_meat(design: Design, coef: Array, groups: da.Array, client: Any = No
     import dask.dataframe as dd
 
     if client is not None:
-        client.run(bound_shuffle_buffers)
+        client.run(bound_shuffle_buffers, on_error="ignore")  # a worker lost meanwhile has no buffers to bound
 
     m_d = coef.size
     meta = pd.DataFrame(

@@ -225,9 +225,10 @@ class DataPasses:
         workers = self._workers()
         if any(info.get("memory_limit") for info in workers.values()):
             # freed heap left by earlier work is not in use: return it, then read each worker's resident size
-            resident = self.client.run(trim_and_measure)
+            # a worker lost meanwhile answers with its error: it is left out here, and the pass itself recovers
+            resident = self.client.run(trim_and_measure, on_error="return")
             for address, rss in resident.items():
-                if address in workers:
+                if address in workers and isinstance(rss, int):
                     workers[address] = {**workers[address], "metrics": {"memory": rss}}
             pause = dask.config.get("distributed.worker.memory.pause", 0.8)
             check_workers(workers, self.working_set(information), pause_fraction=pause, advice=MEMORY_ADVICE)
