@@ -42,7 +42,6 @@ from dmlr.steps.cost import (
     PassModel,
     choose_by_cost,
     gemm_rate,
-    information_flops,
 )
 from dmlr.steps.newton import NEWTON_FIRST
 from dmlr.steps.registry import make_rule
@@ -611,11 +610,9 @@ def _choose(passes: DataPasses, start: Start, inference: bool) -> Choice:
     rows = max(g.rows for g in passes.groups)
     rate = gemm_rate()
     overhead = CLUSTER_OVERHEAD if passes.client is not None else LOCAL_OVERHEAD
-    read = 0.0
+    model = PassModel(rows, d, m, 0.0, overhead, rate)
     if streamed:  # the first pass computes only the score and the Gram matrix: it is bound by reading
-        first_compute = rows * information_flops(d, 1) / rate  # the score and one weighted Gram matrix
-        read = max(0.0, passes.seconds - overhead - first_compute)
-    model = PassModel(rows, d, m, read, overhead, rate)
+        model = dataclasses.replace(model, read=max(0.0, passes.seconds - overhead - model.compute(n_weights=1)))
     return choose_by_cost(model, inference=inference, streamed=streamed, n_rows=passes.design.n_rows)
 
 
@@ -631,7 +628,8 @@ def _with_zero_information(passes: DataPasses, start: Start, design: Design) -> 
         m = k - 1
         shares = np.eye(m) / k - 1.0 / k**2
         info = np.asarray(np.kron(shares, first.full_gram()), dtype=np.float64)
-        return Start(dataclasses.replace(first, information=info), start.saved_first, start.resumed, start.clock)
+        exact = dataclasses.replace(first, information=info, information_weight=first.weight_sum)
+        return Start(exact, start.saved_first, start.resumed, start.clock)
     with_info = passes(np.zeros(first.score.shape), NEWTON_FIRST)
     return Start(with_info, start.saved_first, start.resumed, start.clock)
 

@@ -52,6 +52,7 @@ def test_newton_without_offset_starts_from_the_gram_matrix():
     plain = dmlr.fit(x, y, method="newton")
     with_pass = dmlr.fit(x, y, method="newton", offset=np.zeros((len(y), 3)))
     assert plain.n_passes == with_pass.n_passes
+    assert plain.history[0]["information"] == with_pass.history[0]["information"] == "exact"
     np.testing.assert_allclose(plain.coef, with_pass.coef, rtol=1e-12, atol=1e-14)
     for a, b in zip(plain.history, with_pass.history, strict=True):
         assert a["loglik"] == pytest.approx(b["loglik"], rel=1e-14)

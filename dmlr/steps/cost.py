@@ -74,11 +74,13 @@ def score_flops(d: int, m: int) -> float:
     return 12.0 * m * d + 2500.0
 
 
-def information_flops(d: int, m: int) -> float:
-    """Flop-equivalents per row of an information pass (the score's work included)."""
-    pairs = m * (m + 1) // 2
-    factor = PAIRS_FACTOR if gram_layout(d, pairs + 1)[0] else BLOCKED_FACTOR
-    return factor * pairs * d * (d + 1) + score_flops(d, m)
+def grams_flops(d: int, n_weights: int) -> float:
+    """Flop-equivalents per row of ``n_weights`` weighted Gram matrices of ``d`` columns, in the form
+    :class:`~dmlr.oracle.kernels.WeightedGrams` uses for that many (the information: ``m (m + 1) / 2`` of them)."""
+    if n_weights == 0:
+        return 0.0
+    factor = PAIRS_FACTOR if gram_layout(d, n_weights)[0] else BLOCKED_FACTOR
+    return factor * n_weights * d * (d + 1)
 
 
 @functools.cache
@@ -121,10 +123,15 @@ class PassModel:
     overhead: float
     rate: float
 
-    def seconds(self, information: bool) -> float:
-        """Predicted seconds of one pass."""
-        flops = information_flops(self.d, self.m) if information else score_flops(self.d, self.m)
-        return self.overhead + max(self.read, self.rows * flops / self.rate)
+    def compute(self, n_weights: int = 0, every: int = 1) -> float:
+        """Seconds of a task's arithmetic: the score, and ``n_weights`` weighted Gram matrices of
+        ``1/every`` of its rows."""
+        return self.rows * (score_flops(self.d, self.m) + grams_flops(self.d, n_weights) / every) / self.rate
+
+    def seconds(self, information: bool = False, every: int = 1) -> float:
+        """Predicted seconds of one pass (its information from ``1/every`` of the rows)."""
+        n_weights = self.m * (self.m + 1) // 2 if information else 0
+        return self.overhead + max(self.read, self.compute(n_weights, every))
 
 
 REFRESH_SAVED_PASSES = 7
@@ -142,14 +149,11 @@ def refresh_every(model: PassModel, n_rows: int) -> int:
     of the :data:`REFRESH_SAVED_PASSES` score passes it saves, with at least :data:`MIN_SAMPLE_ROWS` rows per
     parameter.
     """
-    info = model.rows * information_flops(model.d, model.m) / model.rate
-    score = model.rows * score_flops(model.d, model.m) / model.rate
-    saved = REFRESH_SAVED_PASSES * model.seconds(False)
+    score = model.seconds()
     for every in (1, 2, 4, 8, 16, 32, 64):
         if n_rows / every < MIN_SAMPLE_ROWS * model.m * model.d:
             return 0
-        extra = max(model.read, score + info / every) - max(model.read, score)
-        if extra <= saved / 2:
+        if model.seconds(True, every) - score <= REFRESH_SAVED_PASSES * score / 2:
             return every
     return 0
 
@@ -169,7 +173,7 @@ class Choice:
 
     def describe(self) -> str:
         """One log line."""
-        where = "streamed from the store" if self.streamed else "held in memory"
+        where = "read or computed by every pass" if self.streamed else "held in memory"
         parts = ", ".join(f"{k} {v:.3g} s ({self.passes.get(k, '?')} passes)" for k, v in self.predicted.items())
         if self.refresh_every == 1:
             parts += "; L-BFGS preconditioned after its second step by the exact information"
@@ -203,17 +207,16 @@ def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool, n_rows:
     inference : bool
         Whether the fit ends with standard errors (L-BFGS then adds one information pass).
     streamed : bool
-        Whether every pass reads the data from a store.
+        Whether every pass produces the data anew (reads them from a store, or computes them from a graph).
     n_rows : int
         Rows of the data (for L-BFGS's preconditioner refresh; 0: none).
     """
-    info, score = model.seconds(True), model.seconds(False)
+    info, score = model.seconds(True), model.seconds()
     every = refresh_every(model, n_rows) if n_rows else 0
     lbfgs_passes = LBFGS_PASSES - (REFRESH_SAVED_PASSES if every else 0)
     lbfgs = lbfgs_passes * score + (info if inference else 0.0)
-    if every:
-        flops = score_flops(model.d, model.m) + information_flops(model.d, model.m) / every
-        lbfgs += model.overhead + max(model.read, model.rows * flops / model.rate) - score
+    if every:  # one of its passes also estimates the information
+        lbfgs += model.seconds(True, every) - score
     predicted = {"newton": NEWTON_PASSES * info, "lbfgs": lbfgs}
     passes = {"newton": NEWTON_PASSES, "lbfgs": lbfgs_passes + int(inference)}
     if model.m * model.d > NEWTON_MAX_PARAMETERS:
