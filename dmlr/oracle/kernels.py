@@ -430,15 +430,14 @@ class WeightedGrams:
             self.acc = [np.zeros((n_weights * (b - a), d - a)) for a, b in itertools.pairwise(self.edges)]
 
     def add(self, z: Array, c: Array | None) -> None:
-        """Add the rows ``z`` (``r x d``) with weights ``c`` (``r x T``, any strides; ``None``: one column of ones,
-        the unweighted Gram matrix, computed without a weighted copy of ``z``)."""
+        """Add the rows ``z`` (``r x d``) with weights ``c`` (``r x T``, any strides; ``None`` when ``T = 1``: the
+        unweighted Gram matrix, computed without a weighted copy of ``z``)."""
         r, d = z.shape
-        if c is None and not self.pairs and self.n_weights == 1:
+        if c is None:
+            assert self.n_weights == 1 and not self.pairs
             for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
                 acc += z[:, a:b].T @ z[:, a:]
             return
-        if c is None:
-            c = np.ones((r, self.n_weights))
         if self.pairs:
             q = self.buf[: r * d * (d + 1) // 2].reshape(r, -1)
             start = 0
