@@ -212,7 +212,7 @@ def main() -> None:
     help="With --groups: store the rows sorted by it, so cluster-robust fits need no exchange between workers.",
 )  # fmt: skip
 @click.option("--offset", multiple=True, help="K-1 offset columns, non-base classes in sorted label order.")
-@click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X per chunk).")
+@click.option("--chunk-rows", type=int, help="Rows per chunk (default: about 32 MB of X as float64 per chunk).")
 @click.option(
     "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
     help="Storage type of X: float32 halves the bytes each pass reads (arithmetic stays float64).",

@@ -59,7 +59,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 TARGET_CHUNK_BYTES = 32 * 2**20
-"""Default size of one chunk of X (bytes): tens of MB, a good unit of work and of I/O."""
+"""Default size of one chunk of X as float64 (bytes): tens of MB, a good unit of work and of I/O (a float32 store's
+chunks hold as many rows, half the bytes)."""
 
 
 def _is_local(url: str) -> bool:
@@ -346,7 +347,7 @@ def stage(
     n, p = int(sum(lengths)), encoding.n_features
     if n == 0:
         raise InputError("the source has 0 rows")
-    rows = chunk_rows or max(1, TARGET_CHUNK_BYTES // (np.dtype(dtype).itemsize * max(p, 1)))
+    rows = chunk_rows or _default_chunk_rows(p)
 
     arrays, n_groups = _encoded_arrays(table, lengths, encoding, target, classes, weights, offset, groups, group_ids)
     arrays["X"] = arrays["X"].astype(dtype)
@@ -425,6 +426,12 @@ def _stage_sorted(
         fs, root = fsspec.core.url_to_fs(tmp, **(so or {}))
         if fs.exists(root):
             fs.rm(root, recursive=True)
+
+
+def _default_chunk_rows(p: int) -> int:
+    """Rows per chunk of :data:`TARGET_CHUNK_BYTES` of X as float64, whatever its storage type: a float32 chunk is
+    widened for the arithmetic, so its rows, not its stored bytes, set a worker's memory."""
+    return max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1)))
 
 
 def _check_dtype(dtype: str) -> None:
@@ -554,18 +561,19 @@ def _write_store(
     local = _is_local(url)
     write_url = _temporary_name(url) if local else url
     group = zarr.open_group(write_url, mode="w", storage_options=None if local else storage_options)
-    targets: list[Any] = []
-    sources = []
+    rows = int(metadata["chunk_rows"])
     codecs: dict[str, dict[str, Any]] = {}
-    for name, arr in arrays.items():
-        sample = np.asarray(arr[: min(arr.shape[0], int(metadata["chunk_rows"]))].compute())
-        codec, saving = choose_codec(sample)
-        codecs[name] = {"codec": codec, "lz4_saving": round(saving, 4)}
-        z = _create(group, name, arr.shape, int(metadata["chunk_rows"]), arr.dtype, codec)
-        sources.append(arr.rechunk(z.chunks))
-        targets.append(z)
-    metadata = {**metadata, "codecs": codecs}
     try:
+        # each array's first chunk chooses its codec; one compute, so the source's first partition is read once
+        samples = compute(*(arr[: min(arr.shape[0], rows)] for arr in arrays.values()))
+        targets: list[Any] = []
+        sources = []
+        for (name, arr), sample in zip(arrays.items(), samples, strict=True):
+            codec, saving = choose_codec(np.asarray(sample))
+            codecs[name] = {"codec": codec, "lz4_saving": round(saving, 4)}
+            z = _create(group, name, arr.shape, rows, arr.dtype, codec)
+            sources.append(arr.rechunk(z.chunks))
+            targets.append(z)
         _run_with_progress(lambda: da.store(sources, targets, lock=False), progress)
     except BaseException:
         if local:
@@ -575,6 +583,7 @@ def _write_store(
         "schema_version": SCHEMA_VERSION,
         "dmlr_version": _version(),
         **metadata,
+        "codecs": codecs,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "checksum": store_checksum(write_url, None if local else storage_options),
         "complete": True,
@@ -670,7 +679,7 @@ def stage_arrays(
         "offset": [f"offset{k + 1}" for k in range(classes.size - 1)] if offset is not None else None,
         "encoding": FeatureEncoding(tuple(names)).to_json(),
         "source": {"format": source, "paths": []},
-        "chunk_rows": chunk_rows or max(1, TARGET_CHUNK_BYTES // (8 * max(p, 1))),
+        "chunk_rows": chunk_rows or _default_chunk_rows(p),
         "groups": "groups" if groups is not None else None,
         "x_dtype": dtype,
     }
