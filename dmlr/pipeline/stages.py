@@ -317,8 +317,8 @@ def _report_execute(run: _Run) -> dict[str, Any]:
     metrics = json.loads(fs.cat_file(path))
     margins = None
     if run.spec.report.margins:  # average marginal effects over the training store: one pass on the cluster
-        _ = run.client
-        margins = res.get_margeff(dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None).X)
+        with run.client.as_current():
+            margins = res.get_margeff(dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None).X)
     files = write_report(
         res, metrics, run.path("report"), title=run.spec.name, fmt=run.spec.report.format, margins=margins
     )
