@@ -74,7 +74,9 @@ def test_non_finite_values_name_column_and_partition(xy):
         dmlr.fit(x, y, offset=offset)
     with pytest.raises(InputError, match=r"weights has a non-finite value \(inf\) at row 3"):
         dmlr.fit(x, y, weights=np.r_[1.0, 1.0, 1.0, np.inf, np.ones(56)])
-    with pytest.raises(InputError, match=r"weights \(partition 1\) has a negative value"):
+    # the first negative weight is row 30; the weights are aligned to X's partitions of 30 rows
+    negative = r"weights has a negative value \(-1.0\) at row 30 \(row 0 of partition 1, rows 30-59\)"
+    with pytest.raises(InputError, match=negative):
         dmlr.fit(x, y, weights=da.from_array(np.r_[np.ones(30), -np.ones(30)], chunks=20))
 
 

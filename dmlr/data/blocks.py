@@ -30,18 +30,28 @@ def encode_positions_block(pos: NDArray[Any], coding: LabelCoding, block_id: Any
     return coding.encode_positions(pos, where)
 
 
-def check_weights(w: NDArray[np.float64], where: str = "weights") -> None:
-    """Raise :class:`InputError` naming the row of the first non-finite or negative weight (``w`` shape (r,))."""
-    check_finite(w, where)
+def check_weights(
+    w: NDArray[np.float64], where: str = "weights", partition: int | None = None, row_start: int = 0
+) -> None:
+    """Raise :class:`InputError` naming the row of the first non-finite or negative weight (``w`` shape (r,);
+    ``partition`` and ``row_start`` as in :func:`~dmlr.oracle.kernels.check_finite`)."""
+    check_finite(w, where, partition, row_start)
     if (w < 0).any():
         row = int(np.argmax(w < 0))
-        raise InputError(f"{where} has a negative value ({w[row]!r}) at row {row}")
+        at = f"row {row_start + row}"
+        if partition is not None:
+            at += f" (row {row} of partition {partition}, rows {row_start}-{row_start + w.shape[0] - 1})"
+        raise InputError(f"{where} has a negative value ({float(w[row])}) at {at}")
 
 
-def checked_weights_block(w: NDArray[np.float64], block_id: Any = None) -> NDArray[np.float64]:
-    """One block of weights (shape (r,)), unchanged, after :func:`check_weights` naming its partition."""
-    where = "weights" if block_id is None else f"weights (partition {block_id[0]})"
-    check_weights(w, where)
+def checked_weights_block(w: NDArray[np.float64], block_info: dict[Any, Any] | None = None) -> NDArray[np.float64]:
+    """One block of weights (shape (r,)), unchanged, after :func:`check_weights` naming its partition and rows
+    (``block_info`` as dask's ``map_blocks`` passes it)."""
+    info = (block_info or {}).get(0)
+    if info is None:
+        check_weights(w)
+    else:
+        check_weights(w, "weights", info["chunk-location"][0], info["array-location"][0][0])
     return w
 
 
