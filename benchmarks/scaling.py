@@ -1,18 +1,25 @@
-"""Seconds per pass, bytes moved and worker memory against the number of partitions (issue 12's measurements).
+"""Seconds per pass, bytes moved and worker memory against the number of partitions.
 
 Usage::
 
     .venv/bin/python benchmarks/scaling.py [--n 1000000] [--p 9] [--classes 3] [--repeat 5] [--dir DIR]
     .venv/bin/python benchmarks/scaling.py --many-workers 8 --memory-limit 400MB --partitions 10000
+    .venv/bin/python benchmarks/scaling.py --only kinds  # the every-kind-of-pass and whole-fit tables alone
 
 Tables printed:
 
 1. Persisted data on 2 worker processes: the same n x p data, K classes, in 10 ... 10,000 partitions. Per count:
-   the one-off set-up (grouping the partitions and building each group's data on its worker), the median score
-   pass and information pass, the bytes the workers sent per information pass (distributed's
+   the one-off set-up (splitting the partitions into tasks and building each task's data on its worker), the
+   median score pass and information pass, the bytes the workers sent per information pass (distributed's
    ``transfer_outgoing_bytes_total``, to peers and to this client), and the tasks per pass.
 2. A Zarr store of the same data chunked from 1,000 to 100,000 rows, streamed (not persisted): median passes.
-3. (--many-workers) one machine with many small workers and many partitions: the same table.
+3. Every kind of pass besides the fit's, at ``--kinds`` partitions of the same data (median of ``--repeat``, each
+   call with its own set-up): held-out evaluation of a store, ``get_margeff(at="overall")`` and
+   ``get_prediction(average=True)`` of a persisted dask array, the cluster-robust meat of data sorted by group
+   (local) and not (exchange).
+4. A whole ``method="newton"`` fit of persisted data (``y`` a dask array, so the first pass also learns the
+   classes) divided by its passes, at ``--fits`` partitions.
+5. (--many-workers) one machine with many small workers and many partitions: table 1.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ def _median_pass(passes, coef, request, repeat):
 def _row(label, client, design, repeat, m, d):
     import numpy as np
 
+    from dmlr.fitting.evaluator import FitPasses
     from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION
-    from dmlr.passes import DataPasses, worker_bytes_sent
+    from dmlr.passes import worker_bytes_sent
 
     start = time.perf_counter()
-    passes = DataPasses(design, client)
+    passes = FitPasses.over(design, client)
     coef = np.full((d, m), 0.01)
     passes(coef, SCORE_ONLY)  # the groups' data are built during the first pass
     setup = time.perf_counter() - start
@@ -49,14 +57,93 @@ def _row(label, client, design, repeat, m, d):
     before = worker_bytes_sent(client)
     record = passes(coef, WITH_INFORMATION)
     moved = worker_bytes_sent(client) - before
-    tasks = len(passes.groups) + len(
-        {g.worker for g in passes.groups if sum(h.worker == g.worker for h in passes.groups) > 1}
-    )
+    plans = passes.engine.plans
+    tasks = len(plans) + len({g.worker for g in plans if sum(h.worker == g.worker for h in plans) > 1})
     print(
         f"| {label:>12} | {design.n_partitions:>10,} | {setup:>8.2f} | {score:>9.3f} | {info:>9.3f} | "
         f"{moved / 1e6:>9.2f} | {record.nbytes / 1e6:>8.3f} | {tasks:>5} |"
     )
     return score, info, moved
+
+
+KINDS_HEADER = (
+    "| partitions | evaluate s | get_margeff s | get_prediction s | meat, sorted s | meat, exchange s |\n"
+    "|-----------:|-----------:|--------------:|-----------------:|---------------:|-----------------:|"
+)
+
+
+def _kinds(client, data, parts_list, repeat, root):
+    """Table 3: every kind of pass besides the fit's, at each partition count; returns the seconds per count."""
+    import numpy as np
+
+    import dmlr
+    from dmlr.data.design import build_design
+    from dmlr.passes.engine import PassEngine
+    from dmlr.results.evaluate import evaluate
+    from dmlr.results.robust import group_meat
+
+    n = data.X.shape[0]
+    ref = dmlr.fit(data.X, data.y, method="newton", client=client)
+    sorted_ids = np.repeat(np.arange(-(-n // 50)), 50)[:n]  # 50 rows per group, in row order
+    shuffled = np.random.default_rng(0).permutation(sorted_ids)
+    classes = np.unique(data.y)
+    print(KINDS_HEADER)
+    out = {}
+    for parts in parts_list:
+        rows = -(-n // parts)
+        x = dmlr.scatter_rows(data.X, client, chunk_rows=rows)
+        store = dmlr.stage_arrays(data.X, data.y, f"{root}/kinds{parts}.zarr", chunk_rows=rows)
+        calls = (
+            lambda store=store: evaluate(ref, store, client=client),
+            lambda x=x: ref.get_margeff(x, at="overall"),
+            lambda x=x: ref.get_prediction(x, average=True),
+        )
+        times = [statistics.median(_times(f, repeat)) for f in calls]
+        for ids in (sorted_ids, shuffled):
+            design = build_design(x, dmlr.scatter_rows(data.y, client, chunk_rows=rows), classes=classes,
+                                  groups=dmlr.scatter_rows(ids, client, chunk_rows=rows))  # fmt: skip
+
+            def meat(design=design):
+                engine = PassEngine(design.rows, client, transform=design.transform)
+                return group_meat(engine, ref.coef, design.intercept)
+
+            times.append(statistics.median(_times(meat, repeat)))
+        out[parts] = times
+        cells = " | ".join(f"{t:>{w}.3f}" for t, w in zip(times, (10, 13, 16, 14, 16), strict=True))
+        print(f"| {parts:>10,} | {cells} |")
+    return out
+
+
+def _whole_fits(client, data, parts_list, repeat):
+    """Table 4: a whole Newton fit of persisted data divided by its passes."""
+    import dmlr
+
+    n = data.X.shape[0]
+    print("| partitions | fit s | passes | s / pass |\n|-----------:|------:|-------:|---------:|")
+    out = {}
+    for parts in parts_list:
+        rows = -(-n // parts)
+        x = dmlr.scatter_rows(data.X, client, chunk_rows=rows)
+        y = dmlr.scatter_rows(data.y, client, chunk_rows=rows)
+        results: list = []
+
+        def fit(x=x, y=y, results=results):
+            results.append(dmlr.fit(x, y, method="newton", client=client))
+
+        times = _times(fit, repeat)
+        seconds, passes = statistics.median(times), results[-1].n_passes
+        out[parts] = seconds / passes
+        print(f"| {parts:>10,} | {seconds:>5.2f} | {passes:>6} | {seconds / passes:>8.3f} |")
+    return out
+
+
+def _times(func, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 HEADER = (
@@ -76,9 +163,13 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="400MB")
     parser.add_argument("--partitions", type=int, nargs="*", default=[10, 100, 1000, 10000])
     parser.add_argument("--store-chunks", type=int, nargs="*", default=[100_000, 10_000, 1_000])
+    parser.add_argument("--kinds", type=int, nargs="*", default=[10, 2000])
+    parser.add_argument("--fits", type=int, nargs="*", default=[10, 10_000])
+    parser.add_argument("--only", choices=["kinds"], default=None)
     parser.add_argument("--dir", default=None)
     args = parser.parse_args()
 
+    import numpy as np
     from distributed import Client, LocalCluster, wait
 
     import dmlr
@@ -97,6 +188,20 @@ def main() -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
+        root = args.dir or tempfile.mkdtemp(prefix="dmlr-scaling-")
+        if not args.many_workers:
+            print("\nevery kind of pass (median seconds of one call, set-up included)")
+            kinds = _kinds(client, data, args.kinds, args.repeat, root)
+            print("\na whole method='newton' fit of persisted data, y a dask array")
+            fits = _whole_fits(client, data, args.fits, min(args.repeat, 3))
+            lo, hi = min(kinds), max(kinds)
+            names = ("evaluate", "get_margeff", "get_prediction", "meat sorted", "meat exchange")
+            ratios = ", ".join(f"{n} x{b / a:.2f}" for n, a, b in zip(names, kinds[lo], kinds[hi], strict=True))
+            print(f"\n{hi:,} vs {lo:,} partitions: {ratios}")
+            f_lo, f_hi = min(fits), max(fits)
+            print(f"whole fit per pass, {f_hi:,} vs {f_lo:,} partitions: x{fits[f_hi] / fits[f_lo]:.2f}")
+            if args.only == "kinds":
+                return
         print(f"\n{n_workers} worker processes x 1 thread{' x ' + args.memory_limit if options else ''}; persisted")
         print(HEADER.format("data"))
         results = {}
@@ -104,9 +209,8 @@ def main() -> None:
             rows = -(-args.n // parts)
             x = dmlr.scatter_rows(data.X, client, chunk_rows=rows)
             y = dmlr.scatter_rows(data.y, client, chunk_rows=rows)
-            design = build_design(x, y)
-            design = design.with_arrays(client.persist(design.arrays()))
-            wait(design.arrays())  # the set-up column times dmlr's own work, not shipping the data
+            design = build_design(x, y, classes=np.unique(data.y))
+            wait(list(design.rows.arrays().values()))  # the set-up column times dmlr's own work, not shipping
             results[parts] = _row("persisted", client, design, args.repeat, m, d)
             del design, x, y
         if len(results) > 1:
@@ -117,13 +221,12 @@ def main() -> None:
             )
         if args.many_workers or not args.store_chunks:
             return
-        root = args.dir or tempfile.mkdtemp(prefix="dmlr-scaling-")
         try:
             print("\nstore, streamed (read and decoded on every pass)")
             print(HEADER.format("chunk rows"))
             for chunk in args.store_chunks:
                 store = dmlr.stage_arrays(data.X, data.y, f"{root}/s{chunk}.zarr", chunk_rows=chunk)
-                design = build_design(store.X, store.y, y_classes=store.classes)
+                design = build_design(store.X, store.y, classes=store.classes, positions=True)
                 _row(f"{chunk:,}", client, design, args.repeat, m, d)
         finally:
             if args.dir is None:

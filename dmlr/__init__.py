@@ -24,10 +24,14 @@ from dmlr.errors import (
 )
 
 if TYPE_CHECKING:
-    from dmlr.api import fit, scatter_rows
-    from dmlr.data.store import StoreData, open_store, stage, stage_arrays, store_checksum
+    from dmlr.api import fit
+    from dmlr.data.arrays import stage_arrays
+    from dmlr.data.staging import stage
+    from dmlr.data.store import StoreData, open_store
+    from dmlr.data.writing import store_checksum
     from dmlr.estimator import MultinomialLogit
     from dmlr.formula import fit_formula
+    from dmlr.passes.shipping import scatter_rows
     from dmlr.results.hypothesis import lr_test
     from dmlr.results.io import load, save
     from dmlr.results.results import MNLogitResults
@@ -38,12 +42,12 @@ __version__ = "0.1.0"
 # (pandas, the results layer), which would add ~150 MiB to every worker's resident memory.
 _LAZY = {
     "fit": "dmlr.api",
-    "scatter_rows": "dmlr.api",
+    "scatter_rows": "dmlr.passes.shipping",
     "StoreData": "dmlr.data.store",
     "open_store": "dmlr.data.store",
-    "stage": "dmlr.data.store",
-    "stage_arrays": "dmlr.data.store",
-    "store_checksum": "dmlr.data.store",
+    "stage": "dmlr.data.staging",
+    "stage_arrays": "dmlr.data.arrays",
+    "store_checksum": "dmlr.data.writing",
     "load": "dmlr.results.io",
     "lr_test": "dmlr.results.hypothesis",
     "save": "dmlr.results.io",

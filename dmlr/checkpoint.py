@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import fsspec
@@ -40,6 +40,8 @@ logger = logging.getLogger("dmlr")
 
 Array = NDArray[np.float64]
 MAGIC = b"DMLRCKPT\x01"
+FORMAT = 2
+"""Format 2 carries the fit's state besides the loop's (``DriverState.fit_state``); format 1 files are skipped."""
 _NAME = re.compile(r"^iter-(\d{6,})\.dmlrckpt$")
 
 
@@ -69,6 +71,9 @@ class DriverState:
         The history records so far.
     rule_state : dict of str to ndarray
         The step rule's memory (:meth:`state` of the rule).
+    fit_state : dict
+        What the fit decided before its loop that a resumed fit must repeat (JSON): the classes learnt by the first
+        pass, the rule and its settings (:class:`dmlr.steps.auto.Choice`).
     """
 
     iteration: int
@@ -78,6 +83,7 @@ class DriverState:
     first_stats: Statistics
     history: list[dict[str, Any]]
     rule_state: dict[str, Array]
+    fit_state: dict[str, Any] = field(default_factory=dict)
 
 
 def _encode(state: DriverState, fp: str) -> bytes:
@@ -93,7 +99,9 @@ def _encode(state: DriverState, fp: str) -> bytes:
     for key, value in state.rule_state.items():
         arrays[f"rule.{key}"] = value
     meta = {
+        "format": FORMAT,
         "fingerprint": fp,
+        "fit_state": state.fit_state,
         "iteration": state.iteration,
         "passes": state.passes,
         "history": state.history,
@@ -117,6 +125,11 @@ def _decode(blob: bytes) -> tuple[str, DriverState]:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(arrays.pop("meta").tobytes().decode())
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"written by an earlier dmlr (checkpoint format {meta.get('format', 1)}, this dmlr writes {FORMAT}): "
+            "the fit starts anew"
+        )
     scalars = meta["scalars"]
 
     def stats(prefix: str) -> Statistics:
@@ -135,6 +148,7 @@ def _decode(blob: bytes) -> tuple[str, DriverState]:
         first_stats=stats("first"),
         history=list(meta["history"]),
         rule_state=rule,
+        fit_state=dict(meta["fit_state"]),
     )
     return str(meta["fingerprint"]), state
 

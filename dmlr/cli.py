@@ -14,37 +14,32 @@ Exit codes
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import logging
-import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from dataclasses import asdict
+from typing import Any
 
 import click
 
-from dmlr.errors import ClusterError, DmlrError, InputError, JobInterrupted, NumericalError
-from dmlr.options import (
-    CLUSTER_CORRECTIONS,
-    COLLINEAR,
-    COV_TYPES,
-    MISSING,
-    PERSIST,
-    SEPARATION,
-    WEIGHTS_TYPES,
-    ClusterCorrection,
-    ClusterOptions,
-    Collinear,
-    CovType,
-    FitOptions,
-    Persist,
-    Separation,
-    WeightsType,
-    check_output,
+from dmlr.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERNAL,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+    EXIT_RETRY,
+    client_for,
+    fail,
+    guarded,
+    missing_option,
+    parse_storage_options,
+    split_values,
+    storage_option,
+    with_cluster_options,
+    with_fit_options,
 )
-from dmlr.steps.registry import method_names
+from dmlr.errors import InputError
+from dmlr.options import ClusterOptions, FitOptions, check_output
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -55,135 +50,6 @@ __all__ = [
     "EXIT_RETRY",
     "main",
 ]
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_CONVERGED = 3
-EXIT_INFRASTRUCTURE = 4
-EXIT_RETRY = 75
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _infrastructure_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
-    try:
-        from distributed.comm.core import CommClosedError
-        from distributed.scheduler import KilledWorker
-
-        errors += [CommClosedError, KilledWorker]
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
-
-
-def _fail(code: int, message: str) -> None:
-    click.echo(f"dmlr: error: {message}", err=True)
-    sys.exit(code)
-
-
-def _guarded(func: F) -> F:
-    """Map dmlr's typed errors to the documented exit codes."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except InputError as exc:
-            _fail(EXIT_BAD_INPUT, str(exc))
-        except NumericalError as exc:
-            _fail(EXIT_NOT_CONVERGED, str(exc))
-        except ClusterError as exc:
-            _fail(EXIT_INFRASTRUCTURE, str(exc))
-        except JobInterrupted as exc:
-            _fail(EXIT_RETRY, f"{exc}; rerun the same command to resume")
-        except DmlrError as exc:
-            _fail(EXIT_INTERNAL, str(exc))
-        except _infrastructure_errors() as exc:
-            _fail(EXIT_INFRASTRUCTURE, f"{type(exc).__name__}: {exc}")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _cluster_options(
-    scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None
-) -> ClusterOptions:
-    """The cluster arguments, validated (no cluster is started here)."""
-    if scheduler and cluster:
-        raise InputError("give --scheduler or --cluster, not both")
-    return ClusterOptions(scheduler or cluster or "local", workers, memory_limit)
-
-
-@contextlib.contextmanager
-def _client(options: ClusterOptions, verbose: bool) -> Iterator[Any]:
-    """Start or connect to the cluster, saying what is happening on stderr."""
-    from dmlr.cluster import connected, describe, load_spec
-
-    kind = load_spec(options.spec).kind
-    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
-    what = f"a {kind} cluster" if kind != "address" else f"the scheduler at {options.spec}"
-    click.echo(f"dmlr: {'starting' if kind != 'address' else 'connecting to'} {what} ...", err=True)
-    start = time.perf_counter()
-    with connected(options.spec, quiet=not verbose, **options.overrides) as client:
-        click.echo(f"dmlr: cluster ready in {time.perf_counter() - start:.1f}s: {describe(client)}", err=True)
-        yield client
-
-
-def _storage_options(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--storage-options is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InputError('--storage-options must be a JSON object, e.g. \'{"endpoint_url": "http://..."}\'')
-    return value
-
-
-def _split(values: tuple[str, ...]) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-cluster_options = [
-    click.option("--scheduler", metavar="ADDRESS", help="Address of an existing Dask scheduler (tcp://host:port)."),
-    click.option(
-        "--cluster",
-        metavar="SPEC",
-        help="'local', a scheduler address, or a deployment YAML (a path or a name in cluster/).",
-    ),
-    click.option("--workers", type=int, help="Worker processes of a local cluster (default: one per core)."),
-    click.option("--memory-limit", metavar="M", help="Memory limit per worker, e.g. 1GB (default: auto)."),
-    click.option("--verbose", is_flag=True, help="Show distributed's own logs (workers, scheduler)."),
-]
-missing_option = click.option(
-    "--missing", type=click.Choice(MISSING), default="raise", show_default=True,
-    help="Rows with a missing value in a column the model reads: fail naming it, or drop them (counted).",
-)  # fmt: skip
-storage_option = click.option(
-    "--storage-options",
-    metavar="JSON",
-    help="fsspec options for s3:// and other URLs, e.g. an endpoint; credentials come from the environment.",
-)
-
-
-def _with_cluster_options(func: F) -> F:
-    """Add the cluster options to a command, and give the command one validated ``where: ClusterOptions`` and
-    ``verbose`` instead of the raw values (placed right above the function, under ``_guarded``, so that an invalid
-    value is an exit 2 before anything starts)."""
-
-    @functools.wraps(func)
-    def wrapper(
-        *args: Any, scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None,
-        verbose: bool, **kwargs: Any,
-    ) -> Any:  # fmt: skip
-        return func(*args, where=_cluster_options(scheduler, cluster, workers, memory_limit), verbose=verbose, **kwargs)
-
-    decorated: Any = wrapper
-    for option in reversed(cluster_options):
-        decorated = option(decorated)
-    return decorated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,7 +87,7 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @missing_option
 @storage_option
-@_guarded
+@guarded
 def stage(
     paths: tuple[str, ...],
     target: str,
@@ -240,7 +106,7 @@ def stage(
     storage_options: str | None,
 ) -> None:
     """Stage CSV or Parquet files (globs allowed) into a Zarr store."""
-    from dmlr.data.store import stage as stage_store
+    from dmlr.data.staging import stage as stage_store
 
     if len(paths) < 2:
         raise InputError("give at least one SOURCE and then the STORE: dmlr stage data.csv data.zarr --target y")
@@ -258,14 +124,14 @@ def stage(
         sources,
         store,
         target=target,
-        features=_split(features) or None,
+        features=split_values(features) or None,
         weights=weights,
-        offset=_split(offset) or None,
+        offset=split_values(offset) or None,
         chunk_rows=chunk_rows,
-        categorical=_split(categorical) or None,
+        categorical=split_values(categorical) or None,
         overwrite=overwrite,
         progress=progress,
-        storage_options=_storage_options(storage_options),
+        storage_options=parse_storage_options(storage_options),
         reference=levels or None,
         missing=missing,
         groups=groups,
@@ -273,7 +139,7 @@ def stage(
         dtype=dtype,
     )
     click.echo(data.describe())
-    dropped = int(data.metadata.get("n_missing", 0))
+    dropped = data.metadata.n_missing
     if dropped:
         click.echo(f"dropped {dropped:,} rows with a missing value (--missing drop)", err=True)
     click.echo(f"staged in {time.perf_counter() - start:.1f}s", err=True)
@@ -292,47 +158,17 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @click.argument("store")
 @click.option("--out", "out", required=True, metavar="RESULT", help="Directory to write the fitted model to.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing RESULT.")
-@click.option("--method", type=click.Choice(list(method_names())), default="auto", show_default=True)
 @click.option("--base", metavar="LABEL", help="Reference class (default: the smallest label).")
-@click.option("--l2", type=float, default=0.0, show_default=True, help="Ridge penalty (intercept not penalized).")
-@click.option("--max-iter", type=int, default=100, show_default=True)
-@click.option("--tol", type=float, default=1e-8, show_default=True)
-@click.option("--persist", type=click.Choice(PERSIST), default="auto", show_default=True)
-@click.option("--inference/--no-inference", default=True, help="Compute standard errors (default: yes).")
-@click.option(
-    "--separation", type=click.Choice(SEPARATION), default="raise", show_default=True,
-    help="Separated classes: fail (exit 3), or warn and write the unconverged result.",
-)  # fmt: skip
-@click.option(
-    "--collinear", type=click.Choice(COLLINEAR), default="raise", show_default=True,
-    help="Constant/duplicate/collinear columns: fail (exit 2), drop them, or keep them (inf standard errors).",
-)  # fmt: skip
-@click.option(
-    "--cov-type", type=click.Choice(COV_TYPES), default=None,
-    help="Covariance: nonrobust, HC0, HC1 (Stata's robust) or cluster (by the ids the store was staged with, "
-    "--groups). Default: nonrobust; HC1 with --weights-type probability.",
-)  # fmt: skip
-@click.option("--weights-type", type=click.Choice(WEIGHTS_TYPES), default="frequency", show_default=True)
-@click.option("--cluster-correction", type=click.Choice(CLUSTER_CORRECTIONS), default="statsmodels", show_default=True)
 @storage_option
-@_guarded
-@_with_cluster_options
+@guarded
+@with_cluster_options
+@with_fit_options
 def fit(
     store: str,
     out: str,
     overwrite: bool,
-    method: str,
     base: str | None,
-    l2: float,
-    max_iter: int,
-    tol: float,
-    persist: Persist,
-    inference: bool,
-    separation: Separation,  # click.Choice over the same vocabularies guarantees the values
-    collinear: Collinear,
-    cov_type: CovType | None,
-    weights_type: WeightsType,
-    cluster_correction: ClusterCorrection,
+    options: FitOptions,
     where: ClusterOptions,
     verbose: bool,
     storage_options: str | None,
@@ -342,17 +178,13 @@ def fit(
     from dmlr.api import fit_and_save
 
     # everything is checked before a cluster starts or a file is written
-    fit_options = FitOptions(
-        method=method, l2=l2, tol=tol, max_iter=max_iter, persist=FitOptions.persist_from(persist), cov_type=cov_type,
-        weights_type=weights_type, cluster_correction=cluster_correction,
-    )  # fmt: skip
-    options = _storage_options(storage_options)
-    check_output(out, overwrite, options, "result")
-    data = dmlr.open_store(store, storage_options=options)
-    base_label = _parse_base(base, list(data.metadata["classes"]))
-    if cov_type == "cluster" and data.groups is None:
+    so = parse_storage_options(storage_options)
+    check_output(out, overwrite, so, "result")
+    data = dmlr.open_store(store, storage_options=so)
+    base_label = _parse_base(base, list(data.metadata.classes))
+    if options.cov_type == "cluster" and data.groups is None:
         raise InputError(f"--cov-type cluster needs cluster ids: stage {store} with --groups COL")
-    fit_options.covariance(data.weights is not None, cov_type == "cluster")
+    options.covariance(data.weights is not None, options.cov_type == "cluster")
 
     def report(rec: dict[str, Any]) -> None:
         if "choice" in rec:
@@ -363,47 +195,31 @@ def fit(
             err=True,
         )
 
-    with _client(where, verbose) as client:
+    with client_for(where, verbose) as client:
         click.echo(
-            f"dmlr: fitting {data.metadata['n_rows']:,} rows x {len(data.feature_names)} features, "
-            f"{len(data.classes)} classes (method {method}); the first pass reads the store ...",
+            f"dmlr: fitting {data.metadata.n_rows:,} rows x {len(data.feature_names)} features, "
+            f"{len(data.classes)} classes (method {options.method}); the first pass reads the store ...",
             err=True,
         )
         res = fit_and_save(  # non-convergence and separation are reported through the exit code
-            data,
-            out,
-            overwrite=overwrite,
-            storage_options=options,
-            method=method,
-            base=base_label,
-            l2=l2,
-            max_iter=max_iter,
-            tol=tol,
-            inference=inference,
-            persist=FitOptions.persist_from(persist),
-            client=client,
-            callback=report,
-            separation=separation,
-            collinear=collinear,
-            cov_type=cov_type,
-            weights_type=weights_type,
-            cluster_correction=cluster_correction,
-        )
+            data, out, overwrite=overwrite, storage_options=so, client=client, callback=report,
+            **{**asdict(options), "base": base_label},
+        )  # fmt: skip
     click.echo(res.summary())
     click.echo(f"dmlr: result written to {out}", err=True)
     if not res.converged:
-        _fail(EXIT_NOT_CONVERGED, f"the fit did not converge ({res.message}); the result was written to {out}")
+        fail(EXIT_NOT_CONVERGED, f"the fit did not converge ({res.message}); the result was written to {out}")
 
 
 @main.command()
 @click.argument("result")
 @storage_option
-@_guarded
+@guarded
 def summary(result: str, storage_options: str | None) -> None:
     """Print the summary of a fitted model."""
     import dmlr
 
-    click.echo(dmlr.load(result, storage_options=_storage_options(storage_options)).summary())
+    click.echo(dmlr.load(result, storage_options=parse_storage_options(storage_options)).summary())
 
 
 @main.command()
@@ -415,8 +231,8 @@ def summary(result: str, storage_options: str | None) -> None:
 @click.option("--count", is_flag=True, help="Discrete changes (x+1 vs x-1)/2 for non-negative integer features.")
 @click.option("--out", "out", help="Also write the table to this CSV file.")
 @storage_option
-@_guarded
-@_with_cluster_options
+@guarded
+@with_cluster_options
 def margins(
     result: str,
     data: str,
@@ -431,13 +247,13 @@ def margins(
 ) -> None:
     """Marginal effects with standard errors over a store or CSV/Parquet files (one pass for --at overall)."""
     import dmlr
-    from dmlr.results.predict_io import model_matrix_of
+    from dmlr.results.prediction_files import model_matrix_of
 
-    options = _storage_options(storage_options)
+    options = parse_storage_options(storage_options)
     if out is not None:
         check_output(out, False, options, "output")
     res = dmlr.load(result, storage_options=options)
-    with _client(where, verbose):
+    with client_for(where, verbose):
         click.echo(f"dmlr: marginal effects of {result} over {data} ...", err=True)
         me = res.get_margeff(model_matrix_of(res, data, options), at=at, method=method, dummy=dummy, count=count)
     click.echo(me.summary())
@@ -449,24 +265,24 @@ def margins(
 @click.argument("result")
 @click.argument("features", nargs=-1, required=True)
 @storage_option
-@_guarded
+@guarded
 def test_features(result: str, features: tuple[str, ...], storage_options: str | None) -> None:
     """Joint Wald test that FEATURES are zero in every equation (Stata's `test a b` after `mlogit`)."""
     import dmlr
 
-    res = dmlr.load(result, storage_options=_storage_options(storage_options))
-    click.echo(res.test_features(_split(features)).summary())
+    res = dmlr.load(result, storage_options=parse_storage_options(storage_options))
+    click.echo(res.test_features(split_values(features)).summary())
 
 
 @main.command()
 @click.argument("store")
 @storage_option
-@_guarded
+@guarded
 def info(store: str, storage_options: str | None) -> None:
     """Shape, classes and class counts, chunking of a store."""
     import dmlr
 
-    click.echo(dmlr.open_store(store, storage_options=_storage_options(storage_options)).describe())
+    click.echo(dmlr.open_store(store, storage_options=parse_storage_options(storage_options)).describe())
 
 
 @main.command()
@@ -482,8 +298,8 @@ def info(store: str, storage_options: str | None) -> None:
     help="A categorical level the fit never saw: fail naming it, or give the row NaN probabilities.",
 )  # fmt: skip
 @storage_option
-@_guarded
-@_with_cluster_options
+@guarded
+@with_cluster_options
 def predict(
     result: str,
     data: str,
@@ -499,16 +315,16 @@ def predict(
 ) -> None:
     """Class probabilities and labels for a store or CSV/Parquet files of raw columns, written chunk by chunk."""
     import dmlr
-    from dmlr.results.predict_io import output_kind, predict_to
+    from dmlr.results.prediction_files import output_kind, predict_to
 
-    options = _storage_options(storage_options)
+    options = parse_storage_options(storage_options)
     output_kind(out)  # checked here too: before a cluster starts
     check_output(out, overwrite, options, "output")
     res = dmlr.load(result, storage_options=options)
-    with _client(where, verbose):
+    with client_for(where, verbose):
         click.echo(f"dmlr: predicting {data} with the model in {result} ...", err=True)
         n, dropped = predict_to(
-            res, data, out, overwrite=overwrite, keep=_split(keep), missing=missing, unseen=unseen,
+            res, data, out, overwrite=overwrite, keep=split_values(keep), missing=missing, unseen=unseen,
             storage_options=options, se=se,
         )  # fmt: skip
     if dropped:
@@ -527,7 +343,7 @@ def predict(
     "as a Kubernetes DaskJob sets it).",
 )  # fmt: skip
 @click.option("--log-file", metavar="PATH", help="Also append the JSON log lines to this file.")
-@_guarded
+@guarded
 def run(spec: str, stages: tuple[str, ...], force: bool, scheduler: str | None, log_file: str | None) -> None:
     """Run a pipeline spec: stage -> fit -> evaluate -> report, skipping complete stages.
 

@@ -35,23 +35,20 @@ from dmlr.errors import (
     PerfectSeparationError,
     PerfectSeparationWarning,
 )
-from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
-from dmlr.passes import DataPasses
+from dmlr.options import FitOptions
+from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION, Request, Statistics
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
-from dmlr.steps.lbfgs import QuasiNewtonRule
-from dmlr.steps.newton import NewtonRule
-from dmlr.steps.registry import make_rule
 
 __all__ = [
     "Evaluator",
     "FitOutcome",
     "HistoryRecord",
+    "LoopSettings",
     "LoopState",
     "Start",
     "Termination",
     "begin",
     "check_weights_total",
-    "null_loglik",
     "optimize",
 ]
 
@@ -181,46 +178,19 @@ class FitOutcome:
     termination: Termination = Termination.MAX_ITER
 
 
-def optimize(
-    passes: Evaluator,
-    *,
-    n_classes: int,
-    n_features: int,
-    method: str,
-    objective: Objective,
-    tol: float,
-    max_iter: int,
-    inference: bool,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-    separation: str = "raise",
-    class_labels: Sequence[Any] | None = None,
-    feature_names: Sequence[str] | None = None,
-    checkpoint: Checkpointer | None = None,
-    start: Start | None = None,
-    full_rank: bool = True,
-    final: Request = WITH_INFORMATION,
-    sample_information: int = 1,
-    refresh_every: int = 0,
-    start_fields: Mapping[str, Any] | None = None,
-) -> FitOutcome:
-    """Maximize the penalized log-likelihood from ``W = 0``.
+@dataclass(frozen=True)
+class LoopSettings:
+    """What stays fixed for a whole loop.
 
-    Parameters
+    Attributes
     ----------
-    passes : DataPasses
-        Evaluates statistics (one pass per call).
-    n_classes, n_features : int
-        ``K`` and ``d``.
-    method : {"auto", "newton", "bohning"}
     objective : Objective
     tol : float
         Convergence tolerance (see module docstring).
     max_iter : int
         Maximum accepted steps.
     inference : bool
-        End with the information at the optimum (one extra pass for bound-based rules).
-    callback : callable, optional
-        Called with each history record as it is made.
+        End with the information at the optimum (one extra pass for rules whose passes do not compute it).
     separation : {"raise", "warn"}
         What a detected separation does: raise :class:`PerfectSeparationError`, or warn and report
         ``converged=False``.
@@ -228,78 +198,111 @@ def optimize(
         Labels in code order (base first), to name separated classes.
     feature_names : sequence of str, optional
         The ``d`` model column names, to name the features along which classes separate.
-    checkpoint : Checkpointer, optional
-        Write the loop's state after every recorded iteration, and start from the newest valid checkpoint of this
-        fit if there is one (no pass is repeated; the result is the one an uninterrupted run gives).
-    start : Start, optional
-        The first pass or checkpoint, already made and checked (:func:`begin`; ``dmlr.fit`` checks the weights and
-        the rank before the loop). Without it the loop makes the first pass itself and checks the weights.
     full_rank : bool
         Whether the design has full column rank (the separation check needs it).
     final : Request
         What the statistics at the optimum must hold for inference: the information, and the meat of a robust
-        covariance (then every pass that computes the information also computes the meat, so the optimum's
+        covariance (then every pass that computes the exact information also computes the meat, so the optimum's
         pass has both and no extra pass is made).
-    sample_information : int
-        Newton's ``sample_every`` (:class:`~dmlr.steps.newton.NewtonRule`): far from the optimum, estimate the
-        information from every ``sample_information``-th unit of rows.
-    refresh_every : int
-        L-BFGS's preconditioner refresh (:class:`~dmlr.steps.lbfgs.QuasiNewtonRule`; 0: none).
+    """
+
+    objective: Objective
+    tol: float = FitOptions.tol
+    max_iter: int = FitOptions.max_iter
+    inference: bool = True
+    separation: str = "raise"
+    class_labels: Sequence[Any] | None = None
+    feature_names: Sequence[str] | None = None
+    full_rank: bool = True
+    final: Request = WITH_INFORMATION
+
+
+def optimize(
+    passes: Evaluator,
+    rule: StepRule,
+    settings: LoopSettings,
+    *,
+    start: Start | None = None,
+    first_request: Request = SCORE_ONLY,
+    checkpoint: Checkpointer | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    start_fields: Mapping[str, Any] | None = None,
+    fit_state: Mapping[str, Any] | None = None,
+) -> FitOutcome:
+    """Maximize the penalized log-likelihood from ``W = 0`` (or from a checkpoint).
+
+    Parameters
+    ----------
+    passes : Evaluator
+        Evaluates statistics (one pass per call).
+    rule : StepRule
+        Proposes the directions (built for this fit: :func:`dmlr.steps.registry.make_rule`).
+    settings : LoopSettings
+    start : Start, optional
+        The first pass or checkpoint, already made and checked (``dmlr.fit`` checks the weights and the rank
+        before the loop). Without it the loop makes the first pass itself (``first_request`` plus the Gram matrix
+        and moments, at ``W = 0`` of shape ``(len(objective.mask), len(class_labels) - 1)``: one non-base class
+        when ``class_labels`` is not given) and checks the weights.
+    checkpoint : Checkpointer, optional
+        Write the loop's state after every recorded iteration (no pass is repeated on resuming; the result is the
+        one an uninterrupted run gives).
+    callback : callable, optional
+        Called with each history record as it is made.
     start_fields : mapping, optional
-        Added to the history's start record: L-BFGS's ``refresh_every`` and what ``method="auto"`` chose
-        (:meth:`~dmlr.steps.cost.Choice.record`), so that a resumed fit repeats the same choices.
+        Added to the history's start record (the rule's settings, what ``method="auto"`` chose).
+    fit_state : mapping, optional
+        JSON-able facts the fit's checkpoints carry besides the loop's state (the classes, auto's choice), so that
+        a resumed fit is set up as the interrupted one was.
 
     Returns
     -------
     FitOutcome
     """
-    m, d = n_classes - 1, n_features
-    rule: StepRule = make_rule(method, objective, n_classes, d)
-    if isinstance(rule, NewtonRule):
-        rule.sample_every = sample_information
-    if isinstance(rule, QuasiNewtonRule):
-        rule.refresh_every = refresh_every
-
+    first_stats = None if start is None else start.first
+    d = first_stats.score.shape[0] if first_stats is not None else len(settings.objective.mask)
     if start is None:
-        start = begin(passes, rule.first_request, d, m, checkpoint)
-        check_weights_total(start.first, class_labels)
-    log = _History(passes, rule, start.saved_first, checkpoint, callback, clock=start.clock)
+        m = len(settings.class_labels or ()) - 1 if settings.class_labels else 1
+        start = begin(passes, first_request, d, m, checkpoint)
+        check_weights_total(start.first, settings.class_labels)
+    log = _History(passes, rule, start.saved_first, checkpoint, callback, clock=start.clock, fit_state=fit_state)
 
     def evaluate(coef: Array, request: Request) -> Iterate:
+        final = settings.final
         if request.information and request.information_every == 1 and final.meat:
             request = replace(request, meat=True, probability_weights=final.probability_weights)
-        return Iterate.at(coef, passes(coef, request), objective)
+        return Iterate.at(coef, passes(coef, request), settings.objective)
 
-    first_stats, resumed, n_iter = start.first, start.resumed, 0
-    if resumed is None:
-        it = Iterate.at(np.zeros((d, m)), first_stats, objective)
-        rule.prepare(first_stats)
-        log.record(it, 0, "start", 0.0, dict(start_fields or {}))
-    else:
-        it = Iterate.at(resumed.coef, resumed.stats, objective)
-        log.records.extend(resumed.history)
-        n_iter = resumed.iteration
-        rule.restore(resumed.rule_state, None if first_stats.gram is None else first_stats.full_gram())
-
-    state = LoopState(it, n_iter)
+    state = _initial(rule, start, settings.objective, log, start_fields)
     termination: Termination | None = None
     while termination is None:
-        termination, new, size = _step(rule, lambda c: evaluate(c, rule.request), state, tol, max_iter)
+        termination, new, size = _step(rule, evaluate, state, settings.tol, settings.max_iter)
         if new is not None:
             rule.accept(state.iterate, new)
             state = LoopState(new, state.n_iter + 1)  # replaced, never changed in place
             log.record(state.iterate, state.n_iter, rule.name, size)
     it, n_iter = state.iterate, state.n_iter
-
-    if inference and (not it.stats.information_exact or (final.meat and it.stats.meat is None)):
+    final = settings.final
+    if settings.inference and (not it.stats.information_exact or (final.meat and it.stats.meat is None)):
         it = evaluate(it.coef, final)
         log.record(it, n_iter, "inference", 0.0)
-    labels = class_labels or list(range(n_classes))
-    names = feature_names or [f"x{j}" for j in range(d)]
-    termination, message = _diagnose(
-        it, termination, first_stats, objective, (labels, names), separation, tol, max_iter, full_rank
-    )
-    return FitOutcome(it, termination.converged, n_iter, log.records, rule.name, message, first_stats, termination)
+    termination, message = _diagnose(it, termination, start.first, settings)
+    return FitOutcome(it, termination.converged, n_iter, log.records, rule.name, message, start.first, termination)
+
+
+def _initial(
+    rule: StepRule, start: Start, objective: Objective, log: _History, start_fields: Mapping[str, Any] | None
+) -> LoopState:
+    """The loop's state at its start: ``W = 0`` and the rule prepared from the first pass, or a checkpoint's."""
+    resumed, first = start.resumed, start.first
+    if resumed is None:
+        it = Iterate.at(np.zeros(first.score.shape), first, objective)
+        rule.prepare(first)
+        log.record(it, 0, "start", 0.0, dict(start_fields or {}))
+        return LoopState(it, 0)
+    it = Iterate.at(resumed.coef, resumed.stats, objective)
+    log.records.extend(resumed.history)
+    rule.restore(resumed.rule_state, None if first.gram is None else first.full_gram())
+    return LoopState(it, resumed.iteration)
 
 
 @dataclass
@@ -313,6 +316,7 @@ class _History:
     callback: Callable[[dict[str, Any]], None] | None
     records: list[dict[str, Any]] = field(default_factory=list)
     clock: float = field(default_factory=time.perf_counter)
+    fit_state: Mapping[str, Any] | None = None
 
     def record(self, it: Iterate, iteration: int, kind: str, step: float, extra: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
@@ -332,7 +336,14 @@ class _History:
         self.records.append({**rec, **(extra or {})})
         if self.checkpoint is not None:
             state = DriverState(
-                iteration, self.passes.count, it.coef, it.stats, self.saved_first, self.records, self.rule.state()
+                iteration,
+                self.passes.count,
+                it.coef,
+                it.stats,
+                self.saved_first,
+                self.records,
+                self.rule.state(),
+                dict(self.fit_state or {}),
             )
             self.checkpoint.save(state)
         logger.info(
@@ -352,24 +363,18 @@ def _information_kind(stats: Statistics) -> str:
 
 
 def _diagnose(
-    it: Iterate,
-    termination: Termination,
-    first: Statistics,
-    objective: Objective,
-    names: tuple[Sequence[Any], Sequence[str]],
-    separation: str,
-    tol: float,
-    max_iter: int,
-    full_rank: bool,
+    it: Iterate, termination: Termination, first: Statistics, settings: LoopSettings
 ) -> tuple[Termination, str]:
-    """After the loop: a converged fit that is really separated (raise or warn), or a warning for no convergence.
-
-    ``names`` holds the class labels in code order and the model column names (to name what is separated)."""
+    """After the loop: a converged fit that is really separated (raise or warn), or a warning for no convergence."""
+    tol, max_iter = settings.tol, settings.max_iter
     message = _message(termination, tol, max_iter)
-    if termination.converged and full_rank and it.stats.information is not None:
-        separated = _separation(it, first, objective, *names)
+    if termination.converged and settings.full_rank and it.stats.information is not None:
+        d, m = it.coef.shape
+        labels = settings.class_labels or list(range(m + 1))
+        names = settings.feature_names or [f"x{j}" for j in range(d)]
+        separated = _separation(it, first, settings.objective, labels, names)
         if separated:
-            if separation == "raise":
+            if settings.separation == "raise":
                 raise PerfectSeparationError(separated)
             warnings.warn(separated, PerfectSeparationWarning, stacklevel=4)
             return Termination.SEPARATION, "separation: " + separated
@@ -384,9 +389,10 @@ def _diagnose(
 
 
 def _step(
-    rule: StepRule, trial: Callable[[Array], Iterate], state: LoopState, tol: float, max_iter: int
+    rule: StepRule, evaluate: Callable[[Array, Request], Iterate], state: LoopState, tol: float, max_iter: int
 ) -> tuple[Termination | None, Iterate | None, float]:
-    """One iteration: why the loop stops here, or the accepted iterate and its step length."""
+    """One iteration: why the loop stops here, or the accepted iterate and its step length (each trial computes what
+    its direction asks for)."""
     it, n_iter = state.iterate, state.n_iter
     if not it.finite:
         raise NumericalError(
@@ -400,10 +406,10 @@ def _step(
     direction = rule.direction(it)
     if _decrement_small(direction, it, tol):
         return Termination.DECREMENT, None, 0.0
-    ls = backtrack(trial, it, direction.step)
+    ls = backtrack(lambda c: evaluate(c, direction.request), it, direction.step)
     fallback = rule.fallback(it) if ls.iterate is None else None
     if fallback is not None:
-        ls = backtrack(trial, it, fallback.step)
+        ls = backtrack(lambda c: evaluate(c, fallback.request), it, fallback.step)
     if ls.iterate is None:
         return Termination.LINE_SEARCH, None, 0.0
     return None, ls.iterate, ls.step
@@ -458,39 +464,3 @@ def check_weights_total(stats: Statistics, labels: Sequence[Any] | None = None) 
             f"Remove those labels, or give their rows weight (only {int((stats.class_weights > 0).sum())} class(es) "
             "carry weight)"
         )
-
-
-def null_loglik(passes: DataPasses, class_weights: Array, *, has_offset: bool, tol: float = 1e-10) -> float:
-    """Log-likelihood of the intercept-only model.
-
-    Without an offset it has the closed form ``sum_c n_c log(n_c / n)`` from the weighted class counts
-    (shape (K,)). With an offset the intercept-only model is fitted by Newton over the data, through the same loop
-    as every fit (a few passes; a fit that does not converge warns like any other).
-    """
-    total = float(class_weights.sum())
-    if not has_offset:
-        present = class_weights[class_weights > 0]
-        return float(np.sum(present * np.log(present / total)))
-    outcome = optimize(
-        _InterceptOnly(passes), n_classes=class_weights.size, n_features=1, method="newton",
-        objective=Objective(0.0, np.zeros(1)), tol=tol, max_iter=100, inference=False, separation="warn",
-    )  # fmt: skip
-    return outcome.final.stats.loglik
-
-
-@dataclass
-class _InterceptOnly:
-    """The passes of the intercept-only model (features ignored): an :class:`Evaluator` over the same data."""
-
-    passes: DataPasses
-
-    @property
-    def count(self) -> int:
-        return self.passes.count
-
-    @count.setter
-    def count(self, value: int) -> None:
-        self.passes.count = value
-
-    def __call__(self, coef: Array, request: Request) -> Statistics:
-        return self.passes(coef, request, intercept_only=True)

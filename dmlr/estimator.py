@@ -11,6 +11,7 @@ the intercept unpenalized). Set ``l2=0`` for the maximum-likelihood fit with sta
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import dask.array as da
@@ -22,10 +23,17 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from dmlr.api import fit as dmlr_fit
-from dmlr.options import ClusterCorrection, Collinear, CovType, Separation, WeightsType
+from dmlr.options import FitOptions, fit_option_fields
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["MultinomialLogit"]
+
+
+ESTIMATOR_DEFAULTS: dict[str, Any] = {"l2": 1.0}
+"""Where the estimator's defaults differ from :class:`~dmlr.options.FitOptions`' (scikit-learn's ``C=1.0``)."""
+
+ESTIMATOR_EXCLUDED = ("persist", "missing")
+"""Fit options the estimator does not take (scikit-learn estimators refuse NaN input; data placement is dmlr.fit's)."""
 
 
 class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -35,25 +43,13 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ----------
     l2 : float, default 1.0
         Ridge penalty (scikit-learn's ``1 / C``); 0 gives the maximum-likelihood estimate.
-    method : {"auto", "newton", "bohning", "lbfgs"} or a registered rule's name
-    fit_intercept : bool
-    base : label, optional
-        Reference class; default the smallest label.
-    tol : float
-    max_iter : int
-    inference : bool
-        Compute the covariance (``results_.bse`` and friends).
-    separation : {"raise", "warn"}
-        See :func:`dmlr.fit` (only matters with ``l2=0``).
-    collinear : {"raise", "drop", "keep"}
-        See :func:`dmlr.fit` (only matters with ``l2=0``).
-    split_every : int
     client : distributed.Client, optional
-    cov_type : {"nonrobust", "HC0", "HC1", "cluster"}, optional
-        See :func:`dmlr.fit`; ``"cluster"`` takes the cluster ids from ``fit(..., groups=)``.
-    weights_type : {"frequency", "probability"}
-        What ``sample_weight`` is (see :func:`dmlr.fit`).
-    cluster_correction : {"statsmodels", "stata"}
+        Where to fit (default the current client, else local threads).
+    **options
+        Every other option of :func:`dmlr.fit` (:class:`~dmlr.options.FitOptions`): ``method``,
+        ``fit_intercept``, ``base``, ``tol``, ``max_iter``, ``inference``, ``separation``, ``collinear``,
+        ``split_every``, ``cov_type`` (``"cluster"`` takes the cluster ids from ``fit(..., groups=)``),
+        ``weights_type`` (what ``sample_weight`` is), ``cluster_correction``, with dmlr.fit's defaults.
 
     Attributes
     ----------
@@ -69,38 +65,15 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Everything :func:`dmlr.fit` returns (``summary()``, ``bse``, ``pvalues``, ...).
     """
 
-    def __init__(
-        self,
-        l2: float = 1.0,
-        *,
-        method: str = "auto",
-        fit_intercept: bool = True,
-        base: Any = None,
-        tol: float = 1e-8,
-        max_iter: int = 100,
-        inference: bool = True,
-        separation: Separation = "raise",
-        collinear: Collinear = "raise",
-        split_every: int = 8,
-        client: Any = None,
-        cov_type: CovType | None = None,
-        weights_type: WeightsType = "frequency",
-        cluster_correction: ClusterCorrection = "statsmodels",
-    ) -> None:
+    def __init__(self, l2: float = ESTIMATOR_DEFAULTS["l2"], *, client: Any = None, **options: Any) -> None:
         self.l2 = l2
-        self.method = method
-        self.fit_intercept = fit_intercept
-        self.base = base
-        self.tol = tol
-        self.max_iter = max_iter
-        self.inference = inference
-        self.separation = separation
-        self.collinear = collinear
-        self.split_every = split_every
         self.client = client
-        self.cov_type = cov_type
-        self.weights_type = weights_type
-        self.cluster_correction = cluster_correction
+        names = _option_names()
+        for key in options:
+            if key not in names:
+                raise TypeError(f"MultinomialLogit() got an unexpected keyword argument {key!r}")
+        for name in names:
+            setattr(self, name, options.get(name, _default(name)))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -134,26 +107,8 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 sample_weight = _check_sample_weight(sample_weight, x_fit, dtype=np.float64)
             if names is not None:
                 x_fit = pd.DataFrame(x_fit, columns=names)
-        res = dmlr_fit(
-            x_fit,
-            y_fit,
-            weights=sample_weight,
-            method=self.method,
-            base=self.base,
-            l2=self.l2,
-            fit_intercept=self.fit_intercept,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            inference=self.inference,
-            separation=self.separation,
-            collinear=self.collinear,
-            split_every=self.split_every,
-            client=self.client,
-            cov_type=self.cov_type,
-            groups=groups,
-            weights_type=self.weights_type,
-            cluster_correction=self.cluster_correction,
-        )
+        options = {name: getattr(self, name) for name in ("l2", *_option_names())}
+        res = dmlr_fit(x_fit, y_fit, weights=sample_weight, groups=groups, client=self.client, **options)
         self.results_ = res
         self.n_iter_ = np.array([res.n_iter])
         self.classes_ = np.asarray(res.classes)
@@ -205,3 +160,24 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             classes = self.classes_
             return da.map_blocks(lambda b: classes[np.argmax(b, axis=1)], proba, drop_axis=1, dtype=classes.dtype)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _option_names() -> list[str]:
+    """The fit options the estimator takes besides ``l2``, in :class:`~dmlr.options.FitOptions` order."""
+    return [f.name for f in fit_option_fields() if f.name not in ESTIMATOR_EXCLUDED and f.name != "l2"]
+
+
+def _default(name: str) -> Any:
+    return ESTIMATOR_DEFAULTS.get(name, getattr(FitOptions, name))
+
+
+def _init_signature() -> inspect.Signature:
+    """``__init__``'s signature with one keyword per option (what scikit-learn's ``get_params`` reads)."""
+    self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [self_, inspect.Parameter("l2", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=_default("l2"))]
+    params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_default(n)) for n in _option_names()]
+    return inspect.Signature(params)
+
+
+MultinomialLogit.__init__.__signature__ = _init_signature()  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from dmlr.api import fit
 from dmlr.data.encoding import drop_missing, is_categorical, missing_rows
-from dmlr.data.store import from_partitions
+from dmlr.data.sources import from_partitions
 from dmlr.errors import InputError
 from dmlr.options import check_missing
 from dmlr.results.results import MNLogitResults
@@ -193,7 +193,7 @@ def fit_formula(
     MNLogitResults
         Coefficient rows named as formulaic names the design columns; ``predict_proba`` takes raw tables.
     """
-    from formulaic import Formula, model_matrix
+    from formulaic import Formula
 
     missing = check_missing(missing)
     lhs, rhs = _split(formula)
@@ -207,44 +207,10 @@ def fit_formula(
         raise InputError(f"the formula uses {absent}, which are not columns of the data")
 
     used = [lhs, *variables]
-    n_missing = 0
-    x: Any
     if isinstance(data, dd.DataFrame):
-        if missing == "drop":
-            before = data.map_partitions(len).sum()
-            kept: Any = data.dropna(subset=used)
-            before_total, lengths = compute(before, kept.map_partitions(len))
-            data = kept
-            n_missing = int(before_total) - int(np.sum(np.asarray(lengths)))
-        else:
-            lengths = data.map_partitions(len).compute()
-        levels = _text_levels(data, variables)
-        typed = _typed(data, variables, levels)
-        sample = typed.partitions[0].compute()
-        sample, _ = drop_missing(sample, used, missing, "partition 0")
-        spec = model_matrix(rhs, sample, na_action="raise").model_spec
-        encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, sample))
-        x = from_partitions(typed, lengths, _model_matrix, (len(spec.column_names),), np.float64, encoding, "raise")
-        labels = typed[lhs]
-        if not pd.api.types.is_numeric_dtype(labels.dtype):
-            labels = labels.astype(object)
-        y = labels.to_dask_array(lengths=list(map(int, lengths)))
+        x, y, encoding, n_missing = _dask_design(data, formula, rhs, lhs, variables, used, missing)
     else:
-        bad = missing_rows(data, used)
-        frame = data
-        if bad.any():
-            drop_missing(data, used, missing, "data")  # raises for missing="raise", naming the column and row
-            frame, n_missing = data.loc[~bad], int(bad.sum())
-            for key in ("weights", "offset"):
-                if kwargs.get(key) is not None:
-                    kwargs[key] = np.asarray(kwargs[key])[~bad]
-        levels = _text_levels(frame, variables)
-        typed = _typed(frame, variables, levels)
-        matrix = model_matrix(rhs, typed, na_action="raise")
-        spec = matrix.model_spec
-        encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, typed))
-        x = np.asarray(matrix, dtype=np.float64)
-        y = frame[lhs].to_numpy()
+        x, y, encoding, n_missing, kwargs = _pandas_design(data, formula, rhs, lhs, variables, used, missing, kwargs)
     names = encoding.column_names
     if "Intercept" in names:  # dmlr's own intercept (unpenalized), named as formulaic names it
         j = names.index("Intercept")
@@ -255,3 +221,57 @@ def fit_formula(
     else:
         res = fit(x, y, fit_intercept=False, feature_names=names, **kwargs)
     return dataclasses.replace(res, dep_name=lhs, formula=encoding, n_missing=n_missing)
+
+
+def _dask_design(
+    data: dd.DataFrame, formula: str, rhs: str, lhs: str, variables: list[str], used: list[str], missing: str
+) -> tuple[Any, Any, FormulaEncoding, int]:
+    """A dask DataFrame's design (lazy, per partition under one encoding learnt from the first), labels, encoding and
+    the rows dropped for a missing value."""
+    from formulaic import model_matrix
+
+    n_missing = 0
+    if missing == "drop":
+        before = data.map_partitions(len).sum()
+        kept: Any = data.dropna(subset=used)
+        before_total, lengths = compute(before, kept.map_partitions(len))
+        data = kept
+        n_missing = int(before_total) - int(np.sum(np.asarray(lengths)))
+    else:
+        lengths = data.map_partitions(len).compute()
+    levels = _text_levels(data, variables)
+    typed = _typed(data, variables, levels)
+    sample = typed.partitions[0].compute()
+    sample, _ = drop_missing(sample, used, missing, "partition 0")
+    spec = model_matrix(rhs, sample, na_action="raise").model_spec
+    encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, sample))
+    x = from_partitions(typed, lengths, _model_matrix, (len(spec.column_names),), np.float64, encoding, "raise")
+    labels = typed[lhs]
+    if not pd.api.types.is_numeric_dtype(labels.dtype):
+        labels = labels.astype(object)
+    return x, labels.to_dask_array(lengths=list(map(int, lengths))), encoding, n_missing
+
+
+def _pandas_design(
+    data: pd.DataFrame, formula: str, rhs: str, lhs: str, variables: list[str], used: list[str], missing: str,
+    kwargs: dict[str, Any],
+) -> tuple[Any, Any, FormulaEncoding, int, dict[str, Any]]:  # fmt: skip
+    """A pandas DataFrame's design, labels, encoding, the rows dropped for a missing value, and ``kwargs`` with the
+    same rows dropped from the weights and offset."""
+    from formulaic import model_matrix
+
+    bad = missing_rows(data, used)
+    frame, n_missing = data, 0
+    if bad.any():
+        drop_missing(data, used, missing, "data")  # raises for missing="raise", naming the column and row
+        frame, n_missing = data.loc[~bad], int(bad.sum())
+        kwargs = dict(kwargs)
+        for key in ("weights", "offset"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = np.asarray(kwargs[key])[~bad]
+    levels = _text_levels(frame, variables)
+    typed = _typed(frame, variables, levels)
+    matrix = model_matrix(rhs, typed, na_action="raise")
+    spec = matrix.model_spec
+    encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, typed))
+    return np.asarray(matrix, dtype=np.float64), frame[lhs].to_numpy(), encoding, n_missing, kwargs

@@ -14,7 +14,7 @@ import numpy as np
 from dask.delayed import delayed
 from numpy.typing import NDArray
 
-from dmlr.oracle.kernels import linear_predictor, log_probabilities
+from dmlr.oracle.probabilities import linear_predictor, log_probabilities
 
 __all__ = ["SyntheticProblem", "draw_labels", "make_mnlogit"]
 

@@ -158,3 +158,31 @@ def test_sigterm_whose_exception_was_swallowed_still_stops_at_the_next_iteration
     resumed = _fit(data, "bohning", tmp_path, events=events)
     assert [e["iteration"] for e in events if e.get("event") == "resume"] == [2]  # stopped at the next boundary
     np.testing.assert_allclose(resumed.coef, reference.coef, rtol=0, atol=1e-10)
+
+
+def test_a_checkpoint_of_an_earlier_format_is_refused_with_a_message(data, tmp_path):
+    """Checkpoints written before the fit's own state was kept in them (format 1) are not resumed from: the event
+    says why, and the fit starts anew and ends as an uninterrupted one."""
+    import hashlib
+    import io
+    import json
+
+    from dmlr.checkpoint import MAGIC
+
+    reference = _fit(data, "newton")
+    _fit(data, "newton", tmp_path, max_iter=1)
+    for path in tmp_path.glob("iter-*.dmlrckpt"):  # rewrite each as format 1 wrote it
+        with np.load(io.BytesIO(path.read_bytes()[len(MAGIC) + 32 :]), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays["meta"].tobytes().decode())
+        del meta["format"], meta["fit_state"]
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, allow_pickle=False, **arrays)
+        path.write_bytes(MAGIC + hashlib.sha256(buf.getvalue()).digest() + buf.getvalue())
+    events: list = []
+    res = _fit(data, "newton", tmp_path, events=events)
+    invalid = [e for e in events if e.get("event") == "checkpoint_invalid"]
+    assert invalid and all("earlier dmlr (checkpoint format 1" in e["reason"] for e in invalid)
+    assert not [e for e in events if e.get("event") == "resume"]
+    np.testing.assert_allclose(res.coef, reference.coef, rtol=0, atol=1e-10)

@@ -75,7 +75,7 @@ def test_worker_killed_mid_fit_changes_nothing(fault_cluster, data, seed):
     assert killed_at and killed_at[0] < finished_at, "the worker was not killed during the fit"
     assert res.converged and res.n_iter == reference.n_iter
     assert np.max(np.abs(res.coef - reference.coef)) <= 1e-10 * np.max(np.abs(reference.coef))
-    # every pass checked that the reduced row count equals n (DataPasses raises otherwise)
+    # every pass checked that the reduced row count equals n (the engine raises otherwise)
     assert res.nobs == reference.nobs == 60_000
 
 
@@ -111,22 +111,18 @@ def test_a_streamed_partition_that_keeps_killing_its_worker_is_named(fault_clust
 
 def test_a_task_killed_beside_the_culprit_is_not_named(fault_cluster):
     """On a dying worker, tasks queued beside the culprit are counted as suspicious too, and one of them may reach
-    allowed-failures first (seen once under heavy load). The named input partition is confirmed by recomputing it
-    alone from the unpersisted design; an innocent one leads to the partition that does kill its worker."""
+    allowed-failures first (seen once under heavy load). The partition found is confirmed by making it alone; an
+    innocent one does not kill, and the partition that does is the one named."""
     from dmlr.data.design import build_design
-    from dmlr.passes import DataPasses
+    from dmlr.passes import faults
+    from dmlr.passes.engine import PassEngine
 
     poisoned, y = _poisoned_problem(7)
-    design = build_design(poisoned, y)
-    persisted = design.with_arrays(fault_cluster.persist(design.arrays()))
-    from distributed import futures_of, wait
-
-    futures = futures_of(persisted.arrays())
-    deadline = time.monotonic() + 60
-    while not any(f.status == "error" for f in futures) and time.monotonic() < deadline:
-        time.sleep(0.1)  # until the persisted input has failed, as when a pass reports a KilledWorker
-    with fault_cluster.as_current():
-        wait(futures)
-    passes = DataPasses(persisted, fault_cluster, source=design)
-    assert passes._confirm_chunk(0) == 2
-    assert passes._confirm_chunk(2) == 2
+    design = build_design(poisoned, y, classes=np.arange(3))
+    engine = PassEngine(design.rows, fault_cluster, hold=True, transform=design.transform)
+    (plan,) = [p for p in engine.plans if 2 in [s.index for s in p.partitions]]
+    position = {s.index: j for j, s in enumerate(plan.partitions)}
+    innocent = next(i for i in position if i != 2)
+    assert not faults.partition_kills(engine, plan, position[innocent])
+    assert faults.partition_kills(engine, plan, position[2])
+    assert faults._isolate(engine, plan) == 2

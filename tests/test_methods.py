@@ -124,19 +124,18 @@ def test_frequency_preconditioner_inverts_the_dense_kronecker_matrix(l2):
 
 def test_lbfgs_preconditioned_by_a_sampled_information_reaches_newtons_optimum_in_fewer_passes():
     from dmlr.data.design import build_design, rows_of
-    from dmlr.driver import optimize
-    from dmlr.passes import DataPasses
-    from dmlr.steps import Objective
+    from dmlr.driver import LoopSettings, optimize
+    from dmlr.fitting.evaluator import FitPasses
+    from dmlr.steps import RULES, Objective, RuleContext, make_rule
 
     x, y, _ = draw_problem(40_000, 12, 6, seed=8)
-    design = build_design(rows_of(x, 10_000), rows_of(y, 10_000))
+    design = build_design(rows_of(x, 10_000), rows_of(y, 10_000), classes=np.unique(y))
     objective = Objective(0.0, np.r_[0.0, np.ones(12)])
     fits = {}
     for every in (0, 4):
-        fits[every] = optimize(
-            DataPasses(design), n_classes=6, n_features=13, method="lbfgs", objective=objective, tol=1e-8,
-            max_iter=500, inference=True, refresh_every=every,
-        )  # fmt: skip
+        rule = make_rule("lbfgs", RuleContext(objective, 6, settings={"refresh_every": every}))
+        settings = LoopSettings(objective, tol=1e-8, max_iter=500, inference=True, class_labels=list(range(6)))
+        fits[every] = optimize(FitPasses.over(design), rule, settings, first_request=RULES["lbfgs"].first_request)
     newton = dmlr.fit(x, y, method="newton")
     for outcome in fits.values():
         assert outcome.converged

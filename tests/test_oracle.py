@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmlr.oracle.kernels import log_probabilities, partition_statistics
+from dmlr.oracle.kernels import partition_statistics
+from dmlr.oracle.probabilities import softmax
 from dmlr.oracle.statistics import Request, Statistics
 
 ALL = Request(information=True, gram=True, moments=True)
@@ -136,10 +137,11 @@ def test_statistics_are_additive_over_any_row_split(seed, cuts, k):
 
 
 def test_probabilities_are_stable_for_huge_logits():
+    """The one softmax, class-major as the passes call it (rows are observations here, transposed for it)."""
     eta = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [800.0, 800.0, 799.0]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        prob, lse = log_probabilities(eta)
-    full = np.column_stack([np.exp(-lse), prob])
+        prob, lse = softmax(np.ascontiguousarray(eta.T))
+    full = np.column_stack([np.exp(-lse), prob.T])
     assert np.all(np.isfinite(full)) and np.all(np.isfinite(lse))
     np.testing.assert_allclose(full.sum(axis=1), 1.0, atol=1e-12)
     assert lse[0] == pytest.approx(1e4)

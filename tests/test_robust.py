@@ -164,20 +164,30 @@ def test_clusters_spanning_partitions_equal_the_one_partition_fit(cluster_client
         np.testing.assert_allclose(res.bse.to_numpy(), one.bse.to_numpy(), rtol=1e-12)
     # sorted by cluster: no cluster spans partitions and no exchange is needed; same matrix
     by = np.argsort(groups, kind="stable")
-    from dmlr.passes.clusters import cluster_meat
+    from dmlr.passes.engine import PassEngine
+    from dmlr.results.robust import group_meat
+
+    def cluster_meat(design, coef, ids, client):
+        """The meat's pass over the design's data with the group ids among them."""
+        rows = design.rows.replace(groups=ids.rechunk((design.x.chunks[0],)))
+        return group_meat(PassEngine(rows, client, transform=design.transform), coef, design.intercept)
 
     sorted_fit = dmlr.fit(x[by], y[by], groups=groups[by], tol=1e-12)
     np.testing.assert_allclose(sorted_fit.bse.to_numpy(), one.bse.to_numpy(), rtol=1e-9)
-    design = dmlr.data.build_design(da.from_array(x, chunks=(500, 3)), da.from_array(y, chunks=500))
+    design = dmlr.data.build_design(
+        da.from_array(x, chunks=(500, 3)), da.from_array(y, chunks=500), classes=np.unique(y)
+    )
     exchange = cluster_meat(design, one.coef, da.from_array(groups, chunks=500), cluster_client)
-    assert exchange.path == "exchange" and exchange.n_clusters == G
+    assert exchange.path == "exchange" and exchange.n_groups == G
     sizes = np.bincount(groups, minlength=G)
     aligned = tuple(int(sizes[i : i + 8].sum()) for i in range(0, G, 8))  # chunk edges at cluster edges
     # then chunks that cut clusters (~75 rows each) in two, and chunks of 50 rows (a cluster spans up to 3)
     for chunks in (aligned, 500, 50):
-        design = dmlr.data.build_design(da.from_array(x[by], chunks=(chunks, 3)), da.from_array(y[by], chunks=chunks))
+        design = dmlr.data.build_design(
+            da.from_array(x[by], chunks=(chunks, 3)), da.from_array(y[by], chunks=chunks), classes=np.unique(y)
+        )
         local = cluster_meat(design, one.coef, da.from_array(groups[by], chunks=chunks), cluster_client)
-        assert local.path == "local" and local.n_clusters == G
+        assert local.path == "local" and local.n_groups == G
         np.testing.assert_allclose(local.meat, exchange.meat, rtol=1e-12, atol=1e-12 * np.abs(local.meat).max())
 
 

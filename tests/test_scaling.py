@@ -18,11 +18,11 @@ from distributed import Client, LocalCluster, futures_of, get_task_stream
 
 import dmlr
 from dmlr.data.design import build_design
-from dmlr.oracle.kernels import partition_statistics
+from dmlr.fitting.evaluator import FitPasses
+from dmlr.oracle.kernels import StatisticsKernel, partition_statistics
 from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION, Request
-from dmlr.passes import DataPasses
-from dmlr.passes.memory import check_workers, task_working_set
-from dmlr.passes.plan import plan_groups
+from dmlr.passes.memory import WorkingSet, check_workers
+from dmlr.passes.plan import plan_tasks
 from tests.problems import draw_problem
 
 
@@ -34,14 +34,22 @@ def problem():
 
 def _design(x, y, parts):
     rows = -(-len(y) // parts)
-    return build_design(da.from_array(x, chunks=(rows, -1)), da.from_array(y, chunks=rows))
+    return build_design(da.from_array(x, chunks=(rows, -1)), da.from_array(y, chunks=rows), classes=np.unique(y))
+
+
+def _persisted(design, client):
+    """The design with its arrays persisted on the cluster (as a user's persisted input)."""
+    arrays = design.rows.arrays()
+    return design.with_rows(
+        design.rows.replace(**dict(zip(arrays, client.persist(list(arrays.values())), strict=True)))
+    )
 
 
 @pytest.mark.parametrize("parts", [1, 7, 600])
 @pytest.mark.parametrize("threads", [1, 3, 8])
 def test_groups_cover_every_partition_once_in_row_order(problem, parts, threads):
     design = _design(*problem, parts)
-    groups = plan_groups(design, threads)
+    groups = plan_tasks(design.rows, threads)
     indices = [p.index for g in groups for p in g.partitions]
     assert indices == list(range(design.n_partitions))
     assert len(groups) == min(threads, design.n_partitions)
@@ -55,9 +63,9 @@ def test_groups_follow_the_workers_holding_the_blocks(problem):
     design = _design(*problem, 10)
     keys = [k[0] for k in design.x.__dask_keys__()]
     homes = {k: ("tcp://a:1" if i % 3 else "tcp://b:1") for i, k in enumerate(keys)}
-    groups = plan_groups(design, {"tcp://a:1": 2, "tcp://b:1": 1}, homes)
+    groups = plan_tasks(design.rows, {"tcp://a:1": 2, "tcp://b:1": 1}, homes)
     for g in groups:
-        assert {homes[p.keys[0]] for p in g.partitions} == {g.worker}
+        assert {homes[p.keys["x"]] for p in g.partitions} == {g.worker}
     assert sorted(p.index for g in groups for p in g.partitions) == list(range(10))
     assert sum(g.worker == "tcp://a:1" for g in groups) == 2
 
@@ -68,7 +76,7 @@ def test_tiny_partitions_give_the_one_partition_statistics(problem, parts):
     x, y = problem
     coef = np.random.default_rng(3).normal(scale=0.3, size=(5, 2))
     whole = partition_statistics(x, y.astype(np.int32), None, None, coef, intercept=True, request=WITH_INFORMATION)
-    got = DataPasses(_design(x, y, parts))(coef, WITH_INFORMATION)
+    got = FitPasses.over(_design(x, y, parts))(coef, WITH_INFORMATION)
     assert got.n_rows == len(y)
     assert abs(got.loglik - whole.loglik) <= 1e-11 * abs(whole.loglik)
     np.testing.assert_allclose(got.score, whole.score, rtol=1e-11, atol=1e-9)
@@ -79,7 +87,7 @@ def test_a_bad_value_inside_a_batch_names_its_own_partition(problem):
     x, y = problem
     x = x.copy()
     x[4321, 2] = np.nan
-    passes = DataPasses(_design(x, y, 600))  # 10-row partitions: evaluated in batches of many
+    passes = FitPasses.over(_design(x, y, 600))  # 10-row partitions: evaluated in batches of many
     with pytest.raises(dmlr.InputError, match=r"column 2, row 4321 \(row 1 of partition 432, rows 4320-4329\)"):
         passes(np.zeros((5, 2)), Request(moments=True))
 
@@ -88,9 +96,8 @@ def test_a_bad_value_inside_a_batch_names_its_own_partition(problem):
 def test_tasks_per_pass_do_not_grow_with_partitions(cluster_client, problem):
     x, y = problem
     for parts in (4, 400):
-        design = _design(x, y, parts)
-        design = design.with_arrays(cluster_client.persist(design.arrays()))
-        passes = DataPasses(design, cluster_client)
+        design = _persisted(_design(x, y, parts), cluster_client)
+        passes = FitPasses.over(design, cluster_client)
         passes(np.zeros((5, 2)), SCORE_ONLY)  # builds the groups' data
         with get_task_stream(client=cluster_client) as stream:
             record = passes(np.zeros((5, 2)), WITH_INFORMATION)
@@ -132,13 +139,14 @@ def test_working_set_estimate_covers_the_kernels_peak():
     )
     assert run.returncode == 0, run.stderr
     for (rows, p, k), peak in zip(cases, json.loads(run.stdout), strict=True):
-        need = task_working_set(rows, p, k - 1, information=True, lazy=False)
-        assert need.kernel + need.records >= peak, (rows, p, k, peak, need)
-        assert need.kernel + need.records <= 4 * peak + 2**20  # and not wildly above it
+        need = StatisticsKernel(np.zeros((p + 1, k - 1)), WITH_INFORMATION, True).memory(rows, p)
+        assert need >= peak, (rows, p, k, peak, need)
+        assert need <= 4 * peak + 2**20  # and not wildly above it
 
 
 def test_check_workers_names_the_limit_and_the_need():
-    need = task_working_set(400_000, 49, 2, information=True, lazy=True)
+    kernel = StatisticsKernel(np.zeros((50, 2)), WITH_INFORMATION, True)
+    need = WorkingSet.of(400_000 * (8 * 49 + 4), kernel.memory(400_000, 49), streamed=True)
     workers = {"tcp://w:1": {"memory_limit": 300 * 2**20, "nthreads": 1, "metrics": {"memory": 140 * 2**20}}}
     with pytest.raises(dmlr.WorkerMemoryError, match=r"memory limit of 300 MiB .* paused .* at 240 MiB .* needs 1 x"):
         check_workers(workers, need, pause_fraction=0.8, advice="Do X.")
@@ -190,11 +198,11 @@ def test_streamed_groups_spread_over_the_workers(cluster_client, problem, tmp_pa
     """A store read on every pass: each worker thread gets one group (so every core reads and computes)."""
     x, y = problem
     store = dmlr.stage_arrays(x, y, str(tmp_path / "s.zarr"), chunk_rows=500)
-    design = build_design(store.X, store.y, y_classes=store.classes)
+    design = build_design(store.X, store.y, classes=store.classes, positions=True)
     for _ in range(3):
-        passes = DataPasses(design, cluster_client)
+        passes = FitPasses.over(design, cluster_client)
         assert passes(np.zeros((5, 2)), SCORE_ONLY).n_rows == len(y)
-        holders = cluster_client.who_has(passes._data)
+        holders = cluster_client.who_has(passes.engine._data)
         assert len({ws[0] for ws in holders.values()}) == len(cluster_client.scheduler_info()["workers"]) == 2
 
 
@@ -209,16 +217,15 @@ def test_records_go_up_a_tree_across_workers_and_count_every_row(problem):
         LocalCluster(n_workers=3, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
-        design = _design(x, y, 9)
-        design = design.with_arrays(client.persist(design.arrays()))
-        passes = DataPasses(design, client, split_every=2)
+        design = _persisted(_design(x, y, 9), client)
+        passes = FitPasses.over(design, client, split_every=2)
         passes(coef, SCORE_ONLY)
         with get_task_stream(client=client) as stream:
             got = passes(coef, WITH_INFORMATION)
-        holders = {ws[0] for ws in client.who_has(passes._data).values()}
+        holders = {ws[0] for ws in client.who_has(passes.engine._data).values()}
     keys = [str(t["key"]) for t in stream.data]
     combines = [k for k in keys if k.startswith("dmlr-combine-")]
-    assert len([k for k in keys if k.startswith("dmlr-pass-")]) == len(passes.groups)
+    assert len([k for k in keys if k.startswith("dmlr-pass-")]) == len(passes.engine.plans)
     if len(holders) > 2:  # more records than the fan-in: summed on the workers first
         assert combines
     assert got.n_rows == len(y)

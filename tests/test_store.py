@@ -200,8 +200,8 @@ def test_persist_auto_compares_data_with_half_the_workers_memory():
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from dmlr.api import _fits_in_cluster_memory
     from dmlr.data.design import build_design
+    from dmlr.passes.shipping import fits_in_cluster_memory
 
     def design(rows: int):  # lazy zeros: the size is metadata, nothing is allocated
         return build_design(da.zeros((rows, 100), chunks=(10**5, 100)), np.arange(rows) % 2, fit_intercept=True)
@@ -212,8 +212,8 @@ def test_persist_auto_compares_data_with_half_the_workers_memory():
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
-        assert _fits_in_cluster_memory(design(1_000_000), client)  # 0.8 GB of X <= half of 2 GB
-        assert not _fits_in_cluster_memory(design(2_000_000), client)  # 1.6 GB > 1 GB
+        assert fits_in_cluster_memory(design(1_000_000).rows, client)  # 0.8 GB of X <= half of 2 GB
+        assert not fits_in_cluster_memory(design(2_000_000).rows, client)  # 1.6 GB > 1 GB
 
 
 def test_stage_like_a_training_store_shares_its_columns_and_codes(tmp_path):

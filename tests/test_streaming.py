@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 import dmlr
-from dmlr.data.store import choose_codec
+import dmlr.steps.newton
+from dmlr.data.inputs import Inputs
+from dmlr.data.writing import choose_codec
+from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.statistics import SCORE_ONLY
 from dmlr.passes import progress
-from dmlr.passes.group import evaluate_group, make_group_data, pass_progress
-from dmlr.passes.plan import plan_groups
+from dmlr.passes.plan import plan_tasks
+from dmlr.passes.task import make_task_data, pass_progress, run_task
 from dmlr.synthetic import make_mnlogit
 
 
@@ -36,21 +39,21 @@ def test_codec_is_chosen_by_what_compression_saves(tmp_path):
 def test_a_prefetched_pass_reads_each_partition_once_and_counts_it(tmp_path):
     data = make_mnlogit(20_000, 5, 3, seed=4)
     store = dmlr.stage_arrays(data.X, data.y, str(tmp_path / "s.zarr"), chunk_rows=3_000)
-    design = dmlr.api._Inputs.resolve(store, None, None, None, None, None, "raise", None, "nonrobust").design(
-        None, True, None
-    )
-    (group,) = plan_groups(design, 1)
-    group_data = make_group_data(group)
-    assert all(group_data.is_lazy(i) for i in range(len(group.partitions)))
+    design = Inputs.resolve(store).design(None, True, None)
+    (task,) = plan_tasks(design.rows, 1)
+    task_data = make_task_data(task, transform=design.transform)
+    assert all(task_data.is_lazy(i) for i in range(len(task.partitions)))
     coef = np.full((6, 2), 0.01)
-    record = evaluate_group(group_data, coef, True, SCORE_ONLY, progress_key="test-pass")
-    assert record.n_rows == 20_000
+    counted = run_task(task_data, StatisticsKernel(coef, SCORE_ONLY, True), progress_key="test-pass")
+    record = counted.record
+    assert record.n_rows == counted.n_rows == 20_000
     assert pass_progress("test-pass") == (7, data.X.nbytes)  # 7 chunks, each read once
     assert pass_progress("never-run") == (0, 0)
     # the same statistics as one kernel call over all rows (no partition skipped or doubled by the prefetch)
     from dmlr.oracle.kernels import partition_statistics
 
-    whole = partition_statistics(data.X, design.codes.compute(), None, None, coef, intercept=True, request=SCORE_ONLY)
+    codes = design.coding.encode_positions(store.y.compute())
+    whole = partition_statistics(data.X, codes, None, None, coef, intercept=True, request=SCORE_ONLY)
     assert record.loglik == pytest.approx(whole.loglik, rel=1e-12)
     np.testing.assert_allclose(record.score, whole.score, rtol=1e-10)
 
@@ -85,9 +88,9 @@ def test_progress_shows_on_a_terminal_only_after_two_seconds(monkeypatch):
 
 def test_a_sampled_information_is_the_samples_dense_sum_scaled_up_whatever_the_partitions():
     from dmlr.data.design import build_design, rows_of
+    from dmlr.fitting.evaluator import FitPasses
     from dmlr.oracle.kernels import SAMPLE_UNIT
     from dmlr.oracle.statistics import Request
-    from dmlr.passes import DataPasses
     from tests.test_oracle import dense_information
 
     rng = np.random.default_rng(7)
@@ -99,19 +102,19 @@ def test_a_sampled_information_is_the_samples_dense_sum_scaled_up_whatever_the_p
     sample = np.flatnonzero((np.arange(n) // SAMPLE_UNIT) % 4 == 0)  # rows 0-1023 and 4096-4999
     expected = dense_information(x[sample], v[sample], None, coef, True) * v.sum() / v[sample].sum()
     for rows in (313, 1_700, 5_000):  # 16, 3 and 1 partitions: the same sample
-        design = build_design(rows_of(x, rows), rows_of(y, rows), weights=rows_of(v, rows))
-        record = DataPasses(design)(coef, Request(information=True, information_every=4))
+        design = build_design(rows_of(x, rows), rows_of(y, rows), weights=rows_of(v, rows), classes=np.unique(y))
+        record = FitPasses.over(design)(coef, Request(information=True, information_every=4))
         assert record.information_weight == pytest.approx(v[sample].sum(), rel=1e-12)
         np.testing.assert_allclose(record.full_information(), expected, rtol=1e-10)
     with pytest.raises(ValueError, match="samples the information"):  # a sampled Gram matrix would be wrong silently
-        DataPasses(design)(coef, Request(information=True, gram=True, information_every=4))
-    exact = DataPasses(design)(coef, Request(information=True))
+        FitPasses.over(design)(coef, Request(information=True, gram=True, information_every=4))
+    exact = FitPasses.over(design)(coef, Request(information=True))
     assert exact.information_weight == pytest.approx(v.sum(), rel=1e-12)
     np.testing.assert_allclose(exact.full_information(), dense_information(x, v, None, coef, True), rtol=1e-10)
 
 
 def test_newton_on_a_streamed_store_samples_far_and_ends_exact(tmp_path, monkeypatch):
-    monkeypatch.setattr(dmlr.api, "SAMPLE_MIN_ROWS", 10_000)  # sample this small store as a large one
+    monkeypatch.setattr(dmlr.steps.newton, "SAMPLE_MIN_ROWS", 10_000)  # sample this small store as a large one
     data = make_mnlogit(40_000, 5, 4, seed=9)
     store = dmlr.stage_arrays(data.X, data.y, str(tmp_path / "s.zarr"), chunk_rows=2_000)  # 20 partitions
     seen = []

@@ -7,6 +7,7 @@ the same rows. In-memory inputs are wrapped without copying.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import uuid
@@ -20,14 +21,89 @@ import pandas as pd
 from dask.array.core import normalize_chunks
 from numpy.typing import NDArray
 
-from dmlr.data.blocks import check_weights, checked_weights_block, encode_block, encode_positions_block
-from dmlr.data.labels import LabelCoding, check_label_values
+from dmlr.data.labels import EncodeLabels, LabelCoding, check_label_values
+from dmlr.data.rows import FIELDS
 from dmlr.errors import InputError
+from dmlr.oracle.checks import check_groups, check_weights
 
-__all__ = ["Design", "as_feature_array", "build_design", "default_row_chunk"]
+__all__ = ["Design", "RowData", "as_feature_array", "build_design", "default_row_chunk", "rows_of"]
 
 TARGET_PARTITION_BYTES = 64 * 2**20
 """Default upper bound of one in-memory partition of ``X``."""
+
+
+@dataclass(frozen=True)
+class RowData:
+    """Named row-aligned dask arrays: partition ``i`` of every array holds the same rows.
+
+    The driver-side form of :class:`~dmlr.data.rows.Rows` (one partition's blocks, by the same names), and what
+    the pass engine (:class:`dmlr.passes.engine.PassEngine`) runs over.
+
+    Attributes
+    ----------
+    x : dask.array.Array, shape (n, p), optional
+        Features, chunked by rows only.
+    labels : dask.array.Array, shape (n,), optional
+        Class labels as given, or positions in the sorted classes (a store's ``y``).
+    codes : dask.array.Array of int32, shape (n,), optional
+        Class codes (0 = base).
+    weights : dask.array.Array, shape (n,), optional
+    offset : dask.array.Array, shape (n, m), optional
+    groups : dask.array.Array, shape (n,), optional
+        Cluster ids of cluster-robust covariances.
+    """
+
+    x: da.Array | None = None
+    labels: da.Array | None = None
+    codes: da.Array | None = None
+    weights: da.Array | None = None
+    offset: da.Array | None = None
+    groups: da.Array | None = None
+
+    def arrays(self) -> dict[str, da.Array]:
+        """The arrays present, by name, in :data:`~dmlr.data.rows.FIELDS` order."""
+        return {name: getattr(self, name) for name in FIELDS if getattr(self, name) is not None}
+
+    def replace(self, **arrays: da.Array | None) -> RowData:
+        """A copy with some arrays replaced (e.g. by persisted or shipped ones)."""
+        return dataclasses.replace(self, **arrays)
+
+    @property
+    def row_chunks(self) -> tuple[float, ...]:
+        """Rows of each partition (NaN where unknown)."""
+        return tuple(next(iter(self.arrays().values())).chunks[0])
+
+    @property
+    def n_partitions(self) -> int:
+        """Number of row partitions."""
+        return len(self.row_chunks)
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows ``n`` (-1 when some partition's size is unknown)."""
+        chunks = self.row_chunks
+        return -1 if any(math.isnan(c) for c in chunks) else int(sum(chunks))
+
+    @property
+    def n_features(self) -> int:
+        """Feature columns ``p`` of ``x`` (0 without ``x``)."""
+        return 0 if self.x is None else int(self.x.shape[1])
+
+    def row_bytes(self, fields: Sequence[str]) -> int:
+        """Bytes per row of the arrays a pass reading ``fields`` produces (``codes`` from ``labels`` when only those
+        are stored), as the kernels receive them (features as float64)."""
+        wanted = {"labels" if f == "codes" and self.codes is None else f for f in fields}
+        total = 0
+        for name, array in self.arrays().items():
+            if name in wanted:
+                width = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
+                total += width * (8 if name == "x" else max(array.dtype.itemsize, 4))
+        return total
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every array."""
+        return int(sum(a.nbytes for a in self.arrays().values() if not math.isnan(a.nbytes)))
 
 
 @dataclass(frozen=True)
@@ -36,30 +112,49 @@ class Design:
 
     Attributes
     ----------
-    x : dask.array.Array, shape (n, p)
-        Features, float64, chunked by rows only (no intercept column).
-    codes : dask.array.Array, shape (n,)
-        Class codes (0 = base), int32, same row chunks as ``x``.
-    weights : dask.array.Array, shape (n,), optional
-        Frequency weights, same row chunks.
-    offset : dask.array.Array, shape (n, m), optional
-        Offsets of the non-base linear predictors, same row chunks.
-    labels : LabelCoding
-        Class labels and the base.
+    rows : RowData
+        ``x`` (float64, no intercept column), the classes as ``codes`` or as ``labels`` (coded when rows are produced,
+        :class:`~dmlr.data.labels.EncodeLabels`), and optionally ``weights``, ``offset`` and ``groups``.
+    coding : LabelCoding, optional
+        Class labels and the base; ``None`` until the fit's first pass has seen the labels of a dask ``y``.
     model_names : tuple of str, length d
         Model column names; ``"const"`` first when ``intercept``. (The ``p`` data columns of ``x`` are
         ``model_names[intercept:]``; stores and ``dmlr.fit`` call those ``feature_names``.)
     intercept : bool
         Whether the model adds an intercept (model column 0, not stored in ``x``).
+    base : object, optional
+        The reference label asked for (checked when the coding is made).
+    positions : bool
+        ``rows.labels`` are positions in the sorted classes (a store), not the labels themselves.
     """
 
-    x: da.Array
-    codes: da.Array
-    weights: da.Array | None
-    offset: da.Array | None
-    labels: LabelCoding
+    rows: RowData
+    coding: LabelCoding | None
     model_names: tuple[str, ...]
     intercept: bool
+    base: Any = None
+    positions: bool = False
+
+    @property
+    def x(self) -> da.Array:
+        """The features, shape (n, p)."""
+        assert self.rows.x is not None
+        return self.rows.x
+
+    @property
+    def weights(self) -> da.Array | None:
+        """The weights, shape (n,), if any."""
+        return self.rows.weights
+
+    @property
+    def offset(self) -> da.Array | None:
+        """The offsets, shape (n, m), if any."""
+        return self.rows.offset
+
+    @property
+    def groups(self) -> da.Array | None:
+        """The cluster ids, shape (n,), if any."""
+        return self.rows.groups
 
     @property
     def n_rows(self) -> int:
@@ -67,42 +162,54 @@ class Design:
         return int(self.x.shape[0])
 
     @property
-    def n_features(self) -> int:
+    def n_columns(self) -> int:
         """Model columns ``d`` (intercept included)."""
         return len(self.model_names)
 
     @property
+    def n_features(self) -> int:
+        """Data columns ``p`` of ``x``."""
+        return int(self.x.shape[1])
+
+    @property
     def n_nonbase(self) -> int:
         """Number of coefficient columns ``m = K - 1``."""
-        return self.labels.n_classes - 1
+        assert self.coding is not None, "the classes are learnt by the first pass"
+        return self.coding.n_classes - 1
 
     @property
     def n_partitions(self) -> int:
         """Number of row partitions."""
         return len(self.x.chunks[0])
 
-    def arrays(self) -> list[da.Array]:
-        """The dask arrays of the design (for persisting)."""
-        return [a for a in (self.x, self.codes, self.weights, self.offset) if a is not None]
+    @property
+    def transform(self) -> EncodeLabels | None:
+        """How produced rows get their class codes (``None``: stored as codes, or the coding is not known yet)."""
+        if self.rows.labels is None or self.coding is None:
+            return None
+        return EncodeLabels(self.coding, self.positions)
+
+    def with_coding(self, coding: LabelCoding) -> Design:
+        """The design once its classes are known."""
+        return dataclasses.replace(self, coding=coding)
+
+    def with_rows(self, rows: RowData) -> Design:
+        """A copy whose arrays are replaced (e.g. by shipped ones)."""
+        return dataclasses.replace(self, rows=rows)
 
     def without_columns(self, model_columns: Sequence[int]) -> Design:
         """A copy without the given model columns (indices into :attr:`model_names`; the intercept stays)."""
         drop = set(model_columns)
         if self.intercept and 0 in drop:
             raise ValueError("the intercept cannot be dropped")
-        keep_model = [j for j in range(self.n_features) if j not in drop]
+        keep_model = [j for j in range(self.n_columns) if j not in drop]
         keep_data = [j - self.intercept for j in keep_model if j >= self.intercept]
-        x = self.x[:, keep_data]
         names = tuple(self.model_names[j] for j in keep_model)
-        return Design(x, self.codes, self.weights, self.offset, self.labels, names, self.intercept)
+        return dataclasses.replace(self, rows=self.rows.replace(x=self.x[:, keep_data]), model_names=names)
 
-    def with_arrays(self, arrays: Sequence[da.Array]) -> Design:
-        """A copy whose arrays are replaced, in the order of :meth:`arrays` (e.g. by persisted ones)."""
-        it = iter(arrays)
-        x, codes = next(it), next(it)
-        weights = next(it) if self.weights is not None else None
-        offset = next(it) if self.offset is not None else None
-        return Design(x, codes, weights, offset, self.labels, self.model_names, self.intercept)
+    def data_columns(self, model_columns: Sequence[int]) -> tuple[int, ...]:
+        """The columns of ``x`` behind the given model columns (the intercept has none)."""
+        return tuple(j - int(self.intercept) for j in model_columns if j >= int(self.intercept))
 
 
 def default_row_chunk(n: int, p: int, n_parallel: int | None = None) -> int:
@@ -174,7 +281,7 @@ def as_feature_array(X: Any, row_chunk: int | None = None, what: str = "X") -> t
 def rows_of(arr: NDArray[Any], chunks: int | tuple[int, ...]) -> da.Array:
     """A dask array of ``arr``'s row blocks, each a view of ``arr``.
 
-    ``dask.array.from_array`` copies a NumPy array and hashes its bytes for the name (2 s for 800 MB here); the
+    ``dask.array.from_array`` copies a NumPy array and hashes its bytes for the name (seconds for a GB); the
     blocks here are views and the name is unique per call (a checkpoint identifies in-memory data by
     :func:`dask.base.tokenize` of the input itself).
 
@@ -224,12 +331,14 @@ def build_design(
     base: Any = None,
     weights: Any = None,
     offset: Any = None,
+    groups: Any = None,
     fit_intercept: bool = True,
     feature_names: Sequence[str] | None = None,
     row_chunk: int | None = None,
-    y_classes: Sequence[Any] | NDArray[Any] | None = None,
+    classes: Sequence[Any] | NDArray[Any] | None = None,
+    positions: bool = False,
 ) -> Design:
-    """Validate and align the inputs of a fit.
+    """Validate and align the inputs of a fit, without reading any partition of a dask input.
 
     Parameters
     ----------
@@ -242,15 +351,19 @@ def build_design(
         Non-negative frequency weights.
     offset : array-like, shape (n, K - 1), optional
         Offsets of the non-base linear predictors.
+    groups : array-like, shape (n,), optional
+        Cluster ids of cluster-robust covariances.
     fit_intercept : bool
         Add an intercept named ``"const"`` as model column 0.
     feature_names : sequence of str, optional
         Names of the ``p`` columns of ``X`` (default: DataFrame columns or ``x1..xp``).
     row_chunk : int, optional
         Rows per partition for in-memory input.
-    y_classes : sequence, optional
-        When given, ``y`` holds positions into these sorted labels (as a Zarr store does) and no pass over ``y``
-        is needed to find the classes.
+    classes : sequence, optional
+        The class labels, when known without reading ``y`` (a store's; else a dask ``y``'s classes are learnt by
+        the fit's first pass).
+    positions : bool
+        ``y`` holds positions into ``classes`` (as a Zarr store does).
 
     Returns
     -------
@@ -267,8 +380,21 @@ def build_design(
         raise InputError("X has 0 rows; nothing to fit")
     if p == 0 and not fit_intercept:
         raise InputError("X has 0 feature columns and fit_intercept=False: the model has no parameters")
-    if feature_names is not None:
-        names = [str(f) for f in feature_names]
+    names = _feature_names(names, feature_names, p, fit_intercept)
+    chunks = x.chunks[0]
+    coding, labels, codes = _classes(y, chunks, n, base, classes)
+    m = None if coding is None else coding.n_classes - 1
+    rows = RowData(
+        x=x, labels=labels, codes=codes, weights=_weights(weights, chunks, n), offset=_offset(offset, chunks, n, m),
+        groups=_groups(groups, chunks, n),
+    )  # fmt: skip
+    model_names = (["const"] if fit_intercept else []) + names
+    return Design(rows, coding, tuple(model_names), fit_intercept, base, positions and classes is not None)
+
+
+def _feature_names(names: list[str] | None, given: Sequence[str] | None, p: int, fit_intercept: bool) -> list[str]:
+    if given is not None:
+        names = [str(f) for f in given]
         if len(names) != p:
             raise InputError(f"feature_names has {len(names)} names but X has {p} columns")
     names = names or [f"x{j + 1}" for j in range(p)]
@@ -277,44 +403,60 @@ def build_design(
     if len(set(names)) != len(names):
         dup = sorted({f for f in names if names.count(f) > 1})
         raise InputError(f"duplicate feature names: {dup}")
+    return names
 
-    chunks = x.chunks[0]
+
+def _classes(
+    y: Any, chunks: tuple[int, ...], n: int, base: Any, classes: Any
+) -> tuple[LabelCoding | None, da.Array | None, da.Array | None]:
+    """The coding (``None`` when a dask ``y``'s classes are learnt by the first pass), and ``y`` as labels or
+    codes aligned with the rows."""
     y_arr = _as_vector_or_matrix(y, "y")
     if y_arr.ndim != 1:
         raise InputError(f"y must be 1-dimensional (n,); got shape {y_arr.shape}")
-    if y_classes is not None:
-        coding = LabelCoding.from_labels(np.asarray(y_classes), base)
-        codes = da.map_blocks(encode_positions_block, _align(y_arr, chunks, "y", n), coding, dtype=np.int32)
-    elif isinstance(y_arr, da.Array):
-        coding = LabelCoding.from_labels(np.asarray(da.unique(y_arr).compute()), base)
-        y_al = _align(y_arr, chunks, "y", n)
-        codes = da.map_blocks(encode_block, y_al, coding, dtype=np.int32)
-    else:
-        if y_arr.shape[0] != n:
-            raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
-        check_label_values(y_arr)
-        coding = LabelCoding.from_labels(np.unique(y_arr), base)
-        codes = rows_of(coding.encode(y_arr), chunks)
-    m = coding.n_classes - 1
+    if classes is not None:
+        return LabelCoding.from_labels(np.asarray(classes), base), _align(y_arr, chunks, "y", n), None
+    if isinstance(y_arr, da.Array):
+        return None, _align(y_arr, chunks, "y", n), None
+    if y_arr.shape[0] != n:
+        raise InputError(f"y has {y_arr.shape[0]} rows but X has {n}")
+    check_label_values(y_arr)
+    coding = LabelCoding.from_labels(np.unique(y_arr), base)
+    return coding, None, rows_of(coding.encode(y_arr), chunks)
 
-    w = None
-    if weights is not None:
-        w_arr = _as_vector_or_matrix(weights, "weights")
-        if w_arr.ndim != 1:
-            raise InputError(f"weights must be 1-dimensional (n,); got shape {w_arr.shape}")
-        w = _align(w_arr, chunks, "weights", n).astype(np.float64)
-        if not isinstance(w_arr, da.Array):
-            check_weights(np.asarray(w_arr, dtype=np.float64))
-        else:
-            w = da.map_blocks(checked_weights_block, w, dtype=np.float64)
-    o = None
-    if offset is not None:
-        o_arr = _as_vector_or_matrix(offset, "offset")
-        if o_arr.ndim == 1 and m == 1:
-            o_arr = o_arr.reshape(-1, 1)
-        if o_arr.ndim != 2 or o_arr.shape[1] != m:
-            raise InputError(f"offset must have shape (n, K - 1) = ({n}, {m}); got {o_arr.shape}")
-        o = _align(o_arr, chunks, "offset", n).astype(np.float64)
 
-    model_names = (["const"] if fit_intercept else []) + names
-    return Design(x, codes, w, o, coding, tuple(model_names), fit_intercept)
+def _weights(weights: Any, chunks: tuple[int, ...], n: int) -> da.Array | None:
+    """Weights aligned with the rows (in-memory ones checked here; a dask array's by the fit's first pass)."""
+    if weights is None:
+        return None
+    w_arr = _as_vector_or_matrix(weights, "weights")
+    if w_arr.ndim != 1:
+        raise InputError(f"weights must be 1-dimensional (n,); got shape {w_arr.shape}")
+    if not isinstance(w_arr, da.Array):
+        check_weights(np.asarray(w_arr, dtype=np.float64))
+    return _align(w_arr, chunks, "weights", n).astype(np.float64)
+
+
+def _offset(offset: Any, chunks: tuple[int, ...], n: int, m: int | None) -> da.Array | None:
+    if offset is None:
+        return None
+    o_arr = _as_vector_or_matrix(offset, "offset")
+    if o_arr.ndim == 1 and m in (1, None):
+        o_arr = o_arr.reshape(-1, 1)
+    if o_arr.ndim != 2 or (m is not None and o_arr.shape[1] != m):
+        raise InputError(
+            f"offset must have shape (n, K - 1) = ({n}, {m if m is not None else 'K - 1'}); got {o_arr.shape}"
+        )
+    return _align(o_arr, chunks, "offset", n).astype(np.float64)
+
+
+def _groups(groups: Any, chunks: tuple[int, ...], n: int) -> da.Array | None:
+    """Cluster ids aligned with the rows (in-memory ones checked here; a dask array's in the cluster pass)."""
+    if groups is None:
+        return None
+    g_arr = _as_vector_or_matrix(groups, "groups")
+    if g_arr.ndim != 1 or g_arr.shape[0] != n:
+        raise InputError(f"groups must have shape ({n},); got {g_arr.shape}")
+    if not isinstance(g_arr, da.Array):
+        check_groups(np.asarray(g_arr))
+    return _align(g_arr, chunks, "groups", n)

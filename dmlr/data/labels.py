@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["LabelCoding", "check_label_values"]
+__all__ = ["EncodeLabels", "LabelCoding", "check_label_kinds", "check_label_values"]
 
 
 @dataclass(frozen=True)
@@ -161,15 +161,26 @@ def check_label_values(labels: NDArray[Any], where: str = "y") -> None:
                 f"{where} has a missing label at row {int(np.argmax(bad))} ({int(bad.sum())} missing); "
                 "drop those rows (missing='drop') or give them a class"
             )
-        kinds: dict[str, int] = {}
-        for row, v in enumerate(values):
-            kinds.setdefault("text" if isinstance(v, (str, bytes)) else "number", row)
-        if len(kinds) > 1:
-            raise InputError(
-                f"{where} mixes text and numeric labels ({values[kinds['text']]!r} at row {kinds['text']}, "
-                f"{values[kinds['number']]!r} at row {kinds['number']}); labels must be all text or all numbers, "
-                "e.g. y.astype(str)"
-            )
+        check_label_kinds(values, where)
+
+
+def check_label_kinds(values: list[Any], where: str = "y") -> None:
+    """Reject labels that mix text and numbers (they cannot be sorted into classes).
+
+    Raises
+    ------
+    InputError
+        Naming one label of each kind and its position.
+    """
+    kinds: dict[str, int] = {}
+    for row, v in enumerate(values):
+        kinds.setdefault("text" if isinstance(v, (str, bytes)) else "number", row)
+    if len(kinds) > 1:
+        raise InputError(
+            f"{where} mixes text and numeric labels ({values[kinds['text']]!r} at row {kinds['text']}, "
+            f"{values[kinds['number']]!r} at row {kinds['number']}); labels must be all text or all numbers, "
+            "e.g. y.astype(str)"
+        )
 
 
 def _is_na(value: Any) -> bool:
@@ -182,3 +193,33 @@ def _comparable(classes: NDArray[Any], base: Any) -> bool:
         return bool(np.any(classes == base))
     except (TypeError, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class EncodeLabels:
+    """Encode a partition's ``labels`` as the fit's ``codes`` when its rows are produced (a transform of the pass
+    engine, :class:`dmlr.passes.task.RowsTransform`); the labels are then dropped.
+
+    Attributes
+    ----------
+    coding : LabelCoding
+    positions : bool
+        The labels are positions in the sorted classes (a store's ``y``), not the labels themselves.
+    """
+
+    coding: LabelCoding
+    positions: bool = False
+
+    def inputs(self, fields: Any) -> tuple[str, ...]:
+        """The stored fields that give ``fields``: ``labels`` instead of ``codes``."""
+        return tuple(dict.fromkeys("labels" if f == "codes" else f for f in fields))
+
+    def __call__(self, rows: Any) -> Any:
+        if rows.labels is None:
+            return rows
+        where = rows.where("y")
+        if self.positions:
+            codes = self.coding.encode_positions(rows.labels, where)
+        else:
+            codes = self.coding.encode(rows.labels, where)
+        return rows.with_blocks(codes=codes, labels=None)

@@ -1,17 +1,27 @@
 """Per-block kernels of prediction standard errors and marginal effects (NumPy only: these run on workers, which
 import only light modules). The formulas are in :mod:`dmlr.results.prediction` and :mod:`dmlr.results.margins`,
-which call these on arrays or per dask block and sum the records."""
+which call these on arrays, or run their sums as passes of the engine (:class:`EffectSumsKernel`,
+:class:`PredictionSumsKernel`, :class:`ColumnSummaryKernel`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlr.oracle.kernels import block_rows, linear_predictor, log_probabilities
+from dmlr.data.rows import Rows
+from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, block_rows
+from dmlr.oracle.checks import check_finite
+from dmlr.oracle.probabilities import linear_predictor, log_probabilities
+from dmlr.passes.kernel import Sums
 
 __all__ = [
+    "ColumnSummary",
+    "ColumnSummaryKernel",
+    "EffectSumsKernel",
+    "PredictionSumsKernel",
     "direct_sums",
     "discrete_change",
     "effects_and_jacobian",
@@ -23,7 +33,6 @@ __all__ = [
     "probabilities",
     "probability_sums",
     "set_columns",
-    "with_rows",
 ]
 
 Array = NDArray[np.float64]
@@ -35,11 +44,6 @@ def set_columns(block: Array, columns: dict[int, float]) -> Array:
     for j, value in columns.items():
         out[:, j] = value
     return out
-
-
-def with_rows(block: Array, func: Any) -> Array:
-    """``func(block)`` (a flat array) followed by the block's row count, as one row: a summable record."""
-    return np.concatenate([func(block), [block.shape[0]]])[None, :]
 
 
 def probabilities(x: Array, coef: Array, intercept: bool, offset: Array | None = None) -> tuple[Array, Array, Array]:
@@ -251,3 +255,110 @@ def _with_discrete(
         effects[column + int(intercept)] = value
         jacobian[column + int(intercept)] = grad
     return effects, jacobian
+
+
+def _model_rows(rows: Rows, columns: dict[int, float]) -> Array:
+    """A partition's model columns, checked finite, with ``columns`` (``atexog``) set to constants."""
+    assert rows.x is not None
+    check_finite(rows.x, "X", rows.partition, rows.row_start)
+    return set_columns(rows.x, columns) if columns else rows.x
+
+
+@dataclass(frozen=True)
+class EffectSumsKernel:
+    """Sums over rows of the marginal effects and their Jacobian (:func:`flat_effects`), and the row count.
+
+    Attributes
+    ----------
+    coef : ndarray, shape (d, m)
+    intercept : bool
+    method : str
+    discrete : tuple of (int, str)
+        Data columns with discrete changes.
+    atexog : dict of int to float
+        Data columns fixed at a value.
+    """
+
+    coef: Array
+    intercept: bool
+    method: str
+    discrete: tuple[tuple[int, str], ...] = ()
+    atexog: tuple[tuple[int, float], ...] = ()
+    reads: ClassVar[tuple[str, ...]] = ("x",)
+
+    def __call__(self, rows: Rows) -> Sums:
+        x = _model_rows(rows, dict(self.atexog))
+        values = flat_effects(x, self.coef, self.intercept, self.method, self.discrete)
+        return Sums({"values": values, "rows": np.array([float(x.shape[0])])})
+
+    def memory(self, rows: int, p: int) -> int:
+        d, m = self.coef.shape
+        return 2 * DEFAULT_BLOCK_BYTES + 16 * d * (m + 1) * (1 + m * d) + 8 * rows * (p + 1)
+
+
+@dataclass(frozen=True)
+class PredictionSumsKernel:
+    """Sums over rows of the probabilities and their gradient (:func:`prediction_sums`), and the row count."""
+
+    coef: Array
+    intercept: bool
+    order: NDArray[np.intp]
+    atexog: tuple[tuple[int, float], ...] = ()
+    reads: ClassVar[tuple[str, ...]] = ("x", "offset")
+
+    def __call__(self, rows: Rows) -> Sums:
+        x = _model_rows(rows, dict(self.atexog))
+        values = prediction_sums(x, self.coef, self.intercept, self.order, rows.offset)
+        return Sums({"values": values, "rows": np.array([float(x.shape[0])])})
+
+    def memory(self, rows: int, p: int) -> int:
+        d, m = self.coef.shape
+        return 8 * rows * (m + 1) * (m + d + 2) + 16 * (m + 1) * m * d
+
+
+@dataclass
+class ColumnSummary:
+    """Per column: minimum, maximum, whether every value is an integer, sum and sum of squares; and the rows."""
+
+    low: Array
+    high: Array
+    integral: NDArray[np.bool_]
+    total: Array
+    squares: Array
+    rows: int
+
+    def __add__(self, other: ColumnSummary) -> ColumnSummary:
+        return ColumnSummary(
+            np.minimum(self.low, other.low), np.maximum(self.high, other.high), self.integral & other.integral,
+            self.total + other.total, self.squares + other.squares, self.rows + other.rows,
+        )  # fmt: skip
+
+    @property
+    def mean(self) -> Array:
+        """Column means, shape (p,)."""
+        return self.total / max(self.rows, 1)
+
+    @property
+    def var(self) -> Array:
+        """Column variances (population), shape (p,)."""
+        mean = self.mean
+        return np.maximum(self.squares / max(self.rows, 1) - mean**2, 0.0)
+
+
+@dataclass(frozen=True)
+class ColumnSummaryKernel:
+    """A partition's :class:`ColumnSummary` (with ``atexog`` columns set first)."""
+
+    atexog: tuple[tuple[int, float], ...] = ()
+    reads: ClassVar[tuple[str, ...]] = ("x",)
+
+    def __call__(self, rows: Rows) -> ColumnSummary:
+        x = _model_rows(rows, dict(self.atexog))
+        if x.shape[0] == 0:
+            inf = np.full(x.shape[1], np.inf)
+            return ColumnSummary(inf, -inf, np.ones(x.shape[1], bool), np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0)
+        integral = np.all(x % 1.0 == 0, axis=0)
+        return ColumnSummary(x.min(0), x.max(0), integral, x.sum(0), np.einsum("ij,ij->j", x, x), x.shape[0])
+
+    def memory(self, rows: int, p: int) -> int:
+        return 8 * rows * p

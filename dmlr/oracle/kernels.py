@@ -1,102 +1,30 @@
-"""Pure NumPy kernels on one partition: probabilities, log-likelihood, score, information, Gram.
+"""The fit's kernel: log-likelihood, score, information, Gram matrix and meat of one partition (pure NumPy).
 
-Layout conventions are in :mod:`dmlr.oracle.statistics`. Every kernel works over row blocks whose working set is
-bounded by ``block_bytes`` (the information's BLAS form builds an ``r x m d`` matrix per block of ``r`` rows), so a
-partition of any size runs in bounded memory. There is no Python loop over rows; the only loops are over row blocks
-and over classes around BLAS calls.
+Layout conventions are in :mod:`dmlr.oracle.statistics`. :func:`partition_statistics` walks row blocks sized by
+:mod:`dmlr.oracle.blocks`, so a partition of any size runs in bounded memory; there is no Python loop over rows,
+only over row blocks and over classes around BLAS calls. :class:`StatisticsKernel` is the same computation as a
+kernel of the pass engine (:mod:`dmlr.passes.kernel`).
 """
 
 from __future__ import annotations
 
-import itertools
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from dmlr.data.rows import Rows
 from dmlr.errors import InputError
+from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, statistics_block_rows, statistics_memory
+from dmlr.oracle.checks import check_finite, check_weights
+from dmlr.oracle.grams import WeightColumns, WeightedGrams
+from dmlr.oracle.probabilities import softmax
 from dmlr.oracle.statistics import Request, Statistics
 
-__all__ = [
-    "DEFAULT_BLOCK_BYTES",
-    "block_rows",
-    "check_finite",
-    "linear_predictor",
-    "log_probabilities",
-    "partition_statistics",
-]
+__all__ = ["SAMPLE_UNIT", "StatisticsKernel", "in_sample", "partition_statistics"]
 
 Array = NDArray[np.float64]
-
-DEFAULT_BLOCK_BYTES = 16 * 2**20
-"""Target size of the largest per-block temporary (bytes)."""
-
-
-def block_rows(n: int, width: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
-    """Rows per block so that an ``r x width`` float64 temporary stays under ``block_bytes``.
-
-    Parameters
-    ----------
-    n : int
-        Rows in the partition.
-    width : int
-        Columns of the widest per-row temporary.
-    block_bytes : int
-        Memory budget of that temporary.
-
-    Returns
-    -------
-    int
-        Between 1 and ``max(n, 1)``; at least 256 rows when the budget allows so BLAS-3 calls stay efficient.
-    """
-    rows = max(256, block_bytes // (8 * max(width, 1)))
-    return max(1, min(max(n, 1), rows))
-
-
-def linear_predictor(x: Array, coef: Array, intercept: bool, offset: Array | None = None) -> Array:
-    """Linear predictor of the non-base classes.
-
-    Parameters
-    ----------
-    x : ndarray, shape (r, p)
-        Feature rows (without the intercept column).
-    coef : ndarray, shape (d, m)
-        Coefficients; row 0 is the intercept when ``intercept`` is true.
-    intercept : bool
-        Whether ``coef`` has an intercept row.
-    offset : ndarray, shape (r, m), optional
-        Added to the linear predictor.
-
-    Returns
-    -------
-    ndarray, shape (r, m)
-    """
-    eta = x @ coef[1:] + coef[0] if intercept else x @ coef
-    if offset is not None:
-        eta += offset
-    return eta
-
-
-def log_probabilities(eta: Array) -> tuple[Array, Array]:
-    """Stable probabilities of the non-base classes and the log-normalizer.
-
-    Parameters
-    ----------
-    eta : ndarray, shape (r, m)
-        Linear predictor of the non-base classes (the base's is 0).
-
-    Returns
-    -------
-    prob : ndarray, shape (r, m)
-        ``p_ik = exp(eta_ik - lse_i)``.
-    lse : ndarray, shape (r,)
-        ``log(1 + sum_k exp(eta_ik))`` computed with a shift that includes the base's 0.
-    """
-    shift = np.maximum(eta.max(axis=1, initial=0.0), 0.0)
-    ex = np.exp(eta - shift[:, None])
-    denom = np.exp(-shift) + ex.sum(axis=1)
-    lse = shift + np.log(denom)
-    ex /= denom[:, None]
-    return ex, lse
 
 
 def partition_statistics(
@@ -111,6 +39,7 @@ def partition_statistics(
     partition: int = 0,
     row_start: int = 0,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    row_ids: NDArray[np.int64] | None = None,
 ) -> Statistics:
     """Log-likelihood, score and the requested second-order statistics of one partition.
 
@@ -133,9 +62,12 @@ def partition_statistics(
     partition : int
         Index of this partition, used in error messages.
     row_start : int
-        Global index of the partition's first row, used in error messages.
+        Global index of the partition's first row, used in error messages and (without ``row_ids``) to place the
+        rows in the sample of ``Request.information_every``.
     block_bytes : int
         Memory budget of the largest per-block temporary.
+    row_ids : ndarray of int, shape (n_b,), optional
+        Global index of every row, when the rows are not one contiguous range (partitions joined across gaps).
 
     Returns
     -------
@@ -149,7 +81,7 @@ def partition_statistics(
     if request.moments:
         check_finite(x, "X", partition, row_start)
         if weights is not None:
-            check_finite(weights, "weights", partition, row_start)
+            check_weights(weights, "weights", partition, row_start)
         if offset is not None:
             check_finite(offset, "offset", partition, row_start)
     every = request.information_every
@@ -163,7 +95,7 @@ def partition_statistics(
             codes[start:stop],
             None if weights is None else weights[start:stop],
             None if offset is None else offset[start:stop],
-            sample=None if every == 1 else in_sample(row_start + start, row_start + stop, every),
+            sample=None if every == 1 else _sample(row_start, row_ids, start, stop, every),
         )
     return acc.finish(codes, weights)
 
@@ -176,6 +108,15 @@ are in it, whatever the partitioning (so every partitioning of the same data giv
 def in_sample(first: int, stop: int, every: int) -> NDArray[np.bool_]:
     """Which of the global rows ``first .. stop - 1`` are in the sample of every ``every``-th unit."""
     return np.asarray((np.arange(first, stop) // SAMPLE_UNIT) % every == 0)
+
+
+def _sample(row_start: int, row_ids: NDArray[np.int64] | None, start: int, stop: int, every: int) -> NDArray[np.bool_]:
+    """Which rows ``start .. stop - 1`` of a partition are in the sample (by their global index)."""
+    if row_ids is not None:
+        return np.asarray((row_ids[start:stop] // SAMPLE_UNIT) % every == 0)
+    if row_start < 0:
+        raise ValueError("sampling the information needs the rows' global positions (partition sizes unknown)")
+    return in_sample(row_start + start, row_start + stop, every)
 
 
 class _Accumulator:
@@ -197,12 +138,10 @@ class _Accumulator:
         self.col_sum = np.zeros(d) if request.moments else None
         self.col_sumsq = np.zeros(d) if request.moments else None
         self.probability_weights = request.probability_weights
-        self.weights = _WeightColumns(m, request)
-        self.rows = block_rows(n_b, d + 3 * m, block_bytes)
+        self.weights = WeightColumns(m, request)
+        self.rows = statistics_block_rows(n_b, d, m, self.weights.total, block_bytes)
         self.grams: WeightedGrams | None = None
         if self.weights.total:
-            _, _, width = gram_layout(d, self.weights.total, block_bytes)
-            self.rows = min(self.rows, block_rows(n_b, width, block_bytes), ROW_BLOCK_CAP)
             self.grams = WeightedGrams(d, self.weights.total, self.rows, block_bytes)
             self.cbuf = np.empty(self.weights.total * self.rows)
         self.eta_buf = np.empty(m * self.rows)
@@ -225,7 +164,7 @@ class _Accumulator:
             eta += self.coef[0][:, None]
         if ob is not None:
             eta += ob.T
-        prob, lse = _class_major_probabilities(eta)
+        prob, lse = softmax(eta)
         with_class = np.nonzero(yb > 0)[0]
         picked = eta[yb[with_class] - 1, with_class]
         if vb is None:
@@ -299,173 +238,6 @@ class _Accumulator:
         )
 
 
-class _WeightColumns:
-    """The weight columns of one pass's weighted Gram matrices: information pairs, the Gram matrix, meat pairs."""
-
-    def __init__(self, m: int, request: Request) -> None:
-        self.pairs = np.triu_indices(m)
-        n_pairs = m * (m + 1) // 2
-        self.diagonal = np.flatnonzero(self.pairs[0] == self.pairs[1])
-        self.info = slice(0, n_pairs if request.information else 0)
-        self.gram = self.info.stop if request.gram else None
-        start = self.info.stop + int(request.gram)
-        self.meat = slice(start, start + (n_pairs if request.meat else 0))
-        self.total = self.meat.stop
-
-    def fill(self, buf: Array, prob: Array, resid: Array, vb: Array | None, probability_weights: bool) -> Array:
-        """The weights of a row block, class-pair-major: ``(T, r)`` from class-major ``prob`` and ``resid``."""
-        r = prob.shape[1]
-        c = buf.reshape(self.total, r)
-        k, j = self.pairs
-        if self.info.stop:
-            info = c[self.info]
-            np.multiply(prob[k], prob[j], out=info)
-            np.negative(info, out=info)
-            info[self.diagonal] += prob  # p_k - p_k^2 on the diagonal pairs
-            if vb is not None:
-                info *= vb
-        if self.gram is not None:
-            c[self.gram] = 1.0 if vb is None else vb
-        if self.meat.stop > self.meat.start:
-            meat = c[self.meat]
-            np.multiply(resid[k], resid[j], out=meat)
-            if vb is not None:
-                meat *= vb * vb if probability_weights else vb
-        return c
-
-    def assemble(self, sums: Array, m: int, d: int) -> tuple[Array | None, Array | None, Array | None]:
-        """Information, Gram and meat (upper blocks filled, each block whole) from the ``(T, d, d)`` sums."""
-
-        def blocks(part: slice) -> Array | None:
-            if part.stop == part.start:
-                return None
-            out = np.zeros((m * d, m * d))
-            for t, (k, j) in enumerate(zip(*self.pairs, strict=True)):
-                out[k * d : (k + 1) * d, j * d : (j + 1) * d] = sums[part.start + t]
-            return out
-
-        gram = None if self.gram is None else sums[self.gram]
-        return blocks(self.info), gram, blocks(self.meat)
-
-
-def _class_major_probabilities(eta: Array) -> tuple[Array, Array]:
-    """:func:`log_probabilities` for class-major ``eta`` of shape (m, r); ``eta`` is left unchanged.
-
-    Returns
-    -------
-    prob : ndarray, shape (m, r)
-    lse : ndarray, shape (r,)
-    """
-    shift = np.max(eta, axis=0, initial=0.0)
-    ex = eta - shift
-    np.exp(ex, out=ex)
-    denom = ex.sum(axis=0)
-    denom += np.exp(-shift)
-    ex /= denom
-    lse = np.log(denom)
-    lse += shift
-    return ex, lse
-
-
-PAIRS_MIN_WEIGHTS = 24
-"""The pairs form of :class:`WeightedGrams` is used from this many weight columns on (measured crossover, one core,
-d = 51-101: below it the pair-product matrix costs more to write than the blocked form's extra flops)."""
-
-PAIRS_MAX_BYTES = 32 * 2**20
-"""Largest pair-product buffer of 128 rows the pairs form may use (so d <= ~200)."""
-
-ROW_BLOCK_CAP = 1024
-"""Rows per block at most: the per-block temporaries of the second-order statistics stay near cache size."""
-
-
-def gram_layout(d: int, n_weights: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> tuple[bool, list[int], int]:
-    """How :class:`WeightedGrams` computes ``n_weights`` weighted Gram matrices of ``d`` columns.
-
-    Returns
-    -------
-    pairs : bool
-        Whether the pairs form is used (one GEMM against the ``d (d + 1) / 2`` column products).
-    edges : list of int
-        Feature-block edges of the blocked form (``[0, d]`` for the pairs form).
-    width : int
-        Floats per row of the largest per-block temporary.
-    """
-    n_pairs = d * (d + 1) // 2
-    if n_weights >= PAIRS_MIN_WEIGHTS and 8 * 128 * n_pairs <= PAIRS_MAX_BYTES:
-        return True, [0, d], n_pairs
-    n_blocks = max(1, min(8, round(d / 24)))
-    edges = [round(i * d / n_blocks) for i in range(n_blocks + 1)]
-    widest = max(b - a for a, b in itertools.pairwise(edges))
-    return False, edges, n_weights * widest
-
-
-class WeightedGrams:
-    """Running sums ``G_t = sum_i c_it z_i z_i^T`` for ``t < T`` weight columns over row blocks of ``z``.
-
-    The true cost of the ``T`` symmetric ``d x d`` sums is ``T d (d + 1)`` flops per row. Two BLAS-3 forms reach
-    near it: the *pairs* form multiplies the row products ``z_a z_b`` (``a <= b``, ``d (d + 1) / 2`` columns) by the
-    weights in one GEMM (exact flop count; the product matrix must be written first, which pays for large ``T``);
-    the *blocked* form splits the features in ``B`` blocks and multiplies ``[c_t z_A]`` by ``z_{A..}``, the columns
-    from block ``A`` on (``(1 + 1/B)`` times the flops, one small temporary).
-
-    Parameters
-    ----------
-    d : int
-        Columns of ``z``.
-    n_weights : int
-        Weight columns ``T``.
-    rows : int
-        Most rows of one block.
-    block_bytes : int
-        Memory budget of the per-block temporary.
-    """
-
-    def __init__(self, d: int, n_weights: int, rows: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
-        self.d, self.n_weights = d, n_weights
-        self.pairs, self.edges, width = gram_layout(d, n_weights, block_bytes)
-        self.buf = np.empty(rows * width)
-        if self.pairs:
-            self.acc = [np.zeros((d * (d + 1) // 2, n_weights))]
-        else:
-            self.acc = [np.zeros((n_weights * (b - a), d - a)) for a, b in itertools.pairwise(self.edges)]
-
-    def add(self, z: Array, c: Array | None) -> None:
-        """Add the rows ``z`` (``r x d``) with weights ``c`` (``r x T``, any strides; ``None`` when ``T = 1``: the
-        unweighted Gram matrix, computed without a weighted copy of ``z``)."""
-        r, d = z.shape
-        if c is None:
-            assert self.n_weights == 1 and not self.pairs
-            for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
-                acc += z[:, a:b].T @ z[:, a:]
-            return
-        if self.pairs:
-            q = self.buf[: r * d * (d + 1) // 2].reshape(r, -1)
-            start = 0
-            for a in range(d):
-                np.multiply(z[:, a : a + 1], z[:, a:], out=q[:, start : start + d - a])
-                start += d - a
-            self.acc[0] += q.T @ c
-            return
-        for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
-            u = self.buf[: r * self.n_weights * (b - a)].reshape(r, self.n_weights, b - a)
-            np.multiply(c[:, :, None], z[:, None, a:b], out=u)
-            acc += u.reshape(r, -1).T @ z[:, a:]
-
-    def finish(self) -> Array:
-        """The sums, shape (T, d, d), each symmetric."""
-        d, t = self.d, self.n_weights
-        out = np.zeros((t, d, d))
-        if self.pairs:
-            rows, cols = np.triu_indices(d)
-            out[:, rows, cols] = self.acc[0].T
-        else:
-            for (a, b), acc in zip(itertools.pairwise(self.edges), self.acc, strict=True):
-                out[:, a:b, a:] = acc.reshape(t, b - a, d - a)
-        rows, cols = np.triu_indices(d, 1)
-        out[:, cols, rows] = out[:, rows, cols]
-        return out
-
-
 def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:
     """``sqrt(v) * [1, x]`` for a row block (``r x d``); no copy when unweighted without intercept."""
     if not intercept and vb is None:
@@ -482,29 +254,61 @@ def _scaled_design(xb: Array, vb: Array | None, intercept: bool) -> Array:
     return xs
 
 
-def check_finite(values: Array, name: str, partition: int | None = None, row_start: int = 0) -> None:
-    """Raise :class:`InputError` naming the value, column and row of the first non-finite entry.
+@dataclass(frozen=True)
+class StatisticsKernel:
+    """The fit's pass as a kernel of the engine: :func:`partition_statistics` of each partition.
 
-    Parameters
+    Attributes
     ----------
-    values : ndarray, shape (r,) or (r, c)
-    name : str
-        The array's name in the message (``"X"``, ``"weights"``, ``"offset"``).
-    partition : int, optional
-        When the values are one partition: its index, added to the message with the partition's row range.
-    row_start : int
-        Global index of the first row.
+    coef : ndarray, shape (d, m)
+        Coefficients (``(1, m)`` for ``intercept_only``).
+    request : Request
+        The second-order statistics to compute besides log-likelihood and score.
+    intercept : bool
+        Whether model column 0 is an intercept (not stored in the data).
+    columns : tuple of int, optional
+        The data columns of ``x`` the model uses (dependent ones dropped); all when ``None``.
+    intercept_only : bool
+        Ignore the features (the intercept-only model, for the null log-likelihood with an offset).
+    block_bytes : int
+        Memory budget of the kernel's largest row-block temporary.
     """
-    if np.isfinite(np.add.reduce(values, axis=None)):  # no NaN or infinity can hide in a finite sum
-        return
-    finite = np.isfinite(values)
-    if finite.all():
-        return
-    bad = np.argwhere(~finite)[0]
-    n = values.shape[0]
-    where = f"row {row_start + bad[0]}"
-    if partition is not None:
-        where += f" (row {bad[0]} of partition {partition}, rows {row_start}-{row_start + n - 1})"
-    if values.ndim == 2:
-        where = f"column {bad[1]}, " + where
-    raise InputError(f"{name} has a non-finite value ({float(values[tuple(bad)])}) at {where}")
+
+    coef: Array
+    request: Request
+    intercept: bool
+    columns: tuple[int, ...] | None = None
+    intercept_only: bool = False
+    block_bytes: int = DEFAULT_BLOCK_BYTES
+    reads: ClassVar[tuple[str, ...]] = ("x", "codes", "weights", "offset")
+
+    def __call__(self, rows: Rows) -> Statistics:
+        assert rows.x is not None and rows.codes is not None
+        x, intercept = rows.x, self.intercept
+        if self.intercept_only:
+            x, intercept = x[:, :0], True
+        elif self.columns is not None:
+            x = x[:, list(self.columns)]
+        return partition_statistics(
+            x, rows.codes, rows.weights, rows.offset, self.coef, intercept=intercept, request=self.request,
+            partition=rows.partition, row_start=rows.row_start, block_bytes=self.block_bytes,
+            row_ids=rows.row_ids() if self.request.information_every > 1 and rows.segments else None,
+        )  # fmt: skip
+
+    @property
+    def n_weights(self) -> int:
+        """Weighted Gram matrices the pass accumulates (information and meat class pairs, the Gram matrix)."""
+        m = self.coef.shape[1]
+        pairs = m * (m + 1) // 2
+        return pairs * (int(self.request.information) + int(self.request.meat)) + int(self.request.gram)
+
+    def memory(self, rows: int, p: int) -> int:
+        """Bytes of the row-block temporaries and records (:func:`~dmlr.oracle.blocks.statistics_memory`)."""
+        d, m = self.coef.shape
+        return statistics_memory(rows, d, m, self.n_weights, self.block_bytes)
+
+    def record_bytes(self) -> int:
+        """Bytes of one record (the information and the meat dominate)."""
+        d, m = self.coef.shape
+        square = (m * d) ** 2 * (int(self.request.information) + int(self.request.meat))
+        return 8 * (square + d * d + d * m)

@@ -1,23 +1,24 @@
-"""Data passes: the partitions grouped into one task per worker thread, each group's records added where they are
-computed, the per-worker records reduced to the driver.
+"""The pass engine: every pass over the data, a kernel run with one task per worker thread.
 
-``plan.py`` splits the partitions into groups (once per fit), ``group.py`` is what a task runs, ``memory.py``
-estimates and checks a task's memory and tunes the worker's allocator, ``runner.py`` (:class:`DataPasses`)
-submits a pass and gathers its record.
+``plan.py`` splits the partitions into tasks (once per engine), ``task.py`` is what a task runs, ``kernel.py`` says
+what a kernel and a record are, ``memory.py`` estimates and checks a task's memory and tunes the worker's allocator,
+``faults.py`` names a partition that kills its worker, ``engine.py`` (:class:`PassEngine`) submits a pass and
+gathers its record, ``shipping.py`` puts in-memory input on the workers, ``counts.py`` counts rows per partition.
 """
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dmlr.passes.runner import DataPasses, worker_bytes_sent
+    from dmlr.passes.engine import PassEngine, worker_bytes_sent
 
-__all__ = ["DataPasses", "worker_bytes_sent"]
+__all__ = ["PassEngine", "worker_bytes_sent"]
 
 
 def __getattr__(name: str) -> object:
-    """The driver side (``runner``), imported on first use: workers import only ``group``, ``plan``, ``memory``."""
+    """The driver side (``engine``), imported on first use: workers import only ``task``, ``plan``, ``kernel``,
+    ``memory``."""
     if name in __all__:
-        from dmlr.passes import runner
+        from dmlr.passes import engine
 
-        return getattr(runner, name)
+        return getattr(engine, name)
     raise AttributeError(f"module 'dmlr.passes' has no attribute {name!r}")

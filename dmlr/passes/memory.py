@@ -1,9 +1,9 @@
 """Memory of a pass on a worker: what one task needs, whether a worker has it, and the allocator setting.
 
-A task of a pass holds one partition's blocks (read and decoded when they come from a store), the kernel's
-row-block temporaries and its accumulators (the information's ``((m + 1) d)^2`` product and the assembled
-``(m d)^2`` record). :func:`task_working_set` estimates that; :func:`check_workers` compares it, times the worker's
-threads, with what a worker can use before distributed pauses it, and refuses a pass that could only hang.
+A task of a pass holds one partition's blocks (read and decoded when they come from a store) and its kernel's
+row-block temporaries and records (``Kernel.memory``: for the information, the ``((m + 1) d)^2`` products and the
+assembled ``(m d)^2`` record). :class:`WorkingSet` adds them up; :func:`check_workers` compares it, times the
+worker's threads, with what a worker can use before distributed pauses it, and refuses a pass that could only hang.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmlr.errors import WorkerMemoryError
-from dmlr.oracle.kernels import DEFAULT_BLOCK_BYTES, ROW_BLOCK_CAP, gram_layout
+from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES
 
 __all__ = [
     "WorkingSet",
@@ -23,7 +23,6 @@ __all__ = [
     "bytes_sent",
     "check_workers",
     "release_freed_memory",
-    "task_working_set",
     "trim_and_measure",
     "tune_worker_allocator",
 ]
@@ -32,83 +31,46 @@ MiB = 2**20
 
 PROCESS_BASELINE = 150 * MiB
 """Resident memory of a worker process between passes (Python, NumPy, SciPy, dask.array, distributed, Zarr and
-dmlr's worker-side modules imported, the allocator's kept heap): measured 139-157 MiB here (67 MiB before the
-first task). The check uses the larger of this and what the scheduler reports."""
+dmlr's worker-side modules imported, the allocator's kept heap; ``benchmarks/README.md`` has the measurement). The
+check uses the larger of this and what the scheduler reports."""
 
 LAZY_READ_FACTOR = 4
 """A chunk read from a store is alive about three times at its peak: the compressed bytes, the decoded buffer and
-the array handed to the kernel (measured: 32 MB chunks of X raised a worker's peak RSS by ~120 MiB); one more for
-the partition being evaluated while the next is read (``dmlr.passes.group`` prefetches one)."""
+the array handed to the kernel; one more for the partition being evaluated while the next is read
+(``dmlr.passes.task`` prefetches one)."""
 
 
 @dataclass(frozen=True)
 class WorkingSet:
-    """Estimated peak memory of one task of a pass (bytes), by part."""
+    """Estimated peak memory of one task of a pass (bytes), by part.
+
+    Attributes
+    ----------
+    blocks : int
+        The partition blocks the task holds (see :data:`LAZY_READ_FACTOR` for streamed ones).
+    kernel : int
+        The kernel's row-block temporaries and records (``Kernel.memory``).
+    """
 
     blocks: int
     kernel: int
-    records: int
+
+    @classmethod
+    def of(cls, partition_bytes: int, kernel_bytes: int, *, streamed: bool) -> WorkingSet:
+        """The working set of a task whose largest partition takes ``partition_bytes`` as arrays."""
+        return cls(int(partition_bytes * (LAZY_READ_FACTOR if streamed else 1)), int(kernel_bytes))
 
     @property
     def total(self) -> int:
         """Sum of the parts."""
-        return self.blocks + self.kernel + self.records
+        return self.blocks + self.kernel
 
     def describe(self) -> str:
         """One line for messages."""
         return (
             f"{self.total / MiB:.0f} MiB per task (partition blocks {self.blocks / MiB:.0f} MiB, kernel temporaries "
-            f"{self.kernel / MiB:.0f} MiB, statistics records {self.records / MiB:.0f} MiB)"
+            f"and records {self.kernel / MiB:.0f} MiB)"
         )
-
-
-def task_working_set(
-    rows: int,
-    p: int,
-    m: int,
-    *,
-    information: bool,
-    lazy: bool,
-    weights: bool = False,
-    offset: bool = False,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-) -> WorkingSet:
-    """Estimate one task's peak memory for partitions of at most ``rows`` rows.
-
-    Parameters
-    ----------
-    rows : int
-        Rows of the largest partition (at least the batch size for small ones).
-    p, m : int
-        Feature columns and non-base classes; ``d = p + 1``.
-    information : bool
-        Whether the pass accumulates the information.
-    lazy : bool
-        Whether the blocks are read from a store (see :data:`LAZY_READ_FACTOR`).
-    weights, offset : bool
-        Whether those arrays exist.
-    block_bytes : int
-        The kernel's row-block budget.
-    """
-    d = p + 1
-    per_row = 8 * p + 4 + 8 * weights + 8 * m * offset
-    blocks = rows * per_row * (LAZY_READ_FACTOR if lazy else 1)
-    n_weights = m * (m + 1) // 2 + 1 if information else 0
-    width = d + 3 * m
-    if n_weights:
-        width = max(width, gram_layout(d, n_weights, block_bytes)[2] + n_weights)
-    kernel_rows = min(rows, max(256, block_bytes // (8 * width)), ROW_BLOCK_CAP if n_weights else rows)
-    if n_weights:  # class-major predictors, probabilities, residuals, the design copy, weights and row products
-        kernel = kernel_rows * 8 * (12 * m + 6 * d + width) + 8 * n_weights * d * d
-    else:  # predictors, probabilities and residuals of blocks of up to 2^24 / (8 (d + 3m)) rows
-        kernel = kernel_rows * 8 * (4 * m + 2 * d)
-    record = 8 * (d * m + 2 * d * d)
-    if information:
-        # the weighted Grams' accumulators and their (T, d, d) unfolding, the assembled record, the task's running
-        # sum, and the copies made while a record is combined or sent (measured at (K - 1) d = 9,800: a worker's
-        # peak was 5-6 information matrices)
-        record += 8 * (2 * n_weights * d * d + 4 * (m * d) ** 2)
-    return WorkingSet(int(blocks), int(kernel), int(record))
 
 
 def check_workers(
@@ -168,10 +130,10 @@ def tune_worker_allocator() -> None:
 
     distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at
     128 KiB: every temporary of a pass (several MiB each) is then mmapped, page-faulted and unmapped anew, which
-    made a score pass 1.5x slower in a worker than in the driver. Allocations up to the kernel's block budget come
-    from the heap, and freed heap is kept up to 1/16 of the memory limit (at most 256 MiB; 64 MiB without a limit).
-    Keeping 256 MiB regardless (the first version) left a 500 MB worker with 330-420 MiB of unmanaged memory and
-    paused it for good. Done once per process; elsewhere (dask's threaded scheduler, other libcs) a no-op.
+    slows a pass in a worker against the same pass in the driver. Allocations up to the kernel's block budget come
+    from the heap, and freed heap is kept up to 1/16 of the memory limit (at most 256 MiB; 64 MiB without a limit):
+    a share, because freed heap counts as the worker's unmanaged memory, on which distributed pauses it. Done once
+    per process; elsewhere (dask's threaded scheduler, other libcs) a no-op.
     """
     if _ALLOCATOR["tuned"]:
         return

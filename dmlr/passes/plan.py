@@ -1,55 +1,55 @@
-"""Which partitions each task of a pass evaluates, and how a task obtains their arrays.
+"""Which partitions each task of a pass evaluates, and the part of the task graph that produces their blocks.
 
-A pass must not cost one task per partition (scheduling alone made a 4,000-partition pass 42x slower than a
-10-partition one). The partitions are split once per fit into *groups*: one per worker thread, each holding the
-partitions that live on that worker (persisted or shipped data) or a contiguous range of row chunks (data read from
-a store or another lazy graph). A group is described by a :class:`GroupPlan`: its partitions, the part of the
-design's task graph that produces their blocks (culled once, here), and the keys of the persisted blocks it
-reads (dask resolves those to the arrays on the worker). Every pass then runs one task per group.
+A pass must not cost one task per partition (scheduling costs milliseconds per task: ``benchmarks/scaling.py``).
+The partitions are split once per engine into *tasks*: one per worker thread, each holding the
+partitions that live on that worker (persisted or shipped data) or a contiguous range of row chunks (data read from a
+store or another lazy graph). A task is described by a :class:`TaskPlan`: its partitions, the part of the data's task
+graph that produces their blocks (culled once, here), and the persisted blocks it reads (dask resolves those to the
+arrays on the worker). Every pass then runs one task per plan.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from dask.optimization import cull
+from dask.core import get_deps
 
 if TYPE_CHECKING:
-    from dmlr.data.design import Design
+    from dmlr.data.design import RowData
 
-__all__ = ["GroupPlan", "PartitionSpec", "computed", "design_graph", "partition_specs", "plan_groups"]
+__all__ = ["PartitionSpec", "TaskPlan", "computed", "data_graph", "partition_specs", "plan_tasks", "split_graph"]
 
 Key = Hashable
 
 
 @dataclass(frozen=True)
 class PartitionSpec:
-    """One row partition of the design.
+    """One row partition of the data.
 
     Attributes
     ----------
     index : int
-        Position among the design's partitions (0-based), used in messages.
+        Position among the partitions (0-based), used in messages.
     row_start : int
-        Global index of its first row.
+        Global index of its first row (``-1`` when the partition sizes are unknown).
     rows : int
-        Number of rows.
-    keys : tuple
-        Task keys of its blocks of ``x``, ``codes``, ``weights`` and ``offset`` (``None`` where the design has no
-        such array).
+        Number of rows (``-1`` when unknown).
+    keys : dict of str to key
+        Task key of its block of each field (``"x"``, ``"codes"``, ...).
     """
 
     index: int
     row_start: int
     rows: int
-    keys: tuple[Key, Key, Key | None, Key | None]
+    keys: dict[str, Key]
 
 
 @dataclass
-class GroupPlan:
+class TaskPlan:
     """The partitions one task evaluates.
 
     Attributes
@@ -62,7 +62,7 @@ class GroupPlan:
         Persisted blocks the graph or the partitions read: key -> ``distributed.Future`` on the client, replaced
         by the block itself when dask runs the task that receives it.
     worker : str, optional
-        Address of the worker holding the group's persisted blocks, or the worker a lazy group was dealt to: a hint
+        Address of the worker holding the task's persisted blocks, or the worker a lazy run was dealt to: a hint
         for adding records per worker, not a restriction (``None``: any worker).
     """
 
@@ -73,8 +73,8 @@ class GroupPlan:
 
     @property
     def rows(self) -> int:
-        """Rows in the group."""
-        return sum(p.rows for p in self.partitions)
+        """Rows of the task (each partition of unknown size counted as 0)."""
+        return sum(max(p.rows, 0) for p in self.partitions)
 
     @property
     def streams(self) -> bool:
@@ -85,7 +85,7 @@ class GroupPlan:
 
 def computed(graph: Mapping[Key, Any], spec: PartitionSpec) -> bool:
     """Whether ``spec``'s blocks come from tasks of ``graph`` (not arrays in it, not persisted leaves outside it)."""
-    return any(k in graph and not isinstance(graph[k], np.ndarray) for k in spec.keys if k is not None)
+    return any(k in graph and not isinstance(graph[k], np.ndarray) for k in spec.keys.values())
 
 
 def _block_keys(array: Any) -> list[Key]:
@@ -94,26 +94,45 @@ def _block_keys(array: Any) -> list[Key]:
     return [k[0] if isinstance(k, list) else k for k in keys]
 
 
-def partition_specs(design: Design) -> list[PartitionSpec]:
-    """The design's partitions, in row order."""
-    columns = [_block_keys(design.x), _block_keys(design.codes)]
-    n_parts = len(columns[0])
-    for extra in (design.weights, design.offset):
-        columns.append(_block_keys(extra) if extra is not None else [None] * n_parts)
+def partition_specs(data: RowData) -> list[PartitionSpec]:
+    """The data's partitions, in row order."""
+    arrays = data.arrays()
+    columns = {name: _block_keys(a) for name, a in arrays.items()}
     specs, start = [], 0
-    for i, (rows, keys) in enumerate(zip(design.x.chunks[0], zip(*columns, strict=True), strict=True)):
-        specs.append(PartitionSpec(i, start, int(rows), keys))
-        start += int(rows)
+    for i, rows in enumerate(data.row_chunks):
+        known = not math.isnan(rows) and start >= 0
+        size = int(rows) if known else -1
+        specs.append(PartitionSpec(i, start if known else -1, size, {n: keys[i] for n, keys in columns.items()}))
+        start = start + size if known else -1
     return specs
 
 
-def design_graph(design: Design) -> dict[Key, Any]:
-    """The merged task graph of the design's arrays, materialized once (persisted blocks appear as futures)."""
+def data_graph(data: RowData) -> dict[Key, Any]:
+    """The merged task graph of the data's arrays, materialized once (persisted blocks appear as futures)."""
     graph: dict[Key, Any] = {}
-    for array in design.arrays():
+    for array in data.arrays().values():
         layers: Any = array.__dask_graph__()
         graph.update(layers.to_dict())
     return graph
+
+
+def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> list[dict[Key, Any]]:
+    """The part of ``graph`` each set of keys needs, one dependency walk per set (dependencies found once: the cost
+    is linear in the graph, not in graph x sets)."""
+    found: Any = get_deps(dict(graph))  # type: ignore[arg-type]
+    dependencies: dict[Key, Any] = found[0]
+    out = []
+    for keys in key_sets:
+        part: dict[Key, Any] = {}
+        stack = [k for k in keys if k in graph]
+        while stack:
+            key = stack.pop()
+            if key in part:
+                continue
+            part[key] = graph[key]
+            stack.extend(d for d in dependencies.get(key, ()) if d in graph and d not in part)
+        out.append(part)
+    return out
 
 
 def _is_future(value: Any) -> bool:
@@ -124,74 +143,69 @@ def _is_future(value: Any) -> bool:
     return isinstance(value, Future)
 
 
-def _split(specs: Sequence[PartitionSpec], graph: Mapping[Key, Any], worker: str | None) -> GroupPlan:
-    keys = [k for p in specs for k in p.keys if k is not None]
-    direct = [k for k in keys if _is_future(graph.get(k))]
-    lazy = [k for k in keys if not _is_future(graph.get(k))]
-    sub: dict[Key, Any] = {}
-    if lazy:
-        culled, _ = cull(dict(graph), lazy)
-        sub = dict(culled)
+def _task(specs: Sequence[PartitionSpec], sub: dict[Key, Any], worker: str | None) -> TaskPlan:
+    """A task's plan from the part of the graph its partitions need: persisted blocks become its leaves."""
     leaves = {k: v for k, v in sub.items() if _is_future(v)}
-    leaves.update((k, graph[k]) for k in direct)
     for k in leaves:
-        sub.pop(k, None)
-    return GroupPlan(list(specs), sub, leaves, worker)
+        del sub[k]
+    return TaskPlan(list(specs), sub, leaves, worker)
 
 
-def _contiguous(specs: Sequence[PartitionSpec], n_groups: int) -> list[list[PartitionSpec]]:
-    """Split partitions in row order into at most ``n_groups`` runs of about equal rows."""
-    n_groups = max(1, min(n_groups, len(specs)))
-    total = sum(p.rows for p in specs)
-    groups: list[list[PartitionSpec]] = [[] for _ in range(n_groups)]
+def _tasks(runs: Sequence[tuple[list[PartitionSpec], str | None]], graph: Mapping[Key, Any]) -> list[TaskPlan]:
+    parts = split_graph(graph, [[k for p in specs for k in p.keys.values()] for specs, _ in runs])
+    return [_task(specs, sub, worker) for (specs, worker), sub in zip(runs, parts, strict=True)]
+
+
+def _contiguous(specs: Sequence[PartitionSpec], n_tasks: int) -> list[list[PartitionSpec]]:
+    """Split partitions in row order into at most ``n_tasks`` runs of about equal rows (of equal partition counts
+    when the sizes are unknown)."""
+    n_tasks = max(1, min(n_tasks, len(specs)))
+    sizes = [p.rows if p.rows >= 0 else 1 for p in specs]
+    whole = sum(sizes)
+    runs: list[list[PartitionSpec]] = [[] for _ in range(n_tasks)]
     done = 0
-    for p in specs:
-        g = min(n_groups - 1, done * n_groups // max(total, 1))
-        groups[g].append(p)
-        done += p.rows
-    return [g for g in groups if g]
+    for p, size in zip(specs, sizes, strict=True):
+        runs[min(n_tasks - 1, done * n_tasks // max(whole, 1))].append(p)
+        done += size
+    return [r for r in runs if r]
 
 
-def plan_groups(
-    design: Design,
+def plan_tasks(
+    data: RowData,
     threads: Mapping[str, int] | int,
     homes: Mapping[Key, str] | None = None,
-) -> list[GroupPlan]:
-    """Split the design's partitions into one group per worker thread.
+) -> list[TaskPlan]:
+    """Split the data's partitions into one task per worker thread.
 
     Parameters
     ----------
-    design : Design
+    data : RowData
     threads : mapping of str to int, or int
         Worker address -> its number of threads; an int for dask's local threaded scheduler (no placement).
     homes : mapping, optional
-        Key of a partition's ``x`` block -> the worker holding it (persisted data); such partitions are grouped
+        Key of a partition's first block -> the worker holding it (persisted data); such partitions are grouped
         on their worker, the others (lazy, or on a worker that left) spread over all workers as contiguous runs.
 
     Returns
     -------
-    list of GroupPlan
+    list of TaskPlan
     """
-    specs = partition_specs(design)
-    graph = design_graph(design)
+    specs = partition_specs(data)
+    graph = data_graph(data)
     if isinstance(threads, int):
-        return [_split(run, graph, None) for run in _contiguous(specs, threads)]
+        return _tasks([(run, None) for run in _contiguous(specs, threads)], graph)
     homes = homes or {}
     workers = sorted(threads)
     placed: dict[str, list[PartitionSpec]] = {w: [] for w in workers}
     loose: list[PartitionSpec] = []
     for p in specs:
-        home = homes.get(p.keys[0])
+        home = homes.get(next(iter(p.keys.values())))
         (placed[home] if home in placed else loose).append(p)
-    plans: list[GroupPlan] = []
+    runs: list[tuple[list[PartitionSpec], str | None]] = []
     for w in workers:
-        for run in _contiguous(placed[w], threads[w]):
-            plans.append(_split(run, graph, w))
+        runs += [(run, w) for run in _contiguous(placed[w], threads[w])]
     if loose:
-        total_threads = sum(threads.values())
-        runs = _contiguous(loose, total_threads)
         # contiguous runs dealt to workers in proportion to their threads
         slots = [w for w in workers for _ in range(threads[w])]
-        for i, run in enumerate(runs):
-            plans.append(_split(run, graph, slots[i % len(slots)]))
-    return plans
+        runs += [(run, slots[i % len(slots)]) for i, run in enumerate(_contiguous(loose, sum(threads.values())))]
+    return _tasks(runs, graph)

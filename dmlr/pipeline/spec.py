@@ -12,7 +12,7 @@
       target: mode
       categorical: [region]            # optional: features, categorical, weights, offset, storage_options
       # instead of train/test, `synthetic: {rows: 200000, test_rows: 50000, seed: 2026}` draws the demo's table
-    fit: {method: auto, l2: 0.0, tol: 1.0e-8, max_iter: 100, base: null, inference: true}
+    fit: {method: auto, l2: 0.0, tol: 1.0e-8, max_iter: 100, base: null, inference: true}  # any dmlr.fit option
     evaluate: {bins: 10}
     report: {format: html}             # html or markdown
 
@@ -29,16 +29,7 @@ from typing import Any, TypeVar, cast
 import yaml
 
 from dmlr.errors import InputError
-from dmlr.options import (
-    CLUSTER_CORRECTIONS,
-    COLLINEAR,
-    COV_TYPES,
-    MISSING,
-    SEPARATION,
-    WEIGHTS_TYPES,
-    Collinear,
-    Separation,
-)
+from dmlr.options import MISSING, FitOptions, OptionField, fit_option_fields
 
 __all__ = ["PipelineSpec", "SpecError", "load_pipeline"]
 
@@ -80,21 +71,6 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class FitSection:
-    method: str = "auto"
-    l2: float = 0.0
-    tol: float = 1e-8
-    max_iter: int = 100
-    base: Any = None
-    inference: bool = True
-    separation: Separation = "raise"
-    collinear: Collinear = "raise"
-    cov_type: str | None = None
-    weights_type: str = "frequency"
-    cluster_correction: str = "statsmodels"
-
-
-@dataclass(frozen=True)
 class EvaluateSection:
     bins: int = 10
 
@@ -124,7 +100,7 @@ class PipelineSpec:
     workdir: str
     cluster: ClusterSection
     data: DataSection
-    fit: FitSection
+    fit: FitOptions
     evaluate: EvaluateSection
     report: ReportSection
 
@@ -284,23 +260,25 @@ def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
     return data
 
 
-def _fit_section(r: _Reader, raw: Any) -> FitSection:
-    from dmlr.steps.registry import method_names
+def _fit_section(r: _Reader, raw: Any) -> FitOptions:
+    """The ``fit`` section: every fit option a spec may set (:func:`~dmlr.options.fit_option_fields`), typed as
+    :class:`~dmlr.options.FitOptions` declares it, with its defaults."""
+    allowed = {f.name: f for f in fit_option_fields() if f.spec}
+    f = r.mapping(raw, "fit", tuple(allowed))
+    values = {name: _fit_value(r, allowed[name], value) for name, value in f.items()}
+    try:
+        return FitOptions.of(values, "the fit section")
+    except InputError as exc:
+        name = next((n for n in values if str(exc).startswith(n)), "")
+        raise r.fail(f"fit.{name}" if name else "fit", str(exc)) from None
 
-    methods = method_names()
-    f = r.mapping(raw, "fit", tuple(FitSection.__dataclass_fields__))
-    return FitSection(
-        method=r.choice(f.get("method", "auto"), "fit.method", methods),
-        l2=r.typed(f.get("l2", 0.0), "fit.l2", float, lambda v: v >= 0, "a number >= 0"),
-        tol=r.typed(f.get("tol", 1e-8), "fit.tol", float, lambda v: v > 0, "a number > 0"),
-        max_iter=r.typed(f.get("max_iter", 100), "fit.max_iter", int, lambda v: v >= 0, "an integer >= 0"),
-        base=f.get("base"),
-        inference=r.typed(f.get("inference", True), "fit.inference", bool),
-        separation=r.choice(f.get("separation", "raise"), "fit.separation", SEPARATION),
-        collinear=r.choice(f.get("collinear", "raise"), "fit.collinear", COLLINEAR),
-        cov_type=None if f.get("cov_type") is None else r.choice(f["cov_type"], "fit.cov_type", COV_TYPES),
-        weights_type=r.choice(f.get("weights_type", "frequency"), "fit.weights_type", WEIGHTS_TYPES),
-        cluster_correction=r.choice(
-            f.get("cluster_correction", "statsmodels"), "fit.cluster_correction", CLUSTER_CORRECTIONS
-        ),
-    )
+
+def _fit_value(r: _Reader, option: OptionField, value: Any) -> Any:
+    """One fit option's value, type-checked (the value itself is checked by :class:`FitOptions`)."""
+    where = f"fit.{option.name}"
+    if option.choices is not None:
+        allowed = option.choices
+        return r.typed(value, where, object, lambda v: any(v is c or (v == c and type(v) is type(c)) for c in allowed),
+                       f"one of {allowed}")  # fmt: skip
+    kind = {"float": float, "int": int, "bool": bool}.get(option.annotation)
+    return value if kind is None else r.typed(value, where, kind, option.check, option.values or "")

@@ -26,6 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import fsspec
@@ -69,7 +70,8 @@ def hash_tree(url: str, storage_options: dict[str, Any] | None = None) -> str | 
 
 
 def _store_hash(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
-    from dmlr.data.store import open_store, store_checksum
+    from dmlr.data.store import open_store
+    from dmlr.data.writing import store_checksum
 
     try:
         open_store(url, storage_options=storage_options)  # complete and readable
@@ -160,7 +162,7 @@ class _Run:
 
 
 def _stage_inputs(run: _Run) -> str:
-    from dmlr.data.store import SCHEMA_VERSION
+    from dmlr.data.metadata import SCHEMA_VERSION
 
     data = run.spec.section("data")
     if run.spec.data.synthetic is not None:
@@ -193,7 +195,7 @@ def _synthetic_sources(run: _Run) -> tuple[list[str], list[str]]:
 
 
 def _stage_execute(run: _Run) -> dict[str, Any]:
-    from dmlr.data.store import stage
+    from dmlr.data.staging import stage
 
     d = run.spec.data
     train, test = (list(d.train), list(d.test)) if d.synthetic is None else _synthetic_sources(run)
@@ -246,10 +248,8 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         with quiet_progress():  # the JSON log owns stderr
             res = fit_and_save(
                 run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
-                overwrite=True, method=f.method, base=f.base, l2=f.l2, tol=f.tol, max_iter=f.max_iter,
-                inference=f.inference, separation="warn", collinear=f.collinear, client=client, callback=progress,
-                checkpoint=checkpoints, cov_type=f.cov_type, weights_type=f.weights_type,
-                cluster_correction=f.cluster_correction,
+                overwrite=True, client=client, callback=progress, checkpoint=checkpoints,
+                **{**asdict(f), "separation": "warn"},
             )  # fmt: skip
     except JobInterrupted:
         # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write

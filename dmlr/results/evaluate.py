@@ -1,7 +1,8 @@
 """Held-out evaluation of a fitted model on a staged store: log-loss, accuracy, confusion matrix, calibration.
 
-Every quantity is a sum over rows, so each partition produces a small record (one task per chunk, reading the
-chunk once) and the records are added up: the held-out set never has to fit in memory.
+Every quantity is a sum over rows: one pass of the engine (:class:`~dmlr.oracle.evaluation.EvaluationKernel`, one
+task per worker thread whatever the store's chunking) reads each chunk once, and the held-out set never has to fit
+in memory.
 """
 
 from __future__ import annotations
@@ -9,50 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dask.base import compute
-from dask.delayed import delayed
 from numpy.typing import NDArray
 
+from dmlr.data.design import RowData
 from dmlr.data.store import StoreData, open_store
 from dmlr.errors import InputError
+from dmlr.oracle.evaluation import EvaluationKernel
+from dmlr.passes.engine import PassEngine
+from dmlr.passes.shipping import current_client
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["evaluate"]
 
 Array = NDArray[np.float64]
-
-
-def _block(proba: Array, codes: NDArray[np.int32], weights: Array | None, edges: Array) -> dict[str, Array]:
-    """Sums for one chunk: log-loss, hits, confusion counts (true x predicted), calibration bins."""
-    n, k = proba.shape
-    w = np.ones(n) if weights is None else weights
-    p_true = proba[np.arange(n), codes]
-    pred = np.argmax(proba, axis=1)
-    conf = proba[np.arange(n), pred]
-    hit = (pred == codes).astype(np.float64)
-    confusion = np.zeros((k, k))
-    np.add.at(confusion, (codes, pred), w)
-    bins = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, edges.size - 2)
-    nb = edges.size - 1
-    observed = np.zeros(k)
-    np.add.at(observed, codes, w)
-    return {
-        "rows": np.array([float(n)]),
-        "weight": np.array([w.sum()]),
-        "nll": np.array([-(w * np.log(np.maximum(p_true, np.finfo(np.float64).tiny))).sum()]),
-        "hits": np.array([(w * hit).sum()]),
-        "brier": np.array([(w * ((proba**2).sum(axis=1) - 2 * p_true + 1)).sum()]),
-        "confusion": confusion,
-        "bin_weight": np.bincount(bins, weights=w, minlength=nb),
-        "bin_conf": np.bincount(bins, weights=w * conf, minlength=nb),
-        "bin_hits": np.bincount(bins, weights=w * hit, minlength=nb),
-        "class_predicted": (w[:, None] * proba).sum(axis=0),
-        "class_observed": observed,
-    }
-
-
-def _add(records: list[dict[str, Array]]) -> dict[str, Array]:
-    return {key: np.sum([r[key] for r in records], axis=0) for key in records[0]}
 
 
 def evaluate(
@@ -61,6 +31,7 @@ def evaluate(
     *,
     bins: int = 10,
     storage_options: dict[str, Any] | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Score ``result`` on held-out rows staged in a store (with :func:`dmlr.stage`'s ``like=``).
 
@@ -73,6 +44,8 @@ def evaluate(
         Equal-width bins of the top-class probability for the calibration table.
     storage_options : dict, optional
         fsspec options for a store URL.
+    client : distributed.Client, optional
+        Where the pass runs (default the current client, else local threads).
 
     Returns
     -------
@@ -95,14 +68,10 @@ def evaluate(
         raise InputError(f"bins must be >= 1, got {bins}")
     edges = np.linspace(1.0 / len(classes), 1.0, bins + 1)
     edges[0], edges[-1] = 0.0, 1.0 + 1e-12
-    proba = result.predict_proba(store.X, offset=store.offset)
-    parts = []
-    arrays = [proba, store.y] + ([store.weights] if store.weights is not None else [])
-    blocks = [a.to_delayed().ravel() for a in arrays]
-    for items in zip(*blocks, strict=True):
-        w = items[2] if len(items) > 2 else None
-        parts.append(delayed(_block, pure=True)(items[0], items[1], w, edges))
-    (total,) = compute(delayed(_add)(parts))
+    x = result.model_columns(store.X)
+    rows = RowData(x=x, labels=store.y, weights=store.weights, offset=store.offset)
+    engine = PassEngine(rows, client if client is not None else current_client())
+    total = engine.reduce(EvaluationKernel(result.coef, result.intercept, result.code_to_sorted, edges)).values
     weight = float(total["weight"][0])
     if not weight > 0:
         raise InputError(f"{store.url} has no rows with positive weight to evaluate on")

@@ -10,13 +10,12 @@ statsmodels' definitions (``MNLogitResults.get_margeff``), for a row ``x`` with 
 Jacobian with respect to the class-major coefficients is written analytically (``p_j (e_j - q) x`` for the
 probabilities, ``e_jk e_lc - [k = c] q_l - q_l (beta_lk - bbar_k) x_c`` for ``beta_jk - bbar_k``), so the
 standard errors ``J V J'`` follow the fit's covariance (robust and cluster-robust ones too). Over rows everything
-is an additive sum: ``at="overall"`` on a dask array is one pass of per-block sums.
+is an additive sum: ``at="overall"`` on a dask array is one pass of the engine, whatever its partitioning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -26,8 +25,14 @@ import scipy.stats
 from numpy.typing import NDArray
 
 from dmlr.errors import InputError
-from dmlr.oracle.effects import effects_and_jacobian, flat_effects, set_columns
-from dmlr.results.prediction import block_sums
+from dmlr.oracle.effects import (
+    ColumnSummary,
+    ColumnSummaryKernel,
+    EffectSumsKernel,
+    effects_and_jacobian,
+    set_columns,
+)
+from dmlr.results.sums import row_sums
 
 if TYPE_CHECKING:
     from dmlr.results.results import MNLogitResults
@@ -41,16 +46,14 @@ METHODS = ("dydx", "eydx", "dyex", "eyex")
 
 
 def _discrete_columns(
-    x: Any, names: list[str], dummy: bool | list[str], count: bool | list[str]
+    summary: ColumnSummary | None, names: list[str], dummy: bool | list[str], count: bool | list[str]
 ) -> tuple[tuple[int, str], ...]:
     """statsmodels' rules: dummies are 0/1 columns, counts non-negative integer columns that vary and are not
     dummies; named columns must be such columns (an error names the one that is not)."""
     if not dummy and not count:
         return ()
-    if isinstance(x, da.Array):
-        low, high, integral, var = da.compute(x.min(0), x.max(0), (x % 1.0 == 0).all(0), x.var(0))
-    else:
-        low, high, integral, var = x.min(0), x.max(0), np.all(x % 1.0 == 0, axis=0), x.var(0)
+    assert summary is not None
+    low, high, integral, var = summary.low, summary.high, summary.integral, summary.var
     is_dummy = (low == 0) & (high == 1) & integral
     is_count = integral & (var != 0) & (low >= 0) & ~is_dummy
     out: list[tuple[int, str]] = []
@@ -69,15 +72,16 @@ def _discrete_columns(
     return tuple(out)
 
 
-def _point(x: Any, at: str, intercept: bool) -> Array:
+def _point(x: Any, at: str, summary: ColumnSummary | None, atexog: dict[int, float]) -> Array:
     """The row at which ``at="mean" | "median" | "zero"`` evaluates (data columns), shape (1, p)."""
     if at == "zero":
         return np.zeros((1, x.shape[1]))
+    if at == "mean":
+        assert summary is not None
+        return summary.mean[None, :]
     if isinstance(x, da.Array):
-        if at == "median":
-            raise InputError("at='median' needs the data in memory; use at='mean' or 'overall' for dask input")
-        return np.asarray(x.mean(axis=0).compute())[None, :]
-    return np.atleast_2d(np.mean(x, axis=0) if at == "mean" else np.median(x, axis=0))
+        raise InputError("at='median' needs the data in memory; use at='mean' or 'overall' for dask input")
+    return set_columns(np.atleast_2d(np.median(np.asarray(x, dtype=np.float64), axis=0)), atexog)
 
 
 @dataclass(frozen=True)
@@ -132,19 +136,15 @@ class MarginalEffects:
         return head + "\n" + self.summary_frame(alpha).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _with_atexog(x: Any, names: list[str], atexog: dict[Any, float] | None) -> Any:
-    """``x`` with the columns of ``atexog`` (feature names, or data column positions) set to the given values."""
-    if not atexog:
-        return x
-    columns = {}
-    for key, value in atexog.items():
+def _atexog_columns(names: list[str], atexog: dict[Any, float] | None) -> dict[int, float]:
+    """The data columns ``atexog`` fixes (feature names, or data column positions) and their values."""
+    columns: dict[int, float] = {}
+    for key, value in (atexog or {}).items():
         j = names.index(key) if key in names else key if isinstance(key, int) and 0 <= key < len(names) else None
         if j is None:
             raise InputError(f"atexog names {key!r}, which is not one of the model's features {names}")
         columns[j] = float(value)
-    if isinstance(x, da.Array):
-        return da.map_blocks(set_columns, x, columns, dtype=np.float64)
-    return set_columns(np.array(x, dtype=np.float64), columns)
+    return columns
 
 
 def marginal_effects(
@@ -166,15 +166,17 @@ def marginal_effects(
                          f"statsmodels; got method {method!r}, at {at!r}")  # fmt: skip
     names = list(res.data_feature_names)
     x = res.model_rows(X)[0]
-    x = _with_atexog(x, names, atexog)
-    discrete = _discrete_columns(x, names, dummy, count)
+    fixed = _atexog_columns(names, atexog)
+    fixed_items = tuple(sorted(fixed.items()))
+    summary = row_sums(x, ColumnSummaryKernel(fixed_items)) if (dummy or count or at == "mean") else None
+    discrete = _discrete_columns(summary, names, dummy, count)
     coef, intercept = res.coef, res.intercept
     d, m = coef.shape
     if at != "overall":
-        effects, jac = effects_and_jacobian(_point(x, at, intercept), coef, intercept, method, discrete)
+        effects, jac = effects_and_jacobian(_point(x, at, summary, fixed), coef, intercept, method, discrete)
     else:  # one pass of per-block sums (one call for NumPy input)
-        sums = partial(flat_effects, coef=coef, intercept=intercept, method=method, discrete=discrete)
-        total, n = block_sums(x, sums, d * (m + 1) * (1 + m * d))
+        record = row_sums(x, EffectSumsKernel(coef, intercept, method, discrete, fixed_items))
+        total, n = record["values"], float(record["rows"][0])
         effects, jac = total[: d * (m + 1)].reshape(d, m + 1) / n, total[d * (m + 1) :].reshape(d, m + 1, m, d) / n
     order = res.code_to_sorted
     keep = np.arange(int(intercept), d)  # the constant's "effect" is not one

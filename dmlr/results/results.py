@@ -24,10 +24,10 @@ from numpy.typing import NDArray
 from dmlr.errors import InferenceUnavailableError, InputError
 from dmlr.options import check_missing
 from dmlr.results import hypothesis
+from dmlr.results.encoding import encode_frame, feature_matrix
 from dmlr.results.hypothesis import ChiSquareTest
 from dmlr.results.margins import MarginalEffects, marginal_effects
-from dmlr.results.predict import encode_frame, feature_matrix, predict_labels, predict_proba
-from dmlr.results.prediction import PredictionResults, get_prediction
+from dmlr.results.prediction import PredictionResults, get_prediction, predict_labels, predict_proba
 from dmlr.results.summary import Summary, render_summary
 
 __all__ = ["MNLogitResults"]

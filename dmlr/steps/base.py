@@ -1,22 +1,24 @@
-"""What every step rule shares: the penalized objective, the iterate, and the rule protocol.
+"""What every step rule shares: the penalized objective, the iterate, the facts a rule is built from, and the rule
+protocol.
 
 The driver maximizes the penalized log-likelihood ``f(W) = l(W) - lambda/2 * ||P W||^2`` where ``P`` masks the
 intercept row out of the penalty. An :class:`Iterate` is the coefficient value together with the statistics of the
-pass evaluated there. A :class:`StepRule` turns an iterate into an ascent direction; how far to go along it is the
-line search's business (:mod:`dmlr.steps.linesearch`).
+pass evaluated there. A :class:`StepRule`, built from a :class:`RuleContext` (everything it is configured with, at
+construction), turns an iterate into an ascent :class:`Direction`, which also says what the passes along it must
+compute; how far to go along it is the line search's business (:mod:`dmlr.steps.linesearch`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import Request, Statistics
+from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
 
-__all__ = ["Direction", "Iterate", "Objective", "StepRule", "flat", "unflat"]
+__all__ = ["DataFacts", "Direction", "Iterate", "Objective", "RuleContext", "StepRule", "flat", "unflat"]
 
 Array = NDArray[np.float64]
 
@@ -121,40 +123,91 @@ class Direction:
     shift : float
         Diagonal shift the rule had to add to factor its matrix (0.0 when none); a shifted decrement is not used
         for convergence.
+    request : Request
+        What each pass along this direction (the line search's trials) must compute: the next direction needs it
+        from the accepted one.
     """
 
     step: Array
     decrement: float | None = None
     shift: float = 0.0
+    request: Request = SCORE_ONLY
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a fit knows of its data after the first pass: what rule factories and ``auto``'s choice may use.
+
+    Attributes
+    ----------
+    n_rows : int
+    n_columns : int
+        Model columns ``d``.
+    n_nonbase : int
+        ``m = K - 1``.
+    task_rows : int
+        Rows of the largest task of a pass (a pass ends with it).
+    streamed : bool
+        Every pass produces the data anew (reads them from a store, or computes them from a graph).
+    on_cluster : bool
+        Passes run on a distributed cluster (a fixed round trip per pass).
+    first_pass_seconds : float
+        Wall time of the first pass (score and Gram matrix only: for streamed data, about the read time).
+    """
+
+    n_rows: int
+    n_columns: int
+    n_nonbase: int
+    task_rows: int
+    streamed: bool = False
+    on_cluster: bool = False
+    first_pass_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Everything a rule is built from (:data:`dmlr.steps.registry.RULES` factories receive it).
+
+    Attributes
+    ----------
+    objective : Objective
+    n_classes : int
+        ``K``.
+    facts : DataFacts, optional
+        The data's facts (``None`` where a rule is built without data, e.g. in tests).
+    settings : dict
+        The rule's settings as chosen for this fit (:class:`dmlr.steps.auto.Choice`, recorded in checkpoints so that
+        a resumed fit is configured as the interrupted one was), e.g. ``{"sample_every": 4}``.
+    """
+
+    objective: Objective
+    n_classes: int
+    facts: DataFacts | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class StepRule(Protocol):
     """A rule that proposes ascent directions: what the driver's loop needs, and all it uses.
 
-    A new method is a module with a class satisfying this protocol plus one line in
+    A new method is a module with a class satisfying this protocol plus one entry in
     :data:`dmlr.steps.registry.RULES` (or a call to :func:`dmlr.steps.registry.register_rule`); the driver does not
-    change.
+    change. A rule is configured when it is built (its factory receives a :class:`RuleContext`); its memory changes
+    only in :meth:`prepare`, :meth:`accept` and :meth:`restore`.
 
     Attributes
     ----------
     name : str
         The method's name, as users pass it and as results, history and logs record it.
-    first_request : Request
-        What the first pass (at ``W = 0``) must compute for :meth:`prepare`.
-    request : Request
-        What each later pass (line-search trials) must compute for :meth:`direction`.
     """
 
     name: str
-    first_request: Request
-    request: Request
 
     def prepare(self, stats: Statistics) -> None:
         """Set up from the first pass's statistics (factor a bound, a preconditioner); may be a no-op."""
         ...
 
     def direction(self, it: Iterate) -> Direction:
-        """Ascent direction at ``it``."""
+        """Ascent direction at ``it`` (with what the passes along it must compute); changes nothing in the rule."""
         ...
 
     def fallback(self, it: Iterate) -> Direction | None:

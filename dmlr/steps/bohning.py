@@ -15,8 +15,8 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request, Statistics
-from dmlr.steps.base import Direction, Iterate, Objective
+from dmlr.oracle.statistics import SCORE_ONLY, Statistics
+from dmlr.steps.base import Direction, Iterate, Objective, RuleContext
 from dmlr.steps.newton import shifted_cholesky
 
 __all__ = ["BoundRule", "BoundSolver"]
@@ -108,9 +108,12 @@ class BoundRule:
     objective: Objective
     n_classes: int
     name: str = "bohning"
-    request: Request = SCORE_ONLY
-    first_request: Request = BOUND_SETUP
     solver: BoundSolver | None = None
+
+    @classmethod
+    def build(cls, context: RuleContext) -> BoundRule:
+        """The rule for a fit (no settings)."""
+        return cls(context.objective, context.n_classes)
 
     def prepare(self, stats: Statistics) -> None:
         """Factor the bound from the first pass's Gram matrix (once)."""
@@ -118,10 +121,10 @@ class BoundRule:
             self.solver = BoundSolver(stats.full_gram(), self.n_classes, self.objective)
 
     def direction(self, it: Iterate) -> Direction:
-        """Bound step ``B^{-1} g``."""
-        self.prepare(it.stats)
-        assert self.solver is not None
-        return Direction(self.solver.solve(it.gradient))
+        """Bound step ``B^{-1} g`` (its trials compute the score only)."""
+        if self.solver is None:
+            raise ValueError("the bound rule is prepared from the first pass's Gram matrix before its first direction")
+        return Direction(self.solver.solve(it.gradient), request=SCORE_ONLY)
 
     def fallback(self, it: Iterate) -> Direction | None:
         """None: a unit bound step always ascends, so a failed line search is final."""

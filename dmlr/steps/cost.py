@@ -18,55 +18,57 @@ constants were fitted to the kernels' measured times on one core (``benchmarks/R
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from dmlr.oracle.kernels import gram_layout
+from dmlr.oracle.blocks import gram_layout
+from dmlr.steps.base import DataFacts
+from dmlr.steps.newton import MIN_SAMPLE_ROWS
 
 __all__ = [
     "CLUSTER_OVERHEAD",
     "LBFGS_PASSES",
     "LOCAL_OVERHEAD",
-    "MIN_SAMPLE_ROWS",
     "NEWTON_MAX_PARAMETERS",
     "NEWTON_PASSES",
-    "Choice",
     "PassModel",
+    "Prediction",
     "choose_by_cost",
     "default_model",
     "gemm_rate",
+    "pass_model",
     "refresh_every",
 ]
 
 NEWTON_PASSES = 6
-"""Information passes of a Newton fit after the first pass (benchmarks: 4-5; test problems: up to 7)."""
+"""Information passes of a Newton fit after the first pass (typical, ``benchmarks/README.md``)."""
 
 LBFGS_PASSES = 20
-"""Score passes of a preconditioned L-BFGS fit after the first pass (benchmarks: 14-18; test problems: up to 58)."""
+"""Score passes of a preconditioned L-BFGS fit after the first pass (typical, ``benchmarks/README.md``)."""
 
 NEWTON_MAX_PARAMETERS = 4096
 """Newton only while ``(K - 1) d`` is at most this: the driver factors an ``(m d)^2`` matrix every iteration and a
 worker holds a few of them (128 MiB each at this size)."""
 
 CLUSTER_OVERHEAD = 0.02
-"""Fixed seconds of a pass on a cluster (scheduling, the round trip, the records' transfer; measured 16-24 ms on a
+"""Fixed seconds of a pass on a cluster (scheduling, the round trip, the records' transfer; as measured on a
 2-worker LocalCluster, ``benchmarks/README.md``)."""
 
 LOCAL_OVERHEAD = 0.004
-"""Fixed seconds of a pass in local threads (measured ~4 ms on small problems)."""
+"""Fixed seconds of a pass in local threads (as measured on small problems)."""
 
 DEFAULT_ROWS = 100_000
 """Rows per task of the model :func:`default_model` assumes when no pass has been made."""
 
 PAIRS_FACTOR = 1.25
-"""Measured time of the information's pairs form over its flops (one core, K = 20, d = 101)."""
+"""Time of the information's pairs form over its flops (fitted on one core, ``benchmarks/README.md``)."""
 
 BLOCKED_FACTOR = 2.6
-"""Measured time of the blocked form over the true flops, ``T d (d + 1)`` (one core, K = 3-6, d = 51)."""
+"""Time of the blocked form over the true flops, ``T d (d + 1)`` (fitted on one core, ``benchmarks/README.md``)."""
 
 
 def score_flops(d: int, m: int) -> float:
@@ -135,11 +137,8 @@ class PassModel:
 
 
 REFRESH_SAVED_PASSES = 7
-"""Passes L-BFGS saves when its preconditioner becomes an estimated information after the second step (measured:
-P1 17 -> 10, P2 19 -> 10)."""
-
-MIN_SAMPLE_ROWS = 20
-"""An estimated information needs at least this many sampled rows per parameter ``(K - 1) d``."""
+"""Passes L-BFGS saves when its preconditioner becomes an estimated information after the second step (the median
+over the benchmark problems, ``benchmarks/README.md``)."""
 
 
 def refresh_every(model: PassModel, n_rows: int) -> int:
@@ -151,7 +150,7 @@ def refresh_every(model: PassModel, n_rows: int) -> int:
     """
     score = model.seconds()
     for every in (1, 2, 4, 8, 16, 32, 64):
-        if n_rows / every < MIN_SAMPLE_ROWS * model.m * model.d:
+        if n_rows / every < MIN_SAMPLE_ROWS * model.m * model.d:  # the sample's rows per parameter
             return 0
         if model.seconds(True, every) - score <= REFRESH_SAVED_PASSES * score / 2:
             return every
@@ -159,8 +158,8 @@ def refresh_every(model: PassModel, n_rows: int) -> int:
 
 
 @dataclass(frozen=True)
-class Choice:
-    """What ``auto`` chose and why: the rule, and each candidate's predicted seconds and passes.
+class Prediction:
+    """The rule with the least predicted fit time, and each candidate's predicted seconds and passes.
 
     ``refresh_every`` is L-BFGS's preconditioner sampling rate (:func:`refresh_every`; 0 for none).
     """
@@ -168,29 +167,18 @@ class Choice:
     method: str
     predicted: dict[str, float]
     passes: dict[str, int]
-    streamed: bool
     refresh_every: int = 0
 
-    def describe(self) -> str:
-        """One log line."""
-        where = "read or computed by every pass" if self.streamed else "held in memory"
-        parts = ", ".join(f"{k} {v:.3g} s ({self.passes.get(k, '?')} passes)" for k, v in self.predicted.items())
-        if self.refresh_every == 1:
-            parts += "; L-BFGS preconditioned after its second step by the exact information"
-        elif self.refresh_every:
-            share = f"1/{self.refresh_every}"
-            parts += f"; L-BFGS preconditioned after its second step by the information of {share} of the rows"
-        return f"auto chose {self.method} (data {where}; predicted {parts})"
 
-    def record(self) -> dict[str, Any]:
-        """The fields added to an ``auto`` fit's start record (``choice`` is :meth:`describe`'s line; the rule's
-        ``refresh_every`` is recorded for every fit)."""
-        return {
-            "method": self.method,
-            "predicted_seconds": dict(self.predicted),
-            "streamed": self.streamed,
-            "choice": self.describe(),
-        }
+def pass_model(facts: DataFacts) -> PassModel:
+    """The pass model of the data at hand: the fixed overhead of where passes run, and for streamed data the read
+    time the first pass measured (it computes only the score and the Gram matrix: it is bound by reading)."""
+    overhead = CLUSTER_OVERHEAD if facts.on_cluster else LOCAL_OVERHEAD
+    model = PassModel(facts.task_rows, facts.n_columns, facts.n_nonbase, 0.0, overhead, gemm_rate())
+    if facts.streamed:
+        read = max(0.0, facts.first_pass_seconds - overhead - model.compute(n_weights=1))
+        model = dataclasses.replace(model, read=read)
+    return model
 
 
 def default_model(d: int, m: int) -> PassModel:
@@ -198,7 +186,7 @@ def default_model(d: int, m: int) -> PassModel:
     return PassModel(DEFAULT_ROWS, d, m, 0.0, CLUSTER_OVERHEAD, gemm_rate())
 
 
-def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool, n_rows: int = 0) -> Choice:
+def choose_by_cost(model: PassModel, *, inference: bool, n_rows: int = 0) -> Prediction:
     """The rule with the least predicted fit time (see the module docstring).
 
     Parameters
@@ -206,8 +194,6 @@ def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool, n_rows:
     model : PassModel
     inference : bool
         Whether the fit ends with standard errors (L-BFGS then adds one information pass).
-    streamed : bool
-        Whether every pass produces the data anew (reads them from a store, or computes them from a graph).
     n_rows : int
         Rows of the data (for L-BFGS's preconditioner refresh; 0: none).
     """
@@ -223,4 +209,4 @@ def choose_by_cost(model: PassModel, *, inference: bool, streamed: bool, n_rows:
         method = "lbfgs"
     else:
         method = min(predicted, key=lambda name: predicted[name])
-    return Choice(method, predicted, passes, streamed, every)
+    return Prediction(method, predicted, passes, every)

@@ -10,8 +10,8 @@ class, the data have ``pi_k (1 - pi_k)``). Its inverse costs one eigendecomposit
 is ``[ (mu_j G + lambda E)^{-1} (S Q)_j ]_j Q^T``; without a penalty one factor of ``G`` serves every ``j``.
 
 It is not a bound, so a unit step along it may overshoot: the line search guards it, and the L-BFGS rule falls back
-to the bound step when it fails. Measured (n = 100,000-200,000; ``dmlr.fit(method="auto")`` in one process):
-iterations to tol 1e-8 fall from 16 to 14 (K = 6, d = 50), 20 to 17 (K = 10, d = 30), 22 to 17 (K = 20, d = 100).
+to the bound step when it fails. It saves L-BFGS iterations over the bound as preconditioner, more so for many
+classes (``benchmarks/README.md``, "Measurements behind the code's constants").
 """
 
 from __future__ import annotations

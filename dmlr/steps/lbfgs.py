@@ -5,8 +5,8 @@ by the observed class shares (:mod:`dmlr.steps.kronecker`; with ``preconditioner
 bound ``B`` and the first direction is exactly the bound step). Later directions correct ``M`` from the observed
 changes of the gradient. With ``refresh_every > 0``, the pass evaluating the second step also estimates the
 information from every ``refresh_every``-th row block, and ``M`` becomes that matrix from then on (a sub-sampled
-Newton preconditioner: measured, P1 17 -> 10 passes, P2 19 -> 10). Every evaluation costs one score-only pass, like
-a bound step, but convergence is superlinear in practice instead of linear. Böhning's bound stays the safeguard:
+Newton preconditioner; ``benchmarks/README.md`` has the passes it saves). Every evaluation costs one score-only pass,
+like a bound step, but convergence is superlinear in practice instead of linear. Böhning's bound stays the safeguard:
 when the line search finds no ascent along the quasi-Newton direction, the driver takes the bound step, whose unit
 length always ascends.
 """
@@ -20,17 +20,25 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request, Statistics
-from dmlr.steps.base import Direction, Iterate, flat, unflat
+from dmlr.oracle.statistics import SCORE_ONLY, Request, Statistics
+from dmlr.steps.base import DataFacts, Direction, Iterate, RuleContext, flat, unflat
 from dmlr.steps.bohning import BoundRule
 from dmlr.steps.kronecker import FrequencySolver
 from dmlr.steps.newton import shifted_cholesky
 
-__all__ = ["REFRESH_AFTER", "InformationSolver", "QuasiNewtonRule"]
+__all__ = ["REFRESH_AFTER", "InformationSolver", "QuasiNewtonRule", "lbfgs_settings"]
 
 REFRESH_AFTER = 2
-"""The pass evaluating the second direction's step estimates the information (measured on P1 and P2: one refresh
-there saves 7-9 of 17-19 passes; a second one later saves one more pass or none)."""
+"""The pass evaluating the second direction's step estimates the information (a later second refresh saved one pass
+or none on the benchmark problems)."""
+
+
+def lbfgs_settings(facts: DataFacts, inference: bool) -> dict[str, int]:
+    """L-BFGS's ``refresh_every``: the sampling rate of its preconditioner refresh when the cost model says it pays
+    (:func:`dmlr.steps.cost.refresh_every`), else 0."""
+    from dmlr.steps.cost import pass_model, refresh_every
+
+    return {"refresh_every": refresh_every(pass_model(facts), facts.n_rows)}
 
 
 @dataclass
@@ -77,11 +85,14 @@ class QuasiNewtonRule:
     precond: FrequencySolver | InformationSolver | None = None
     refresh_every: int = 0
     name: str = "lbfgs"
-    request: Request = SCORE_ONLY
     _pairs: deque[tuple[Array, Array, float]] = field(default_factory=deque, repr=False)
-    _directions: int = 0
+    _accepted: int = 0
 
-    first_request: Request = BOUND_SETUP
+    @classmethod
+    def build(cls, context: RuleContext) -> QuasiNewtonRule:
+        """The rule for a fit (its settings: :func:`lbfgs_settings`)."""
+        bound = BoundRule(context.objective, context.n_classes)
+        return cls(bound, refresh_every=int(context.settings.get("refresh_every", 0)))
 
     def prepare(self, stats: Statistics) -> None:
         """Factor the bound and the preconditioner (once, from the first pass's Gram matrix and class counts)."""
@@ -99,13 +110,10 @@ class QuasiNewtonRule:
         return self.bound.direction(it)
 
     def direction(self, it: Iterate) -> Direction:
-        """Quasi-Newton ascent direction."""
-        self.prepare(it.stats)
-        if it.stats.information is not None and self.refresh_every:
-            self.precond = InformationSolver.of(self.bound.objective.information(it.stats))
-        self._directions += 1
-        refresh = self.refresh_every > 0 and self._directions == REFRESH_AFTER
-        self.request = Request(information=True, information_every=self.refresh_every) if refresh else SCORE_ONLY
+        """Quasi-Newton ascent direction; along the :data:`REFRESH_AFTER`-th one the passes also estimate the
+        information (when ``refresh_every``), which preconditions the directions after it."""
+        refresh = self.refresh_every > 0 and self._accepted + 1 == REFRESH_AFTER
+        request = Request(information=True, information_every=self.refresh_every) if refresh else SCORE_ONLY
         solver = self.precond or self.bound.solver
         assert solver is not None
         q = it.gradient.copy()
@@ -121,12 +129,12 @@ class QuasiNewtonRule:
         for (s, y, rho), a in zip(self._pairs, reversed(alphas), strict=True):
             b = rho * float(np.vdot(y, r))
             r += (a - b) * s
-        return Direction(r)
+        return Direction(r, request=request)
 
     def state(self) -> dict[str, Array]:
         """The bound's factors and the correction pairs stacked: ``s``, ``y`` of shape (pairs, d, m)."""
         out = {f"bound.{k}": v for k, v in self.bound.state().items()}
-        out["directions"] = np.array([self._directions])
+        out["directions"] = np.array([self._accepted])
         if isinstance(self.precond, InformationSolver):
             out["refreshed.factor"] = self.precond.factor
         elif self.precond is not None:
@@ -142,7 +150,7 @@ class QuasiNewtonRule:
         """Take back the factors and the correction pairs."""
         self.bound.restore({k[len("bound.") :]: v for k, v in state.items() if k.startswith("bound.")}, gram)
         pre = {k[len("precond.") :]: v for k, v in state.items() if k.startswith("precond.")}
-        self._directions = int(state["directions"][0]) if "directions" in state else 0
+        self._accepted = int(state["directions"][0]) if "directions" in state else 0
         if "refreshed.factor" in state:
             self.precond = InformationSolver(state["refreshed.factor"])
         elif pre and gram is not None:
@@ -154,7 +162,11 @@ class QuasiNewtonRule:
                 self._pairs.append((s, y, float(rho)))
 
     def accept(self, old: Iterate, new: Iterate) -> None:
-        """Store the pair ``(s, y)`` with ``y`` the decrease of the gradient (curvature of ``-f``)."""
+        """Store the pair ``(s, y)`` with ``y`` the decrease of the gradient (curvature of ``-f``); an accepted pass
+        that estimated the information becomes the preconditioner."""
+        self._accepted += 1
+        if new.stats.information is not None and self.refresh_every:
+            self.precond = InformationSolver.of(self.bound.objective.information(new.stats))
         s = new.coef - old.coef
         y = old.gradient - new.gradient
         sy = float(np.vdot(s, y))

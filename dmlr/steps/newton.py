@@ -9,9 +9,9 @@ import scipy.linalg
 from numpy.typing import NDArray
 
 from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
-from dmlr.steps.base import Direction, Iterate, Objective, flat, unflat
+from dmlr.steps.base import DataFacts, Direction, Iterate, Objective, RuleContext, flat, unflat
 
-__all__ = ["NewtonRule", "shifted_cholesky"]
+__all__ = ["NEWTON_FIRST", "NewtonRule", "newton_settings", "shifted_cholesky"]
 
 Array = NDArray[np.float64]
 
@@ -58,6 +58,24 @@ a quarter of millions of rows gives nearly Newton's direction at a fraction of t
 computes it exactly: the iterate Newton's quadratic finish starts from needs the exact matrix, and so does the last
 pass, whose information serves inference."""
 
+SAMPLE_EVERY = 4
+"""Newton on streamed data estimates the information from every fourth unit of rows while far from the optimum."""
+
+SAMPLE_MIN_ROWS = 1_000_000
+"""... when the data have at least this many rows (smaller data are cheap to pass over: exact Newton, whose iterates
+do not depend on where the data live)."""
+
+MIN_SAMPLE_ROWS = 20
+"""An estimated information needs at least this many sampled rows per parameter ``(K - 1) d``."""
+
+
+def newton_settings(facts: DataFacts, inference: bool) -> dict[str, int]:
+    """Newton's ``sample_every``: :data:`SAMPLE_EVERY` for streamed data of at least :data:`SAMPLE_MIN_ROWS` rows
+    whose sample has at least :data:`MIN_SAMPLE_ROWS` rows per parameter, else 1."""
+    params = facts.n_columns * facts.n_nonbase
+    enough = facts.n_rows >= SAMPLE_MIN_ROWS and facts.n_rows / SAMPLE_EVERY >= MIN_SAMPLE_ROWS * params
+    return {"sample_every": SAMPLE_EVERY if facts.streamed and enough else 1}
+
 
 @dataclass
 class NewtonRule:
@@ -68,21 +86,24 @@ class NewtonRule:
     objective : Objective
     sample_every : int
         Far from the optimum (predicted gain above :data:`SAMPLED_GAIN`), compute the information on every
-        ``sample_every``-th row block only (1: always exactly). ``dmlr.fit`` uses 4 for data streamed from a
-        store, where a pass's arithmetic competes with its reading.
+        ``sample_every``-th unit of rows only (1: always exactly; see :func:`newton_settings`).
     """
 
     objective: Objective
-    name: str = "newton"
-    first_request: Request = NEWTON_FIRST
-    request: Request = WITH_INFORMATION
     sample_every: int = 1
+    name: str = "newton"
+
+    @classmethod
+    def build(cls, context: RuleContext) -> NewtonRule:
+        """The rule for a fit (its settings: :func:`newton_settings`)."""
+        return cls(context.objective, int(context.settings.get("sample_every", 1)))
 
     def prepare(self, stats: Statistics) -> None:
         """Nothing to set up: each direction comes from the current pass's information."""
 
     def direction(self, it: Iterate) -> Direction:
-        """Newton direction, with its decrement ``g^T delta`` and the shift the factorization needed."""
+        """Newton direction, with its decrement ``g^T delta``, the shift the factorization needed, and the next
+        pass's information: estimated far from the optimum (``sample_every > 1``), exact near it."""
         d = it.coef.shape[0]
         info = self.objective.information(it.stats)
         factor, shift = shifted_cholesky(info)
@@ -90,8 +111,8 @@ class NewtonRule:
         delta = scipy.linalg.cho_solve(factor, g)
         decrement = float(g @ delta)
         sampled = self.sample_every > 1 and decrement / 2 > SAMPLED_GAIN * it.stats.weight_sum
-        self.request = Request(information=True, information_every=self.sample_every) if sampled else WITH_INFORMATION
-        return Direction(unflat(delta, d), decrement=decrement, shift=shift)
+        request = Request(information=True, information_every=self.sample_every) if sampled else WITH_INFORMATION
+        return Direction(unflat(delta, d), decrement=decrement, shift=shift, request=request)
 
     def fallback(self, it: Iterate) -> Direction | None:
         """None: the Newton direction ascends for a small enough step, so a failed line search is final."""

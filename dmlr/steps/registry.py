@@ -1,38 +1,57 @@
-"""The step rules by name: what ``method=`` accepts, and how ``"auto"`` chooses among them.
+"""The step rules by name: what ``method=`` accepts, what each rule's first pass computes, how each is configured.
 
-Adding a method is a module with a class satisfying :class:`~dmlr.steps.base.StepRule` and one line in
-:data:`RULES` (or :func:`register_rule` from outside the package); the driver, the options and the command line
-read the names from here.
+Adding a method is a module with a class satisfying :class:`~dmlr.steps.base.StepRule` and one entry in
+:data:`RULES` (or :func:`register_rule` from outside the package); the driver, the options and the command line read
+the names from here, and ``"auto"`` (:mod:`dmlr.steps.auto`) chooses among them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from dmlr.errors import InputError
-from dmlr.steps.base import Objective, StepRule
+from dmlr.oracle.statistics import BOUND_SETUP, SCORE_ONLY, Request
+from dmlr.steps.base import DataFacts, RuleContext, StepRule
 from dmlr.steps.bohning import BoundRule
-from dmlr.steps.lbfgs import QuasiNewtonRule
-from dmlr.steps.newton import NewtonRule
+from dmlr.steps.lbfgs import QuasiNewtonRule, lbfgs_settings
+from dmlr.steps.newton import NEWTON_FIRST, NewtonRule, newton_settings
 
-__all__ = [
-    "RULES",
-    "RuleFactory",
-    "choose_method",
-    "make_rule",
-    "method_names",
-    "register_rule",
-]
+__all__ = ["RULES", "RuleFactory", "RuleSpec", "make_rule", "method_names", "register_rule", "rule_spec"]
 
-RuleFactory = Callable[[Objective, int], StepRule]
-"""Builds a rule from the objective and the number of classes ``K``."""
+RuleFactory = Callable[[RuleContext], StepRule]
+"""Builds a rule from its context (objective, classes, the data's facts, its settings)."""
 
-RULES: dict[str, RuleFactory] = {
-    "newton": lambda objective, n_classes: NewtonRule(objective),
-    "bohning": lambda objective, n_classes: BoundRule(objective, n_classes),
-    "lbfgs": lambda objective, n_classes: QuasiNewtonRule(BoundRule(objective, n_classes)),
+Settings = Callable[[DataFacts, bool], dict[str, Any]]
+"""A rule's settings for the data at hand and whether the fit ends with inference (recorded in checkpoints)."""
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A registered rule.
+
+    Attributes
+    ----------
+    factory : RuleFactory
+    first_request : Request
+        What the first pass (at ``W = 0``) must compute for the rule's ``prepare`` (the fit adds the Gram matrix
+        and moments its checks need; an information at ``W = 0`` without an offset follows from the Gram matrix).
+    settings : callable, optional
+        The rule's settings from the data's facts (none when ``None``).
+    """
+
+    factory: RuleFactory
+    first_request: Request = SCORE_ONLY
+    settings: Settings | None = None
+
+
+RULES: dict[str, RuleSpec] = {
+    "newton": RuleSpec(NewtonRule.build, NEWTON_FIRST, newton_settings),
+    "bohning": RuleSpec(BoundRule.build, BOUND_SETUP),
+    "lbfgs": RuleSpec(QuasiNewtonRule.build, BOUND_SETUP, lbfgs_settings),
 }
-"""The registered rules; ``"auto"`` is not a rule but a choice among them (:func:`choose_method`)."""
+"""The registered rules; ``"auto"`` is not a rule but a choice among them (:mod:`dmlr.steps.auto`)."""
 
 
 def method_names() -> tuple[str, ...]:
@@ -40,8 +59,21 @@ def method_names() -> tuple[str, ...]:
     return ("auto", *RULES)
 
 
-def register_rule(name: str, factory: RuleFactory) -> None:
-    """Make ``method=name`` build a rule with ``factory(objective, n_classes)``.
+def register_rule(
+    name: str, factory: RuleFactory, *, first_request: Request = SCORE_ONLY, settings: Settings | None = None
+) -> None:
+    """Make ``method=name`` build a rule with ``factory(context)``.
+
+    Parameters
+    ----------
+    name : str
+    factory : callable
+        ``factory(context: RuleContext) -> StepRule``.
+    first_request : Request
+        What the rule's ``prepare`` needs from the first pass.
+    settings : callable, optional
+        ``settings(facts, inference) -> dict``: the rule's configuration for the data at hand, passed to the factory
+        as ``context.settings`` and recorded in checkpoints.
 
     Raises
     ------
@@ -50,29 +82,22 @@ def register_rule(name: str, factory: RuleFactory) -> None:
     """
     if name == "auto" or name in RULES:
         raise InputError(f"a step rule named {name!r} exists already")
-    RULES[name] = factory
+    RULES[name] = RuleSpec(factory, first_request, settings)
 
 
-def choose_method(method: str, n_classes: int, n_features: int) -> str:
-    """The rule ``method`` means for ``K = n_classes`` and ``d = n_features``.
-
-    ``"auto"`` is resolved by :func:`dmlr.steps.cost.choose_by_cost` on the default pass model (no measurement:
-    ``dmlr.fit`` itself chooses after the first pass, from the data at hand).
+def rule_spec(method: str) -> RuleSpec:
+    """The registered rule ``method``.
 
     Raises
     ------
     InputError
         An unknown method (the message lists the known ones).
     """
-    if method not in method_names():
+    if method not in RULES:
         raise InputError(f"method must be one of {method_names()}, got {method!r}")
-    if method != "auto":
-        return method
-    from dmlr.steps.cost import choose_by_cost, default_model
-
-    return choose_by_cost(default_model(n_features, n_classes - 1), inference=True, streamed=False).method
+    return RULES[method]
 
 
-def make_rule(method: str, objective: Objective, n_classes: int, n_features: int) -> StepRule:
-    """The step rule for ``method`` (``"auto"`` resolved by :func:`choose_method`)."""
-    return RULES[choose_method(method, n_classes, n_features)](objective, n_classes)
+def make_rule(method: str, context: RuleContext) -> StepRule:
+    """The rule ``method`` built from ``context``."""
+    return rule_spec(method).factory(context)

@@ -16,7 +16,8 @@ from dask.delayed import delayed
 from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from dmlr.data.store import expand_sources, is_local, open_store, read_table
+from dmlr.data.sources import expand_sources, is_local, read_table
+from dmlr.data.store import open_store
 from dmlr.errors import InputError
 from dmlr.options import check_missing, check_output
 from dmlr.results.results import MNLogitResults

@@ -1,0 +1,107 @@
+"""Staging arrays (NumPy or dask, possibly larger than memory) into a Zarr store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import compute
+
+from dmlr.data.encoding import FeatureEncoding
+from dmlr.data.labels import check_label_values
+from dmlr.data.metadata import StoreMetadata
+from dmlr.data.staging import check_dtype, default_chunk_rows, positions
+from dmlr.data.store import StoreData, open_store
+from dmlr.data.writing import check_target_free, write_store
+from dmlr.errors import InputError
+
+__all__ = ["stage_arrays"]
+
+
+def stage_arrays(
+    X: Any,
+    y: Any,
+    store: str,
+    *,
+    feature_names: Sequence[str] | None = None,
+    weights: Any = None,
+    offset: Any = None,
+    chunk_rows: int | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    source: str = "arrays",
+    progress: bool = False,
+    groups: Any = None,
+    dtype: str = "float64",
+) -> StoreData:
+    """Stage arrays (NumPy or dask, possibly larger than memory) into a Zarr store.
+
+    Parameters
+    ----------
+    X : array-like or dask.array.Array, shape (n, p)
+    y : array-like or dask.array.Array, shape (n,)
+        Class labels (any sortable dtype); a dask ``y`` costs one extra pass to find the classes.
+    store : str
+        Path or URL of the store to create.
+    feature_names : sequence of str, optional
+    weights : array-like, shape (n,), optional
+    offset : array-like, shape (n, K - 1), optional
+    chunk_rows : int, optional
+        Rows per chunk; default about 32 MB of X per chunk.
+    overwrite : bool
+    storage_options : dict, optional
+    source : str
+        Description recorded in the metadata.
+    progress : bool
+    groups : array-like of int, shape (n,), optional
+        Integer cluster ids, stored as the ``groups`` array (for ``cov_type="cluster"``).
+    dtype : {"float64", "float32"}
+        Storage type of X (see :func:`stage`).
+
+    Returns
+    -------
+    StoreData
+    """
+    from dmlr.data.design import as_feature_array
+
+    url = str(store)
+    check_dtype(dtype)
+    check_target_free(url, overwrite, storage_options)
+    x, names = as_feature_array(X)
+    n, p = x.shape
+    names = list(feature_names) if feature_names is not None else names or [f"x{j + 1}" for j in range(p)]
+    if len(names) != p:
+        raise InputError(f"feature_names has {len(names)} names but X has {p} columns")
+    y_arr = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=(x.chunks[0],))
+    if y_arr.shape != (n,):
+        raise InputError(f"y must have shape ({n},); got {y_arr.shape}")
+    labels, counts = compute(*da.unique(y_arr, return_counts=True))
+    check_label_values(np.asarray(labels))
+    classes = np.asarray(labels)
+    if classes.size < 2:
+        raise InputError(f"y has a single class ({classes.tolist()!r})")
+    arrays: dict[str, da.Array] = {
+        "X": x.astype(dtype),
+        "y": da.map_blocks(positions, y_arr, classes, "y", dtype=np.int32),
+    }
+    if weights is not None:
+        arrays["weights"] = da.asarray(weights).astype(np.float64)
+    if offset is not None:
+        arrays["offset"] = da.asarray(offset).astype(np.float64)
+    if groups is not None:
+        g = da.asarray(groups)
+        if g.shape != (n,) or g.dtype.kind not in "iu":
+            raise InputError(f"groups must be integer cluster ids of shape ({n},); got {g.dtype} {g.shape}")
+        arrays["groups"] = g.astype(np.int64)
+    metadata = StoreMetadata(
+        n_rows=int(n), feature_names=names, classes=classes.tolist(), class_counts=[int(c) for c in counts],
+        target="y", weights="weights" if weights is not None else None,
+        offset=[f"offset{k + 1}" for k in range(classes.size - 1)] if offset is not None else None,
+        encoding=FeatureEncoding(tuple(names)).to_json(), source={"format": source, "paths": [], "sorted_by": None},
+        chunk_rows=chunk_rows or default_chunk_rows(p), groups="groups" if groups is not None else None,
+        x_dtype=dtype,
+    )  # fmt: skip
+    write_store(url, arrays, metadata, storage_options, progress)
+    return open_store(url, storage_options=storage_options)

@@ -1,0 +1,136 @@
+"""A fit from its design to the loop's outcome: the engine, the first pass or checkpoint, the checks, the rule and its
+settings (auto's choice), the loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dmlr.checkpoint import Checkpointer
+from dmlr.data.design import Design
+from dmlr.driver import FitOutcome, LoopSettings, Start, optimize
+from dmlr.fitting.evaluator import FitPasses
+from dmlr.fitting.setup import begin_fit, check_rank, fit_identity, resumed_state, with_zero_information
+from dmlr.options import FitOptions
+from dmlr.oracle.statistics import WITH_INFORMATION, Request
+from dmlr.steps import DataFacts, Objective, RuleContext, make_rule, rule_spec
+from dmlr.steps.auto import Choice, choose, first_request
+
+__all__ = ["FitRun", "Fitter", "objective_of"]
+
+logger = logging.getLogger("dmlr")
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """What the loop produced, with the passes and objective the results are built from.
+
+    Attributes
+    ----------
+    passes : FitPasses
+        The fit's passes (dependent columns dropped); later passes (the cluster-robust meat) use the same engine.
+    objective : Objective
+    outcome : FitOutcome
+    dropped : tuple of str
+        Dependent columns dropped.
+    full_rank : bool
+    """
+
+    passes: FitPasses
+    objective: Objective
+    outcome: FitOutcome
+    dropped: tuple[str, ...]
+    full_rank: bool
+
+
+def objective_of(design: Design, l2: float) -> Objective:
+    """The ridge objective of a design (the intercept, model column 0, unpenalized)."""
+    mask = np.ones(design.n_columns)
+    if design.intercept:
+        mask[0] = 0.0
+    return Objective(float(l2), mask)
+
+
+@dataclass
+class Fitter:
+    """Runs one fit's loop on its passes.
+
+    Attributes
+    ----------
+    options : FitOptions
+    callback : callable, optional
+        Receives every history record (and checkpoint events).
+    checkpoint : str or path, optional
+        Directory of the fit's checkpoints.
+    data_token : str
+        Identifies the data in the checkpoints' fingerprint.
+    storage_options : dict, optional
+        fsspec options of the checkpoint directory.
+    final : Request
+        What the optimum's pass must compute for the covariance asked for.
+    """
+
+    options: FitOptions
+    callback: Callable[[dict[str, Any]], None] | None = None
+    checkpoint: str | os.PathLike[str] | None = None
+    data_token: str = ""
+    storage_options: dict[str, Any] | None = None
+    final: Request = WITH_INFORMATION
+
+    def run(self, passes: FitPasses) -> FitRun:
+        """First pass or checkpoint, the checks (weights, rank: dependent columns dropped here), the choice of rule
+        and settings, then the loop."""
+        o = self.options
+        checkpointer = self._checkpointer(passes.design)
+        passes, start = begin_fit(passes, first_request(o.method, passes.design.offset is not None), checkpointer)
+        passes, start, dependent = check_rank(passes, start, o.collinear, o.l2)
+        design = passes.design
+        assert design.coding is not None
+        objective = objective_of(design, o.l2)
+        facts = self._facts(passes)
+        choice = self._choice(start, facts)
+        rule = make_rule(choice.method, RuleContext(objective, design.coding.n_classes, facts, choice.settings))
+        if choice.asked == "auto" and start.resumed is None:
+            logger.info(choice.describe())
+        if rule_spec(choice.method).first_request.information:
+            start = with_zero_information(passes, start)
+        settings = LoopSettings(
+            objective, o.tol, o.max_iter, o.inference, o.separation, design.coding.model_order.tolist(),
+            design.model_names, not dependent, self.final,
+        )  # fmt: skip
+        state = {"classes": design.coding.classes.tolist(), "choice": choice.to_state()}
+        outcome = optimize(
+            passes, rule, settings, start=start, checkpoint=checkpointer, callback=self.callback,
+            start_fields=choice.record(), fit_state=state,
+        )  # fmt: skip
+        return FitRun(passes, objective, outcome, tuple(c.name for c in dependent), not dependent)
+
+    def _checkpointer(self, design: Design) -> Checkpointer | None:
+        if self.checkpoint is None:
+            return None
+        o = self.options
+        identity = fit_identity(design, self.data_token, o.method, o.l2, o.tol, o.split_every)
+        return Checkpointer(
+            str(self.checkpoint), identity, storage_options=self.storage_options, on_event=self.callback
+        )
+
+    @staticmethod
+    def _facts(passes: FitPasses) -> DataFacts:
+        design, engine = passes.design, passes.engine
+        return DataFacts(
+            n_rows=design.n_rows, n_columns=design.n_columns, n_nonbase=design.n_nonbase,
+            task_rows=engine.largest_task_rows, streamed=engine.streamed, on_cluster=engine.client is not None,
+            first_pass_seconds=engine.seconds,
+        )  # fmt: skip
+
+    def _choice(self, start: Start, facts: DataFacts) -> Choice:
+        """The rule and its settings: the interrupted run's when resuming (they depend on its timings)."""
+        recorded = resumed_state(start).get("choice")
+        if recorded is not None:
+            return Choice.from_state(recorded)
+        return choose(self.options.method, facts, inference=self.options.inference)

@@ -1,0 +1,91 @@
+"""New data as the model's columns: raw tables encoded as the fit encoded its data (a formula re-applied, a staged
+or ``category`` encoding re-applied, or columns by name), and arrays checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from dmlr.errors import InputError
+
+__all__ = ["encode_frame", "feature_matrix"]
+
+Array = NDArray[np.float64]
+
+
+def encode_frame(
+    frame: pd.DataFrame,
+    feature_names: Sequence[str],
+    *,
+    formula: Any = None,
+    encoding: dict[str, Any] | None = None,
+    where: str = "X",
+    missing: str = "raise",
+    unseen: str = "raise",
+) -> tuple[Array, pd.Index]:
+    """A raw table encoded as the model's data columns, the way the fitted data was.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Raw columns: what the formula reads (formula fits), the staged source columns (store fits, DataFrame
+        fits with ``category`` columns), or the feature columns by name.
+    feature_names : sequence of str, length p
+        The model's data columns (``const`` excluded), the order of the result's columns.
+    formula : FormulaEncoding, optional
+    encoding : dict, optional
+        A :class:`~dmlr.data.encoding.FeatureEncoding` in JSON form.
+    where : str
+        Names the table in error messages.
+    missing : {"raise", "drop"}
+        Rows with a missing value in a column the model reads.
+    unseen : {"raise", "nan"}
+        Rows with a categorical level the fit never saw.
+
+    Returns
+    -------
+    x : ndarray, shape (r, p)
+    index : pandas.Index
+        Labels of the rows of ``x`` (``frame``'s, less dropped rows).
+    """
+    from dmlr.data.encoding import FeatureEncoding, drop_missing
+
+    if formula is not None:
+        x, index = formula.transform(frame, where, missing, unseen)
+        names = formula.column_names  # with formulaic's Intercept when there is one: not a data column
+    else:
+        enc = FeatureEncoding.from_json(encoding) if encoding else FeatureEncoding(tuple(feature_names))
+        absent = [c for c in enc.columns if c not in frame.columns]
+        if absent:
+            raise InputError(f"{where} is missing the columns {absent} the model was fitted with")
+        frame, _ = drop_missing(frame, list(enc.columns), missing, where)
+        x, index, names = enc.transform(frame, where, unseen), frame.index, enc.feature_names
+    if list(names) != list(feature_names):  # dependent columns dropped by the fit: select the kept ones
+        position = {name: j for j, name in enumerate(names)}
+        x = x[:, [position[f] for f in feature_names]]
+    return x, index
+
+
+def feature_matrix(X: Any, p: int) -> Any:
+    """An array of ``p`` data columns as float64 (a dask array with one column chunk), checked.
+
+    Raises
+    ------
+    InputError
+        Not two-dimensional with ``p`` columns.
+    """
+    if isinstance(X, da.Array):
+        if X.ndim != 2 or X.shape[1] != p:
+            raise InputError(f"X must have shape (n, {p}); got {X.shape}")
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        return X.astype(np.float64)
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != p:
+        raise InputError(f"X must have shape (n, {p}); got {arr.shape}")
+    return arr

@@ -1,0 +1,84 @@
+"""The one pass engine, used from outside the package: a new kind of pass is one kernel and one record.
+
+The reference is independent of the engine: the confusion matrix computed densely with NumPy on all rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from distributed import get_task_stream
+
+import dmlr
+from dmlr.data.design import RowData
+from dmlr.data.rows import Rows
+from dmlr.passes.engine import PassEngine
+from tests.problems import draw_problem
+
+
+@dataclass
+class Confusion:
+    """The record: counts of (true class, predicted class)."""
+
+    counts: np.ndarray
+
+    def __add__(self, other: Confusion) -> Confusion:
+        return Confusion(self.counts + other.counts)
+
+
+@dataclass(frozen=True)
+class ConfusionKernel:
+    """The kernel: one partition's confusion counts under coefficients ``coef`` (d, m), base class 0."""
+
+    coef: np.ndarray
+    reads: ClassVar[tuple[str, ...]] = ("x", "codes")
+
+    def __call__(self, rows: Rows) -> Confusion:
+        eta = np.column_stack([np.zeros(rows.n_rows), rows.x @ self.coef[1:] + self.coef[0]])
+        k = self.coef.shape[1] + 1
+        counts = np.zeros((k, k))
+        np.add.at(counts, (rows.codes, np.argmax(eta, axis=1)), 1.0)
+        return Confusion(counts)
+
+    def memory(self, rows: int, p: int) -> int:
+        return 8 * rows * (self.coef.shape[1] + 2)
+
+
+def _dense_confusion(x, codes, coef):
+    eta = np.column_stack([np.zeros(len(x)), x @ coef[1:] + coef[0]])
+    k = coef.shape[1] + 1
+    return np.array([[np.sum((codes == i) & (np.argmax(eta, axis=1) == j)) for j in range(k)] for i in range(k)])
+
+
+@pytest.mark.cluster
+def test_a_new_kind_of_pass_is_one_kernel_and_one_record(cluster_client):
+    x, y, _ = draw_problem(8000, 4, 3, seed=61)
+    codes = y.astype(np.int32)  # labels 0..2: class codes with base 0
+    coef = np.random.default_rng(2).normal(scale=0.5, size=(5, 2))
+    expected = _dense_confusion(x, codes, coef)
+    tasks = {}
+    for parts in (4, 400):
+        rows = -(-len(y) // parts)
+        data = RowData(
+            x=dmlr.scatter_rows(x, cluster_client, chunk_rows=rows),
+            codes=dmlr.scatter_rows(codes, cluster_client, chunk_rows=rows),
+        )
+        engine = PassEngine(data, cluster_client)
+        engine.reduce(ConfusionKernel(coef))  # builds the tasks' data
+        with get_task_stream(client=cluster_client) as stream:
+            record = engine.reduce(ConfusionKernel(coef))
+        np.testing.assert_array_equal(record.counts, expected)
+        tasks[parts] = len([t for t in stream.data if str(t["key"]).startswith("dmlr-")])
+    assert tasks[4] == tasks[400], tasks  # one task per worker thread (plus per-worker sums), however many partitions
+
+
+def test_the_same_kernel_runs_without_a_cluster_and_names_a_bad_partition():
+    x, y, _ = draw_problem(3000, 3, 3, seed=62)
+    coef = np.random.default_rng(3).normal(scale=0.5, size=(4, 2))
+    data = RowData(x=dmlr.data.design.rows_of(x, 250), codes=dmlr.data.design.rows_of(y.astype(np.int32), 250))
+    record = PassEngine(data).reduce(ConfusionKernel(coef))
+    np.testing.assert_array_equal(record.counts, _dense_confusion(x, y, coef))
+    assert record.counts.sum() == 3000  # the engine also checked that every row was counted once
