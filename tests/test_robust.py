@@ -258,3 +258,35 @@ def test_the_estimator_passes_covariance_options_and_groups(anes):
     ref = dmlr.fit(x, y, groups=d.educ.to_numpy(), cluster_correction="stata", tol=1e-12)
     assert clf.results_.cov_type == "cluster" and clf.results_.n_clusters == 7
     np.testing.assert_allclose(clf.results_.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-10)
+
+
+def test_the_sorted_meat_joins_partitions_across_gaps():
+    """Persisted partitions are placed by worker, so a task's partitions need not follow each other: rows joined across
+    gaps (``Rows.segments``) give the meat of the dense sum over groups, whatever the split into tasks."""
+    from dmlr.data.rows import Rows
+    from dmlr.oracle.groups import SortedGroupsKernel
+
+    rng = np.random.default_rng(5)
+    n, k = 3000, 3
+    x = rng.normal(size=(n, 2))
+    codes = rng.integers(0, k, size=n).astype(np.int32)
+    groups = np.sort(rng.integers(0, 70, size=n))  # sorted: groups span partitions of 100 rows
+    coef = rng.normal(scale=0.3, size=(3, k - 1))
+    z = np.column_stack([np.ones(n), x])
+    eta = np.column_stack([np.zeros(n), z @ coef])
+    p = np.exp(eta - eta.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    resid = np.eye(k)[codes][:, 1:] - p[:, 1:]
+    scores = (resid[:, :, None] * z[:, None, :]).reshape(n, -1)
+    sums = np.array([scores[groups == g].sum(axis=0) for g in np.unique(groups)])
+    dense = sums.T @ sums
+    parts = [
+        Rows(x=x[s : s + 100], codes=codes[s : s + 100], groups=groups[s : s + 100], partition=s // 100, row_start=s)
+        for s in range(0, n, 100)
+    ]
+    kernel = SortedGroupsKernel(coef, True)
+    for tasks in ([parts[0::2], parts[1::2]], [parts[:7], parts[7:13], parts[13:]], [parts[i::3] for i in range(3)]):
+        records = [kernel(Rows.concat(task)) for task in tasks]  # each task's partitions joined into one call
+        meat, g = sum(records[1:], records[0]).finish()
+        assert g == np.unique(groups).size
+        np.testing.assert_allclose(meat, dense, rtol=1e-12, atol=1e-12 * np.abs(dense).max())

@@ -17,6 +17,7 @@ Two ways through the engine (:func:`dmlr.results.robust.group_meat` picks one):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from dmlr.data.rows import Rows
 from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, block_rows
 from dmlr.oracle.checks import check_groups
 from dmlr.oracle.probabilities import linear_predictor, softmax
+from dmlr.passes.kernel import total
 
 __all__ = [
     "GroupEdges",
@@ -67,18 +69,31 @@ def group_score_sums(
     sums : ndarray, shape (G_b, m d)
         ``u_g`` restricted to these rows, class-major.
     """
-    assert rows.x is not None and rows.codes is not None and rows.groups is not None
-    groups, codes, weights, offset = rows.groups, rows.codes, rows.weights, rows.offset
+    assert rows.groups is not None
+    groups = rows.groups
     check_groups(groups, "groups", rows.partition, rows.row_start)
-    x = rows.x if columns is None else rows.x[:, list(columns)]
-    in_order = groups.size < 2 or bool(np.all(groups[1:] >= groups[:-1]))
-    if in_order:  # rows in group order (a store staged sorted by its groups): no sort needed
+    if _in_order(groups):  # rows in group order (a store staged sorted by its groups): no sort needed
         first = np.r_[True, groups[1:] != groups[:-1]] if groups.size else np.zeros(0, dtype=bool)
         keys, inverse = groups[first], np.cumsum(first) - 1
     else:
         keys, inverse = np.unique(groups, return_inverse=True)
+    return keys, _score_sums(rows, inverse, keys.size, coef, intercept, columns, block_bytes)
+
+
+def _in_order(groups: NDArray[Any]) -> bool:
+    return groups.size < 2 or bool(np.all(groups[1:] >= groups[:-1]))
+
+
+def _score_sums(
+    rows: Rows, inverse: NDArray[np.intp], n_keys: int, coef: Array, intercept: bool, columns: tuple[int, ...] | None,
+    block_bytes: int,
+) -> Array:  # fmt: skip
+    """The rows' scores summed by ``inverse`` (each row's key index), shape (n_keys, m d)."""
+    assert rows.x is not None and rows.codes is not None
+    codes, weights, offset = rows.codes, rows.weights, rows.offset
+    x = rows.x if columns is None else rows.x[:, list(columns)]
     d, m = coef.shape
-    sums = np.zeros((keys.size, m * d))
+    sums = np.zeros((n_keys, m * d))
     step = block_rows(x.shape[0], m * d, block_bytes)
     for s in range(0, x.shape[0], step):
         e = min(s + step, x.shape[0])
@@ -91,12 +106,21 @@ def group_score_sums(
             resid *= weights[s:e, None]
         design = np.column_stack([np.ones(e - s), x[s:e]]) if intercept else x[s:e]
         which = inverse[s:e]
-        order = slice(None) if in_order else np.argsort(which, kind="stable")
+        order = slice(None) if _in_order(which) else np.argsort(which, kind="stable")
         which = which[order]
         scores = (resid[order, :, None] * design[order, None, :]).reshape(e - s, m * d)
         starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
         sums[which[starts]] += np.add.reduceat(scores, starts, axis=0)
-    return keys, sums
+    return sums
+
+
+def first_empty() -> NDArray[np.bool_]:
+    return np.zeros(0, dtype=bool)
+
+
+def _bounds(sizes: list[int]) -> list[tuple[int, int]]:
+    ends = np.cumsum([0, *sizes])
+    return [(int(a), int(b)) for a, b in itertools.pairwise(ends)]
 
 
 def outer_sum(sums: Array) -> Array:
@@ -210,17 +234,39 @@ class SortedGroupsKernel:
     intercept: bool
     columns: tuple[int, ...] | None = None
     reads: ClassVar[tuple[str, ...]] = ("x", "codes", "weights", "offset", "groups")
-    batch: ClassVar[str] = "contiguous"  # a partition's interior groups are complete only within contiguous rows
 
     def __call__(self, rows: Rows) -> GroupEdges:
+        md = self.coef.size
+        if rows.segments is not None:
+            return self._segments(rows)
         keys, sums = group_score_sums(rows, self.coef, self.intercept, self.columns)
-        md = sums.shape[1]
         if keys.size == 0:
             return GroupEdges(np.zeros((md, md)), 0)
         first, last = _plain(keys[0]), _plain(keys[-1])
         edges = {first: sums[0], last: sums[-1]}
         stop = rows.row_start + rows.n_rows if rows.row_start >= 0 else -1
         return GroupEdges(outer_sum(sums[1:-1]), max(keys.size - 2, 0), edges, first, last, rows.row_start, stop)
+
+    def _segments(self, rows: Rows) -> GroupEdges:
+        """Partitions joined across gaps: groups keyed by (partition, id) in one computation, each partition's
+        interior groups complete, its first and last kept as edges (joined by id with other partitions')."""
+        assert rows.groups is not None and rows.segments is not None
+        groups = rows.groups
+        check_groups(groups, "groups", rows.partition, rows.row_start)
+        sizes = [n for _, n in rows.segments]
+        part = np.repeat(np.arange(len(sizes)), sizes)
+        if not _in_order(groups) and not all(_in_order(g) for g in np.split(groups, np.cumsum(sizes)[:-1])):
+            parts = [dataclasses.replace(rows.slice(a, b), segments=None) for a, b in _bounds(sizes)]
+            return total([self(p) for p in parts])
+        first = np.r_[True, (groups[1:] != groups[:-1]) | (part[1:] != part[:-1])] if groups.size else first_empty()
+        keys, owner, inverse = groups[first], part[first], np.cumsum(first) - 1
+        sums = _score_sums(rows, inverse, keys.size, self.coef, self.intercept, self.columns, DEFAULT_BLOCK_BYTES)
+        edge = np.r_[True, owner[1:] != owner[:-1]] | np.r_[owner[1:] != owner[:-1], True]
+        record = GroupEdges(outer_sum(sums[~edge]), int((~edge).sum()))
+        for j in np.flatnonzero(edge):
+            key = _plain(keys[j])
+            record.edges[key] = record.edges[key] + sums[j] if key in record.edges else sums[j].copy()
+        return record
 
     def memory(self, rows: int, p: int) -> int:
         md = self.coef.size

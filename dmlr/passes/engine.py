@@ -136,19 +136,20 @@ class PassEngine:
             return
         workers = self._workers()
         threads = {w: int(info.get("nthreads") or 1) for w, info in workers.items()}
+        keep_tasks_in_place(self.client)
         self.plans = plan_tasks(data, threads, self._homes())
         token = uuid.uuid4().hex[:12]
         self._data = [self._make_data(p, f"dmlr-data-{token}-{i}") for i, p in enumerate(self.plans)]
-        # No worker restrictions anywhere: a task's data go where its persisted blocks are (dask places a task with
-        # its dependencies), a pass task where its data are, a per-worker sum where its inputs are. (A task
-        # restricted to a worker, even loosely, is never rescheduled once every worker it named has died.)
+        # A task's data go where its persisted blocks are (dask places a task with its dependencies); a pass task
+        # goes where its task's data are (a loose restriction: any worker once that one is gone), a per-worker sum
+        # where its inputs are.
         self._holders = {}
         logger.debug("%d partitions in %d tasks on %d workers", data.n_partitions, len(self.plans), len(workers))
 
     def _make_data(self, plan: TaskPlan, key: str) -> Any:
         """The future of one task's data (its persisted blocks as the task's inputs: dask runs it where they are)."""
-        bare = TaskPlan(plan.partitions, plan.graph, {}, plan.worker)
-        return self.client.submit(make_task_data, bare, plan.leaves, self.hold, self.transform, key=key, pure=False)
+        bare, leaves = plan.bare()
+        return self.client.submit(make_task_data, bare, leaves, self.hold, self.transform, key=key, pure=False)
 
     def derive(self, transform: RowsTransform) -> None:
         """Apply ``transform`` to every partition from now on (held partitions are transformed once, by one task
@@ -185,11 +186,12 @@ class PassEngine:
         persisted = [f for f in (graph.get(k) for k in keys) if isinstance(f, Future)]
         if not persisted:
             return {}
-        try:
-            with self.client.as_current():
-                wait(persisted)  # where a block lives is known once it is computed (persisting is asynchronous)
-        except Exception:  # lost or failed blocks: placement is only a hint, and the pass reports the error
-            pass
+        if not all(f.status == "finished" for f in persisted):
+            try:
+                with self.client.as_current():
+                    wait(persisted)  # where a block lives is known once it is computed (persisting is asynchronous)
+            except Exception:  # lost or failed blocks: placement is only a hint, and the pass reports the error
+                pass
         who = self.client.who_has(persisted)
         return {k: sorted(ws)[0] for k, ws in who.items() if ws}
 
@@ -216,15 +218,18 @@ class PassEngine:
         if self.client is None or need.total <= self._checked_bytes:
             return
         workers = self._workers()
+        pause = dask.config.get("distributed.worker.memory.pause", 0.8)
         if any(info.get("memory_limit") for info in workers.values()):
-            # freed heap left by earlier work is not in use: return it, then read each worker's resident size
-            # a worker lost meanwhile answers with its error: it is left out here, and the pass itself recovers
-            resident = self.client.run(trim_and_measure, on_error="return")
-            for address, rss in resident.items():
-                if address in workers and isinstance(rss, int):
-                    workers[address] = {**workers[address], "metrics": {"memory": rss}}
-            pause = dask.config.get("distributed.worker.memory.pause", 0.8)
-            check_workers(workers, need, pause_fraction=pause, advice=MEMORY_ADVICE)
+            try:  # the scheduler's last reading, with room to spare: no need to ask the workers
+                check_workers(workers, WorkingSet(2 * need.blocks, 2 * need.kernel), pause_fraction=pause, advice="")
+            except WorkerMemoryError:
+                # close: freed heap left by earlier work is not in use, so return it, then read each worker's
+                # resident size (a worker lost meanwhile answers with its error: left out; the pass recovers)
+                resident = self.client.run(trim_and_measure, on_error="return")
+                for address, rss in resident.items():
+                    if address in workers and isinstance(rss, int):
+                        workers[address] = {**workers[address], "metrics": {"memory": rss}}
+                check_workers(workers, need, pause_fraction=pause, advice=MEMORY_ADVICE)
         self._checked_bytes = need.total
 
     # -- one pass ---------------------------------------------------------------------------------------------
@@ -311,8 +316,14 @@ class PassEngine:
         arg = self._kernel_arg(kernel)
         per_worker: dict[str | None, list[Any]] = {}
         for i, (plan, data) in enumerate(zip(self.plans, self._data, strict=True)):
-            future = client.submit(run_task, data, arg, progress_key=token, key=f"dmlr-pass-{token}-{i}", pure=False)
-            per_worker.setdefault(self._holders.get(data.key, plan.worker), []).append(future)
+            holder = self._holders.get(data.key)
+            # where the task's data are, loosely (any worker when that one is gone): the data's sizeof counts only
+            # what it owns, so the scheduler would take the task for cheap to run elsewhere, and move every block
+            place: dict[str, Any] = {} if holder is None else {"workers": [holder], "allow_other_workers": True}
+            future = client.submit(
+                run_task, data, arg, progress_key=token, key=f"dmlr-pass-{token}-{i}", pure=False, **place
+            )
+            per_worker.setdefault(holder or plan.worker, []).append(future)
         # add the records of one worker's tasks on that worker, then up a tree across workers
         level = []
         for j, (_, futures) in enumerate(sorted(per_worker.items(), key=lambda kv: str(kv[0]))):
@@ -396,6 +407,39 @@ class PassEngine:
             f"({limits}); a task of this pass needs about {need}, plus the worker's own "
             f"~{PROCESS_BASELINE / 2**20:.0f} MiB. {MEMORY_ADVICE}"
         )
+
+
+PASS_TASKS = ("dmlr-pass", "dmlr-piece", "dmlr-combine")
+"""Key prefixes of a pass's tasks, which the scheduler must not move away from their data."""
+
+
+def keep_tasks_in_place(client: Any) -> None:
+    """Tell the scheduler not to steal a pass's tasks (once per scheduler).
+
+    A pass task's only large input is its task's data, whose ``sizeof`` counts what the task owns, not the persisted
+    blocks it references (they are counted under their own keys): distributed's work stealing then takes the task for
+    cheap to move and, when the workers look unbalanced, runs it on another worker, which fetches every block the data
+    reference. Listing the prefixes among the scheduler's "fast tasks" (never stolen) keeps a pass where its data are;
+    the tasks are balanced by construction (one per thread, about equal rows). Done with a function pickled by value,
+    so the scheduler needs no dmlr; a scheduler without this list is left as it is.
+    """
+    if getattr(client, "_dmlr_in_place", False):
+        return
+
+    def in_place(prefixes: tuple[str, ...] = PASS_TASKS) -> bool:
+        try:
+            from distributed import stealing
+        except ImportError:  # pragma: no cover - the scheduler runs distributed
+            return False
+        fast = getattr(stealing, "fast_tasks", None)
+        if isinstance(fast, set):
+            fast.update(prefixes)
+            return True
+        return False
+
+    with contextlib.suppress(Exception):  # an older or newer scheduler: stealing stays as it is
+        client.run_on_scheduler(in_place)
+    client._dmlr_in_place = True
 
 
 def _executing(dask_worker: Any) -> int:

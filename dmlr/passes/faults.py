@@ -67,8 +67,8 @@ def partition_kills(engine: PassEngine, plan: TaskPlan, position: int) -> bool:
     client = engine.client
     token = uuid.uuid4().hex[:12]
     spec = plan.partitions[position]
-    single = TaskPlan([spec], plan.graph, {}, None)
-    data = client.submit(make_task_data, single, plan.leaves, True, engine.transform, key=f"dmlr-alone-{token}")
+    single, leaves = plan.bare([spec])
+    data = client.submit(make_task_data, single, leaves, True, engine.transform, key=f"dmlr-alone-{token}")
     future = client.submit(run_task, data, _Probe(), key=f"dmlr-probe-{token}", pure=False)
     with client.as_current():
         wait([future])
@@ -84,8 +84,8 @@ def _isolate(engine: PassEngine, plan: TaskPlan) -> int | None:
     token = uuid.uuid4().hex[:12]
     futures = []
     for j, spec in enumerate(plan.partitions):
-        single = TaskPlan([spec], plan.graph, {}, None)
-        data = client.submit(make_task_data, single, plan.leaves, True, engine.transform, key=f"dmlr-iso-{token}-d{j}")
+        single, leaves = plan.bare([spec])
+        data = client.submit(make_task_data, single, leaves, True, engine.transform, key=f"dmlr-iso-{token}-d{j}")
         futures.append(client.submit(run_task, data, _Probe(), key=f"dmlr-iso-{token}-{j}", pure=False))
     with client.as_current():
         wait(futures)

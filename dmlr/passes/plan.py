@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from dask.core import get_deps
+from dask.core import get_dependencies
 
 if TYPE_CHECKING:
     from dmlr.data.design import RowData
@@ -71,6 +71,17 @@ class TaskPlan:
     leaves: dict[Key, Any] = field(default_factory=dict)
     worker: str | None = None
 
+    def bare(self, partitions: list[PartitionSpec] | None = None) -> tuple[TaskPlan, list[Any]]:
+        """What the task making this plan's data receives: the plan with its leaves' keys only (for some of its
+        ``partitions``), and the leaves' futures as a list, which dask resolves to the blocks where it runs."""
+        keys = list(self.leaves)
+        if partitions is not None:  # only the leaves these partitions read
+            placeholders = {**self.graph, **dict.fromkeys(keys)}
+            (needed,) = split_graph(placeholders, [[k for p in partitions for k in p.keys.values()]])
+            keys = [k for k in keys if k in needed]
+        plan = TaskPlan(list(partitions or self.partitions), self.graph, dict.fromkeys(keys), self.worker)
+        return plan, [self.leaves[k] for k in keys]
+
     @property
     def rows(self) -> int:
         """Rows of the task (each partition of unknown size counted as 0)."""
@@ -117,10 +128,9 @@ def data_graph(data: RowData) -> dict[Key, Any]:
 
 
 def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> list[dict[Key, Any]]:
-    """The part of ``graph`` each set of keys needs, one dependency walk per set (dependencies found once: the cost
-    is linear in the graph, not in graph x sets)."""
-    found: Any = get_deps(dict(graph))  # type: ignore[arg-type]
-    dependencies: dict[Key, Any] = found[0]
+    """The part of ``graph`` each set of keys needs: one dependency walk per set, each key's dependencies found once
+    (the cost is linear in the graph, not in graph x sets)."""
+    dependencies: dict[Key, Any] = {}
     out = []
     for keys in key_sets:
         part: dict[Key, Any] = {}
@@ -129,18 +139,24 @@ def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> 
             key = stack.pop()
             if key in part:
                 continue
-            part[key] = graph[key]
-            stack.extend(d for d in dependencies.get(key, ()) if d in graph and d not in part)
+            value = part[key] = graph[key]
+            if key not in dependencies:
+                simple = isinstance(value, np.ndarray) or _is_future(value)
+                dependencies[key] = () if simple else get_dependencies(graph, key)  # type: ignore[call-overload]
+            stack.extend(d for d in dependencies[key] if d in graph and d not in part)
         out.append(part)
     return out
 
 
+_FUTURE: list[type] = []
+
+
 def _is_future(value: Any) -> bool:
-    try:
+    if not _FUTURE:
         from distributed import Future
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return False
-    return isinstance(value, Future)
+
+        _FUTURE.append(Future)
+    return isinstance(value, _FUTURE[0])
 
 
 def _task(specs: Sequence[PartitionSpec], sub: dict[Key, Any], worker: str | None) -> TaskPlan:

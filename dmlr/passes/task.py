@@ -11,6 +11,8 @@ tiny partitions cost about what ten large ones do.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import itertools
 from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,24 +53,24 @@ class TaskData:
     """A task's partitions as a worker holds them across passes.
 
     Persisted blocks are referenced, not copied (their own keys already count their memory); streamed blocks are kept
-    as one culled task graph per partition and produced anew on every pass; held blocks were produced once.
+    as one culled task graph per partition and produced anew on every pass; held partitions were produced once.
 
     Attributes
     ----------
     partitions : list of PartitionSpec
     graphs : list of dict
         Per partition: the tasks producing its blocks, with persisted blocks as values (empty once held).
-    held : list of dict, optional
-        Per partition: its blocks by field, produced once (``persist``), transformed.
+    held : list of Rows, optional
+        Per partition: its rows, produced once (``persist``) and transformed.
     transform : RowsTransform, optional
-        Applied to every partition's rows as they are produced (held blocks were transformed when made).
+        Applied to every partition's rows as they are produced (held rows were transformed when made).
     owned : int
         Bytes of held blocks this task made (not persisted blocks it only references).
     """
 
     partitions: list[PartitionSpec]
     graphs: list[dict[Key, Any]] = field(repr=False)
-    held: list[dict[str, Any]] | None = field(default=None, repr=False)
+    held: list[Rows] | None = field(default=None, repr=False)
     transform: RowsTransform | None = None
     owned: int = 0
 
@@ -78,10 +80,9 @@ class TaskData:
 
     def read(self, i: int, fields: Sequence[str]) -> tuple[Rows, int]:
         """The rows of partition ``i`` with ``fields`` (transformed), and the bytes of its features as produced."""
-        spec = self.partitions[i]
         if self.held is not None:
-            blocks = {f: v for f, v in self.held[i].items() if f in fields}
-            return _rows(spec, blocks), 0
+            return self.held[i], 0
+        spec = self.partitions[i]
         wanted = self.transform.inputs(fields) if self.transform is not None else tuple(fields)
         names = [f for f in FIELDS if f in wanted and f in spec.keys]
         blocks = _produce(self.graphs[i], [spec.keys[f] for f in names], names)
@@ -113,49 +114,58 @@ def _sizeof_task(data: TaskData) -> int:
 
 
 def make_task_data(
-    plan: TaskPlan, leaves: dict[Key, Any] | None = None, hold: bool = False, transform: RowsTransform | None = None
+    plan: TaskPlan, leaves: list[Any] | None = None, hold: bool = False, transform: RowsTransform | None = None
 ) -> TaskData:
     """Build a task's :class:`TaskData` (on the worker that will evaluate it, once per engine).
 
     Parameters
     ----------
     plan : TaskPlan
-        Its ``leaves`` are ignored; ``leaves`` gives their values.
-    leaves : dict, optional
-        Persisted blocks by key, as dask delivers them to the task.
+        Its ``leaves`` name the persisted blocks (their keys, in order); ``leaves`` gives their values.
+    leaves : list, optional
+        The persisted blocks, in the order of ``plan.leaves``, as dask delivers them to the task (a list: dask
+        parses a task's arguments, and a list of futures costs it a third of a dict's).
     hold : bool
-        Produce every partition's blocks now and keep them (``persist``).
+        Produce every partition's rows now and keep them (``persist``).
     transform : RowsTransform, optional
     """
-    graph = {**plan.graph, **(leaves or {})}
+    graph = {**plan.graph, **dict(zip(plan.leaves, leaves or [], strict=True))}
     graphs = split_graph(graph, [list(spec.keys.values()) for spec in plan.partitions])
-    data = TaskData(list(plan.partitions), graphs, transform=transform)
-    if hold:
-        data = _held(data, set(map(id, (leaves or {}).values())))
-    return data
+    if not hold:
+        return TaskData(list(plan.partitions), graphs, transform=transform)
+    data = TaskData(list(plan.partitions), graphs)
+    persisted = {id(v) for v in leaves or []}
+    held = [data.read(i, FIELDS)[0] for i in range(len(data.partitions))]
+    owned = sum(int(v.nbytes) for r in held for v in r.arrays().values() if id(v) not in persisted)
+    out = TaskData(data.partitions, [{} for _ in data.partitions], held, None, owned)
+    return out if transform is None else derive_task_data(out, transform)
 
 
 def derive_task_data(data: TaskData, transform: RowsTransform) -> TaskData:
-    """The same task's data with ``transform`` applied from now on (held blocks transformed once, here)."""
+    """The same task's data with ``transform`` applied from now on (held rows transformed once, here: a batch of
+    small partitions at a time, each partition alone when the batch has an error to name)."""
     if data.held is None:
         return TaskData(data.partitions, data.graphs, transform=transform)
-    held, owned = [], data.owned
-    for spec, blocks in zip(data.partitions, data.held, strict=True):
-        rows = transform(_rows(spec, dict(blocks)))
-        new = rows.arrays()
-        owned += sum(int(v.nbytes) for f, v in new.items() if blocks.get(f) is not v)
-        held.append(new)
+    held: list[Rows] = list(data.held)
+    owned = data.owned
+    for members, rows in _batches(data, range(len(data.partitions)), FIELDS):
+        try:
+            parts = list(zip([members], [transform(rows)], strict=True))
+        except InputError:
+            parts = [([i], transform(held[i])) for i in members]
+        for group, new in parts:
+            owned += sum(int(v.nbytes) for f, v in new.arrays().items() if getattr(rows, f) is not v)
+            for i, part in zip(group, _split(new, [held[j].n_rows for j in group]), strict=True):
+                held[i] = dataclasses.replace(part, partition=held[i].partition, row_start=held[i].row_start)
     return TaskData(data.partitions, [{} for _ in data.partitions], held, None, owned)
 
 
-def _held(data: TaskData, persisted: set[int]) -> TaskData:
-    held, owned = [], 0
-    for i in range(len(data.partitions)):
-        rows, _ = data.read(i, FIELDS)
-        blocks = rows.arrays()
-        owned += sum(int(v.nbytes) for v in blocks.values() if id(v) not in persisted)
-        held.append(blocks)
-    return TaskData(data.partitions, [{} for _ in data.partitions], held, None, owned)
+def _split(rows: Rows, sizes: list[int]) -> list[Rows]:
+    """``rows`` cut back into consecutive parts of ``sizes`` rows (views; positions as the parts had them)."""
+    if len(sizes) == 1:
+        return [rows]
+    bounds = np.cumsum([0, *sizes])
+    return [dataclasses.replace(rows.slice(int(a), int(b)), segments=None) for a, b in itertools.pairwise(bounds)]
 
 
 def _produced(
