@@ -130,14 +130,17 @@ def make_task_data(
     transform : RowsTransform, optional
     """
     graph = {**plan.graph, **dict(zip(plan.leaves, leaves or [], strict=True))}
-    graphs = split_graph(graph, [list(spec.keys.values()) for spec in plan.partitions])
     if not hold:
+        graphs = split_graph(graph, [list(spec.keys.values()) for spec in plan.partitions])
         return TaskData(list(plan.partitions), graphs, transform=transform)
-    data = TaskData(list(plan.partitions), graphs)
+    # every partition produced now, in one walk of the task's graph (what each partition shares is computed once)
+    names = [[f for f in FIELDS if f in spec.keys] for spec in plan.partitions]
+    keys = [spec.keys[f] for spec, fields in zip(plan.partitions, names, strict=True) for f in fields]
+    values = iter(dask.core.get(graph, keys) if keys else [])
+    held = [_rows(spec, {f: next(values) for f in fields}) for spec, fields in zip(plan.partitions, names, strict=True)]
     persisted = {id(v) for v in leaves or []}
-    held = [data.read(i, FIELDS)[0] for i in range(len(data.partitions))]
     owned = sum(int(v.nbytes) for r in held for v in r.arrays().values() if id(v) not in persisted)
-    out = TaskData(data.partitions, [{} for _ in data.partitions], held, None, owned)
+    out = TaskData(list(plan.partitions), [{} for _ in plan.partitions], held, None, owned)
     return out if transform is None else derive_task_data(out, transform)
 
 
