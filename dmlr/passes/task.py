@@ -136,7 +136,8 @@ def make_task_data(
     # every partition produced now, in one walk of the task's graph (what each partition shares is computed once)
     names = [[f for f in FIELDS if f in spec.keys] for spec in plan.partitions]
     keys = [spec.keys[f] for spec, fields in zip(plan.partitions, names, strict=True) for f in fields]
-    values = iter(dask.core.get(graph, keys) if keys else [])
+    (needed,) = split_graph(graph, [keys])  # dask.core.get runs every task of the graph it is given
+    values = iter(dask.core.get(needed, keys) if keys else [])
     held = [_rows(spec, {f: next(values) for f in fields}) for spec, fields in zip(plan.partitions, names, strict=True)]
     persisted = {id(v) for v in leaves or []}
     owned = sum(int(v.nbytes) for r in held for v in r.arrays().values() if id(v) not in persisted)
