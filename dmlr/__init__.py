@@ -20,6 +20,7 @@ from dmlr.errors import (
     PerfectSeparationWarning,
     SingularInformationWarning,
     StoreError,
+    WideDesignWarning,
     WorkerMemoryError,
 )
 
@@ -86,6 +87,7 @@ __all__ = [
     "SingularInformationWarning",
     "StoreData",
     "StoreError",
+    "WideDesignWarning",
     "WorkerMemoryError",
     "__version__",
     "fit",

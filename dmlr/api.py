@@ -108,7 +108,7 @@ def fit(
     token = _data_token(inputs) if checkpoint is not None else ""
     probability = opts.weights_type == "probability"
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
-    fitter = Fitter(opts, callback, checkpoint, token, storage_options, final)
+    fitter = Fitter(opts, callback, checkpoint, token, storage_options, final, check_classes=inputs.store is None)
     run = fitter.run(_passes(design, inputs, opts, client))
     return build_results(run, inputs, opts, cov, design.model_names[int(design.intercept) :])
 

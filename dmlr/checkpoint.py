@@ -92,6 +92,8 @@ def _encode(state: DriverState, fp: str) -> bytes:
     for prefix, stats in (("stats", state.stats), ("first", state.first_stats)):
         for f in fields(Statistics):
             value = getattr(stats, f.name)
+            if f.name == "sample":  # the first pass's row sample served the start, which a checkpoint is past
+                continue
             if isinstance(value, np.ndarray):
                 arrays[f"{prefix}.{f.name}"] = value
             elif value is not None:
@@ -137,6 +139,7 @@ def _decode(blob: bytes) -> tuple[str, DriverState]:
         for f in fields(Statistics):
             key = f"{prefix}.{f.name}"
             values[f.name] = arrays.get(key, scalars.get(key, f.default))
+        values["sample"] = None
         return Statistics(**values)
 
     rule = {k[len("rule.") :]: v for k, v in arrays.items() if k.startswith("rule.")}

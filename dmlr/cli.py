@@ -85,6 +85,9 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing store (once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--max-classes", type=int, help="Most classes the target may have (default 100).",
+)  # fmt: skip
 @missing_option
 @storage_option
 @guarded
@@ -102,6 +105,7 @@ def stage(
     dtype: str,
     overwrite: bool,
     progress: bool,
+    max_classes: int | None,
     missing: str,
     storage_options: str | None,
 ) -> None:
@@ -137,6 +141,7 @@ def stage(
         groups=groups,
         sort_groups=sort_groups,
         dtype=dtype,
+        max_classes=max_classes,
     )
     click.echo(data.describe())
     dropped = data.metadata.n_missing

@@ -177,7 +177,7 @@ def _fit_option(f: OptionField) -> Any:
     if f.choices is not None:
         choices = [c for c in f.choices if c is not None]
         return click.option(f.cli, type=click.Choice(choices), default=f.default, show_default=True, help=f.cli_help)
-    kind = {"float": float, "int": int}.get(f.annotation, str)
+    kind = {"float": float, "int": int, "int | None": int}.get(f.annotation, str)
     return click.option(f.cli, type=kind, default=f.default, show_default=True, help=f.cli_help)
 
 

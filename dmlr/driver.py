@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any, Protocol, TypedDict
 
 import numpy as np
@@ -22,22 +20,18 @@ from numpy.typing import NDArray
 
 from dmlr.checkpoint import Checkpointer, DriverState
 from dmlr.diagnostics import (
-    SEPARATION_STEP,
-    column_scales,
-    separated_classes,
-    separating_features,
-    standardized_newton_step,
+    DIVERGING_ITERATIONS,
 )
+from dmlr.ending import Termination, diagnose
 from dmlr.errors import (
-    ConvergenceWarning,
     InputError,
     NumericalError,
     PerfectSeparationError,
-    PerfectSeparationWarning,
 )
 from dmlr.options import FitOptions
 from dmlr.oracle.statistics import SCORE_ONLY, WITH_INFORMATION, Request, Statistics
 from dmlr.steps import Direction, Iterate, Objective, StepRule, backtrack
+from dmlr.steps.linesearch import trust_trials
 
 __all__ = [
     "Evaluator",
@@ -87,21 +81,6 @@ class HistoryRecord(TypedDict):
     information: str
 
 
-class Termination(Enum):
-    """Why the loop stopped."""
-
-    GRADIENT = "max |score| / n <= tol"
-    DECREMENT = "Newton decrement <= tol"
-    MAX_ITER = "max_iter reached"
-    LINE_SEARCH = "the line search found no step that increases the log-likelihood"
-    SEPARATION = "separation"
-
-    @property
-    def converged(self) -> bool:
-        """Whether this ending is convergence."""
-        return self in (Termination.GRADIENT, Termination.DECREMENT)
-
-
 @dataclass(frozen=True)
 class LoopState:
     """The loop's state between iterations: the current iterate and the accepted steps so far. Each accepted step
@@ -123,6 +102,9 @@ class Start:
         What a checkpoint stores as the first pass: the whole design's, so a resumed fit makes the same checks.
     resumed : DriverState, optional
         The checkpoint's state when resuming.
+    point : tuple of (ndarray, Statistics), optional
+        Where the loop starts and the statistics there, when not at ``W = 0`` (the intercept-only optimum, derived
+        exactly from the first pass).
     """
 
     first: Statistics
@@ -130,6 +112,7 @@ class Start:
     resumed: DriverState | None = None
     clock: float = field(default_factory=time.perf_counter)
     """When the first pass began (the start record's seconds count it)."""
+    point: tuple[Array, Statistics] | None = None
 
 
 def begin(passes: Evaluator, request: Request, n_features: int, m: int, checkpoint: Checkpointer | None) -> Start:
@@ -204,6 +187,9 @@ class LoopSettings:
         What the statistics at the optimum must hold for inference: the information, and the meat of a robust
         covariance (then every pass that computes the exact information also computes the meat, so the optimum's
         pass has both and no extra pass is made).
+    known_separation : str
+        A separation seen before the loop (:func:`dmlr.diagnostics.empty_cells`): raised at once, or warned with
+        the loop not run.
     """
 
     objective: Objective
@@ -215,6 +201,7 @@ class LoopSettings:
     feature_names: Sequence[str] | None = None
     full_rank: bool = True
     final: Request = WITH_INFORMATION
+    known_separation: str = ""
 
 
 def optimize(
@@ -272,20 +259,29 @@ def optimize(
             request = replace(request, meat=True, probability_weights=final.probability_weights)
         return Iterate.at(coef, passes(coef, request), settings.objective)
 
+    if settings.known_separation and settings.separation == "raise":
+        raise PerfectSeparationError(settings.known_separation)
     state = _initial(rule, start, settings.objective, log, start_fields)
-    termination: Termination | None = None
+    termination = Termination.SEPARATION if settings.known_separation else None
     while termination is None:
         termination, new, size = _step(rule, evaluate, state, settings.tol, settings.max_iter)
         if new is not None:
+            kind = rule.name  # the rule that made the step (accepting it may switch rules)
             rule.accept(state.iterate, new)
             state = LoopState(new, state.n_iter + 1)  # replaced, never changed in place
-            log.record(state.iterate, state.n_iter, rule.name, size)
+            log.record(state.iterate, state.n_iter, kind, size)
     it, n_iter = state.iterate, state.n_iter
     final = settings.final
     if settings.inference and (not it.stats.information_exact or (final.meat and it.stats.meat is None)):
         it = evaluate(it.coef, final)
         log.record(it, n_iter, "inference", 0.0)
-    termination, message = _diagnose(it, termination, start.first, settings)
+
+    def confirm(coef: Array) -> Iterate:
+        trial = evaluate(coef, replace(settings.final, information=True))
+        log.record(trial, n_iter, "confirm", 1.0)
+        return trial
+
+    it, termination, message = diagnose(it, termination, start.first, settings, confirm, log.records)
     return FitOutcome(it, termination.converged, n_iter, log.records, rule.name, message, start.first, termination)
 
 
@@ -295,7 +291,8 @@ def _initial(
     """The loop's state at its start: ``W = 0`` and the rule prepared from the first pass, or a checkpoint's."""
     resumed, first = start.resumed, start.first
     if resumed is None:
-        it = Iterate.at(np.zeros(first.score.shape), first, objective)
+        coef, stats = start.point if start.point is not None else (np.zeros(first.score.shape), first)
+        it = Iterate.at(coef, stats, objective)
         rule.prepare(first)
         log.record(it, 0, "start", 0.0, dict(start_fields or {}))
         return LoopState(it, 0)
@@ -362,32 +359,6 @@ def _information_kind(stats: Statistics) -> str:
     return "exact" if stats.information_exact else "estimated"
 
 
-def _diagnose(
-    it: Iterate, termination: Termination, first: Statistics, settings: LoopSettings
-) -> tuple[Termination, str]:
-    """After the loop: a converged fit that is really separated (raise or warn), or a warning for no convergence."""
-    tol, max_iter = settings.tol, settings.max_iter
-    message = _message(termination, tol, max_iter)
-    if termination.converged and settings.full_rank and it.stats.information is not None:
-        d, m = it.coef.shape
-        labels = settings.class_labels or list(range(m + 1))
-        names = settings.feature_names or [f"x{j}" for j in range(d)]
-        separated = _separation(it, first, settings.objective, labels, names)
-        if separated:
-            if settings.separation == "raise":
-                raise PerfectSeparationError(separated)
-            warnings.warn(separated, PerfectSeparationWarning, stacklevel=4)
-            return Termination.SEPARATION, "separation: " + separated
-    if not termination.converged:
-        warnings.warn(
-            f"dmlr did not converge: {message}; max |score| / n = {it.max_abs_gradient():.3e} "
-            f"(tol {tol:g}). Increase max_iter or use method='newton'.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
-    return termination, message
-
-
 def _step(
     rule: StepRule, evaluate: Callable[[Array, Request], Iterate], state: LoopState, tol: float, max_iter: int
 ) -> tuple[Termination | None, Iterate | None, float]:
@@ -404,8 +375,14 @@ def _step(
     if n_iter >= max_iter:
         return Termination.MAX_ITER, None, 0.0
     direction = rule.direction(it)
+    if direction.diverging >= DIVERGING_ITERATIONS:
+        return Termination.SEPARATION, None, 0.0
     if _decrement_small(direction, it, tol):
         return Termination.DECREMENT, None, 0.0
+    revise = getattr(rule, "revise", None)
+    if revise is not None:
+        new = trust_trials(revise, evaluate, it, direction)
+        return (Termination.LINE_SEARCH, None, 0.0) if new is None else (None, new, 1.0)
     ls = backtrack(lambda c: evaluate(c, direction.request), it, direction.step)
     fallback = rule.fallback(it) if ls.iterate is None else None
     if fallback is not None:
@@ -413,36 +390,6 @@ def _step(
     if ls.iterate is None:
         return Termination.LINE_SEARCH, None, 0.0
     return None, ls.iterate, ls.step
-
-
-def _message(termination: Termination, tol: float, max_iter: int) -> str:
-    if termination in (Termination.GRADIENT, Termination.DECREMENT):
-        return f"{termination.value} ({tol:g})"
-    if termination is Termination.MAX_ITER:
-        return f"max_iter ({max_iter}) reached"
-    return termination.value
-
-
-def _separation(
-    it: Iterate, first: Statistics, objective: Objective, labels: Sequence[Any], features: Sequence[str]
-) -> str:
-    """A message naming the separated classes and the features along which they separate when the stopping
-    point is not a finite optimum, else ``""``."""
-    if first.col_sum is None or first.col_sumsq is None:
-        return ""
-    scales = column_scales(first.col_sum, first.col_sumsq, first.weight_sum)
-    step = standardized_newton_step(objective.information(it.stats), it.gradient, scales)
-    size = float(np.max(np.abs(step)))
-    if size <= SEPARATION_STEP:
-        return ""
-    classes = separated_classes(step, labels)
-    cells = ", ".join(f"{f} ({v:.3g})" for f, v in separating_features(step, features))
-    return (
-        f"perfect or quasi-perfect separation involving class(es) {classes} along the feature(s) {cells} "
-        f"(standardized Newton step per feature): the maximum-likelihood estimate does not exist (the coefficients "
-        f"diverge; the step where the fit stopped is {size:.3g} in standardized units, a finite optimum gives about "
-        f"tol). Fit with l2 > 0, or remove or merge what separates them."
-    )
 
 
 def _decrement_small(direction: Direction, it: Iterate, tol: float) -> bool:

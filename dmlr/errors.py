@@ -20,6 +20,7 @@ __all__ = [
     "PerfectSeparationWarning",
     "SingularInformationWarning",
     "StoreError",
+    "WideDesignWarning",
     "WorkerMemoryError",
 ]
 
@@ -74,6 +75,10 @@ class InferenceUnavailableError(DmlrError, RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """The fit stopped at ``max_iter`` before meeting its convergence criterion."""
+
+
+class WideDesignWarning(UserWarning):
+    """A categorical expands to more dense columns than staging considers ordinary (the message gives the size)."""
 
 
 class SingularInformationWarning(UserWarning):

@@ -201,6 +201,15 @@ class FitOptions:
         choices=COLLINEAR, cli="--collinear",
         cli_help="Constant/duplicate/collinear columns: fail (exit 2), drop them, or keep them (inf standard errors).",
     )  # fmt: skip
+    max_classes: int | None = option(
+        None,
+        "Most classes ``y`` may have: more (default 100) is an :class:`~dmlr.errors.InputError` naming the count (a"
+        " float ``y`` with non-integral values, a continuous column, always is). A store's target was checked when it"
+        " was staged (``dmlr.stage(max_classes=...)``).",
+        cli="--max-classes", cli_help="Most classes the target may have (default 100).",
+        values="an integer >= 2 or None",
+        check=lambda v: v is None or (_is_int(v) and v >= 2),
+    )  # fmt: skip
     missing: Missing = option(
         "raise",
         "A row with a missing value in ``X``, ``y``, ``weights`` or ``offset`` (NaN, None, pandas NA): an"

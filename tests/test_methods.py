@@ -45,17 +45,37 @@ def test_lbfgs_ends_with_one_information_pass():
     assert [r["kind"] for r in res.history].count("inference") == 1
 
 
-def test_newton_without_offset_starts_from_the_gram_matrix():
-    """At W = 0 every probability is 1/K, so Newton's first step needs no information pass: the fit equals one
-    whose first pass computed the information (an offset of zeros forces that path)."""
+def test_newton_starts_at_the_intercept_only_optimum_without_a_pass():
+    """Without an offset, Newton starts at the class log-shares with statistics derived from the first pass (no
+    pass): they equal a real pass there, its log-likelihood the null model's ``sum n_c log(n_c / n)``; the fit
+    reaches the optimum of a fit from ``W = 0`` (an offset of zeros forces that start)."""
+    import dask.array as da
+
+    from dmlr.data.design import build_design
+    from dmlr.fitting.evaluator import FitPasses
+    from dmlr.fitting.setup import begin_fit, from_intercept_optimum
+    from dmlr.oracle.statistics import WITH_INFORMATION
+    from dmlr.steps.newton import NEWTON_FIRST
+
     x, y, _ = draw_problem(2000, 6, 4, seed=5)
+    design = build_design(da.from_array(x, chunks=(700, -1)), da.from_array(y, chunks=700), classes=np.unique(y))
+    passes, start = begin_fit(FitPasses.over(design), NEWTON_FIRST, None)
+    assert start.first.information is not None  # the first pass at W = 0 computed it
+    point = from_intercept_optimum(start, passes.design, information=True).point
+    assert point is not None
+    coef, derived = point
+    real = passes(coef, WITH_INFORMATION)
+    counts = np.bincount(np.searchsorted(np.unique(y), y))
+    assert derived.loglik == pytest.approx(float(np.sum(counts * np.log(counts / counts.sum()))), rel=1e-13)
+    assert derived.loglik == pytest.approx(real.loglik, rel=1e-13)
+    np.testing.assert_allclose(derived.score, real.score, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(derived.full_information(), real.full_information(), rtol=1e-9, atol=1e-9)
+
     plain = dmlr.fit(x, y, method="newton")
-    with_pass = dmlr.fit(x, y, method="newton", offset=np.zeros((len(y), 3)))
-    assert plain.n_passes == with_pass.n_passes
-    assert plain.history[0]["information"] == with_pass.history[0]["information"] == "exact"
-    np.testing.assert_allclose(plain.coef, with_pass.coef, rtol=1e-12, atol=1e-14)
-    for a, b in zip(plain.history, with_pass.history, strict=True):
-        assert a["loglik"] == pytest.approx(b["loglik"], rel=1e-14)
+    from_zero = dmlr.fit(x, y, method="newton", offset=np.zeros((len(y), 3)))
+    assert plain.history[0]["loglik"] == pytest.approx(plain.llnull, rel=1e-12)
+    assert plain.llf == pytest.approx(from_zero.llf, rel=1e-12)
+    np.testing.assert_allclose(plain.coef, from_zero.coef, atol=1e-5)  # both stopped at max |score| / n <= 1e-8
 
 
 @pytest.mark.parametrize("k", [2, 3, 6])

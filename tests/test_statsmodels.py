@@ -90,5 +90,5 @@ def test_users_own_constant_column_with_fit_intercept_false():
     assert _rel(res.params.to_numpy(), ref.params) < 1e-6
     assert res.df_model == ref.df_model == 6
     assert res.llr_pvalue == pytest.approx(ref.llr_pvalue, rel=1e-6, abs=1e-300)
-    added = dmlr.fit(x, y, method="newton")
-    np.testing.assert_allclose(res.params.to_numpy(), added.params.to_numpy(), rtol=1e-10)
+    added = dmlr.fit(x, y, method="newton")  # starts elsewhere (the intercept-only optimum): equal to the tolerance
+    np.testing.assert_allclose(res.params.to_numpy(), added.params.to_numpy(), rtol=1e-7)

@@ -10,7 +10,7 @@ import numpy as np
 from dask.base import compute
 
 from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.labels import check_label_values
+from dmlr.data.labels import check_class_count, check_label_values
 from dmlr.data.metadata import StoreMetadata
 from dmlr.data.staging import check_dtype, default_chunk_rows, positions
 from dmlr.data.store import StoreData, open_store
@@ -35,6 +35,7 @@ def stage_arrays(
     progress: bool = False,
     groups: Any = None,
     dtype: str = "float64",
+    max_classes: int | None = None,
 ) -> StoreData:
     """Stage arrays (NumPy or dask, possibly larger than memory) into a Zarr store.
 
@@ -59,6 +60,9 @@ def stage_arrays(
         Integer cluster ids, stored as the ``groups`` array (for ``cov_type="cluster"``).
     dtype : {"float64", "float32"}
         Storage type of X (see :func:`stage`).
+    max_classes : int, optional
+        Most classes the target may have (default 100; a float target with non-integral values, a continuous
+        column, is always refused). The message names the count.
 
     Returns
     -------
@@ -82,6 +86,7 @@ def stage_arrays(
     classes = np.asarray(labels)
     if classes.size < 2:
         raise InputError(f"y has a single class ({classes.tolist()!r})")
+    check_class_count(classes, "y", max_classes)
     arrays: dict[str, da.Array] = {
         "X": x.astype(dtype),
         "y": da.map_blocks(positions, y_arr, classes, "y", dtype=np.int32),

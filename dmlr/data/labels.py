@@ -14,7 +14,46 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["EncodeLabels", "LabelCoding", "check_label_kinds", "check_label_values"]
+__all__ = ["MAX_CLASSES", "EncodeLabels", "LabelCoding", "check_class_count", "check_label_kinds", "check_label_values"]
+
+MAX_CLASSES = 100
+"""Most classes a target may have unless ``max_classes`` says otherwise (a multinomial logit fits one coefficient
+column per class: more usually means a continuous or an id column was named as the target)."""
+
+
+def check_class_count(classes: NDArray[Any], where: str, max_classes: int | None = None) -> None:
+    """Refuse a float target with non-integral values (a continuous column), or one with more than ``max_classes``
+    (default :data:`MAX_CLASSES`) distinct values.
+
+    Parameters
+    ----------
+    classes : ndarray, shape (K,)
+        The distinct labels.
+    where : str
+        Names the target in messages (``"target column 'dep_delay'"``).
+    max_classes : int, optional
+
+    Raises
+    ------
+    InputError
+        Naming the count (and a few of the values).
+    """
+    k = int(classes.size)
+    if classes.dtype.kind == "f":
+        values = classes[np.isfinite(classes)]
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            raise InputError(
+                f"{where} holds non-integral numbers ({k:,} distinct values, e.g. {fractional[:3].tolist()}): it looks "
+                f"continuous, not like class labels. Convert them to integers or strings if they really are classes."
+            )
+    limit = MAX_CLASSES if max_classes is None else int(max_classes)
+    if k > limit:
+        raise InputError(
+            f"{where} has {k:,} distinct values, more than max_classes={limit}: a multinomial logit fits K - 1 = "
+            f"{k - 1:,} coefficient columns, one per class. Is it a continuous or an id column? If these really are "
+            f"classes, pass max_classes={k} (dmlr stage/fit --max-classes {k})."
+        )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ which is then staged in order.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,12 @@ from dask.base import compute
 from numpy.typing import NDArray
 
 from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.labels import check_label_values
+from dmlr.data.labels import check_class_count, check_label_values
 from dmlr.data.metadata import StoreMetadata
 from dmlr.data.sources import expand_sources, from_partitions, is_local, read_table
 from dmlr.data.store import StoreData, open_store
 from dmlr.data.writing import check_target_free, temporary_name, write_store
-from dmlr.errors import InputError
+from dmlr.errors import InputError, WideDesignWarning
 from dmlr.oracle.checks import check_weights
 
 __all__ = ["TARGET_CHUNK_BYTES", "check_dtype", "default_chunk_rows", "positions", "stage"]
@@ -60,6 +61,7 @@ class Staging:
     sort_groups: bool
     dtype: str
     recorded_source: dict[str, Any] | None = None
+    max_classes: int | None = None
 
     @property
     def used(self) -> list[str]:
@@ -87,6 +89,7 @@ def stage(
     groups: str | None = None,
     sort_groups: bool = True,
     dtype: str = "float64",
+    max_classes: int | None = None,
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -133,6 +136,9 @@ def stage(
     dtype : {"float64", "float32"}
         Storage type of X. ``"float32"`` halves the bytes read per pass; the arithmetic stays float64, so a fit
         equals the float64 fit of the data rounded to single precision.
+    max_classes : int, optional
+        Most classes the target may have (default 100; a float target with non-integral values, a continuous
+        column, is always refused). The message names the count.
 
     Returns
     -------
@@ -157,7 +163,7 @@ def stage(
     request = Staging(
         expand_sources(source), url, target, None if features is None else list(features), weights, list(offset or []),
         chunk_rows, list(categorical or []), overwrite, storage_options, progress, like_store, dict(reference or {}),
-        missing, groups, sort_groups, dtype,
+        missing, groups, sort_groups, dtype, max_classes=max_classes,
     )  # fmt: skip
     return _stage(request)
 
@@ -181,7 +187,7 @@ def _stage(request: Staging) -> StoreData:
     if request.missing == "drop":
         table = table.dropna(subset=request.used)
     scan = _scan(table, raw_rows, request)
-    classes = _classes(scan["counts"], request.target, request.like)
+    classes = _classes(scan["counts"], request.target, request.like, request.max_classes)
     encoding = _encoding(features, request.categorical, scan["uniques"], request.like, request.reference)
     m = classes.size - 1
     if request.offset and len(request.offset) != m:
@@ -190,6 +196,7 @@ def _stage(request: Staging) -> StoreData:
     n, p = int(sum(lengths)), encoding.n_features
     if n == 0:
         raise InputError("the source has 0 rows")
+    _warn_wide_categoricals(encoding, n, request.dtype)
     arrays, n_groups = _encoded_arrays(table, lengths, encoding, request, classes, scan["group_ids"])
     arrays["X"] = arrays["X"].astype(request.dtype)
     metadata = StoreMetadata(
@@ -373,9 +380,31 @@ def _feature_columns(
     return chosen
 
 
-def _classes(counts: pd.Series, target: str, reference: StoreData | None) -> NDArray[Any]:
+WIDE_CATEGORICAL = 1000
+"""Columns a categorical may expand to before staging warns (with the dense size they take)."""
+
+
+def _warn_wide_categoricals(encoding: FeatureEncoding, n: int, dtype: str) -> None:
+    """Warn for every categorical that expands to more than :data:`WIDE_CATEGORICAL` dense columns."""
+    itemsize = np.dtype(dtype).itemsize
+    for col, levels in encoding.levels.items():
+        columns = len(levels) - 1
+        if columns > WIDE_CATEGORICAL:
+            warnings.warn(
+                f"categorical column {col!r} has {len(levels):,} levels: it expands to {columns:,} dense columns, "
+                f"{columns * n * itemsize / 2**30:.2f} GiB of X for {n:,} rows ({dtype}), and a fit's information "
+                f"then has (K - 1) x {columns:,} rows and columns per class pair. Consider merging rare levels, or "
+                f"a penalty (l2) and method='lbfgs'.",
+                WideDesignWarning,
+                stacklevel=4,
+            )
+
+
+def _classes(counts: pd.Series, target: str, reference: StoreData | None, max_classes: int | None) -> NDArray[Any]:
     """The sorted class labels from pass 1's counts (the reference store's when staging like it)."""
     labels = np.asarray(counts.index.to_numpy())
+    if reference is None:
+        check_class_count(labels, f"target column {target!r}", max_classes)
     check_label_values(labels, f"target column {target!r}")
     classes = np.asarray(sorted(labels.tolist()))
     if reference is not None:

@@ -6,24 +6,38 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from dmlr.checkpoint import Checkpointer
 from dmlr.data.design import Design
+from dmlr.data.labels import check_class_count
 from dmlr.driver import FitOutcome, LoopSettings, Start, optimize
 from dmlr.fitting.evaluator import FitPasses
-from dmlr.fitting.setup import begin_fit, check_rank, fit_identity, resumed_state, with_zero_information
+from dmlr.fitting.setup import (
+    begin_fit,
+    check_rank,
+    fit_identity,
+    from_intercept_optimum,
+    known_separation,
+    resumed_state,
+    with_zero_information,
+)
+from dmlr.fitting.warm import sample_rate, warm_start
 from dmlr.options import FitOptions
 from dmlr.oracle.statistics import WITH_INFORMATION, Request
 from dmlr.steps import DataFacts, Objective, RuleContext, make_rule, rule_spec
 from dmlr.steps.auto import Choice, choose, first_request
+from dmlr.steps.switching import watched
 
 __all__ = ["FitRun", "Fitter", "objective_of"]
 
 logger = logging.getLogger("dmlr")
+
+SAMPLED_START = ("newton", "auto")
+"""Methods whose first pass keeps a row sample, and rules that start from its fit (:mod:`dmlr.fitting.warm`)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,8 @@ class Fitter:
         fsspec options of the checkpoint directory.
     final : Request
         What the optimum's pass must compute for the covariance asked for.
+    check_classes : bool
+        Refuse a target with too many classes (``options.max_classes``; a store's was checked when staged).
     """
 
     options: FitOptions
@@ -81,27 +97,41 @@ class Fitter:
     data_token: str = ""
     storage_options: dict[str, Any] | None = None
     final: Request = WITH_INFORMATION
+    check_classes: bool = True
 
     def run(self, passes: FitPasses) -> FitRun:
         """First pass or checkpoint, the checks (weights, rank: dependent columns dropped here), the choice of rule
         and settings, then the loop."""
         o = self.options
         checkpointer = self._checkpointer(passes.design)
-        passes, start = begin_fit(passes, first_request(o.method, passes.design.offset is not None), checkpointer)
+        request = first_request(o.method, passes.design.offset is not None)
+        if o.method in SAMPLED_START:
+            request = replace(request, sample_rate=sample_rate(passes.design))
+        passes, start = begin_fit(passes, request, checkpointer)
+        assert passes.design.coding is not None
+        if self.check_classes:
+            check_class_count(passes.design.coding.classes, "y", o.max_classes)
         passes, start, dependent = check_rank(passes, start, o.collinear, o.l2)
         design = passes.design
         assert design.coding is not None
         objective = objective_of(design, o.l2)
         facts = self._facts(passes)
         choice = self._choice(start, facts)
-        rule = make_rule(choice.method, RuleContext(objective, design.coding.n_classes, facts, choice.settings))
+        context = RuleContext(objective, design.coding.n_classes, facts, choice.settings)
+        rule = make_rule(choice.method, context)
+        if choice.asked == "auto":
+            rule = watched(rule, choice.passes.get(choice.method, 0), context, o.tol, o.max_iter)
         if choice.asked == "auto" and start.resumed is None:
             logger.info(choice.describe())
-        if rule_spec(choice.method).first_request.information:
+        needs_information = rule_spec(choice.method).first_request.information
+        start = from_intercept_optimum(start, design, needs_information)
+        if needs_information:
             start = with_zero_information(passes, start)
+        separated = known_separation(start, design, o.l2)
+        start = warm_start(passes, start, objective, use=choice.method in SAMPLED_START and not separated)
         settings = LoopSettings(
             objective, o.tol, o.max_iter, o.inference, o.separation, design.coding.model_order.tolist(),
-            design.model_names, not dependent, self.final,
+            design.model_names, not dependent, self.final, separated,
         )  # fmt: skip
         state = {"classes": design.coding.classes.tolist(), "choice": choice.to_state()}
         outcome = optimize(

@@ -13,7 +13,7 @@ import numpy as np
 from dmlr.checkpoint import Checkpointer, DriverState, fingerprint
 from dmlr.data.design import Design
 from dmlr.data.labels import EncodeLabels, LabelCoding
-from dmlr.diagnostics import DependentColumn, dependent_columns
+from dmlr.diagnostics import DependentColumn, dependent_columns, empty_cells, empty_cells_message
 from dmlr.driver import Start, check_weights_total
 from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
 from dmlr.fitting.evaluator import FitPasses
@@ -21,7 +21,14 @@ from dmlr.oracle.setup import SetupKernel
 from dmlr.oracle.statistics import Request, Statistics
 from dmlr.steps.newton import NEWTON_FIRST
 
-__all__ = ["begin_fit", "check_rank", "fit_identity", "with_zero_information"]
+__all__ = [
+    "begin_fit",
+    "check_rank",
+    "fit_identity",
+    "from_intercept_optimum",
+    "known_separation",
+    "with_zero_information",
+]
 
 
 def fit_identity(design: Design, data_token: str, method: str, l2: float, tol: float, split_every: int) -> str:
@@ -85,6 +92,43 @@ def _coded(passes: FitPasses, coding: LabelCoding) -> FitPasses:
     return replace(passes, design=design)
 
 
+def from_intercept_optimum(start: Start, design: Design, information: bool) -> Start:
+    """Start the loop at the intercept-only optimum, the class log-shares (the null model), when the model has an
+    intercept and no offset: every row's probabilities there are the class shares ``pi``, so the statistics follow
+    exactly from the first pass at ``W = 0`` (no pass): ``l = sum_c n_c log pi_c``, the score
+    ``S_0 + sum_i v_i z_i (1/K - pi)^T`` and the information ``(diag(pi) - pi pi^T) kron X^T V X``."""
+    first = start.first
+    if start.resumed is not None or not design.intercept or design.offset is not None or first.col_sum is None:
+        return start
+    weights = first.class_weights
+    total = float(weights.sum())
+    share = weights / total
+    k = weights.size
+    coef = np.zeros(first.score.shape)
+    coef[0] = np.log(weights[1:] / weights[0])
+    score = first.score + first.col_sum[:, None] * (1.0 / k - share[1:])[None, :]
+    loglik = float(np.sum(weights * np.log(share)))
+    info, weight = None, 0.0
+    if information and first.gram is not None:
+        p = share[1:]
+        info = np.asarray(np.kron(np.diag(p) - np.outer(p, p), first.full_gram()), dtype=np.float64)
+        weight = first.weight_sum
+    stats = replace(first, loglik=loglik, score=score, information=info, information_weight=weight, meat=None)
+    return replace(start, point=(coef, stats))
+
+
+def known_separation(start: Start, design: Design, l2: float) -> str:
+    """The message of a separation the first pass shows (:func:`~dmlr.diagnostics.empty_cells`: a class absent
+    where a one-signed column is nonzero), for an unpenalized fit without an offset; ``""`` when none."""
+    if l2 > 0 or design.offset is not None:
+        return ""
+    assert design.coding is not None
+    cells = empty_cells(start.first, design.intercept)
+    if not cells:
+        return ""
+    return empty_cells_message(cells, design.coding.model_order.tolist(), design.model_names)
+
+
 def with_zero_information(passes: FitPasses, start: Start) -> Start:
     """The first record with the information at ``W = 0``, for a rule whose first step needs it.
 
@@ -93,7 +137,7 @@ def with_zero_information(passes: FitPasses, start: Start) -> Start:
     """
     first, design = start.first, passes.design
     assert design.coding is not None
-    if first.information is not None or start.resumed is not None:
+    if first.information is not None or start.resumed is not None or start.point is not None:
         return start
     if design.offset is None and first.gram is not None:
         k = design.coding.n_classes

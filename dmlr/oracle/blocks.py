@@ -89,12 +89,15 @@ def statistics_block_rows(n: int, d: int, m: int, n_weights: int, block_bytes: i
     return rows
 
 
-def statistics_memory(rows: int, d: int, m: int, n_weights: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+def statistics_memory(
+    rows: int, d: int, m: int, n_weights: int, block_bytes: int = DEFAULT_BLOCK_BYTES, squares: int = 1
+) -> int:
     """Bytes the statistics kernel holds for a partition of ``rows`` rows besides its blocks: the row-block
     temporaries of :func:`statistics_block_rows`, the weighted Grams' accumulators and the records.
 
-    The information's record is ``(m d)^2``; while a task adds, sends and combines records a worker holds several
-    of them, so four are counted besides the accumulators and their ``(T, d, d)`` unfolding.
+    The information's (and the meat's) record is ``(m d)^2``; while a task adds, sends and combines records a
+    worker holds several of them, so four per such matrix (``squares``: 0 for a pass of the Gram matrix alone) are
+    counted besides the accumulators and their ``(T, d, d)`` unfolding.
     """
     r = statistics_block_rows(rows, d, m, n_weights, block_bytes)
     record = 8 * (d * m + 2 * d * d)
@@ -102,5 +105,5 @@ def statistics_memory(rows: int, d: int, m: int, n_weights: int, block_bytes: in
         return r * 8 * (4 * m + 2 * d) + record
     width = gram_layout(d, n_weights, block_bytes)[2] + n_weights
     kernel = r * 8 * (12 * m + 6 * d + width) + 8 * n_weights * d * d
-    information = 8 * (2 * n_weights * d * d + 4 * (m * d) ** 2)
+    information = 8 * (2 * n_weights * d * d + 4 * squares * (m * d) ** 2)
     return kernel + record + information

@@ -20,6 +20,7 @@ from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, statistics_block_rows, stati
 from dmlr.oracle.checks import check_finite, check_weights
 from dmlr.oracle.grams import WeightColumns, WeightedGrams
 from dmlr.oracle.probabilities import softmax
+from dmlr.oracle.sample import take_sample
 from dmlr.oracle.statistics import Request, Statistics
 
 __all__ = ["SAMPLE_UNIT", "StatisticsKernel", "in_sample", "partition_statistics"]
@@ -137,6 +138,7 @@ class _Accumulator:
         self.covered = 0.0  # weight of the rows in the second-order statistics
         self.col_sum = np.zeros(d) if request.moments else None
         self.col_sumsq = np.zeros(d) if request.moments else None
+        self.col_abssum = np.zeros(d) if request.moments else None
         self.probability_weights = request.probability_weights
         self.weights = WeightColumns(m, request)
         self.rows = statistics_block_rows(n_b, d, m, self.weights.total, block_bytes)
@@ -189,13 +191,15 @@ class _Accumulator:
             self.score_t += resid @ xb
 
     def _moments(self, z: Array, vb: Array | None) -> None:
-        assert self.col_sum is not None and self.col_sumsq is not None
+        assert self.col_sum is not None and self.col_sumsq is not None and self.col_abssum is not None
         if vb is None:
             self.col_sum += z.sum(axis=0)
             self.col_sumsq += np.einsum("ij,ij->j", z, z)
+            self.col_abssum += np.abs(z).sum(axis=0)
         else:
             self.col_sum += vb @ z
             self.col_sumsq += vb @ (z * z)
+            self.col_abssum += vb @ np.abs(z)
 
     def _second_order(self, xb: Array, vb: Array | None, prob: Array, resid: Array) -> None:
         assert self.grams is not None
@@ -235,6 +239,7 @@ class _Accumulator:
             col_sumsq=self.col_sumsq,
             meat=meat,
             information_weight=self.covered if info is not None else 0.0,
+            col_abssum=self.col_abssum,
         )
 
 
@@ -289,11 +294,14 @@ class StatisticsKernel:
             x, intercept = x[:, :0], True
         elif self.columns is not None:
             x = x[:, list(self.columns)]
-        return partition_statistics(
+        stats = partition_statistics(
             x, rows.codes, rows.weights, rows.offset, self.coef, intercept=intercept, request=self.request,
             partition=rows.partition, row_start=rows.row_start, block_bytes=self.block_bytes,
             row_ids=rows.row_ids() if self.request.information_every > 1 and rows.segments else None,
         )  # fmt: skip
+        if self.request.sample_rate > 0:
+            stats.sample = take_sample(rows, self.request.sample_rate)
+        return stats
 
     @property
     def n_weights(self) -> int:
@@ -305,7 +313,8 @@ class StatisticsKernel:
     def memory(self, rows: int, p: int) -> int:
         """Bytes of the row-block temporaries and records (:func:`~dmlr.oracle.blocks.statistics_memory`)."""
         d, m = self.coef.shape
-        return statistics_memory(rows, d, m, self.n_weights, self.block_bytes)
+        squares = int(self.request.information) + int(self.request.meat)
+        return statistics_memory(rows, d, m, self.n_weights, self.block_bytes, squares)
 
     def record_bytes(self) -> int:
         """Bytes of one record (the information and the meat dominate)."""

@@ -23,6 +23,7 @@ from dmlr.data.labels import LabelCoding, check_label_kinds, check_label_values
 from dmlr.data.rows import Rows
 from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, statistics_memory
 from dmlr.oracle.kernels import partition_statistics
+from dmlr.oracle.sample import take_sample
 from dmlr.oracle.statistics import Request, Statistics
 
 __all__ = ["LabelledStatistics", "SetupKernel"]
@@ -80,7 +81,10 @@ class LabelledStatistics:
                 score[:, code - 1] += z
                 if has_offset and o is not None:
                     loglik += float(o[code - 1])
-        return replace(s, score=score, loglik=loglik, class_weights=class_weights)
+        sample = s.sample
+        if sample is not None and sample.labels is not None:
+            sample = replace(sample, codes=coding.encode(sample.labels).astype(np.int32), labels=None)
+        return replace(s, score=score, loglik=loglik, class_weights=class_weights, sample=sample)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class SetupKernel:
             intercept=self.intercept, request=self.request, partition=rows.partition, row_start=rows.row_start,
             block_bytes=self.block_bytes,
         )  # fmt: skip
+        if self.request.sample_rate > 0:
+            stats.sample = take_sample(rows, self.request.sample_rate)
         distinct, inverse = np.unique(labels, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         starts = np.searchsorted(inverse[order], np.arange(distinct.size))
@@ -130,7 +136,8 @@ class SetupKernel:
 
     def memory(self, rows: int, p: int) -> int:
         """The statistics kernel's bytes, and a weighted, label-sorted copy of the partition's rows."""
-        return statistics_memory(rows, p + 1, self.m, 1, self.block_bytes) + 16 * rows * (p + 2)
+        squares = int(self.request.information)
+        return statistics_memory(rows, p + 1, self.m, 1, self.block_bytes, squares) + 16 * rows * (p + 2)
 
 
 def _plain(value: Any) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 from dask.sizeof import sizeof
 from numpy.typing import NDArray
 
-__all__ = ["BOUND_SETUP", "SCORE_ONLY", "WITH_INFORMATION", "Request", "Statistics", "mirror_upper"]
+__all__ = ["BOUND_SETUP", "SCORE_ONLY", "WITH_INFORMATION", "Request", "RowSample", "Statistics", "mirror_upper"]
 
 Array = NDArray[np.float64]
 
@@ -50,6 +50,10 @@ class Request:
         (``oracle.kernels.in_sample``: the same sample whatever the partitioning); the pass scales it up to all rows.
         An estimate for a direction far from the optimum at a fraction of the arithmetic (Newton on streamed data,
         L-BFGS's preconditioner refresh); such a pass computes no other second-order statistic.
+    sample_rate : float
+        Also keep a sample of the rows, each global row ``i`` with probability ``sample_rate`` by a hash of ``i``
+        (the same rows whatever the partitioning): the fit's first pass, whose sample the driver fits in memory
+        for a start close to the optimum.
     """
 
     information: bool = False
@@ -58,6 +62,7 @@ class Request:
     meat: bool = False
     probability_weights: bool = False
     information_every: int = 1
+    sample_rate: float = 0.0
 
 
 SCORE_ONLY = Request()
@@ -66,6 +71,48 @@ WITH_INFORMATION = Request(information=True)
 """A pass that also computes the information."""
 BOUND_SETUP = Request(gram=True, moments=True)
 """The first pass of bound-based rules: Gram matrix and column moments."""
+
+
+@dataclass
+class RowSample:
+    """Rows kept by a pass (``Request.sample_rate``), with their global indices: adding concatenates.
+
+    Attributes
+    ----------
+    rows : ndarray of int64, shape (s,)
+        Global row indices.
+    x : ndarray, shape (s, p)
+    codes : ndarray of int32, shape (s,), optional
+        Class codes (``None`` while the classes are not known: then ``labels``).
+    labels : ndarray, shape (s,), optional
+    weights : ndarray, shape (s,), optional
+    offset : ndarray, shape (s, m), optional
+    """
+
+    rows: NDArray[np.int64]
+    x: Array
+    codes: NDArray[np.int32] | None = None
+    labels: NDArray[Any] | None = None
+    weights: Array | None = None
+    offset: Array | None = None
+
+    def __add__(self, other: RowSample) -> RowSample:
+        def join(a: Any, b: Any) -> Any:
+            return None if a is None or b is None else np.concatenate([a, b])
+
+        return RowSample(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in fields(RowSample)})
+
+    def in_row_order(self) -> RowSample:
+        """The sample sorted by global row (so its fit does not depend on how the records were added)."""
+        order = np.argsort(self.rows, kind="stable")
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        ordered: dict[str, Any] = {name: None if v is None else v[order] for name, v in values.items()}
+        return RowSample(**ordered)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its arrays."""
+        return sum(int(v.nbytes) for f in fields(self) if isinstance(v := getattr(self, f.name), np.ndarray))
 
 
 @dataclass
@@ -96,6 +143,11 @@ class Statistics:
     information_weight : float
         Sum of the weights of the rows the information was computed on: ``weight_sum`` when it is exact, less when
         it was estimated from a sample of the rows (and scaled up by ``weight_sum / information_weight``).
+    col_abssum : ndarray, shape (d,), optional
+        Weighted sums of the columns' absolute values (with ``col_sumsq``: the typical size of a column's nonzero
+        entries, ``col_sumsq / col_abssum``, 1 for an indicator).
+    sample : RowSample, optional
+        The rows kept by ``Request.sample_rate`` (never stored in a checkpoint).
     """
 
     n_rows: int
@@ -109,6 +161,8 @@ class Statistics:
     col_sumsq: Array | None = None
     meat: Array | None = None
     information_weight: float = 0.0
+    col_abssum: Array | None = None
+    sample: RowSample | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
         values: dict[str, Any] = {}
@@ -157,12 +211,15 @@ class Statistics:
             col_sumsq=None if self.col_sumsq is None else self.col_sumsq[cols],
             meat=None if self.meat is None else mirror_upper(self.meat)[np.ix_(flat, flat)],
             information_weight=self.information_weight,
+            col_abssum=None if self.col_abssum is None else self.col_abssum[cols],
+            sample=self.sample,  # raw data columns: the sample's fit selects the kept ones itself
         )
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the record's arrays (what a transfer of it costs)."""
-        return sum(int(v.nbytes) for f in fields(self) if isinstance(v := getattr(self, f.name), np.ndarray))
+        arrays = sum(int(v.nbytes) for f in fields(self) if isinstance(v := getattr(self, f.name), np.ndarray))
+        return arrays + (0 if self.sample is None else self.sample.nbytes)
 
     @staticmethod
     def sum(records: list[Statistics]) -> Statistics:

@@ -126,12 +126,24 @@ class Direction:
     request : Request
         What each pass along this direction (the line search's trials) must compute: the next direction needs it
         from the accepted one.
+    predicted : float, optional
+        The gain of the objective the rule's model predicts for the unit step (trust-region rules, which judge
+        their trials by it).
+    damping : float, optional
+        The damping the direction was computed with (recorded in the history).
+    diverging : int
+        How many consecutive directions, this one included, looked like a divergence to infinity
+        (:func:`dmlr.diagnostics.diverging`; 0: this one does not): the loop ends as separated at
+        ``dmlr.diagnostics.DIVERGING_ITERATIONS``.
     """
 
     step: Array
     decrement: float | None = None
     shift: float = 0.0
     request: Request = SCORE_ONLY
+    predicted: float | None = None
+    damping: float | None = None
+    diverging: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,13 +206,12 @@ class StepRule(Protocol):
     change. A rule is configured when it is built (its factory receives a :class:`RuleContext`); its memory changes
     only in :meth:`prepare`, :meth:`accept` and :meth:`restore`.
 
-    Attributes
-    ----------
-    name : str
-        The method's name, as users pass it and as results, history and logs record it.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The method's name, as users pass it and as results, history and logs record it."""
+        ...
 
     def prepare(self, stats: Statistics) -> None:
         """Set up from the first pass's statistics (factor a bound, a preconditioner); may be a no-op."""
@@ -209,6 +220,10 @@ class StepRule(Protocol):
     def direction(self, it: Iterate) -> Direction:
         """Ascent direction at ``it`` (with what the passes along it must compute); changes nothing in the rule."""
         ...
+
+    # A rule may also define ``revise(it, direction, trial) -> Direction | None``: it then judges each trial itself
+    # (a trust region: ``None`` accepts ``trial``, a revised direction is tried next, at most
+    # ``dmlr.steps.linesearch.MAX_TRIALS`` per iteration); rules without it are globalized by the line search.
 
     def fallback(self, it: Iterate) -> Direction | None:
         """A direction to try when the line search found no ascent along :meth:`direction` (``None``: give up)."""

@@ -1,0 +1,124 @@
+"""A start near the optimum from a row sample: Newton on the sample in memory, then one pass over all rows there.
+
+Newton's iterations far from the optimum are its costly ones on real designs (raw-unit features, 100+ sparse dummy
+columns): each costs a full pass, and its quadratic model is poor there. The same early iterations on a sample of
+``s`` rows cost ``s / n`` of a pass, and the sample's optimum lies within ``O(1 / sqrt(s))`` of the whole data's,
+where Newton converges in a few steps. The first pass keeps the sample (:mod:`dmlr.oracle.sample`: the same rows
+whatever the partitioning, so a fit's iterates do not depend on it); the driver fits it with the same rule (its
+Levenberg-Marquardt damping, a ridge of at least :data:`SAMPLE_L2` so that levels absent from the sample stay
+finite), then one pass over all rows at the sample's optimum gives the loop its start. The sample's fit is kept only
+when it beats the intercept-only start.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from dmlr.data.design import Design
+from dmlr.driver import Start
+from dmlr.fitting.evaluator import FitPasses
+from dmlr.oracle.kernels import partition_statistics
+from dmlr.oracle.statistics import WITH_INFORMATION, Request, RowSample
+from dmlr.steps.base import Iterate, Objective
+from dmlr.steps.linesearch import trust_trials
+from dmlr.steps.newton import NewtonRule
+
+__all__ = ["SAMPLE_BYTES", "SAMPLE_GAIN", "SAMPLE_L2", "SAMPLE_ROWS", "sample_rate", "warm_start"]
+
+logger = logging.getLogger("dmlr")
+
+SAMPLE_ROWS = 20_000
+"""Rows of the sample, at least (more for wide designs: :data:`ROWS_PER_COLUMN`)."""
+ROWS_PER_COLUMN = 150
+"""... at least this many per model column."""
+SAMPLE_BYTES = 64 * 2**20
+"""Bytes the sample's features may take on the driver."""
+WHOLE_PER_SAMPLE = 3
+"""The sample is drawn only from data with at least this many times its rows (smaller data: Newton on them)."""
+SAMPLE_L2 = 1.0
+"""Smallest ridge of the sample's fit."""
+SAMPLE_ITERATIONS = 50
+"""Newton iterations at most on the sample."""
+SAMPLE_GAIN = 0.05
+"""The sample's fit stops once a step is predicted to gain less than this many log-likelihood units per parameter
+(times the mean row weight): the sample's optimum lies about half a unit per parameter below the whole data's
+optimum on the sample (the chi-square's mean), so a finer fit of the sample moves the start by nothing that
+matters."""
+
+
+def sample_rate(design: Design) -> float:
+    """The first pass's ``Request.sample_rate`` for a design (0.0: no sample), from its rows and data columns.
+
+    ``s = max(SAMPLE_ROWS, ROWS_PER_COLUMN * (p + 1))`` rows, drawn when they fit in :data:`SAMPLE_BYTES` and the
+    data have at least ``WHOLE_PER_SAMPLE * s`` rows.
+    """
+    n, p = design.x.shape
+    if not isinstance(n, int) and not (isinstance(n, float) and math.isfinite(n)):
+        return 0.0
+    rows = max(SAMPLE_ROWS, ROWS_PER_COLUMN * (p + 1))
+    if 8 * rows * (p + 2) > SAMPLE_BYTES or n < WHOLE_PER_SAMPLE * rows:
+        return 0.0
+    return rows / float(n)
+
+
+def warm_start(
+    passes: FitPasses, start: Start, objective: Objective, use: bool = True, request: Request = WITH_INFORMATION
+) -> Start:
+    """The loop's start at the sample's optimum (one pass over all rows, computing ``request``), or ``start``
+    unchanged when there is no sample (or not ``use``, or resuming, or the sample's optimum is no better than
+    ``start``'s point); the sample itself is dropped from the start's records either way."""
+    sample = start.first.sample
+    if use and start.resumed is None and sample is not None and sample.codes is not None and sample.rows.size > 0:
+        clock = time.perf_counter()
+        coef, iterations = _fit_sample(sample.in_row_order(), passes, start, objective)
+        stats = passes(coef, request)
+        warm = Iterate.at(coef, stats, objective)
+        current = start.point
+        base = None if current is None else Iterate.at(current[0], current[1], objective).objective
+        logger.info(
+            "start from a %d-row sample: %d iterations, %.2fs; objective %.10g (intercept-only start %s)",
+            sample.rows.size, iterations, time.perf_counter() - clock, warm.objective,
+            "none" if base is None else f"{base:.10g}",
+        )  # fmt: skip
+        if warm.finite and (base is None or warm.objective > base):
+            start = replace(start, point=(coef, stats))
+    return replace(start, first=replace(start.first, sample=None), saved_first=replace(start.saved_first, sample=None))
+
+
+def _fit_sample(sample: RowSample, passes: FitPasses, start: Start, objective: Objective) -> tuple[np.ndarray, int]:
+    """Newton (Levenberg-Marquardt damped) on the sample in memory, from the loop's start point; the coefficients
+    and the iterations it took."""
+    design = passes.design
+    x = sample.x if passes.columns is None else sample.x[:, list(passes.columns)]
+    codes = sample.codes
+    assert codes is not None
+    share = float(x.shape[0] if sample.weights is None else sample.weights.sum()) / max(start.first.weight_sum, 1e-300)
+    local = Objective(max(objective.l2 * share, SAMPLE_L2), objective.mask)
+
+    def evaluate(coef: np.ndarray, request: Request) -> Iterate:
+        stats = partition_statistics(
+            x, codes, sample.weights, sample.offset, coef, intercept=design.intercept,
+            request=WITH_INFORMATION,
+        )  # fmt: skip
+        return Iterate.at(coef, stats, local)
+
+    coef = np.zeros(start.first.score.shape) if start.point is None else start.point[0]
+    it = evaluate(coef, WITH_INFORMATION)
+    rule = NewtonRule(local)
+    enough = SAMPLE_GAIN * coef.size * it.stats.weight_sum / max(it.stats.n_rows, 1)
+    for iteration in range(SAMPLE_ITERATIONS):
+        direction = rule.direction(it)
+        logger.debug("sample iteration %d: objective %.10g, predicted gain %.4g", iteration, it.objective,
+                     direction.predicted)  # fmt: skip
+        if not it.finite or (direction.predicted or 0.0) <= enough:
+            return it.coef, iteration
+        new = trust_trials(rule.revise, evaluate, it, direction)
+        if new is None:
+            return it.coef, iteration
+        it = new
+    return it.coef, SAMPLE_ITERATIONS
