@@ -33,6 +33,10 @@ from dmlr.passes.shipping import (
 )
 from dmlr.results.results import MNLogitResults
 
+WIDE_PARAMETERS = 2_000
+"""Parameters from which inverting the information is announced as a phase (seconds at ``(K - 1) d`` in the
+thousands)."""
+
 __all__ = ["fit", "fit_and_save", "scatter_rows"]
 
 
@@ -110,6 +114,8 @@ def fit(
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
     fitter = Fitter(opts, callback, checkpoint, token, storage_options, final, check_classes=inputs.store is None)
     run = fitter.run(_passes(design, inputs, opts, client))
+    if run.outcome.final.stats.information is not None and run.outcome.final.coef.size >= WIDE_PARAMETERS:
+        fitter.phase(f"inverting the {run.outcome.final.coef.size:,}-parameter information for the covariance")
     return build_results(run, inputs, opts, cov, design.model_names[int(design.intercept) :])
 
 

@@ -33,6 +33,7 @@ from dmlr.cli_support import (
     guarded,
     missing_option,
     parse_storage_options,
+    phases_on_stderr,
     split_values,
     storage_option,
     with_cluster_options,
@@ -200,7 +201,7 @@ def fit(
             err=True,
         )
 
-    with client_for(where, verbose) as client:
+    with client_for(where, verbose) as client, phases_on_stderr():
         click.echo(
             f"dmlr: fitting {data.metadata.n_rows:,} rows x {len(data.feature_names)} features, "
             f"{len(data.classes)} classes (method {options.method}); the first pass reads the store ...",

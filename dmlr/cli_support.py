@@ -94,6 +94,26 @@ def _cluster_options(
     return ClusterOptions(scheduler or cluster or "local", workers, memory_limit)
 
 
+class _Echo(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"dmlr: {record.getMessage()}", err=True)
+
+
+@contextlib.contextmanager
+def phases_on_stderr() -> Iterator[None]:
+    """Print the fit's phases (the ``dmlr.phase`` logger: a rank check, a sample's fit, the covariance of a wide
+    model) on stderr while the block runs."""
+    log = logging.getLogger("dmlr.phase")
+    handler, level = _Echo(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 @contextlib.contextmanager
 def client_for(options: ClusterOptions, verbose: bool) -> Iterator[Any]:
     """Start or connect to the cluster, saying what is happening on stderr."""

@@ -113,3 +113,25 @@ def test_a_large_fit_starts_from_its_sample_and_reaches_statsmodels():
     ref = sm.MNLogit(y, sm.add_constant(x)).fit(method="newton", tol=1e-12, maxiter=100, disp=0)
     np.testing.assert_allclose(first.params.to_numpy(), ref.params, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(first.bse.to_numpy(), ref.bse, rtol=1e-6)
+
+
+@pytest.mark.cluster
+def test_a_wide_fit_says_what_it_does_before_its_first_iteration(tmp_path):
+    """``dmlr fit`` of a 601-column store prints its phases (the rank check, the rule with its predicted passes and
+    time, the covariance) on stderr, before the iterations they precede, and completes."""
+    from tests.test_cli import run
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3_000, 600))
+    y = (x[:, 0] + rng.normal(size=3_000) > 0).astype(int)
+    store = dmlr.stage_arrays(x, y, str(tmp_path / "wide.zarr"))
+    assert len(store.feature_names) == 600
+    done = run("fit", str(tmp_path / "wide.zarr"), "--out", str(tmp_path / "r"), "--method", "lbfgs",
+               "--workers", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    rank = next(i for i, s in enumerate(lines) if s.startswith("dmlr: checking the rank of the 601-column design"))
+    rule = next(i for i, s in enumerate(lines) if s.startswith("dmlr: fitting 601 columns x 2 classes with lbfgs"))
+    first = next(i for i, s in enumerate(lines) if s.startswith("iter   0"))
+    assert rank < rule < first and "predicted" in lines[rule]
+    assert "Coef." in done.stdout or "coef" in done.stdout.lower()

@@ -63,14 +63,13 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_shows_on_a_terminal_only_after_two_seconds(monkeypatch):
+def test_progress_is_a_line_in_place_on_a_terminal_and_a_line_every_ten_seconds_elsewhere(monkeypatch):
     monkeypatch.delenv("DMLR_PROGRESS", raising=False)
-    assert not progress.wanted(io.StringIO())  # not a terminal
-    assert progress.wanted(_Terminal())
+    assert progress.wanted()
     with progress.quiet():  # the pipeline's JSON logs
-        assert not progress.wanted(_Terminal())
+        assert not progress.wanted()
     monkeypatch.setenv("DMLR_PROGRESS", "off")
-    assert not progress.wanted(_Terminal())
+    assert not progress.wanted()
 
     out = _Terminal()
     shown = progress.PassProgress(3, 179, out)
@@ -84,6 +83,19 @@ def test_progress_shows_on_a_terminal_only_after_two_seconds(monkeypatch):
     assert 400 < rate < 1000  # 2 GB in a little over 4 s
     shown.close()
     assert out.getvalue().endswith("\r")
+
+    log = io.StringIO()  # not a terminal: whole lines, one per LOG_EVERY seconds, nothing to clear
+    logged = progress.PassProgress(1, 229, log)
+    logged.update(5, 10**9)
+    logged.start -= progress.LOG_EVERY + 1.0
+    logged.logged -= progress.LOG_EVERY + 1.0
+    logged.update(40, 3 * 10**9)
+    logged.update(41, 3 * 10**9)  # within LOG_EVERY of the last line: nothing
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dmlr: pass 1: 40/229 partitions, 3.00 GB read, ")
+    assert lines[0].endswith(" 11 s")
+    logged.close()
+    assert log.getvalue().count("\n") == 1 and "\r" not in log.getvalue()
 
 
 def test_a_sampled_information_is_the_samples_dense_sum_scaled_up_whatever_the_partitions():

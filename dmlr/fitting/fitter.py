@@ -30,11 +30,16 @@ from dmlr.options import FitOptions
 from dmlr.oracle.statistics import WITH_INFORMATION, Request
 from dmlr.steps import DataFacts, Objective, RuleContext, make_rule, rule_spec
 from dmlr.steps.auto import Choice, choose, first_request
+from dmlr.steps.cost import choose_by_cost, pass_model
 from dmlr.steps.switching import watched
 
 __all__ = ["FitRun", "Fitter", "objective_of"]
 
 logger = logging.getLogger("dmlr")
+phases = logging.getLogger("dmlr.phase")
+
+WIDE_COLUMNS = 500
+"""Model columns from which the fit announces its phases and predicts its time (each phase may take seconds)."""
 
 SAMPLED_START = ("newton", "auto")
 """Methods whose first pass keeps a row sample, and rules that start from its fit (:mod:`dmlr.fitting.warm`)."""
@@ -111,6 +116,8 @@ class Fitter:
         assert passes.design.coding is not None
         if self.check_classes:
             check_class_count(passes.design.coding.classes, "y", o.max_classes)
+        if passes.design.n_columns >= WIDE_COLUMNS:
+            self.phase(f"checking the rank of the {passes.design.n_columns:,}-column design (one factorization)")
         passes, start, dependent = check_rank(passes, start, o.collinear, o.l2)
         design = passes.design
         assert design.coding is not None
@@ -123,12 +130,17 @@ class Fitter:
             rule = watched(rule, choice.passes.get(choice.method, 0), context, o.tol, o.max_iter)
         if choice.asked == "auto" and start.resumed is None:
             logger.info(choice.describe())
+        if start.resumed is None and design.n_columns >= WIDE_COLUMNS:
+            self.phase(_prediction(choice.method, facts, o.inference))
         needs_information = rule_spec(choice.method).first_request.information
         start = from_intercept_optimum(start, design, needs_information)
         if needs_information:
             start = with_zero_information(passes, start)
         separated = known_separation(start, design, o.l2)
-        start = warm_start(passes, start, objective, use=choice.method in SAMPLED_START and not separated)
+        use_sample = choice.method in SAMPLED_START and not separated
+        if use_sample and start.first.sample is not None and start.resumed is None:
+            self.phase(f"fitting a {start.first.sample.rows.size:,}-row sample in memory for the start")
+        start = warm_start(passes, start, objective, use=use_sample)
         settings = LoopSettings(
             objective, o.tol, o.max_iter, o.inference, o.separation, design.coding.model_order.tolist(),
             design.model_names, not dependent, self.final, separated,
@@ -139,6 +151,11 @@ class Fitter:
             start_fields=choice.record(), fit_state=state,
         )  # fmt: skip
         return FitRun(passes, objective, outcome, tuple(c.name for c in dependent), not dependent)
+
+    @staticmethod
+    def phase(text: str) -> None:
+        """Say what the fit is doing: an INFO record of the ``dmlr.phase`` logger (``dmlr fit`` prints them)."""
+        phases.info(text)
 
     def _checkpointer(self, design: Design) -> Checkpointer | None:
         if self.checkpoint is None:
@@ -164,3 +181,14 @@ class Fitter:
         if recorded is not None:
             return Choice.from_state(recorded)
         return choose(self.options.method, facts, inference=self.options.inference)
+
+
+def _prediction(method: str, facts: DataFacts, inference: bool) -> str:
+    """The chosen rule's predicted passes and seconds (:mod:`dmlr.steps.cost`) as a phase message."""
+    prediction = choose_by_cost(pass_model(facts), inference=inference, n_rows=facts.n_rows)
+    if method not in prediction.predicted:
+        return f"fitting {facts.n_columns:,} columns x {facts.n_nonbase + 1} classes with {method}"
+    return (
+        f"fitting {facts.n_columns:,} columns x {facts.n_nonbase + 1} classes with {method}: predicted "
+        f"{prediction.passes[method]} passes, about {prediction.predicted[method]:.3g} s (typical conditioning)"
+    )

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from dmlr.data.design import Design
 from dmlr.driver import Start
 from dmlr.fitting.evaluator import FitPasses
 from dmlr.oracle.kernels import partition_statistics
-from dmlr.oracle.statistics import WITH_INFORMATION, Request, RowSample
+from dmlr.oracle.statistics import WITH_INFORMATION, Request, RowSample, Statistics
 from dmlr.steps.base import Iterate, Objective
 from dmlr.steps.linesearch import trust_trials
 from dmlr.steps.newton import NewtonRule
@@ -100,11 +103,19 @@ def _fit_sample(sample: RowSample, passes: FitPasses, start: Start, objective: O
     share = float(x.shape[0] if sample.weights is None else sample.weights.sum()) / max(start.first.weight_sum, 1e-300)
     local = Objective(max(objective.l2 * share, SAMPLE_L2), objective.mask)
 
-    def evaluate(coef: np.ndarray, request: Request) -> Iterate:
-        stats = partition_statistics(
-            x, codes, sample.weights, sample.offset, coef, intercept=design.intercept,
-            request=WITH_INFORMATION,
+    pieces = np.array_split(np.arange(x.shape[0]), max(1, min(os.cpu_count() or 1, x.shape[0] // 1000)))
+
+    def piece(coef: np.ndarray, rows: np.ndarray) -> Statistics:
+        w, o = sample.weights, sample.offset
+        return partition_statistics(
+            x[rows], codes[rows], None if w is None else w[rows], None if o is None else o[rows], coef,
+            intercept=design.intercept, request=WITH_INFORMATION,
         )  # fmt: skip
+
+    def evaluate(coef: np.ndarray, request: Request) -> Iterate:
+        # the sample's rows split over the cores, one BLAS thread each (as the local engine runs partitions)
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(len(pieces)) as pool:
+            stats = Statistics.sum(list(pool.map(lambda rows: piece(coef, rows), pieces)))
         return Iterate.at(coef, stats, local)
 
     coef = np.zeros(start.first.score.shape) if start.point is None else start.point[0]

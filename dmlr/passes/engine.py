@@ -11,7 +11,7 @@ are rebuilt where they land.
 
 Every pass gets the same handling: the memory check before the first pass of a kernel that needs more than any
 before, a bad value's partition and row named by the kernel, a partition that kills its worker named
-(:mod:`dmlr.passes.faults`), progress of long streamed passes on a terminal, recovery from lost workers, a pass
+(:mod:`dmlr.passes.faults`), progress of long passes that read, recovery from lost workers, a pass
 that stalls on paused workers ended with a :class:`~dmlr.errors.WorkerMemoryError`, and a check that every row was
 counted exactly once.
 """
@@ -353,11 +353,12 @@ class PassEngine:
 
     def _gather(self, futures: list[Any], token: str) -> list[Counted]:
         """Wait for the pass, failing instead of waiting forever when a worker stays paused for lack of memory;
-        a long streamed pass shows its progress on a terminal."""
+        a long pass that reads shows its progress (:mod:`dmlr.passes.progress`)."""
         from distributed import wait
 
         paused_since: float | None = None
-        shown = PassProgress(self.count + 1, self.data.n_partitions) if self.streamed and progress.wanted() else None
+        reads = self.streamed or (self.count == 0 and any(p.streams for p in self.plans))  # held: the first reads
+        shown = PassProgress(self.count + 1, self.data.n_partitions) if reads and progress.wanted() else None
         checked = time.monotonic()
         try:
             while True:

@@ -1,8 +1,9 @@
-"""A long streamed pass's progress on a terminal: partitions read out of the total and the read rate.
+"""A long streamed pass's progress: partitions read out of the total and the read rate.
 
-Shown only on a terminal (stderr is a TTY), only once a pass has run :data:`SHOW_AFTER` seconds, and never when
-:func:`quiet` is in force (the pipeline's JSON logs) or ``DMLR_PROGRESS=off``. The counts come from the tasks
-themselves (:func:`dmlr.passes.group.pass_progress`), polled while the driver waits for the pass.
+On a terminal (stderr is a TTY) one line rewritten in place once a pass has run :data:`SHOW_AFTER` seconds; on any
+other stream (a log file, a batch job's captured stderr) a new line every :data:`LOG_EVERY` seconds, so a long pass
+is never silent; never when :func:`quiet` is in force (the pipeline's JSON logs) or ``DMLR_PROGRESS=off``. The counts
+come from the tasks themselves (:func:`dmlr.passes.group.pass_progress`), polled while the driver waits for the pass.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import TextIO
 __all__ = ["SHOW_AFTER", "PassProgress", "quiet", "wanted"]
 
 SHOW_AFTER = 2.0
-"""Seconds a pass runs before its progress is shown."""
+"""Seconds a pass runs before its progress is shown on a terminal."""
+
+LOG_EVERY = 10.0
+"""Seconds between progress lines on a stream that is not a terminal (the first after as long)."""
 
 _QUIET = [0]
 
@@ -32,17 +36,19 @@ def quiet() -> Iterator[None]:
         _QUIET[0] -= 1
 
 
-def wanted(stream: TextIO | None = None) -> bool:
-    """Whether progress is shown: a terminal, not :func:`quiet`, not ``DMLR_PROGRESS=off``."""
-    stream = stream or sys.stderr
-    if _QUIET[0] or os.environ.get("DMLR_PROGRESS", "").lower() in ("0", "off", "no", "false"):
-        return False
+def wanted() -> bool:
+    """Whether progress is shown: not :func:`quiet`, not ``DMLR_PROGRESS=off``."""
+    return not _QUIET[0] and os.environ.get("DMLR_PROGRESS", "").lower() not in ("0", "off", "no", "false")
+
+
+def _is_terminal(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
 
 
 class PassProgress:
-    """One pass's progress line, rewritten in place (``\\r``) and cleared when the pass ends.
+    """One pass's progress: on a terminal a line rewritten in place (``\\r``) and cleared when the pass ends,
+    elsewhere a line every :data:`LOG_EVERY` seconds.
 
     Parameters
     ----------
@@ -59,16 +65,24 @@ class PassProgress:
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
         self.width = 0
+        self.terminal = _is_terminal(self.stream)
+        self.logged = self.start
 
     def update(self, done: int, nbytes: int) -> None:
         """Show ``done`` partitions and ``nbytes`` read so far (once the pass is older than :data:`SHOW_AFTER`)."""
-        elapsed = time.monotonic() - self.start
-        if elapsed < SHOW_AFTER:
+        now = time.monotonic()
+        elapsed = now - self.start
+        if elapsed < SHOW_AFTER or (not self.terminal and now - self.logged < LOG_EVERY):
             return
         line = (
             f"dmlr: pass {self.number}: {min(done, self.partitions)}/{self.partitions} partitions, "
             f"{nbytes / 1e9:.2f} GB read, {nbytes / 1e6 / elapsed:.0f} MB/s"
         )
+        if not self.terminal:
+            self.logged = now
+            self.stream.write(f"{line}, {elapsed:.0f} s\n")
+            self.stream.flush()
+            return
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.width = len(line)

@@ -13,7 +13,9 @@ number of passes of each kind:
 
 Streamed from a store, reading dominates and Newton's few passes win while its information is affordable
 (``(K - 1) d <=`` :data:`NEWTON_MAX_PARAMETERS`); held in memory, the arithmetic decides. The flop model's
-constants were fitted to the kernels' measured times on one core (``benchmarks/README.md``).
+constants were fitted to the kernels' measured times on one core (``benchmarks/README.md``); for wide designs
+(``d >=`` :data:`MEASURE_COLUMNS`) the score kernel's time is also measured at the data's shape and the larger of the
+two is used.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "gemm_rate",
     "pass_model",
     "refresh_every",
+    "score_seconds_per_row",
 ]
 
 NEWTON_PASSES = 6
@@ -100,6 +103,33 @@ def gemm_rate() -> float:
     return 2 * 384**3 / max(best, 1e-9)
 
 
+MEASURE_COLUMNS = 500
+"""Model columns from which the score kernel's time is measured at the data's shape, not only modelled."""
+
+
+@functools.cache
+def score_seconds_per_row(d: int, m: int) -> float:
+    """Seconds per row of the score kernel on one core at ``d`` model columns and ``m`` non-base classes: the best
+    of three calls on ``2^23 / d`` synthetic rows (64 MiB of features; about 0.1 s in all)."""
+    from threadpoolctl import threadpool_limits
+
+    from dmlr.oracle.kernels import partition_statistics
+    from dmlr.oracle.statistics import SCORE_ONLY
+
+    rows = max(256, 2**23 // max(d, 1))
+    rng = np.random.default_rng(0)
+    x = rng.random((rows, d - 1))
+    codes = rng.integers(0, m + 1, size=rows)
+    coef = np.zeros((d, m))
+    best = float("inf")
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(3):
+            start = time.perf_counter()
+            partition_statistics(x, codes, None, None, coef, intercept=True, request=SCORE_ONLY)
+            best = min(best, time.perf_counter() - start)
+    return best / rows
+
+
 @dataclass(frozen=True)
 class PassModel:
     """The cost of one pass over the data at hand.
@@ -116,6 +146,9 @@ class PassModel:
         Fixed seconds per pass.
     rate : float
         Single-core GEMM rate, flop/s.
+    score_row : float
+        Measured seconds per row of the score kernel at this ``d`` and ``m`` (:func:`score_seconds_per_row`; 0: the
+        flop model alone). Wide designs' skinny GEMMs stream ``X`` far below the GEMM rate.
     """
 
     rows: int
@@ -124,11 +157,13 @@ class PassModel:
     read: float
     overhead: float
     rate: float
+    score_row: float = 0.0
 
     def compute(self, n_weights: int = 0, every: int = 1) -> float:
         """Seconds of a task's arithmetic: the score, and ``n_weights`` weighted Gram matrices of
         ``1/every`` of its rows."""
-        return self.rows * (score_flops(self.d, self.m) + grams_flops(self.d, n_weights) / every) / self.rate
+        score = max(score_flops(self.d, self.m) / self.rate, self.score_row)
+        return self.rows * (score + grams_flops(self.d, n_weights) / every / self.rate)
 
     def seconds(self, information: bool = False, every: int = 1) -> float:
         """Predicted seconds of one pass (its information from ``1/every`` of the rows)."""
@@ -174,7 +209,9 @@ def pass_model(facts: DataFacts) -> PassModel:
     """The pass model of the data at hand: the fixed overhead of where passes run, and for streamed data the read
     time the first pass measured (it computes only the score and the Gram matrix: it is bound by reading)."""
     overhead = CLUSTER_OVERHEAD if facts.on_cluster else LOCAL_OVERHEAD
-    model = PassModel(facts.task_rows, facts.n_columns, facts.n_nonbase, 0.0, overhead, gemm_rate())
+    d, m = facts.n_columns, facts.n_nonbase
+    measured = score_seconds_per_row(d, m) if d >= MEASURE_COLUMNS else 0.0
+    model = PassModel(facts.task_rows, d, m, 0.0, overhead, gemm_rate(), measured)
     if facts.streamed:
         read = max(0.0, facts.first_pass_seconds - overhead - model.compute(n_weights=1))
         model = dataclasses.replace(model, read=read)
