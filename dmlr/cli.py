@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -61,6 +62,19 @@ def main() -> None:
     Exit codes: 0 success, 1 internal error, 2 bad input, 3 not converged, 4 infrastructure failure,
     75 interrupted by SIGTERM (checkpoint saved: rerun to resume).
     """
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """dmlr's own warnings as one line on stderr (``dmlr: warning: ...``), without the source line they came from;
+    other libraries' as Python shows them."""
+    if category.__module__.startswith("dmlr"):
+        click.echo(f"dmlr: warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, *args, **kwargs)
+
+
+_python_show_warning = warnings.showwarning
 
 
 @main.command()

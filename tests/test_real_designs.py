@@ -97,8 +97,10 @@ def test_the_row_sample_is_a_fixed_share_independent_of_partitioning():
     assert abs(keep[:100_000].mean() - keep[100_000:].mean()) < 0.01  # spread over the whole range
 
 
-def test_a_large_fit_starts_from_its_sample_and_reaches_statsmodels():
-    x, y, _ = draw_problem(70_000, 4, 3, seed=21)
+def test_a_large_fit_far_from_the_null_starts_from_its_sample_and_reaches_statsmodels():
+    """Strong effects (coefficients ~N(0, 3^2)): Newton's first step from the intercept-only optimum would move
+    linear predictors by more than 1 (1.9), so the fit starts from its sample's optimum."""
+    x, y, _ = draw_problem(70_000, 4, 3, seed=21, scale=3.0)
     import dask.array as da
 
     res = {}
@@ -113,6 +115,17 @@ def test_a_large_fit_starts_from_its_sample_and_reaches_statsmodels():
     ref = sm.MNLogit(y, sm.add_constant(x)).fit(method="newton", tol=1e-12, maxiter=100, disp=0)
     np.testing.assert_allclose(first.params.to_numpy(), ref.params, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(first.bse.to_numpy(), ref.bse, rtol=1e-6)
+
+
+def test_a_fit_whose_first_newton_step_is_short_fits_no_sample():
+    """Moderate effects: Newton's first step from the intercept-only optimum moves no linear predictor by more than
+    1, so the loop starts there (one pass before the first iteration) and the sample is not fitted."""
+    x, y, _ = draw_problem(70_000, 4, 3, seed=21, scale=0.3)
+    res = dmlr.fit(x, y, method="newton")
+    assert res.history[0]["passes"] == 1
+    assert res.history[0]["loglik"] == pytest.approx(res.llnull, rel=1e-12)
+    ref = sm.MNLogit(y, sm.add_constant(x)).fit(method="newton", tol=1e-12, maxiter=100, disp=0)
+    np.testing.assert_allclose(res.params.to_numpy(), ref.params, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.cluster

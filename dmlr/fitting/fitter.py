@@ -25,7 +25,7 @@ from dmlr.fitting.setup import (
     resumed_state,
     with_zero_information,
 )
-from dmlr.fitting.warm import sample_rate, warm_start
+from dmlr.fitting.warm import far_from_start, sample_rate, warm_start
 from dmlr.options import FitOptions
 from dmlr.oracle.statistics import WITH_INFORMATION, Request
 from dmlr.steps import DataFacts, Objective, RuleContext, make_rule, rule_spec
@@ -137,7 +137,7 @@ class Fitter:
         if needs_information:
             start = with_zero_information(passes, start)
         separated = known_separation(start, design, o.l2)
-        use_sample = choice.method in SAMPLED_START and not separated
+        use_sample = choice.method in SAMPLED_START and not separated and far_from_start(start, objective)
         if use_sample and start.first.sample is not None and start.resumed is None:
             self.phase(f"fitting a {start.first.sample.rows.size:,}-row sample in memory for the start")
         start = warm_start(passes, start, objective, use=use_sample)

@@ -20,18 +20,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 from dmlr.data.design import Design
+from dmlr.diagnostics import column_magnitudes
 from dmlr.driver import Start
 from dmlr.fitting.evaluator import FitPasses
 from dmlr.oracle.kernels import partition_statistics
 from dmlr.oracle.statistics import WITH_INFORMATION, Request, RowSample, Statistics
-from dmlr.steps.base import Iterate, Objective
+from dmlr.steps.base import Iterate, Objective, flat, unflat
 from dmlr.steps.linesearch import trust_trials
-from dmlr.steps.newton import NewtonRule
+from dmlr.steps.newton import NewtonRule, shifted_cholesky
 
-__all__ = ["SAMPLE_BYTES", "SAMPLE_GAIN", "SAMPLE_L2", "SAMPLE_ROWS", "sample_rate", "warm_start"]
+__all__ = [
+    "SAMPLE_BYTES",
+    "SAMPLE_GAIN",
+    "SAMPLE_L2",
+    "SAMPLE_MOVE",
+    "SAMPLE_ROWS",
+    "far_from_start",
+    "sample_rate",
+    "warm_start",
+]
 
 logger = logging.getLogger("dmlr")
 
@@ -52,6 +63,27 @@ SAMPLE_GAIN = 0.05
 (times the mean row weight): the sample's optimum lies about half a unit per parameter below the whole data's
 optimum on the sample (the chi-square's mean), so a finer fit of the sample moves the start by nothing that
 matters."""
+
+
+SAMPLE_MOVE = 1.0
+"""Largest move of a linear predictor by Newton's first step from the intercept-only optimum for which the loop
+starts there without fitting the sample."""
+
+
+def far_from_start(start: Start, objective: Objective) -> bool:
+    """Whether Newton's first step from the loop's start point moves some linear predictor (each coefficient times
+    its column's magnitude, :func:`~dmlr.diagnostics.column_magnitudes`) by more than :data:`SAMPLE_MOVE`; ``True``
+    when the start point or the first pass's moments are not there to tell."""
+    first, point = start.first, start.point
+    if point is None or point[1].information is None or first.col_sum is None or first.col_sumsq is None:
+        return True
+    it = Iterate.at(point[0], point[1], objective)
+    factor, _ = shifted_cholesky(objective.information(point[1]))
+    step = unflat(scipy.linalg.cho_solve(factor, flat(it.gradient)), it.coef.shape[0])
+    magnitudes = column_magnitudes(first.col_sum, first.col_sumsq, first.col_abssum, first.weight_sum)
+    move = float(np.max(np.abs(step) * magnitudes[:, None])) if step.size else 0.0
+    logger.debug("Newton's first step from the start moves a linear predictor by %.3g", move)
+    return move > SAMPLE_MOVE
 
 
 def sample_rate(design: Design) -> float:
