@@ -86,12 +86,14 @@ def guarded(func: F) -> F:
 
 
 def _cluster_options(
-    scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None
-) -> ClusterOptions:
+    scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None,
+    security: str | None, tls: dict[str, str | None],
+) -> ClusterOptions:  # fmt: skip
     """The cluster arguments, validated (no cluster is started here)."""
     if scheduler and cluster:
         raise InputError("give --scheduler or --cluster, not both")
-    return ClusterOptions(scheduler or cluster or "local", workers, memory_limit)
+    files = {k: v for k, v in tls.items() if v}
+    return ClusterOptions(scheduler or cluster or "local", workers, memory_limit, security, files or None)
 
 
 class _Echo(logging.Handler):
@@ -124,7 +126,7 @@ def client_for(options: ClusterOptions, verbose: bool) -> Iterator[Any]:
     what = f"a {kind} cluster" if kind != "address" else f"the scheduler at {options.spec}"
     click.echo(f"dmlr: {'starting' if kind != 'address' else 'connecting to'} {what} ...", err=True)
     start = time.perf_counter()
-    with connected(options.spec, quiet=not verbose, **options.overrides) as client:
+    with connected(options.spec, quiet=not verbose, security=options.security_setting, **options.overrides) as client:
         click.echo(f"dmlr: cluster ready in {time.perf_counter() - start:.1f}s: {describe(client)}", err=True)
         yield client
 
@@ -155,6 +157,14 @@ cluster_options = [
     click.option("--workers", type=int, help="Worker processes of a local cluster (default: one per core)."),
     click.option("--memory-limit", metavar="M", help="Memory limit per worker, e.g. 1GB (default: auto)."),
     click.option("--verbose", is_flag=True, help="Show distributed's own logs (workers, scheduler)."),
+    click.option(
+        "--security",
+        type=click.Choice(["temporary"]),
+        help="TLS for a cluster dmlr starts, with a temporary certificate (its workers are tls://).",
+    ),
+    click.option("--tls-ca-file", metavar="PEM", help="TLS: the certificate authority's certificate."),
+    click.option("--tls-cert", metavar="PEM", help="TLS: this client's certificate (and key, if in one file)."),
+    click.option("--tls-key", metavar="PEM", help="TLS: this client's private key."),
 ]
 missing_option = click.option(
     "--missing", type=click.Choice(MISSING), default="raise", show_default=True,
@@ -175,9 +185,12 @@ def with_cluster_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(
         *args: Any, scheduler: str | None, cluster: str | None, workers: int | None, memory_limit: str | None,
-        verbose: bool, **kwargs: Any,
+        verbose: bool, security: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+        **kwargs: Any,
     ) -> Any:  # fmt: skip
-        return func(*args, where=_cluster_options(scheduler, cluster, workers, memory_limit), verbose=verbose, **kwargs)
+        tls = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
+        where = _cluster_options(scheduler, cluster, workers, memory_limit, security, tls)
+        return func(*args, where=where, verbose=verbose, **kwargs)
 
     decorated: Any = wrapper
     for option in reversed(cluster_options):

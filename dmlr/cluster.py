@@ -12,6 +12,9 @@ a YAML file (a path, or a name of a file in the project's ``cluster/`` folder, w
     SSHCluster options; extra ``dmlr[ssh]``), ``kind: jobqueue`` (``system: slurm|pbs|sge|lsf``, the dask-jobqueue
     cluster options and ``n_workers``; extra ``dmlr[hpc]``), or a dask-kubernetes ``DaskCluster`` manifest
     (``apiVersion: kubernetes.dask.org/v1``; extra ``dmlr[kubernetes]``).
+
+Any kind but ``kubernetes`` may carry ``security:`` (``temporary``, or ``tls_ca_file``/``tls_cert``/``tls_key``:
+:mod:`dmlr.security`), and :func:`connect` takes ``security=``: the cluster then talks TLS only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import yaml
 
 from dmlr.errors import InputError
+from dmlr.security import TLS_HELP, make_security, needs_certificates
 
 __all__ = ["BLAS_ENV", "DeploymentSpec", "connect", "connected", "describe", "disconnect", "load_spec"]
 
@@ -133,7 +137,7 @@ def load_spec(spec: str) -> DeploymentSpec:
     return DeploymentSpec(kind, doc, str(path))
 
 
-def _local_cluster(options: dict[str, Any], quiet: bool = True) -> Any:
+def _local_cluster(options: dict[str, Any], quiet: bool = True, security: Any = None) -> Any:
     from distributed import LocalCluster
 
     n_cores = os.cpu_count() or 1
@@ -145,13 +149,18 @@ def _local_cluster(options: dict[str, Any], quiet: bool = True) -> Any:
     options.setdefault("memory_limit", "auto")
     # quiet: the workers' own logs (task failures dmlr reports itself, memory warnings) stay off the terminal
     options.setdefault("silence_logs", logging.CRITICAL if quiet else logging.INFO)
+    if security is not None:  # scheduler and workers listen on tls:// with the given certificates
+        options.update(security=security, protocol="tls://")
     return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, env=env, **options)
 
 
-def _start(spec: DeploymentSpec, quiet: bool) -> Any:
+def _start(spec: DeploymentSpec, quiet: bool, security: Any = None) -> Any:
+    """Start the deployment (``security``: a ``distributed.Security`` when it must use TLS)."""
     options = dict(spec.options)
     if spec.kind == "local":
-        return _local_cluster(options, quiet)
+        return _local_cluster(options, quiet, security)
+    if security is not None and spec.kind in ("ssh", "jobqueue"):
+        options["security"] = security
     if spec.kind == "ssh":
         from distributed import SSHCluster
 
@@ -184,7 +193,7 @@ def _timeout(name: str, default: float) -> float:
         raise InputError(f"${name} must be a number of seconds, got {os.environ[name]!r}") from None
 
 
-def connect(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Any:
+def connect(spec: str = "local", *, quiet: bool = True, security: Any = None, **overrides: Any) -> Any:
     """A ``distributed.Client`` for ``spec``, with at least one worker.
 
     Parameters
@@ -194,6 +203,10 @@ def connect(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Any
     quiet : bool
         Keep the logs of a local cluster's workers and of distributed in this process to critical messages
         (dmlr reports task failures itself); ``False`` shows them at INFO.
+    security : str, mapping or distributed.Security, optional
+        TLS (:func:`dmlr.security.make_security`): ``"temporary"`` for a cluster started here, or the certificate
+        files ``{"tls_ca_file": ..., "tls_cert": ..., "tls_key": ...}``; default the deployment YAML's
+        ``security:``, else the Dask config's ``distributed.comm.tls.*``.
     **overrides
         Cluster options overriding the spec's (e.g. ``n_workers``, ``memory_limit`` for ``local``).
 
@@ -205,7 +218,8 @@ def connect(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Any
     Raises
     ------
     InputError
-        An invalid spec or override (see :class:`~dmlr.options.ClusterOptions`).
+        An invalid spec, override or security setting (see :class:`~dmlr.options.ClusterOptions`), or a
+        ``tls://`` scheduler without certificates.
     ClusterError
         No scheduler answers at the address within ``$DMLR_CONNECT_TIMEOUT`` seconds (30), or it has no worker
         after ``$DMLR_WORKERS_TIMEOUT`` seconds (120); the message names the address and what was waited for.
@@ -217,23 +231,31 @@ def connect(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Any
 
     ClusterOptions(spec, overrides.get("n_workers"), overrides.get("memory_limit"))  # validated before anything starts
     parsed = load_spec(spec)
+    options = dict(parsed.options)
+    given = options.pop("security", None) if security is None else security
+    secured = make_security(given)
     connect_timeout = _timeout("DMLR_CONNECT_TIMEOUT", CONNECT_TIMEOUT)
     workers_timeout = _timeout("DMLR_WORKERS_TIMEOUT", WORKERS_TIMEOUT)
     if parsed.kind == "address":
-        address = parsed.options["address"]
+        address = options["address"]
+        if given == "temporary":
+            raise InputError(f"temporary certificates serve a cluster dmlr starts; the scheduler at {address} has "
+                             f"its own: {TLS_HELP}")  # fmt: skip
+        if needs_certificates(address, secured):
+            raise InputError(f"the scheduler at {address} uses TLS: {TLS_HELP}")
         try:
-            client = Client(address, timeout=connect_timeout)
+            client = Client(address, timeout=connect_timeout, security=secured)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(
                 f"no Dask scheduler answered at {address} within {connect_timeout:g} s ({exc}); "
-                "check the address, or start one with `dask scheduler`"
+                "check the address (and, for a TLS scheduler, the certificates), or start one with `dask scheduler`"
             ) from None
         _wait_for_workers(client, workers_timeout, f"the scheduler at {address}")
         return client
-    parsed = DeploymentSpec(parsed.kind, {**parsed.options, **overrides}, parsed.source)
-    cluster = _start(parsed, quiet)
+    parsed = DeploymentSpec(parsed.kind, {**options, **overrides}, parsed.source)
+    cluster = _start(parsed, quiet, secured if secured.require_encryption else None)
     try:
-        client = Client(cluster, timeout=connect_timeout)
+        client = Client(cluster, timeout=connect_timeout, security=secured)
         _wait_for_workers(client, workers_timeout, f"the {parsed.kind} cluster from {parsed.source}")
         return client
     except BaseException:
@@ -276,9 +298,9 @@ def disconnect(client: Any) -> None:
 
 
 @contextlib.contextmanager
-def connected(spec: str = "local", *, quiet: bool = True, **overrides: Any) -> Iterator[Any]:
+def connected(spec: str = "local", *, quiet: bool = True, security: Any = None, **overrides: Any) -> Iterator[Any]:
     """Context manager around :func:`connect` / :func:`disconnect`."""
-    client = connect(spec, quiet=quiet, **overrides)
+    client = connect(spec, quiet=quiet, security=security, **overrides)
     try:
         yield client
     finally:

@@ -408,17 +408,24 @@ class ClusterOptions:
         Worker processes (local and jobqueue deployments only).
     memory_limit : str or int, optional
         Per-worker memory limit (``"2GB"``, bytes, ``"auto"``; local and jobqueue deployments only).
+    security : {"temporary"}, optional
+        TLS with a temporary certificate for a cluster dmlr starts (:mod:`dmlr.security`).
+    tls : dict of str to str, optional
+        Certificate files (``tls_ca_file``, ``tls_cert``, ``tls_key``) for a TLS scheduler or a cluster dmlr starts.
 
     Raises
     ------
     InputError
         An unknown spec, an address that is not ``host:port``, a worker count below 1, a memory limit that is
-        not a size or is below :data:`MIN_MEMORY_LIMIT`, or sizes given for a cluster dmlr does not start.
+        not a size or is below :data:`MIN_MEMORY_LIMIT`, sizes given for a cluster dmlr does not start, both a
+        temporary certificate and certificate files, or a certificate file that does not exist.
     """
 
     spec: str = "local"
     n_workers: int | None = None
     memory_limit: str | int | None = None
+    security: str | None = None
+    tls: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         from dmlr.cluster import load_spec
@@ -433,6 +440,17 @@ class ClusterOptions:
                 f"workers and memory limit size a cluster dmlr starts; {self.spec!r} is an existing {kind} "
                 "cluster: size it where it is started"
             )
+        self._check_security(kind)
+
+    def _check_security(self, kind: str) -> None:
+        from dmlr.security import check_cluster_security
+
+        check_cluster_security(self.spec, kind, self.security, self.tls)
+
+    @property
+    def security_setting(self) -> str | dict[str, str] | None:
+        """What :func:`dmlr.cluster.connect` takes as ``security=`` (``None``: the deployment's or Dask's)."""
+        return self.security or (dict(self.tls) if self.tls else None)
 
     @property
     def overrides(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dmlr.cluster import BLAS_ENV
 
@@ -31,27 +32,80 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
+def make_certificates(folder: Path) -> dict[str, str]:
+    """A certificate authority and one certificate it signs for 127.0.0.1 / localhost (PEM files in ``folder``),
+    made with ``cryptography`` as an operator would with openssl: ``{"tls_ca_file", "tls_cert", "tls_key"}``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    week = datetime.timedelta(days=7)
+
+    def build(subject: str, issuer: str, key: Any, signer: Any, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + week)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("dmlr test CA", "dmlr test CA", ca_key, ca_key, True)
+    cert = build("localhost", "dmlr test CA", key, ca_key, False)
+    pem = serialization.Encoding.PEM
+    files = {
+        "tls_ca_file": ca.public_bytes(pem),
+        "tls_cert": cert.public_bytes(pem),
+        "tls_key": key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    }
+    out = {}
+    for name, data in files.items():
+        path = folder / f"{name}.pem"
+        path.write_bytes(data)
+        out[name] = str(path)
+    return out
+
+
 @contextlib.contextmanager
-def dask_processes(n_workers: int = 2) -> Iterator[str]:
-    """``dask scheduler`` and ``dask worker`` processes, started with the same CLI a user runs; yields the address."""
+def dask_processes(n_workers: int = 2, tls: dict[str, str] | None = None) -> Iterator[str]:
+    """``dask scheduler`` and ``dask worker`` processes, started with the same CLI a user runs; yields the address.
+    With ``tls`` (:func:`make_certificates`) every process listens on ``tls://`` with those certificates."""
     from distributed import Client
+
+    from dmlr.security import make_security
 
     dask_cli = str(Path(sys.executable).parent / "dask")
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{port}"
     env = {**os.environ, **BLAS_ENV}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-    procs = [
-        subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet)
-    ]  # type: ignore[call-overload]
+    certs = []
+    if tls:
+        certs = ["--tls-ca-file", tls["tls_ca_file"], "--tls-cert", tls["tls_cert"], "--tls-key", tls["tls_key"]]
+    host = ["--host", "127.0.0.1", "--port", str(port)] if not tls else ["--host", f"tls://127.0.0.1:{port}"]
+    procs = [subprocess.Popen([dask_cli, "scheduler", *host, "--no-dashboard", *certs], **quiet)]  # type: ignore[call-overload]
     try:
         for _ in range(n_workers):
             procs.append(
                 subprocess.Popen(  # type: ignore[call-overload]
-                    [dask_cli, "worker", address, "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GB"], **quiet
+                    [dask_cli, "worker", address, "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GB", *certs],
+                    **quiet,
                 )
             )
-        with Client(address, timeout="60s") as client:
+        with Client(address, timeout="60s", security=make_security(tls)) as client:
             client.wait_for_workers(n_workers, timeout=120)
         yield address
     finally:

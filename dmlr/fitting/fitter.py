@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from dmlr.fitting.setup import (
     resumed_state,
     with_zero_information,
 )
-from dmlr.fitting.warm import far_from_start, sample_rate, warm_start
+from dmlr.fitting.warm import far_from_start, warm_start
 from dmlr.options import FitOptions
 from dmlr.oracle.statistics import WITH_INFORMATION, Request
 from dmlr.steps import DataFacts, Objective, RuleContext, make_rule, rule_spec
@@ -40,9 +40,6 @@ phases = logging.getLogger("dmlr.phase")
 
 WIDE_COLUMNS = 500
 """Model columns from which the fit announces its phases and predicts its time (each phase may take seconds)."""
-
-SAMPLED_START = ("newton", "auto")
-"""Methods whose first pass keeps a row sample, and rules that start from its fit (:mod:`dmlr.fitting.warm`)."""
 
 
 @dataclass(frozen=True)
@@ -109,10 +106,7 @@ class Fitter:
         and settings, then the loop."""
         o = self.options
         checkpointer = self._checkpointer(passes.design)
-        request = first_request(o.method, passes.design.offset is not None)
-        if o.method in SAMPLED_START:
-            request = replace(request, sample_rate=sample_rate(passes.design))
-        passes, start = begin_fit(passes, request, checkpointer)
+        passes, start = begin_fit(passes, first_request(o.method, passes.design.offset is not None), checkpointer)
         assert passes.design.coding is not None
         if self.check_classes:
             check_class_count(passes.design.coding.classes, "y", o.max_classes)
@@ -137,10 +131,8 @@ class Fitter:
         if needs_information:
             start = with_zero_information(passes, start)
         separated = known_separation(start, design, o.l2)
-        use_sample = choice.method in SAMPLED_START and not separated and far_from_start(start, objective)
-        if use_sample and start.first.sample is not None and start.resumed is None:
-            self.phase(f"fitting a {start.first.sample.rows.size:,}-row sample in memory for the start")
-        start = warm_start(passes, start, objective, use=use_sample)
+        use_sample = choice.method == "newton" and not separated and far_from_start(start, objective)
+        start = warm_start(passes, start, objective, use=use_sample, say=self.phase)
         settings = LoopSettings(
             objective, o.tol, o.max_iter, o.inference, o.separation, design.coding.model_order.tolist(),
             design.model_names, not dependent, self.final, separated,

@@ -3,7 +3,7 @@
 Newton's iterations far from the optimum are its costly ones on real designs (raw-unit features, 100+ sparse dummy
 columns): each costs a full pass, and its quadratic model is poor there. The same early iterations on a sample of
 ``s`` rows cost ``s / n`` of a pass, and the sample's optimum lies within ``O(1 / sqrt(s))`` of the whole data's,
-where Newton converges in a few steps. The first pass keeps the sample (:mod:`dmlr.oracle.sample`: the same rows
+where Newton converges in a few steps. A pass keeps the sample (:mod:`dmlr.oracle.sample`: the same rows
 whatever the partitioning, so a fit's iterates do not depend on it); the driver fits it with the same rule (its
 Levenberg-Marquardt damping, a ridge of at least :data:`SAMPLE_L2` so that levels absent from the sample stay
 finite), then one pass over all rows at the sample's optimum gives the loop its start. The sample's fit is kept only
@@ -13,9 +13,9 @@ when it beats the intercept-only start.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -23,7 +23,6 @@ import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
-from dmlr.data.design import Design
 from dmlr.diagnostics import column_magnitudes
 from dmlr.driver import Start
 from dmlr.fitting.evaluator import FitPasses
@@ -86,43 +85,56 @@ def far_from_start(start: Start, objective: Objective) -> bool:
     return move > SAMPLE_MOVE
 
 
-def sample_rate(design: Design) -> float:
-    """The first pass's ``Request.sample_rate`` for a design (0.0: no sample), from its rows and data columns.
+def sample_rate(n_rows: int, n_features: int) -> float:
+    """The sample pass's ``Request.sample_rate`` (0.0: no sample) for data of ``n_rows`` rows and ``n_features``
+    data columns.
 
     ``s = max(SAMPLE_ROWS, ROWS_PER_COLUMN * (p + 1))`` rows, drawn when they fit in :data:`SAMPLE_BYTES` and the
     data have at least ``WHOLE_PER_SAMPLE * s`` rows.
     """
-    n, p = design.x.shape
-    if not isinstance(n, int) and not (isinstance(n, float) and math.isfinite(n)):
+    rows = max(SAMPLE_ROWS, ROWS_PER_COLUMN * (n_features + 1))
+    if 8 * rows * (n_features + 2) > SAMPLE_BYTES or n_rows < WHOLE_PER_SAMPLE * rows:
         return 0.0
-    rows = max(SAMPLE_ROWS, ROWS_PER_COLUMN * (p + 1))
-    if 8 * rows * (p + 2) > SAMPLE_BYTES or n < WHOLE_PER_SAMPLE * rows:
-        return 0.0
-    return rows / float(n)
+    return rows / float(n_rows)
 
 
 def warm_start(
-    passes: FitPasses, start: Start, objective: Objective, use: bool = True, request: Request = WITH_INFORMATION
+    passes: FitPasses,
+    start: Start,
+    objective: Objective,
+    use: bool = True,
+    request: Request = WITH_INFORMATION,
+    say: Callable[[str], None] | None = None,
 ) -> Start:
-    """The loop's start at the sample's optimum (one pass over all rows, computing ``request``), or ``start``
-    unchanged when there is no sample (or not ``use``, or resuming, or the sample's optimum is no better than
-    ``start``'s point); the sample itself is dropped from the start's records either way."""
-    sample = start.first.sample
-    if use and start.resumed is None and sample is not None and sample.codes is not None and sample.rows.size > 0:
-        clock = time.perf_counter()
-        coef, iterations = _fit_sample(sample.in_row_order(), passes, start, objective)
-        stats = passes(coef, request)
-        warm = Iterate.at(coef, stats, objective)
-        current = start.point
-        base = None if current is None else Iterate.at(current[0], current[1], objective).objective
-        logger.info(
-            "start from a %d-row sample: %d iterations, %.2fs; objective %.10g (intercept-only start %s)",
-            sample.rows.size, iterations, time.perf_counter() - clock, warm.objective,
-            "none" if base is None else f"{base:.10g}",
-        )  # fmt: skip
-        if warm.finite and (base is None or warm.objective > base):
-            start = replace(start, point=(coef, stats))
-    return replace(start, first=replace(start.first, sample=None), saved_first=replace(start.saved_first, sample=None))
+    """The loop's start at the sample's optimum, or ``start`` unchanged (not ``use``, resuming, data too small for a
+    sample, or a sample fit no better than ``start``'s point).
+
+    Two passes: one keeps the sample rows (it computes only the score besides), one over all rows at the sample's
+    optimum computes ``request``. ``say`` announces the sample's fit (a phase of the fit).
+    """
+    rate = sample_rate(start.first.n_rows, passes.design.n_features)
+    if not use or start.resumed is not None or rate <= 0.0:
+        return start
+    clock = time.perf_counter()
+    coef = np.zeros(start.first.score.shape) if start.point is None else start.point[0]
+    sample = passes(coef, Request(sample_rate=rate)).sample
+    if sample is None or sample.codes is None or sample.rows.size == 0:
+        return start
+    if say is not None:
+        say(f"fitting a {sample.rows.size:,}-row sample in memory for the start")
+    coef, iterations = _fit_sample(sample.in_row_order(), passes, start, objective)
+    stats = passes(coef, request)
+    warm = Iterate.at(coef, stats, objective)
+    current = start.point
+    base = None if current is None else Iterate.at(current[0], current[1], objective).objective
+    logger.info(
+        "start from a %d-row sample: %d iterations, %.2fs; objective %.10g (intercept-only start %s)",
+        sample.rows.size, iterations, time.perf_counter() - clock, warm.objective,
+        "none" if base is None else f"{base:.10g}",
+    )  # fmt: skip
+    if warm.finite and (base is None or warm.objective > base):
+        start = replace(start, point=(coef, stats))
+    return start
 
 
 def _fit_sample(sample: RowSample, passes: FitPasses, start: Start, objective: Objective) -> tuple[np.ndarray, int]:

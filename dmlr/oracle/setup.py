@@ -23,7 +23,6 @@ from dmlr.data.labels import LabelCoding, check_label_kinds, check_label_values
 from dmlr.data.rows import Rows
 from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, statistics_memory
 from dmlr.oracle.kernels import partition_statistics
-from dmlr.oracle.sample import take_sample
 from dmlr.oracle.statistics import Request, Statistics
 
 __all__ = ["LabelledStatistics", "SetupKernel"]
@@ -81,10 +80,7 @@ class LabelledStatistics:
                 score[:, code - 1] += z
                 if has_offset and o is not None:
                     loglik += float(o[code - 1])
-        sample = s.sample
-        if sample is not None and sample.labels is not None:
-            sample = replace(sample, codes=coding.encode(sample.labels).astype(np.int32), labels=None)
-        return replace(s, score=score, loglik=loglik, class_weights=class_weights, sample=sample)
+        return replace(s, score=score, loglik=loglik, class_weights=class_weights)
 
 
 @dataclass(frozen=True)
@@ -118,8 +114,6 @@ class SetupKernel:
             intercept=self.intercept, request=self.request, partition=rows.partition, row_start=rows.row_start,
             block_bytes=self.block_bytes,
         )  # fmt: skip
-        if self.request.sample_rate > 0:
-            stats.sample = take_sample(rows, self.request.sample_rate)
         distinct, inverse = np.unique(labels, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         starts = np.searchsorted(inverse[order], np.arange(distinct.size))

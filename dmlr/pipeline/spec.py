@@ -45,6 +45,8 @@ class ClusterSection:
     spec: str = "local"
     workers: int | None = None
     memory_limit: str | None = None
+    security: str | dict[str, str] | None = None
+    """``temporary`` or the certificate files (``tls_ca_file``, ``tls_cert``, ``tls_key``; relative to the spec)."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
 def _cluster_section(r: _Reader, c: Any, base: str) -> ClusterSection:
     if isinstance(c, str):
         c = {"spec": c}
-    c = r.mapping(c, "cluster", ("spec", "workers", "memory_limit"))
+    c = r.mapping(c, "cluster", ("spec", "workers", "memory_limit", "security"))
     spec_value = r.typed(c.get("spec", "local"), "cluster.spec", str)
     if spec_value.endswith((".yaml", ".yml")) and not os.path.isabs(spec_value):
         candidate = _resolve(base, spec_value)
@@ -216,7 +218,20 @@ def _cluster_section(r: _Reader, c: Any, base: str) -> ClusterSection:
         if workers is None
         else r.typed(workers, "cluster.workers", int, lambda v: v >= 1, "an integer >= 1"),
         memory_limit=None if c.get("memory_limit") is None else str(c["memory_limit"]),
+        security=_security(r, c.get("security"), base),
     )
+
+
+def _security(r: _Reader, value: Any, base: str) -> str | dict[str, str] | None:
+    """``cluster.security``: ``temporary``, or a mapping of certificate files resolved against the spec's folder."""
+    from dmlr.security import TLS_FIELDS
+
+    if value is None or value == "temporary":
+        return value
+    if isinstance(value, str):
+        raise r.fail("cluster.security", f"expected 'temporary' or a mapping of {list(TLS_FIELDS)}, got {value!r}")
+    files = r.mapping(value, "cluster.security", TLS_FIELDS, required=("tls_ca_file", "tls_cert"))
+    return {k: _resolve(base, r.typed(v, f"cluster.security.{k}", str)) for k, v in files.items() if v is not None}
 
 
 def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:

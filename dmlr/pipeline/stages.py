@@ -119,7 +119,7 @@ class _Run:
                 if c.memory_limit:
                     overrides["memory_limit"] = c.memory_limit
             started = time.perf_counter()
-            self._client = self.stack.enter_context(connected(target, **overrides))
+            self._client = self.stack.enter_context(connected(target, security=c.security, **overrides))
             workers = len(self._client.scheduler_info()["workers"])
             self.log.emit(
                 "cluster", target=target, workers=workers, seconds=time.perf_counter() - started,
