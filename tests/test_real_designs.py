@@ -148,3 +148,47 @@ def test_a_wide_fit_says_what_it_does_before_its_first_iteration(tmp_path):
     first = next(i for i, s in enumerate(lines) if s.startswith("iter   0"))
     assert rank < rule < first and "predicted" in lines[rule]
     assert "Coef." in done.stdout or "coef" in done.stdout.lower()
+
+
+def _levels_design(n: int = 30_000, levels: int = 80, k: int = 6, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Like a real design: an 80-level factor with strong class effects (sd 3) and two raw-unit numeric columns."""
+    rng = np.random.default_rng(seed)
+    lev = rng.integers(0, levels, n)
+    effects = rng.normal(scale=3.0, size=(levels, k))
+    dist, hour = rng.gamma(2.0, 500.0, n), rng.uniform(5, 23, n)
+    eta = effects[lev] + np.outer(dist / 1000, rng.normal(size=k)) + np.outer(hour / 10, rng.normal(size=k))
+    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    y = np.minimum((rng.random(n)[:, None] > np.cumsum(prob, axis=1)).sum(axis=1), k - 1)
+    return pd.DataFrame({"dist": dist, "hour": hour, "lev": pd.Categorical(lev)}), y
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [8, 21])
+def test_autos_switch_from_lbfgs_to_newton_is_recorded_and_resumed(tmp_path, stop):
+    """auto picks L-BFGS on this design, sees it will not reach tol within max_iter and continues with Newton; a fit
+    interrupted before (8) or after (21) the switch resumes from its checkpoint to the uninterrupted result."""
+    frame, y = _levels_design()
+    reference = dmlr.fit(frame, y, method="auto", l2=1.0)
+    kinds = [r["kind"] for r in reference.history]
+    assert reference.converged and reference.method == "newton"
+    assert "lbfgs" in kinds and kinds.index("newton") > kinds.index("lbfgs")  # L-BFGS first, then Newton
+    assert reference.n_iter < 100
+
+    def interrupt(record: dict) -> None:
+        if record.get("iteration") == stop and record.get("kind") in ("lbfgs", "newton"):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        dmlr.fit(frame, y, method="auto", l2=1.0, checkpoint=str(tmp_path), callback=interrupt)
+    resumed = dmlr.fit(frame, y, method="auto", l2=1.0, checkpoint=str(tmp_path))
+    assert [r["kind"] for r in resumed.history] == kinds
+    assert resumed.history[-1]["passes"] == reference.history[-1]["passes"]
+    np.testing.assert_allclose(resumed.coef, reference.coef, rtol=0, atol=1e-10)
+    # the same optimum as Newton alone
+    newton = dmlr.fit(frame, y, method="newton", l2=1.0)
+    assert resumed.llf == pytest.approx(newton.llf, rel=1e-10)

@@ -74,10 +74,9 @@ class PassProgress:
         elapsed = now - self.start
         if elapsed < SHOW_AFTER or (not self.terminal and now - self.logged < LOG_EVERY):
             return
-        line = (
-            f"dmlr: pass {self.number}: {min(done, self.partitions)}/{self.partitions} partitions, "
-            f"{nbytes / 1e9:.2f} GB read, {nbytes / 1e6 / elapsed:.0f} MB/s"
-        )
+        line = f"dmlr: pass {self.number}: {min(done, self.partitions)}/{self.partitions} partitions"
+        if nbytes:  # partitions that tasks hold (read by their data tasks) count no bytes here
+            line += f", {nbytes / 1e9:.2f} GB read, {nbytes / 1e6 / elapsed:.0f} MB/s"
         if not self.terminal:
             self.logged = now
             self.stream.write(f"{line}, {elapsed:.0f} s\n")
