@@ -99,3 +99,58 @@ def test_object_store_read_errors_that_succeed_on_retry_change_nothing(s3, clust
     assert counts["failed"] >= 10  # reads really failed (503) and were retried
     assert np.max(np.abs(res.coef - reference.coef)) <= 1e-10 * np.max(np.abs(reference.coef))
     assert res.n_iter == reference.n_iter
+
+
+SECRET = "dmlr-SECRET-3f9a1c77e0"
+"""A secret access key that must appear in no byte dmlr writes or prints (moto accepts any credentials)."""
+
+
+def _bytes_under(fs, root: str) -> dict[str, bytes]:
+    return {path: fs.cat_file(path) for path in fs.find(root)}
+
+
+def test_a_secret_key_is_written_nowhere(s3, tmp_path):
+    """A CLI stage + fit + predict and a pipeline run, each given a secret key in their storage options: the key is
+    in no object or file they wrote (stores, results, checkpoints, markers, logs, reports) and in none of their
+    output."""
+    import s3fs
+    import yaml
+
+    from tests.test_pipeline import write_spec
+
+    secret_options = {**s3, "secret": SECRET}
+    frame, _ = _table(2000, seed=34)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    fs = s3fs.S3FileSystem(**s3)
+    fs.put_file(str(tmp_path / "t.csv"), "dmlr-test/secret/raw/t.csv")
+    options = json.dumps(secret_options)
+    outputs = []
+    for step in [
+        ("stage", "s3://dmlr-test/secret/raw/t.csv", "s3://dmlr-test/secret/s.zarr", "--target", "choice",
+         "--categorical", "region", "--no-progress"),
+        ("fit", "s3://dmlr-test/secret/s.zarr", "--out", "s3://dmlr-test/secret/result", "--workers", "1"),
+        ("predict", "s3://dmlr-test/secret/result", "s3://dmlr-test/secret/s.zarr", "--out",
+         "s3://dmlr-test/secret/pred.parquet", "--workers", "1"),
+        ("fit", "s3://dmlr-test/secret/absent.zarr", "--out", "s3://dmlr-test/secret/r2", "--workers", "1"),
+    ]:  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "dmlr", *step, "--storage-options", options],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        outputs.append(done.stdout + done.stderr)
+    assert "absent.zarr" in outputs[-1]  # the failing command said what failed, without the key
+
+    spec = write_spec(tmp_path / "job", data={"train": "s3://dmlr-test/secret/raw/t.csv",
+                                              "test": "s3://dmlr-test/secret/raw/t.csv", "target": "choice",
+                                              "categorical": ["region"], "storage_options": secret_options},
+                      cluster={"spec": "local", "workers": 1})  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "dmlr", "run", str(spec)], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    outputs.append(done.stdout + done.stderr)
+    assert SECRET in yaml.safe_dump(yaml.safe_load(spec.read_text()))  # the spec itself is the user's
+
+    written = _bytes_under(fs, "dmlr-test/secret")
+    written.update({str(p): p.read_bytes() for p in (tmp_path / "job" / "work").rglob("*") if p.is_file()})
+    assert len(written) > 20  # stores, results, checkpoints, markers, logs, the report
+    leaked = [path for path, data in written.items() if SECRET.encode() in data]
+    assert not leaked, leaked
+    assert not [text for text in outputs if SECRET in text]
