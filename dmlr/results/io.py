@@ -130,8 +130,12 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
     doc = json.loads(fs.cat_file(f"{root}/result.json"))
     if doc.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{path} has result format {doc.get('format_version')}, this dmlr reads {FORMAT_VERSION}")
-    coef = np.load(io.BytesIO(fs.cat_file(f"{root}/coef.npy")))
-    cov = np.load(io.BytesIO(fs.cat_file(f"{root}/covariance.npy"))) if doc["has_covariance"] else None
+    coef = np.load(io.BytesIO(fs.cat_file(f"{root}/coef.npy")), allow_pickle=False)
+    cov = (
+        np.load(io.BytesIO(fs.cat_file(f"{root}/covariance.npy")), allow_pickle=False)
+        if doc["has_covariance"]
+        else None
+    )
     formula = pickle.loads(fs.cat_file(f"{root}/formula.pkl")) if fs.exists(f"{root}/formula.pkl") else None
     history = [json.loads(line) for line in fs.cat_file(f"{root}/history.jsonl").decode().splitlines() if line]
     return MNLogitResults(
