@@ -92,7 +92,7 @@ def _encode(state: DriverState, fp: str) -> bytes:
     for prefix, stats in (("stats", state.stats), ("first", state.first_stats)):
         for f in fields(Statistics):
             value = getattr(stats, f.name)
-            if f.name == "sample":  # the first pass's row sample served the start, which a checkpoint is past
+            if f.name == "sample":  # a row sample serves the start only, which a checkpoint is past
                 continue
             if isinstance(value, np.ndarray):
                 arrays[f"{prefix}.{f.name}"] = value

@@ -1,4 +1,4 @@
-"""A row sample drawn by the fit's first pass (``Request.sample_rate``), the same rows whatever the partitioning.
+"""A row sample kept by a pass of the fit (``Request.sample_rate``), the same rows whatever the partitioning.
 
 Global row ``i`` is in the sample when a 64-bit mix of ``i`` (the SplitMix64 finalizer) falls below
 ``rate * 2**64``: a fixed pseudo-random subset of about ``rate * n`` rows, independent of how the rows are split into

@@ -52,8 +52,8 @@ class Request:
         L-BFGS's preconditioner refresh); such a pass computes no other second-order statistic.
     sample_rate : float
         Also keep a sample of the rows, each global row ``i`` with probability ``sample_rate`` by a hash of ``i``
-        (the same rows whatever the partitioning): the fit's first pass, whose sample the driver fits in memory
-        for a start close to the optimum.
+        (the same rows whatever the partitioning): the pass whose sample the driver fits in memory for a start
+        close to the optimum (:mod:`dmlr.fitting.warm`).
     """
 
     information: bool = False
