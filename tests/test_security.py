@@ -99,3 +99,39 @@ def test_a_pipeline_spec_names_its_certificates_relative_to_itself(tmp_path):
     spec.write_text(body.replace("  security:\n", "  security: yes-please\n"))
     with pytest.raises(SpecError, match=r"cluster\.security: expected 'temporary'"):
         load_pipeline(spec)
+
+
+def test_a_result_edited_truncated_or_added_to_after_writing_is_refused_by_name(tmp_path):
+    """Every file of a result is checked against the SHA-256 manifest written with it, before anything is used: a
+    pickle planted as formula.pkl in a result that had none is refused without being unpickled."""
+    import pickle
+
+    x, y, _ = draw_problem(500, 2, 3, seed=32)
+    res = dmlr.fit(x, y)
+    for name, damage in [
+        ("coef.npy", lambda b: b[:-8] + bytes(8 * [1])),  # edited
+        ("history.jsonl", lambda b: b[: len(b) // 2]),  # truncated
+        ("result.json", lambda b: b.replace(b'"converged": true', b'"converged": false')),
+    ]:
+        path = tmp_path / name
+        dmlr.save(res, str(path))
+        assert dmlr.load(str(path)).llf == res.llf
+        target = path / name
+        target.write_bytes(damage(target.read_bytes()))
+        with pytest.raises(dmlr.StoreError, match=rf"{name} does not match the SHA-256 digest"):
+            dmlr.load(str(path))
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    path = tmp_path / "planted"
+    dmlr.save(res, str(path))
+    (path / "formula.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(dmlr.StoreError, match=r"formula\.pkl is not in the result's manifest"):
+        dmlr.load(str(path))
+    assert not (tmp_path / "pwned").exists()
+    (path / "formula.pkl").unlink()
+    (path / "coef.npy").unlink()
+    with pytest.raises(dmlr.StoreError, match=r"coef\.npy is missing"):
+        dmlr.load(str(path))

@@ -221,7 +221,21 @@ def plan_tasks(
     for w in workers:
         runs += [(run, w) for run in _contiguous(placed[w], threads[w])]
     if loose:
-        # contiguous runs dealt to workers in proportion to their threads
+        # contiguous runs dealt to workers in proportion to their threads, each joining a task of its worker when
+        # the worker already has one per thread (a block not yet placed, or moving, adds no task)
         slots = [w for w in workers for _ in range(threads[w])]
-        runs += [(run, slots[i % len(slots)]) for i, run in enumerate(_contiguous(loose, sum(threads.values())))]
+        for i, run in enumerate(_contiguous(loose, sum(threads.values()))):
+            _join(runs, run, slots[i % len(slots)], threads[slots[i % len(slots)]])
     return _tasks(runs, graph)
+
+
+def _join(runs: list[tuple[list[PartitionSpec], str | None]], run: list[PartitionSpec], worker: str, n: int) -> None:
+    """Add ``run`` as a task of ``worker``, or, when the worker has ``n`` tasks already, to its smallest one (in row
+    order: a task's partitions need not be adjacent)."""
+    own = [i for i, (_, w) in enumerate(runs) if w == worker]
+    if len(own) < n:
+        runs.append((run, worker))
+        return
+    smallest = min(own, key=lambda i: len(runs[i][0]))
+    joined = sorted(runs[smallest][0] + run, key=lambda p: p.index)
+    runs[smallest] = (joined, worker)

@@ -10,6 +10,8 @@ Layout of a result directory (local path or fsspec URL)::
     formula.pkl      for formula fits: the formula's encoding (formulaic's model spec, pickled; load results you
                      trust, as with any pickled model)
     summary.txt      the summary table
+    manifest.json    the SHA-256 digest of every file above, written after them: :func:`load` checks each file it
+                     reads against it (before unpickling anything), so an edited or truncated file is refused by name
     COMPLETE         written last: a directory without it is refused
 
 Floats are written with Python's shortest round-tripping repr and arrays as ``.npy``, so :func:`load` gives back
@@ -18,6 +20,7 @@ exactly the numbers the fit produced.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -33,6 +36,9 @@ from dmlr.results.results import MNLogitResults
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+"""The file of a result directory that holds the SHA-256 digest of every other file (written after them)."""
 
 _SCALARS = (
     "llf",
@@ -102,16 +108,22 @@ def save(
         input_features=list(res.input_features),
         run=uuid.uuid4().hex,
     )
-    _write(fs, f"{root}/coef.npy", _npy(res.coef))
+    files = {"coef.npy": _npy(res.coef)}
     if res.covariance is not None:
-        _write(fs, f"{root}/covariance.npy", _npy(res.covariance))
+        files["covariance.npy"] = _npy(res.covariance)
     elif fs.exists(f"{root}/covariance.npy"):
         fs.rm(f"{root}/covariance.npy")
     if res.formula is not None:
-        _write(fs, f"{root}/formula.pkl", pickle.dumps(res.formula))
-    _write(fs, f"{root}/history.jsonl", "".join(json.dumps(r) + "\n" for r in res.history).encode())
-    _write(fs, f"{root}/summary.txt", (str(res.summary()) + "\n").encode())
-    _write(fs, f"{root}/result.json", json.dumps(doc, indent=2).encode())
+        files["formula.pkl"] = pickle.dumps(res.formula)
+    elif fs.exists(f"{root}/formula.pkl"):  # an earlier result's, overwritten
+        fs.rm(f"{root}/formula.pkl")
+    files["history.jsonl"] = "".join(json.dumps(r) + "\n" for r in res.history).encode()
+    files["summary.txt"] = (str(res.summary()) + "\n").encode()
+    files["result.json"] = json.dumps(doc, indent=2).encode()
+    for name, data in files.items():
+        _write(fs, f"{root}/{name}", data)
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    _write(fs, f"{root}/{MANIFEST}", json.dumps({"sha256": digests}, indent=2, sort_keys=True).encode())
     _write(fs, f"{root}/COMPLETE", doc["run"].encode())
 
 
@@ -121,23 +133,21 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
     Raises
     ------
     StoreError
-        No complete result at ``path``.
+        No complete result at ``path``, or a file that is missing, not in the result's manifest, or does not match
+        its SHA-256 digest there (named; checked before anything in it is used).
     """
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     root = root.rstrip("/")
     if not fs.exists(f"{root}/COMPLETE"):
         raise StoreError(f"no complete dmlr result at {path} (missing, or its writing did not finish)")
-    doc = json.loads(fs.cat_file(f"{root}/result.json"))
+    read = _Reader(fs, root, path)
+    doc = json.loads(read("result.json"))
     if doc.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{path} has result format {doc.get('format_version')}, this dmlr reads {FORMAT_VERSION}")
-    coef = np.load(io.BytesIO(fs.cat_file(f"{root}/coef.npy")), allow_pickle=False)
-    cov = (
-        np.load(io.BytesIO(fs.cat_file(f"{root}/covariance.npy")), allow_pickle=False)
-        if doc["has_covariance"]
-        else None
-    )
-    formula = pickle.loads(fs.cat_file(f"{root}/formula.pkl")) if fs.exists(f"{root}/formula.pkl") else None
-    history = [json.loads(line) for line in fs.cat_file(f"{root}/history.jsonl").decode().splitlines() if line]
+    coef = np.load(io.BytesIO(read("coef.npy")), allow_pickle=False)
+    cov = np.load(io.BytesIO(read("covariance.npy")), allow_pickle=False) if doc["has_covariance"] else None
+    formula = pickle.loads(read("formula.pkl")) if fs.exists(f"{root}/formula.pkl") else None  # checked first
+    history = [json.loads(line) for line in read("history.jsonl").decode().splitlines() if line]
     return MNLogitResults(
         coef=coef,
         covariance=cov,
@@ -151,6 +161,34 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
         formula=formula,
         **{name: doc[name] for name in _SCALARS if name in doc},
     )
+
+
+class _Reader:
+    """Reads a result's files, each checked against the manifest's SHA-256 digest when the result has one
+    (results written before the manifest have none and are read as they are)."""
+
+    def __init__(self, fs: Any, root: str, path: str) -> None:
+        self.fs, self.root, self.path = fs, root, path
+        manifest = f"{root}/{MANIFEST}"
+        self.digests: dict[str, str] | None = None
+        if fs.exists(manifest):
+            self.digests = dict(json.loads(fs.cat_file(manifest))["sha256"])
+
+    def __call__(self, name: str) -> bytes:
+        try:
+            data: bytes = self.fs.cat_file(f"{self.root}/{name}")
+        except FileNotFoundError:
+            raise StoreError(f"{self.path}: {name} is missing (the result was changed after it was written)") from None
+        if self.digests is not None:
+            expected = self.digests.get(name)
+            if expected is None:
+                raise StoreError(f"{self.path}: {name} is not in the result's manifest (added after it was written)")
+            if hashlib.sha256(data).hexdigest() != expected:
+                raise StoreError(
+                    f"{self.path}: {name} does not match the SHA-256 digest in the result's manifest (edited or "
+                    "truncated after it was written); refusing to load it"
+                )
+        return data
 
 
 def _npy(array: np.ndarray[Any, Any]) -> bytes:
