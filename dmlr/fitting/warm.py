@@ -118,7 +118,7 @@ def warm_start(
     clock = time.perf_counter()
     coef = np.zeros(start.first.score.shape) if start.point is None else start.point[0]
     sample = passes(coef, Request(sample_rate=rate)).sample
-    if sample is None or sample.codes is None or sample.rows.size == 0:
+    if sample is None or sample.rows.size == 0:
         return start
     if say is not None:
         say(f"fitting a {sample.rows.size:,}-row sample in memory for the start")
@@ -143,7 +143,6 @@ def _fit_sample(sample: RowSample, passes: FitPasses, start: Start, objective: O
     design = passes.design
     x = sample.x if passes.columns is None else sample.x[:, list(passes.columns)]
     codes = sample.codes
-    assert codes is not None
     share = float(x.shape[0] if sample.weights is None else sample.weights.sum()) / max(start.first.weight_sum, 1e-300)
     local = Objective(max(objective.l2 * share, SAMPLE_L2), objective.mask)
 

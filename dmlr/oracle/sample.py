@@ -42,18 +42,18 @@ def take_sample(rows: Rows, rate: float) -> RowSample | None:
     Parameters
     ----------
     rows : Rows
-        The partition's model-ready rows (``x`` and ``codes`` or ``labels``; weights and offset when present).
+        The partition's model-ready rows (``x`` and ``codes``; weights and offset when present; ``None`` is
+        returned without codes).
     rate : float
     """
     ids = rows.row_ids()
-    if ids is None or rows.x is None:
+    if ids is None or rows.x is None or rows.codes is None:
         return None
     keep = in_row_sample(ids, rate)
     return RowSample(
         rows=ids[keep],
         x=np.ascontiguousarray(rows.x[keep]),
-        codes=None if rows.codes is None else rows.codes[keep],
-        labels=None if rows.labels is None or rows.codes is not None else rows.labels[keep],
+        codes=rows.codes[keep],
         weights=None if rows.weights is None else rows.weights[keep],
         offset=None if rows.offset is None else rows.offset[keep],
     )

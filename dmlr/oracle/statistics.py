@@ -82,17 +82,15 @@ class RowSample:
     rows : ndarray of int64, shape (s,)
         Global row indices.
     x : ndarray, shape (s, p)
-    codes : ndarray of int32, shape (s,), optional
-        Class codes (``None`` while the classes are not known: then ``labels``).
-    labels : ndarray, shape (s,), optional
+    codes : ndarray of int, shape (s,)
+        Class codes (a sample is kept only once the classes are known).
     weights : ndarray, shape (s,), optional
     offset : ndarray, shape (s, m), optional
     """
 
     rows: NDArray[np.int64]
     x: Array
-    codes: NDArray[np.int32] | None = None
-    labels: NDArray[Any] | None = None
+    codes: NDArray[np.integer]
     weights: Array | None = None
     offset: Array | None = None
 
