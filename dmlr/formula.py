@@ -11,6 +11,7 @@ result and is re-applied by ``predict_proba`` and ``dmlr predict``, as statsmode
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import warnings
 from collections.abc import Sequence
@@ -27,7 +28,9 @@ from dmlr.api import fit
 from dmlr.data.encoding import drop_missing, is_categorical, missing_rows
 from dmlr.data.sources import from_partitions
 from dmlr.errors import InputError
+from dmlr.formula_check import check_terms, term_variables
 from dmlr.options import check_missing
+from dmlr.results.plain import from_plain, to_plain
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["FormulaEncoding", "fit_formula"]
@@ -46,27 +49,109 @@ def _split(formula: str) -> tuple[str, str]:
 class FormulaEncoding:
     """A fitted formula's right-hand side, to encode new tables exactly as the fitted one.
 
+    Held as data only (what a result saves as JSON: no pickle, nothing that runs code when loaded); formulaic's
+    model spec is rebuilt from it on first use.
+
     Attributes
     ----------
     formula : str
         ``"label ~ terms"`` as given.
-    spec : formulaic.ModelSpec
-        The model spec of the terms (levels and transform state learnt at fit time).
     variables : tuple of str
         Data columns the terms read.
     levels : dict of str to list
         Levels of each categorical variable (unseen levels in new data are reported, not silently zeroed).
+    state : dict
+        formulaic's model spec as JSON data: ``terms`` (the right-hand side as given), ``column_names``,
+        ``ensure_full_rank``, ``transform_state`` (stateful transforms: centres, scales, knots; in
+        :mod:`dmlr.results.plain` form) and ``encoder_state`` (each factor's kind and, for categoricals, its
+        categories).
     """
 
     formula: str
-    spec: Any
     variables: tuple[str, ...]
     levels: dict[str, list[Any]]
+    state: dict[str, Any]
+
+    @classmethod
+    def from_spec(
+        cls, formula: str, spec: Any, variables: Sequence[str], levels: dict[str, list[Any]]
+    ) -> FormulaEncoding:
+        """The encoding of a model spec formulaic learnt from data.
+
+        Raises
+        ------
+        InputError
+            A transform of the formula keeps state that is not data (named).
+        """
+        encoder = {}
+        for factor, (kind, factor_state) in spec.encoder_state.items():
+            kept = {"categories": factor_state["categories"]} if "categories" in factor_state else {}
+            encoder[str(factor)] = [getattr(kind, "value", str(kind)), to_plain(kept, f"the state of {factor}")]
+        state = {
+            "terms": _split(formula)[1],  # as given: formulaic expands it again (its expanded text drops "- 1")
+            "column_names": [str(c) for c in spec.column_names],
+            "ensure_full_rank": bool(spec.ensure_full_rank),
+            "transform_state": {
+                str(term): to_plain(value, f"the state of the formula's transform {term}")
+                for term, value in spec.transform_state.items()
+            },
+            "encoder_state": encoder,
+        }
+        return cls(
+            formula, tuple(variables), {k: to_plain(list(v), f"the levels of {k!r}") for k, v in levels.items()}, state
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The encoding as JSON data (``formula.json`` of a result)."""
+        return {"formula": self.formula, "variables": list(self.variables), "levels": self.levels, "state": self.state}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> FormulaEncoding:
+        """The encoding :meth:`to_json` wrote."""
+        from dmlr.errors import StoreError
+
+        encoding = cls(str(doc["formula"]), tuple(doc["variables"]), dict(doc["levels"]), dict(doc["state"]))
+        if encoding.state["terms"] != _split(encoding.formula)[1]:
+            raise StoreError("formula.json: its terms are not those of its formula")
+        try:  # nothing that could run code (checked again before first use, when formulaic is not installed here)
+            check_terms(encoding.state["terms"], encoding.variables, StoreError)
+        except ModuleNotFoundError:
+            pass
+        encoding._states()  # malformed values are refused when the result is loaded, not at its first use
+        return encoding
+
+    def _states(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The encoder and transform states in formulaic's form (the kinds as text)."""
+        s = self.state
+        encoder = {
+            factor: (kind, from_plain(value, "formula.json")) for factor, (kind, value) in s["encoder_state"].items()
+        }
+        transforms = {term: from_plain(value, "formula.json") for term, value in s["transform_state"].items()}
+        return encoder, transforms
+
+    @functools.cached_property
+    def spec(self) -> Any:
+        """formulaic's model spec, rebuilt from :attr:`state`."""
+        from formulaic import ModelSpec
+        from formulaic.parser.types import Factor
+
+        from dmlr.errors import StoreError
+
+        check_terms(self.state["terms"], self.variables, StoreError)
+        encoder, transforms = self._states()
+        return ModelSpec(
+            formula=self.state["terms"],
+            ensure_full_rank=self.state["ensure_full_rank"],
+            na_action="raise",
+            output="pandas",
+            transform_state=transforms,
+            encoder_state={factor: (Factor.Kind(kind), value) for factor, (kind, value) in encoder.items()},
+        )
 
     @property
     def column_names(self) -> list[str]:
         """Names of the design columns formulaic makes (``Intercept`` included when the formula has one)."""
-        return [str(c) for c in self.spec.column_names]
+        return list(self.state["column_names"])
 
     def transform(
         self, frame: pd.DataFrame, where: str = "data", missing: str = "raise", unseen: str = "raise"
@@ -116,6 +201,10 @@ class FormulaEncoding:
                 raise InputError(f"{where} does not encode as the fitted data did: {exc}") from None
             except ValueError as exc:  # formulaic's na_action="raise" and transforms of invalid values
                 raise InputError(f"the formula {self.formula!r} cannot be applied to {where}: {exc}") from None
+        if [str(c) for c in matrix.columns] != self.column_names:
+            raise InputError(
+                f"{where} encodes as the columns {[str(c) for c in matrix.columns]}, not the fitted {self.column_names}"
+            )
         x = np.asarray(matrix, dtype=np.float64)
         x[unseen_rows] = np.nan
         return x, frame.index
@@ -193,7 +282,6 @@ def fit_formula(
     MNLogitResults
         Coefficient rows named as formulaic names the design columns; ``predict_proba`` takes raw tables.
     """
-    from formulaic import Formula
 
     missing = check_missing(missing)
     lhs, rhs = _split(formula)
@@ -201,7 +289,8 @@ def fit_formula(
         raise InputError(f"the label column {lhs!r} of the formula is not in the data")
     if "fit_intercept" in kwargs or "feature_names" in kwargs:
         raise InputError("the formula decides the intercept and the column names")
-    variables = sorted({str(v) for v in Formula(rhs).required_variables})
+    variables = term_variables(rhs)
+    check_terms(rhs, variables)  # what a result may hold: terms that compute arithmetic of the data only
     absent = [v for v in variables if v not in data.columns]
     if absent:
         raise InputError(f"the formula uses {absent}, which are not columns of the data")
@@ -221,6 +310,34 @@ def fit_formula(
     else:
         res = fit(x, y, fit_intercept=False, feature_names=names, **kwargs)
     return dataclasses.replace(res, dep_name=lhs, formula=encoding, n_missing=n_missing)
+
+
+CHECKED_ROWS = 1_000
+"""Rows re-encoded from the saved form of a formula's encoding at fit time, and compared with formulaic's own."""
+
+
+def _learnt(
+    formula: str, spec: Any, variables: list[str], typed: pd.DataFrame, matrix: NDArray[np.float64]
+) -> FormulaEncoding:
+    """The encoding formulaic learnt, as data, checked: its first rows re-encoded from the saved form equal
+    formulaic's (a transform whose state is not plain data would otherwise predict differently once loaded).
+
+    Raises
+    ------
+    InputError
+        The saved form encodes differently (the columns named).
+    """
+    encoding = FormulaEncoding.from_spec(formula, spec, variables, _categorical_levels(spec, variables, typed))
+    rows = typed.iloc[:CHECKED_ROWS]
+    again = encoding.transform(rows, "the fitted data")[0]
+    differ = ~np.all((again == matrix[: len(rows)]) | (np.isnan(again) & np.isnan(matrix[: len(rows)])), axis=0)
+    if differ.any():
+        names = [n for n, d in zip(encoding.column_names, differ, strict=True) if d]
+        raise InputError(
+            f"the formula {formula!r} keeps a state that dmlr cannot save as data: re-encoding the fitted rows from "
+            f"it differs in the columns {names}; write those terms as columns of the data instead"
+        )
+    return encoding
 
 
 def _dask_design(
@@ -243,8 +360,9 @@ def _dask_design(
     typed = _typed(data, variables, levels)
     sample = typed.partitions[0].compute()
     sample, _ = drop_missing(sample, used, missing, "partition 0")
-    spec = model_matrix(rhs, sample, na_action="raise").model_spec
-    encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, sample))
+    matrix = model_matrix(rhs, sample, na_action="raise")
+    spec = matrix.model_spec
+    encoding = _learnt(formula, spec, variables, sample, np.asarray(matrix, dtype=np.float64))
     x = from_partitions(typed, lengths, _model_matrix, (len(spec.column_names),), np.float64, encoding, "raise")
     labels = typed[lhs]
     if not pd.api.types.is_numeric_dtype(labels.dtype):
@@ -273,5 +391,5 @@ def _pandas_design(
     typed = _typed(frame, variables, levels)
     matrix = model_matrix(rhs, typed, na_action="raise")
     spec = matrix.model_spec
-    encoding = FormulaEncoding(formula, spec, tuple(variables), _categorical_levels(spec, variables, typed))
+    encoding = _learnt(formula, spec, variables, typed, np.asarray(matrix, dtype=np.float64))
     return np.asarray(matrix, dtype=np.float64), frame[lhs].to_numpy(), encoding, n_missing, kwargs

@@ -7,15 +7,18 @@ Layout of a result directory (local path or fsspec URL)::
     coef.npy         (d, m) coefficients
     covariance.npy   (m d, m d) covariance, absent when the fit ran with inference=False
     history.jsonl    one JSON record per iteration
-    formula.pkl      for formula fits: the formula's encoding (formulaic's model spec, pickled; load results you
-                     trust, as with any pickled model)
+    formula.json     for formula fits: the formula's encoding as data (its text, the categorical levels, the state
+                     of its stateful transforms), from which formulaic's model spec is rebuilt
     summary.txt      the summary table
     manifest.json    the SHA-256 digest of every file above, written after them: :func:`load` checks each file it
-                     reads against it (before unpickling anything), so an edited or truncated file is refused by name
+                     reads against it, so an edited, truncated or added file is refused by name
     COMPLETE         written last: a directory without it is refused
 
 Floats are written with Python's shortest round-tripping repr and arrays as ``.npy``, so :func:`load` gives back
-exactly the numbers the fit produced.
+exactly the numbers the fit produced. Nothing is pickled: every file is JSON, text or ``.npy`` read with
+``allow_pickle=False``, so loading a result from anyone runs no code. Results of format 1 that hold a pickled
+``formula.pkl`` are refused unless ``allow_legacy_pickle=True`` (for results whose origin you trust; save them
+again to convert them).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import uuid
 from typing import Any
 
@@ -35,7 +37,10 @@ from dmlr.results.results import MNLogitResults
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: formula fits' encoding as ``formula.json`` (1: a pickled ``formula.pkl``, refused by default)."""
+
+LEGACY_PICKLE = "formula.pkl"
 
 MANIFEST = "manifest.json"
 """The file of a result directory that holds the SHA-256 digest of every other file (written after them)."""
@@ -114,9 +119,10 @@ def save(
     elif fs.exists(f"{root}/covariance.npy"):
         fs.rm(f"{root}/covariance.npy")
     if res.formula is not None:
-        files["formula.pkl"] = pickle.dumps(res.formula)
-    elif fs.exists(f"{root}/formula.pkl"):  # an earlier result's, overwritten
-        fs.rm(f"{root}/formula.pkl")
+        files["formula.json"] = json.dumps(res.formula.to_json(), indent=2).encode()
+    for stale in ("formula.json", LEGACY_PICKLE):  # an earlier result's, overwritten
+        if stale not in files and fs.exists(f"{root}/{stale}"):
+            fs.rm(f"{root}/{stale}")
     files["history.jsonl"] = "".join(json.dumps(r) + "\n" for r in res.history).encode()
     files["summary.txt"] = (str(res.summary()) + "\n").encode()
     files["result.json"] = json.dumps(doc, indent=2).encode()
@@ -127,14 +133,28 @@ def save(
     _write(fs, f"{root}/COMPLETE", doc["run"].encode())
 
 
-def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogitResults:
+def load(
+    path: str, *, storage_options: dict[str, Any] | None = None, allow_legacy_pickle: bool = False
+) -> MNLogitResults:
     """Read a result directory written by :func:`save` (or ``dmlr fit --out``).
+
+    Parameters
+    ----------
+    path : str
+        Local directory or fsspec URL.
+    storage_options : dict, optional
+        fsspec options.
+    allow_legacy_pickle : bool
+        Read a formula fit saved by dmlr before result format 2, whose encoding is a pickle (``formula.pkl``),
+        which runs code when loaded: only for results whose origin you trust. Saving the loaded result again
+        converts it to the data-only format.
 
     Raises
     ------
     StoreError
-        No complete result at ``path``, or a file that is missing, not in the result's manifest, or does not match
-        its SHA-256 digest there (named; checked before anything in it is used).
+        No complete result at ``path``; a file that is missing, not in the result's manifest, or does not match
+        its SHA-256 digest there (named; checked before anything in it is used); a legacy pickled formula without
+        ``allow_legacy_pickle``.
     """
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     root = root.rstrip("/")
@@ -142,11 +162,24 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
         raise StoreError(f"no complete dmlr result at {path} (missing, or its writing did not finish)")
     read = _Reader(fs, root, path)
     doc = json.loads(read("result.json"))
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in (1, FORMAT_VERSION):
         raise StoreError(f"{path} has result format {doc.get('format_version')}, this dmlr reads {FORMAT_VERSION}")
-    coef = np.load(io.BytesIO(read("coef.npy")), allow_pickle=False)
-    cov = np.load(io.BytesIO(read("covariance.npy")), allow_pickle=False) if doc["has_covariance"] else None
-    formula = pickle.loads(read("formula.pkl")) if fs.exists(f"{root}/formula.pkl") else None  # checked first
+    coef = _array(read, "coef.npy")
+    cov = _array(read, "covariance.npy") if doc["has_covariance"] else None
+    formula = None
+    if fs.exists(f"{root}/{LEGACY_PICKLE}"):
+        if doc["format_version"] != 1:
+            raise StoreError(f"{path}: {LEGACY_PICKLE} is no file of a format-{FORMAT_VERSION} result; refusing it")
+        formula = _legacy_formula(read, path, allow_legacy_pickle)
+    elif fs.exists(f"{root}/formula.json"):
+        from dmlr.formula import FormulaEncoding
+
+        try:
+            formula = FormulaEncoding.from_json(json.loads(read("formula.json")))
+        except StoreError as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        except Exception as exc:  # any malformed content, formulaic's parse errors included, is named
+            raise StoreError(f"{path}: formula.json is not a formula encoding ({type(exc).__name__}: {exc})") from None
     history = [json.loads(line) for line in read("history.jsonl").decode().splitlines() if line]
     return MNLogitResults(
         coef=coef,
@@ -163,6 +196,34 @@ def load(path: str, *, storage_options: dict[str, Any] | None = None) -> MNLogit
     )
 
 
+def _array(read: _Reader, name: str) -> np.ndarray[Any, Any]:
+    """One ``.npy`` file of the result, read without unpickling (an object array is refused, named)."""
+    try:
+        array: np.ndarray[Any, Any] = np.load(io.BytesIO(read(name)), allow_pickle=False)
+    except ValueError as exc:
+        raise StoreError(f"{read.path}: {name} is not a plain numeric array ({exc}); refusing to load it") from None
+    if array.dtype.kind not in "biuf":
+        raise StoreError(f"{read.path}: {name} holds {array.dtype} values, not numbers; refusing to load it")
+    return array
+
+
+def _legacy_formula(read: _Reader, path: str, allowed: bool) -> Any:
+    """A format-1 result's pickled formula encoding, converted to data (only when ``allowed``)."""
+    if not allowed:
+        raise StoreError(
+            f"{path} was saved by an earlier dmlr with its formula pickled ({LEGACY_PICKLE}), which can run code "
+            "when loaded, so it is refused. Refit the formula, or, if you trust where the result came from, load it "
+            "with dmlr.load(path, allow_legacy_pickle=True) and dmlr.save it again to convert it to data"
+        )
+    import pickle
+
+    from dmlr.formula import FormulaEncoding
+
+    old = pickle.loads(read(LEGACY_PICKLE))  # checked against the manifest first, when the result has one
+    fields = vars(old)
+    return FormulaEncoding.from_spec(fields["formula"], fields["spec"], fields["variables"], fields["levels"])
+
+
 class _Reader:
     """Reads a result's files, each checked against the manifest's SHA-256 digest when the result has one
     (results written before the manifest have none and are read as they are)."""
@@ -173,6 +234,9 @@ class _Reader:
         self.digests: dict[str, str] | None = None
         if fs.exists(manifest):
             self.digests = dict(json.loads(fs.cat_file(manifest))["sha256"])
+            for name in sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)):
+                if name not in self.digests and name not in (MANIFEST, "COMPLETE"):
+                    raise StoreError(f"{path}: {name} is not in the result's manifest (added after it was written)")
 
     def __call__(self, name: str) -> bytes:
         try:
