@@ -9,6 +9,7 @@ checks, rule, loop) -> results (:mod:`dmlr.fitting.results`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import warnings
@@ -19,6 +20,7 @@ from dmlr.data.design import Design
 from dmlr.data.inputs import Inputs
 from dmlr.fitting.evaluator import FitPasses
 from dmlr.fitting.fitter import Fitter
+from dmlr.fitting.refit import warm_start_of
 from dmlr.fitting.results import build_results
 from dmlr.options import FitOptions, fit_option_fields
 from dmlr.oracle.statistics import Request
@@ -52,6 +54,7 @@ def fit(
     client: Any = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    start_params: Any = None,
     **options: Any,
 ) -> MNLogitResults:
     """Fit a multinomial logit by maximum likelihood, with the information at the optimum for inference.
@@ -88,6 +91,13 @@ def fit(
             gives. ``callback`` also receives the checkpoint events (dicts with an ``"event"`` key: ``"resume"``,
             ``"checkpoint_invalid"``, ``"checkpoint_stale"``). The files stay after the fit; remove them with
             :meth:`dmlr.checkpoint.Checkpointer.clear` once the result is saved.
+        start_params : array-like or MNLogitResults, optional
+            Where the fit starts: coefficients of shape ``(d, K - 1)`` (rows in model order, ``const`` first; or
+            flat, class by class, as statsmodels' ``start_params``), or a previous result, whose classes, base and
+            columns must be this fit's. A previous result of the same store before rows were appended to it
+            (``dmlr stage --append``) refits incrementally: two passes over the appended rows only give the
+            statistics of all rows at the previous optimum, then Newton's full passes reach the optimum of all rows
+            (:mod:`dmlr.fitting.refit`). The result equals a fit from scratch.
     {options}
         Returns
         -------
@@ -112,7 +122,12 @@ def fit(
     token = _data_token(inputs) if checkpoint is not None else ""
     probability = opts.weights_type == "probability"
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
-    fitter = Fitter(opts, callback, checkpoint, token, storage_options, final, check_classes=inputs.store is None)
+    warm, new_from = warm_start_of(start_params, inputs.store)
+    if warm is not None and new_from is not None and new_from < design.n_rows:
+        new = inputs.rows_from(new_from)
+        new_design = new.design(opts.base, opts.fit_intercept, None if client is None else client_threads(client))
+        warm = dataclasses.replace(warm, new_passes=_passes(new_design, new, opts, client))
+    fitter = Fitter(opts, callback, checkpoint, token, storage_options, final, inputs.store is None, warm)
     run = fitter.run(_passes(design, inputs, opts, client))
     if run.outcome.final.stats.information is not None and run.outcome.final.coef.size >= WIDE_PARAMETERS:
         fitter.phase(f"inverting the {run.outcome.final.coef.size:,}-parameter information for the covariance")

@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -90,14 +90,9 @@ def _encode(state: DriverState, fp: str) -> bytes:
     arrays: dict[str, Any] = {"coef": state.coef}
     scalars: dict[str, Any] = {}
     for prefix, stats in (("stats", state.stats), ("first", state.first_stats)):
-        for f in fields(Statistics):
-            value = getattr(stats, f.name)
-            if f.name == "sample":  # a row sample serves the start only, which a checkpoint is past
-                continue
-            if isinstance(value, np.ndarray):
-                arrays[f"{prefix}.{f.name}"] = value
-            elif value is not None:
-                scalars[f"{prefix}.{f.name}"] = value
+        more, values = stats.to_arrays(prefix)  # a row sample serves the start only, which a checkpoint is past
+        arrays.update(more)
+        scalars.update(values)
     for key, value in state.rule_state.items():
         arrays[f"rule.{key}"] = value
     meta = {
@@ -135,12 +130,7 @@ def _decode(blob: bytes) -> tuple[str, DriverState]:
     scalars = meta["scalars"]
 
     def stats(prefix: str) -> Statistics:
-        values = {}
-        for f in fields(Statistics):
-            key = f"{prefix}.{f.name}"
-            values[f.name] = arrays.get(key, scalars.get(key, f.default))
-        values["sample"] = None
-        return Statistics(**values)
+        return Statistics.from_arrays(prefix, arrays, scalars)
 
     rule = {k[len("rule.") :]: v for k, v in arrays.items() if k.startswith("rule.")}
     state = DriverState(

@@ -79,7 +79,7 @@ _python_show_warning = warnings.showwarning
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="SOURCE... STORE")
-@click.option("--target", required=True, help="Column holding the class labels.")
+@click.option("--target", help="Column holding the class labels (required unless --append).")
 @click.option("--features", multiple=True, help="Feature columns (comma-separated or repeated); default all others.")
 @click.option("--categorical", multiple=True, help="Columns to one-hot encode (drop-first).")
 @click.option(
@@ -103,12 +103,24 @@ _python_show_warning = warnings.showwarning
 @click.option(
     "--max-classes", type=int, help="Most classes the target may have (default 100).",
 )  # fmt: skip
+@click.option(
+    "--append", is_flag=True,
+    help="Add the files' rows to the existing STORE as its next version, encoded as its rows are (atomic).",
+)  # fmt: skip
+@click.option(
+    "--unseen", type=click.Choice(["raise", "drop"]), default="raise", show_default=True,
+    help="With --append: rows with a level or class the store lacks are an error, or left out.",
+)  # fmt: skip
+@click.option(
+    "--extra-columns", type=click.Choice(["raise", "ignore"]), default="raise", show_default=True,
+    help="With --append: columns the store's source did not have are an error, or left out.",
+)  # fmt: skip
 @missing_option
 @storage_option
 @guarded
 def stage(
     paths: tuple[str, ...],
-    target: str,
+    target: str | None,
     features: tuple[str, ...],
     categorical: tuple[str, ...],
     reference: tuple[str, ...],
@@ -121,10 +133,13 @@ def stage(
     overwrite: bool,
     progress: bool,
     max_classes: int | None,
+    append: bool,
+    unseen: str,
+    extra_columns: str,
     missing: str,
     storage_options: str | None,
 ) -> None:
-    """Stage CSV or Parquet files (globs allowed) into a Zarr store."""
+    """Stage CSV or Parquet files (globs allowed) into a Zarr store, or append them to one (--append)."""
     from dmlr.data.staging import stage as stage_store
 
     if len(paths) < 2:
@@ -139,6 +154,25 @@ def stage(
         levels[col] = level
     *sources, store = paths
     start = time.perf_counter()
+    if append:
+        given = {
+            "--target": target, "--features": features, "--categorical": categorical, "--reference": reference,
+            "--weights": weights, "--groups": groups, "--offset": offset, "--chunk-rows": chunk_rows,
+            "--overwrite": overwrite, "--max-classes": max_classes, "--dtype": dtype != "float64" or None,
+        }  # fmt: skip
+        taken = [name for name, value in given.items() if value]
+        if taken:
+            raise InputError(f"--append encodes the rows as the store's are: {', '.join(taken)} cannot be given")
+    elif target is None:
+        raise InputError("dmlr stage needs --target (the column holding the class labels), or --append")
+    if append:
+        data = stage_store(
+            sources, store, append=True, unseen=unseen, extra_columns=extra_columns, missing=missing,
+            progress=progress, storage_options=parse_storage_options(storage_options),
+        )  # fmt: skip
+        click.echo(data.describe())
+        click.echo(f"appended in {time.perf_counter() - start:.1f}s", err=True)
+        return
     data = stage_store(
         sources,
         store,
@@ -179,6 +213,11 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @click.option("--out", "out", required=True, metavar="RESULT", help="Directory to write the fitted model to.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing RESULT.")
 @click.option("--base", metavar="LABEL", help="Reference class (default: the smallest label).")
+@click.option(
+    "--start", metavar="RESULT",
+    help="Start at a previous result's coefficients; a result of this store before rows were appended reads only "
+    "the appended rows before its first step.",
+)  # fmt: skip
 @storage_option
 @guarded
 @with_cluster_options
@@ -188,6 +227,7 @@ def fit(
     out: str,
     overwrite: bool,
     base: str | None,
+    start: str | None,
     options: FitOptions,
     where: ClusterOptions,
     verbose: bool,
@@ -205,6 +245,7 @@ def fit(
     if options.cov_type == "cluster" and data.groups is None:
         raise InputError(f"--cov-type cluster needs cluster ids: stage {store} with --groups COL")
     options.covariance(data.weights is not None, options.cov_type == "cluster")
+    previous = None if start is None else dmlr.load(start, storage_options=so)
 
     def report(rec: dict[str, Any]) -> None:
         if "choice" in rec:
@@ -223,7 +264,7 @@ def fit(
         )
         res = fit_and_save(  # non-convergence and separation are reported through the exit code
             data, out, overwrite=overwrite, storage_options=so, client=client, callback=report,
-            **{**asdict(options), "base": base_label},
+            start_params=previous, **{**asdict(options), "base": base_label},
         )  # fmt: skip
     click.echo(res.summary())
     click.echo(f"dmlr: result written to {out}", err=True)

@@ -45,6 +45,9 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Ridge penalty (scikit-learn's ``1 / C``); 0 gives the maximum-likelihood estimate.
     client : distributed.Client, optional
         Where to fit (default the current client, else local threads).
+    warm_start : bool, default False
+        Start each ``fit`` after the first at the previous fit's coefficients (scikit-learn's meaning; its classes
+        and columns must be the new data's): ``start_params`` of :func:`dmlr.fit`.
     **options
         Every other option of :func:`dmlr.fit` (:class:`~dmlr.options.FitOptions`): ``method``,
         ``fit_intercept``, ``base``, ``tol``, ``max_iter``, ``inference``, ``separation``, ``collinear``,
@@ -65,9 +68,12 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Everything :func:`dmlr.fit` returns (``summary()``, ``bse``, ``pvalues``, ...).
     """
 
-    def __init__(self, l2: float = ESTIMATOR_DEFAULTS["l2"], *, client: Any = None, **options: Any) -> None:
+    def __init__(
+        self, l2: float = ESTIMATOR_DEFAULTS["l2"], *, client: Any = None, warm_start: bool = False, **options: Any
+    ) -> None:
         self.l2 = l2
         self.client = client
+        self.warm_start = warm_start
         names = _option_names()
         for key in options:
             if key not in names:
@@ -108,7 +114,10 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if names is not None:
                 x_fit = pd.DataFrame(x_fit, columns=names)
         options = {name: getattr(self, name) for name in ("l2", *_option_names())}
-        res = dmlr_fit(x_fit, y_fit, weights=sample_weight, groups=groups, client=self.client, **options)
+        start = getattr(self, "results_", None) if self.warm_start else None
+        res = dmlr_fit(
+            x_fit, y_fit, weights=sample_weight, groups=groups, client=self.client, start_params=start, **options
+        )
         self.results_ = res
         self.n_iter_ = np.array([res.n_iter])
         self.classes_ = np.asarray(res.classes)
@@ -176,6 +185,7 @@ def _init_signature() -> inspect.Signature:
     self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = [self_, inspect.Parameter("l2", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=_default("l2"))]
     params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params.append(inspect.Parameter("warm_start", inspect.Parameter.KEYWORD_ONLY, default=False))
     params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_default(n)) for n in _option_names()]
     return inspect.Signature(params)
 

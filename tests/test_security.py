@@ -252,7 +252,7 @@ def test_formula_terms_may_compute_arithmetic_of_the_data_only(tmp_path):
     ufuncs only (checked with ast, nothing evaluated), at fit time so that a fitted result always loads again."""
     import pandas as pd
 
-    from dmlr.formula_check import check_terms
+    from dmlr.formula_check import check_terms, term_variables
 
     d = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "r": ["a", "b", "a", "b"], "y": [0, 1, 0, 1]})
     target = tmp_path / "pwned"
@@ -274,6 +274,14 @@ def test_formula_terms_may_compute_arithmetic_of_the_data_only(tmp_path):
         "bs(x, df=3) + poly(x, degree=2) + Q('x') + {np.where(x > 2, x, 0)} + C(r, levels=['b', 'a'])",
     ]:
         check_terms(ok, ["x", "r"])
+    # formulaic's required_variables leaves out stateful transforms' arguments; dmlr reads them from the terms
+    assert term_variables("center(x) + bs(z, df=3) + C(k, Sum) + Q('odd name') + np.log(w)") == [
+        "k",
+        "odd name",
+        "w",
+        "x",
+        "z",
+    ]
 
 
 def _old_encoding(encoding, data):

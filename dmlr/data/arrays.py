@@ -36,6 +36,7 @@ def stage_arrays(
     groups: Any = None,
     dtype: str = "float64",
     max_classes: int | None = None,
+    append: bool = False,
 ) -> StoreData:
     """Stage arrays (NumPy or dask, possibly larger than memory) into a Zarr store.
 
@@ -63,6 +64,10 @@ def stage_arrays(
     max_classes : int, optional
         Most classes the target may have (default 100; a float target with non-integral values, a continuous
         column, is always refused). The message names the count.
+    append : bool
+        Add the rows to the existing store ``store`` as its next version (atomic, see :func:`dmlr.stage`): X must
+        have its columns (and names, when given), y only its classes, and weights, offset and groups exactly when
+        the store has them.
 
     Returns
     -------
@@ -72,6 +77,9 @@ def stage_arrays(
 
     url = str(store)
     check_dtype(dtype)
+    if append:
+        extra = {"weights": weights, "offset": offset, "groups": groups}
+        return _append_arrays(X, y, url, feature_names, extra, source, storage_options, progress)
     check_target_free(url, overwrite, storage_options)
     x, names = as_feature_array(X)
     n, p = x.shape
@@ -110,3 +118,54 @@ def stage_arrays(
     )  # fmt: skip
     write_store(url, arrays, metadata, storage_options, progress)
     return open_store(url, storage_options=storage_options)
+
+
+def _append_arrays(
+    X: Any,
+    y: Any,
+    url: str,
+    feature_names: Sequence[str] | None,
+    extra: dict[str, Any],
+    source: str,
+    storage_options: dict[str, Any] | None,
+    progress: bool,
+) -> StoreData:
+    """``stage_arrays(..., append=True)``: the rows checked against the store, then appended."""
+    from dmlr.data.appending import append_store
+    from dmlr.data.design import as_feature_array
+
+    store = open_store(url, storage_options=storage_options)
+    x, names = as_feature_array(X)
+    n, p = x.shape
+    if p != len(store.feature_names):
+        raise InputError(f"X has {p} columns; {url} has {len(store.feature_names)}; the store is unchanged")
+    given = list(feature_names) if feature_names is not None else names
+    if given and list(given) != store.feature_names:
+        raise InputError(f"X's columns {list(given)} are not the store's {store.feature_names}; the store is unchanged")
+    y_arr = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=(x.chunks[0],))
+    if y_arr.shape != (n,):
+        raise InputError(f"y must have shape ({n},); got {y_arr.shape}")
+    labels, counts = compute(*da.unique(y_arr, return_counts=True))
+    unknown = sorted(set(np.asarray(labels).tolist()) - set(store.classes.tolist()), key=str)
+    if unknown:
+        raise InputError(
+            f"y has the classes {unknown}, which {url} does not have (its classes: {store.classes.tolist()}); "
+            "the store is unchanged"
+        )
+    arrays: dict[str, da.Array] = {
+        "X": x.astype(store.X.dtype),
+        "y": da.map_blocks(positions, y_arr, store.classes, "y", dtype=np.int32),
+    }
+    has = {"weights": store.weights, "offset": store.offset, "groups": store.groups}
+    for name, value in extra.items():
+        if (value is None) != (has[name] is None):
+            state = "has" if has[name] is not None else "has no"
+            raise InputError(f"{url} {state} {name}: pass {name}= exactly when it does; the store is unchanged")
+        if value is not None:
+            arrays[name] = da.asarray(value).astype(np.int64 if name == "groups" else np.float64)
+    by_label = dict(zip(np.asarray(labels).tolist(), (int(c) for c in counts), strict=True))
+    return append_store(
+        store, arrays, sources=[] if source == "arrays" else [source],
+        class_counts=[by_label.get(c, 0) for c in store.classes.tolist()], n_missing=0,
+        storage_options=storage_options, progress=progress,
+    )  # fmt: skip

@@ -114,6 +114,17 @@ class Inputs:
             classes=None if store is None else store.classes, positions=store is not None,
         )  # fmt: skip
 
+    def rows_from(self, start: int) -> Inputs:
+        """The rows ``[start, n)`` of a store's inputs (the rows appended since a version of ``start`` rows)."""
+
+        def tail(a: Any) -> Any:
+            return None if a is None else a[start:]
+
+        return dataclasses.replace(
+            self, X=self.X[start:], y=self.y[start:], weights=tail(self.weights), offset=tail(self.offset),
+            groups=None,
+        )  # fmt: skip
+
     def info(self) -> dict[str, Any] | None:
         """What the results record about a store or a DataFrame's encoding (``None`` for arrays)."""
         if self.store is None:
@@ -122,6 +133,8 @@ class Inputs:
         return {
             "store": self.store.url,
             "store_checksum": self.store.checksum,
+            "store_version": meta.version,
+            "store_rows": meta.n_rows,
             "target": meta["target"],
             "encoding": meta["encoding"],
         }

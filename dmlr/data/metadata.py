@@ -56,6 +56,10 @@ class StoreMetadata:
         When staging ended (ISO 8601, UTC).
     checksum : str
         :func:`~dmlr.data.writing.store_checksum` at staging.
+    versions : list of dict
+        The store's versions, oldest first: ``id``, ``rows`` (``[start, stop)`` of the rows it added), ``sources``
+        (the files it read), ``checksum`` (the store's after it), ``created`` (ISO 8601, UTC). Staging writes the
+        first; each append adds one (:mod:`dmlr.data.appending`). Empty for stores staged before versions existed.
     schema_version : int
     dmlr_version : str
     complete : bool
@@ -79,6 +83,7 @@ class StoreMetadata:
     codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = ""
     checksum: str = ""
+    versions: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     dmlr_version: str = ""
     complete: bool = False
@@ -97,7 +102,13 @@ class StoreMetadata:
         source.setdefault("sorted_by", None)
         values["source"] = source
         values["codecs"] = dict(values.get("codecs") or {})
+        values["versions"] = list(values.get("versions") or [])
         return cls(**values)
+
+    @property
+    def version(self) -> int:
+        """The store's version number (1 for a store as staged; each append adds one; 1 for older stores)."""
+        return max(len(self.versions), 1)
 
     def replace(self, **changes: Any) -> StoreMetadata:
         """A copy with some fields changed."""

@@ -23,6 +23,7 @@ import pandas as pd
 from dask.base import compute
 from numpy.typing import NDArray
 
+from dmlr.data.appending import append_store, check_columns, source_columns
 from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_class_count, check_label_values
 from dmlr.data.metadata import StoreMetadata
@@ -74,7 +75,7 @@ def stage(
     source: str | Sequence[str],
     store: str,
     *,
-    target: str,
+    target: str | None = None,
     features: Sequence[str] | None = None,
     weights: str | None = None,
     offset: Sequence[str] | None = None,
@@ -90,6 +91,9 @@ def stage(
     sort_groups: bool = True,
     dtype: str = "float64",
     max_classes: int | None = None,
+    append: bool = False,
+    unseen: str = "raise",
+    extra_columns: str = "raise",
 ) -> StoreData:
     """Stage CSV or Parquet files into a Zarr store, streaming: the table is never held in memory whole.
 
@@ -100,7 +104,7 @@ def stage(
     store : str
         Path or URL of the Zarr store to create.
     target : str
-        Column holding the class labels.
+        Column holding the class labels (required, except with ``append``: the store's).
     features : sequence of str, optional
         Feature columns, in design order; default every column except target, weights and offset.
     weights : str, optional
@@ -139,11 +143,23 @@ def stage(
     max_classes : int, optional
         Most classes the target may have (default 100; a float target with non-integral values, a continuous
         column, is always refused). The message names the count.
+    append : bool
+        Add the files' rows to the existing store ``store`` as its next version, encoded with its recorded encoding
+        (its target, features, categorical levels, weights, offset and groups columns; the options that would
+        change them are not taken). A new level, a new class, a missing or extra column or a column whose type
+        changed between numbers and text stops the append, naming it, with the store unchanged; an append
+        interrupted at any point leaves the store at its previous version (:mod:`dmlr.data.appending`). Rows keep
+        the files' order (a store sorted by its groups is no longer sorted after an append).
+    unseen : {"raise", "drop"}
+        With ``append``: rows with a categorical level or a class the store does not have are an error (naming
+        them), or left out (counted in ``metadata.n_missing``).
+    extra_columns : {"raise", "ignore"}
+        With ``append``: columns of the new files that the store's source did not have.
 
     Returns
     -------
     StoreData
-        The new store, opened.
+        The new store (with ``append``, the store at its new version), opened.
 
     Raises
     ------
@@ -155,6 +171,10 @@ def stage(
     check_missing(missing)
     check_dtype(dtype)
     url = str(store)
+    if append:
+        return _append(expand_sources(source), url, storage_options, progress, missing, unseen, extra_columns)
+    if target is None:
+        raise InputError("stage needs target= (--target): the column holding the class labels")
     if url.rstrip("/").lower().endswith((".csv", ".parquet", ".pq", ".csv.gz", ".tsv")):
         raise InputError(f"the store {url} has a table file's name (were the paths swapped? the store comes last)")
     like_store = (
@@ -182,7 +202,8 @@ def _stage(request: Staging) -> StoreData:
             f"reference levels are given for {stray}, which are not categorical columns {request.categorical}"
         )
     if request.groups and request.sort_groups:
-        return _stage_sorted(table, request, {"format": fmt, "paths": request.sources, "sorted_by": request.groups})
+        recorded = {"format": fmt, "paths": request.sources, "sorted_by": request.groups}
+        return _stage_sorted(table, request, recorded | {"columns": source_columns(table)})
     raw_rows = table.map_partitions(len).sum()
     if request.missing == "drop":
         table = table.dropna(subset=request.used)
@@ -203,12 +224,83 @@ def _stage(request: Staging) -> StoreData:
         n_rows=n, feature_names=encoding.feature_names, classes=classes.tolist(),
         class_counts=[int(scan["counts"].get(c, 0)) for c in classes.tolist()], target=request.target,
         weights=request.weights, offset=request.offset or None, encoding=encoding.to_json(),
-        source=request.recorded_source or {"format": fmt, "paths": request.sources, "sorted_by": None},
+        source=request.recorded_source or {"format": fmt, "paths": request.sources, "sorted_by": None}
+        | {"columns": (request.recorded_source or {}).get("columns") or source_columns(table)},
         chunk_rows=request.chunk_rows or default_chunk_rows(p), n_missing=int(scan["raw_rows"]) - n,
         x_dtype=request.dtype, groups=request.groups, n_groups=n_groups,
     )  # fmt: skip
     write_store(request.store, arrays, metadata, request.storage_options, request.progress)
     return open_store(request.store, storage_options=request.storage_options)
+
+
+def _append(
+    sources: list[str],
+    url: str,
+    storage_options: dict[str, Any] | None,
+    progress: bool,
+    missing: str,
+    unseen: str,
+    extra_columns: str,
+) -> StoreData:
+    """``stage(..., append=True)``: the files encoded as the store's rows, checked, then appended."""
+    if unseen not in ("raise", "drop"):
+        raise InputError(f"unseen must be 'raise' or 'drop', got {unseen!r}")
+    if extra_columns not in ("raise", "ignore"):
+        raise InputError(f"extra_columns must be 'raise' or 'ignore', got {extra_columns!r}")
+    store = open_store(url, storage_options=storage_options)
+    meta, encoding = store.metadata, store.encoding
+    recorded = dict(meta.source.get("columns") or {})
+    if meta.groups and recorded.get(meta.groups) != "number":
+        raise InputError(
+            f"{url} holds text cluster ids ({meta.groups!r}, stored as positions among the distinct ids) or was "
+            "staged before appends existed; rows cannot be appended to it: stage all the files again"
+        )
+    table, fmt = read_table(sources, storage_options)
+    if recorded and fmt != meta.source.get("format"):
+        raise InputError(f"the new files are {fmt}, the store was staged from {meta.source.get('format')} files")
+    request = Staging(
+        sources, url, meta.target, list(encoding.columns), meta.weights, list(meta.offset or []), meta.chunk_rows,
+        list(encoding.levels), False, storage_options, progress, store, {}, missing, meta.groups, False,
+        meta.x_dtype,
+    )  # fmt: skip
+    check_columns(table, store, request.used, extra_columns, "the new files")
+    table = table[request.used]
+    raw_rows = table.map_partitions(len).sum()
+    if missing == "drop":
+        table = table.dropna(subset=request.used)
+    scan = _scan(table, raw_rows, request)
+    new_classes = sorted(set(scan["counts"].index.tolist()) - set(store.classes.tolist()), key=str)
+    new_levels = {
+        col: sorted(set(pd.Series(u).tolist()) - set(encoding.levels[col]), key=str)
+        for col, u in zip(request.categorical, scan["uniques"], strict=True)
+    }
+    new_levels = {col: v for col, v in new_levels.items() if v}
+    if (new_classes or new_levels) and unseen == "raise":
+        what = ([f"the classes {new_classes} in {meta.target!r}"] if new_classes else []) + [
+            f"the levels {v} of {col!r}" for col, v in new_levels.items()
+        ]
+        raise InputError(
+            f"the new files have {'; '.join(what)}, which {url} does not have (a model of the store has no "
+            "coefficients for them); pass unseen='drop' (--unseen drop) to leave those rows out. The store is "
+            "unchanged"
+        )
+    if new_classes or new_levels:
+        keep = ~table[meta.target].isin(new_classes)
+        for col, levels in new_levels.items():
+            keep &= ~table[col].isin(levels)
+        table = table[keep]
+        scan = _scan(table, raw_rows, request)
+    if int(sum(scan["lengths"])) == 0:
+        raise InputError(f"the new files {sources} have no rows to append; the store is unchanged")
+    classes = store.classes
+    arrays, _ = _encoded_arrays(table, scan["lengths"], encoding, request, classes, scan["group_ids"])
+    arrays["X"] = arrays["X"].astype(meta.x_dtype)
+    counts = [int(scan["counts"].get(c, 0)) for c in classes.tolist()]
+    n_missing = int(scan["raw_rows"]) - int(sum(scan["lengths"]))
+    return append_store(
+        store, arrays, sources=sources, class_counts=counts, n_missing=n_missing, storage_options=storage_options,
+        progress=progress,
+    )  # fmt: skip
 
 
 def _scan(table: dd.DataFrame, raw_rows: Any, request: Staging) -> dict[str, Any]:

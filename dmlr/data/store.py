@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,32 @@ class StoreData:
             f"checksum:   {meta.checksum}",
             f"staged:     {meta.created} by dmlr {meta.dmlr_version} (schema {meta.schema_version})",
         ]
+        if meta.versions:
+            lines.append(f"version:    {meta.version} of {len(meta.versions)}")
+            for i, v in enumerate(meta.versions, 1):
+                files = ", ".join(str(s).rsplit("/", 1)[-1] for s in v["sources"][:3])
+                more = f" +{len(v['sources']) - 3} more" if len(v["sources"]) > 3 else ""
+                lines.append(
+                    f"  {i}: rows {v['rows'][0]:,}-{v['rows'][1]:,} from {files or '(arrays)'}{more}, "
+                    f"{v['created'][:19]}Z, checksum {v['checksum'][:12]}"
+                )
         return "\n".join(lines)
+
+
+def _finish_abandoned_append(url: str, options: dict[str, Any] | None) -> None:
+    """Undo an append that a process of this host left unfinished (killed); one that may still run is left alone
+    (its rows are not committed, so the store reads as its previous version)."""
+    from dmlr.data.appending import abandoned, journal_state, recover
+
+    try:
+        journal = journal_state(url, options)
+    except (OSError, ValueError):
+        return
+    if journal is not None and abandoned(journal):
+        try:
+            recover(url, options)
+        except OSError as exc:  # a read-only store: read its committed version
+            warnings.warn(f"{url} holds an unfinished append that could not be undone here: {exc}", stacklevel=3)
 
 
 def _describe_codecs(codecs: dict[str, dict[str, Any]] | None) -> str:
@@ -132,6 +158,7 @@ def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None
         return store
     url = str(store)
     options = None if is_local(url) else storage_options
+    _finish_abandoned_append(url, options)
     try:
         group = zarr.open_group(url, mode="r", storage_options=options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
@@ -168,7 +195,8 @@ def open_store(store: str | StoreData, *, storage_options: dict[str, Any] | None
             return None
         z = group[name]
         assert isinstance(z, zarr.Array)
-        return da.from_array(CheckedChunks(z, name, url), chunks=z.chunks, name=f"dmlr-store-{name}-{token}")
+        arr = da.from_array(CheckedChunks(z, name, url), chunks=z.chunks, name=f"dmlr-store-{name}-{token}")
+        return arr if arr.shape[0] == meta.n_rows else arr[: meta.n_rows]  # an append running: its committed rows
 
     x, y = lazy("X"), lazy("y")
     if x is None or y is None:

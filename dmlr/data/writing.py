@@ -26,6 +26,8 @@ from dmlr.errors import InputError
 __all__ = [
     "check_target_free",
     "choose_codec",
+    "new_version",
+    "now",
     "run_with_progress",
     "store_checksum",
     "temporary_name",
@@ -101,14 +103,32 @@ def write_store(
         if local:
             _remove_tree(local_path(write_url))
         raise
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    checksum = store_checksum(write_url, None if local else storage_options)
+    first = new_version(metadata.source.get("paths", []), 0, metadata.n_rows, checksum, created)
     done = metadata.replace(
-        schema_version=SCHEMA_VERSION, dmlr_version=_version(), codecs=codecs,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(),
-        checksum=store_checksum(write_url, None if local else storage_options), complete=True,
+        schema_version=SCHEMA_VERSION, dmlr_version=_version(), codecs=codecs, created=created, checksum=checksum,
+        complete=True, versions=[first],
     )  # fmt: skip
     group.attrs["dmlr"] = done.to_json()  # the completion flag: written last
     if local:
         _move_into_place(local_path(write_url), local_path(url))
+
+
+def new_version(sources: list[str], start: int, stop: int, checksum: str, created: str) -> dict[str, Any]:
+    """One entry of a store's list of versions (see :class:`~dmlr.data.metadata.StoreMetadata`)."""
+    return {
+        "id": uuid.uuid4().hex,
+        "rows": [int(start), int(stop)],
+        "sources": list(sources),
+        "checksum": checksum,
+        "created": created,
+    }
+
+
+def now() -> str:
+    """The current time, ISO 8601, UTC."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
 def _version() -> str:
@@ -186,8 +206,8 @@ def store_checksum(url: str, storage_options: dict[str, Any] | None = None) -> s
     digest = hashlib.sha256()
     for path in sorted(fs.find(root)):
         rel = path[len(root) :].lstrip("/")
-        if rel == "zarr.json":
-            continue  # the group's attributes hold the checksum itself
+        if rel == "zarr.json" or rel.startswith(("_append/", "zarr.json.tmp")):
+            continue  # the group's attributes hold the checksum itself; an unfinished append's journal
         digest.update(rel.encode())
         if rel.endswith("zarr.json"):
             digest.update(fs.cat_file(path))

@@ -16,6 +16,7 @@ from dmlr.data.design import Design
 from dmlr.data.labels import check_class_count
 from dmlr.driver import FitOutcome, LoopSettings, Start, optimize
 from dmlr.fitting.evaluator import FitPasses
+from dmlr.fitting.refit import WarmStart, begin_incremental, start_at
 from dmlr.fitting.setup import (
     begin_fit,
     check_rank,
@@ -27,7 +28,7 @@ from dmlr.fitting.setup import (
 )
 from dmlr.fitting.warm import far_from_start, warm_start
 from dmlr.options import FitOptions
-from dmlr.oracle.statistics import WITH_INFORMATION, Request
+from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.steps import DataFacts, Objective, RuleContext, make_rule, rule_spec
 from dmlr.steps.auto import Choice, choose, first_request
 from dmlr.steps.cost import choose_by_cost, pass_model
@@ -55,6 +56,8 @@ class FitRun:
     dropped : tuple of str
         Dependent columns dropped.
     full_rank : bool
+    first : Statistics, optional
+        The first pass's record over all rows (the whole design's; an incremental refit's sum of records).
     """
 
     passes: FitPasses
@@ -62,6 +65,7 @@ class FitRun:
     outcome: FitOutcome
     dropped: tuple[str, ...]
     full_rank: bool
+    first: Statistics | None = None
 
 
 def objective_of(design: Design, l2: float) -> Objective:
@@ -91,6 +95,8 @@ class Fitter:
         What the optimum's pass must compute for the covariance asked for.
     check_classes : bool
         Refuse a target with too many classes (``options.max_classes``; a store's was checked when staged).
+    warm : WarmStart, optional
+        Where the loop starts (``start_params``), and the previous fit's records for an incremental refit.
     """
 
     options: FitOptions
@@ -100,13 +106,22 @@ class Fitter:
     storage_options: dict[str, Any] | None = None
     final: Request = WITH_INFORMATION
     check_classes: bool = True
+    warm: WarmStart | None = None
 
     def run(self, passes: FitPasses) -> FitRun:
         """First pass or checkpoint, the checks (weights, rank: dependent columns dropped here), the choice of rule
         and settings, then the loop."""
         o = self.options
         checkpointer = self._checkpointer(passes.design)
-        passes, start = begin_fit(passes, first_request(o.method, passes.design.offset is not None), checkpointer)
+        request = first_request(o.method, passes.design.offset is not None)
+        warm = self.warm
+        incremental = warm is not None and warm.incremental and (checkpointer is None or checkpointer.load() is None)
+        if incremental:
+            assert warm is not None
+            self.phase("refit from the previous result: reading the appended rows only before the first step")
+            start = begin_incremental(passes, warm, request)
+        else:
+            passes, start = begin_fit(passes, request, checkpointer)
         assert passes.design.coding is not None
         if self.check_classes:
             check_class_count(passes.design.coding.classes, "y", o.max_classes)
@@ -117,7 +132,7 @@ class Fitter:
         assert design.coding is not None
         objective = objective_of(design, o.l2)
         facts = self._facts(passes)
-        choice = self._choice(start, facts)
+        choice = self._choice(start, facts, incremental)
         context = RuleContext(objective, design.coding.n_classes, facts, choice.settings)
         rule = make_rule(choice.method, context)
         if choice.asked == "auto":
@@ -126,13 +141,17 @@ class Fitter:
             logger.info(choice.describe())
         if start.resumed is None and design.n_columns >= WIDE_COLUMNS:
             self.phase(_prediction(choice.method, facts, o.inference))
-        needs_information = rule_spec(choice.method).first_request.information
-        start = from_intercept_optimum(start, design, needs_information)
-        if needs_information:
-            start = with_zero_information(passes, start)
+        spec = rule_spec(choice.method)
+        needs_information = spec.first_request.information
         separated = known_separation(start, design, o.l2)
-        use_sample = choice.method == "newton" and not separated and far_from_start(start, objective)
-        start = warm_start(passes, start, objective, use=use_sample, say=self.phase)
+        if warm is not None and start.resumed is None:
+            start = start_at(passes, start, warm, spec.first_request)
+        else:
+            start = from_intercept_optimum(start, design, needs_information)
+            if needs_information:
+                start = with_zero_information(passes, start)
+            use_sample = choice.method == "newton" and not separated and far_from_start(start, objective)
+            start = warm_start(passes, start, objective, use=use_sample, say=self.phase)
         settings = LoopSettings(
             objective, o.tol, o.max_iter, o.inference, o.separation, design.coding.model_order.tolist(),
             design.model_names, not dependent, self.final, separated,
@@ -142,7 +161,7 @@ class Fitter:
             passes, rule, settings, start=start, checkpoint=checkpointer, callback=self.callback,
             start_fields=choice.record(), fit_state=state,
         )  # fmt: skip
-        return FitRun(passes, objective, outcome, tuple(c.name for c in dependent), not dependent)
+        return FitRun(passes, objective, outcome, tuple(c.name for c in dependent), not dependent, start.saved_first)
 
     @staticmethod
     def phase(text: str) -> None:
@@ -167,12 +186,14 @@ class Fitter:
             first_pass_seconds=engine.seconds,
         )  # fmt: skip
 
-    def _choice(self, start: Start, facts: DataFacts) -> Choice:
-        """The rule and its settings: the interrupted run's when resuming (they depend on its timings)."""
+    def _choice(self, start: Start, facts: DataFacts, incremental: bool = False) -> Choice:
+        """The rule and its settings: the interrupted run's when resuming (they depend on its timings); Newton for
+        ``"auto"`` in an incremental refit (it starts with the exact information, near the optimum)."""
         recorded = resumed_state(start).get("choice")
         if recorded is not None:
             return Choice.from_state(recorded)
-        return choose(self.options.method, facts, inference=self.options.inference)
+        method = "newton" if incremental and self.options.method == "auto" else self.options.method
+        return choose(method, facts, inference=self.options.inference)
 
 
 def _prediction(method: str, facts: DataFacts, inference: bool) -> str:

@@ -18,6 +18,7 @@ from dmlr.fitting.fitter import FitRun
 from dmlr.options import FitOptions
 from dmlr.oracle.statistics import WITH_INFORMATION, Request, Statistics
 from dmlr.results.covariance import inverse_information
+from dmlr.results.refit import RefitRecord
 from dmlr.results.results import MNLogitResults
 from dmlr.results.robust import correction, group_meat, sandwich
 from dmlr.steps import Objective
@@ -55,6 +56,7 @@ def build_results(
         input_features=input_features if run.dropped else (),
         n_missing=inputs.n_missing, cov_type=cov, weights_type=options.weights_type,
     )  # fmt: skip
+    res = dataclasses.replace(res, refit=_refit_record(run, inputs))
     if cov == "nonrobust" or covariance is None:  # without inference, the type asked for is still recorded
         return res
     return _robust(res, run, cov, options.cluster_correction)
@@ -96,6 +98,19 @@ def _dep_name(y: Any) -> str:
 
 NULL_TOL = 1e-10
 """Tolerance of the intercept-only fit behind ``llnull`` with an offset (tighter than a fit's: it is a reference)."""
+
+
+def _refit_record(run: FitRun, inputs: Inputs) -> RefitRecord | None:
+    """What a refit after an append needs (a store fit with the exact information at its optimum, no column
+    dropped)."""
+    stats = run.outcome.final.stats
+    store = inputs.store
+    if store is None or run.first is None or run.dropped or stats.information is None:
+        return None
+    if stats.information_weight != stats.weight_sum:  # estimated from a sample of the rows
+        return None
+    final = dataclasses.replace(stats, meat=None, sample=None)
+    return RefitRecord(run.first, final, run.passes.design.n_rows, store.checksum, store.metadata.version)
 
 
 def null_loglik(passes: Any, class_weights: Array, *, has_offset: bool, tol: float = NULL_TOL) -> float:

@@ -169,6 +169,31 @@ class Statistics:
             values[f.name] = None if a is None or b is None else a + b
         return Statistics(**values)
 
+    def to_arrays(self, prefix: str) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The record as named arrays and JSON scalars (keys ``prefix.field``; the row sample is left out): how
+        checkpoints and results store it, without pickle."""
+        arrays: dict[str, Array] = {}
+        scalars: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sample" or value is None:
+                continue
+            if isinstance(value, np.ndarray):
+                arrays[f"{prefix}.{f.name}"] = value
+            else:
+                scalars[f"{prefix}.{f.name}"] = value.item() if isinstance(value, np.generic) else value
+        return arrays, scalars
+
+    @classmethod
+    def from_arrays(cls, prefix: str, arrays: dict[str, Any], scalars: dict[str, Any]) -> Statistics:
+        """The record :meth:`to_arrays` wrote."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f"{prefix}.{f.name}"
+            values[f.name] = arrays.get(key, scalars.get(key, f.default))
+        values["sample"] = None
+        return cls(**values)
+
     def add_(self, other: Statistics) -> Statistics:
         """Add ``other`` into this record in place (no new arrays) and return it.
 

@@ -7,6 +7,8 @@ Layout of a result directory (local path or fsspec URL)::
     coef.npy         (d, m) coefficients
     covariance.npy   (m d, m d) covariance, absent when the fit ran with inference=False
     history.jsonl    one JSON record per iteration
+    refit.npz        for store fits with the exact information: the first pass's and the optimum's statistics, so
+                     that a refit after an append reads only the new rows first (:mod:`dmlr.results.refit`)
     formula.json     for formula fits: the formula's encoding as data (its text, the categorical levels, the state
                      of its stateful transforms), from which formulaic's model spec is rebuilt
     summary.txt      the summary table
@@ -123,6 +125,10 @@ def save(
     for stale in ("formula.json", LEGACY_PICKLE):  # an earlier result's, overwritten
         if stale not in files and fs.exists(f"{root}/{stale}"):
             fs.rm(f"{root}/{stale}")
+    if res.refit is not None:
+        files["refit.npz"], doc["refit"] = res.refit.to_files()
+    elif fs.exists(f"{root}/refit.npz"):
+        fs.rm(f"{root}/refit.npz")
     files["history.jsonl"] = "".join(json.dumps(r) + "\n" for r in res.history).encode()
     files["summary.txt"] = (str(res.summary()) + "\n").encode()
     files["result.json"] = json.dumps(doc, indent=2).encode()
@@ -181,6 +187,11 @@ def load(
         except Exception as exc:  # any malformed content, formulaic's parse errors included, is named
             raise StoreError(f"{path}: formula.json is not a formula encoding ({type(exc).__name__}: {exc})") from None
     history = [json.loads(line) for line in read("history.jsonl").decode().splitlines() if line]
+    refit = None
+    if doc.get("refit") is not None:
+        from dmlr.results.refit import RefitRecord
+
+        refit = RefitRecord.from_files(read("refit.npz"), doc["refit"], path)
     return MNLogitResults(
         coef=coef,
         covariance=cov,
@@ -192,6 +203,7 @@ def load(
         dropped_features=tuple(doc.get("dropped_features", [])),
         input_features=tuple(doc.get("input_features", [])),
         formula=formula,
+        refit=refit,
         **{name: doc[name] for name in _SCALARS if name in doc},
     )
 

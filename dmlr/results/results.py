@@ -93,6 +93,10 @@ class MNLogitResults:
         When the fit ended (ISO 8601, UTC); the summary's Date and Time.
     formula : FormulaEncoding, optional
         For :func:`dmlr.fit_formula` fits: the formula and its encoding state, re-applied to new data.
+    refit : RefitRecord, optional
+        For fits of a store with the exact information at the optimum: what a refit after rows were appended needs
+        to read only the new rows before its first step (:mod:`dmlr.results.refit`; ``start_params=`` of
+        :func:`dmlr.fit`).
     """
 
     coef: Array
@@ -123,6 +127,7 @@ class MNLogitResults:
     cluster_correction: str | None = None
     fitted_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     formula: Any = None
+    refit: Any = None
 
     # --- layout -------------------------------------------------------------------------------------------
     @property
