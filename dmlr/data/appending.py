@@ -79,10 +79,15 @@ def _array_files(fs: Any, root: str, name: str, first_chunk: int) -> list[str]:
         return []
     out = []
     for path in fs.find(base):
-        index = path[len(base) :].lstrip("/").split("/")[0]
+        index = path[len(base) :].lstrip("/").split("/")[0].split(".")[0]
         if index.isdigit() and int(index) >= first_chunk:
             out.append(path)
     return out
+
+
+def _temporary_files(fs: Any, root: str, name: str) -> list[str]:
+    """Files zarr was writing when a process died: it writes ``<key>.<uuid>.partial`` and renames it."""
+    return [p for p in fs.find(f"{root}/{name}") if p.endswith(".partial")]
 
 
 def append_rows(
@@ -207,8 +212,9 @@ def recover(url: str, storage_options: dict[str, Any] | None = None) -> str | No
             name = rel.split("/")[0]
             grid = json.loads(fs.cat_file(f"{root}/{JOURNAL}/undo/{rel}"))["chunk_grid"]
             rows = int(grid["configuration"]["chunk_shape"][0])
-            for path in _array_files(fs, root, name, -(-n // rows)):
-                fs.rm(path)
+            for path in _array_files(fs, root, name, -(-n // rows)) + _temporary_files(fs, root, name):
+                if fs.exists(path):
+                    fs.rm(path)
     for rel in journal["undo"]:
         _put(fs, f"{root}/{rel}", fs.cat_file(f"{root}/{JOURNAL}/undo/{rel}"))
     _remove_journal(fs, root)

@@ -206,8 +206,8 @@ def store_checksum(url: str, storage_options: dict[str, Any] | None = None) -> s
     digest = hashlib.sha256()
     for path in sorted(fs.find(root)):
         rel = path[len(root) :].lstrip("/")
-        if rel == "zarr.json" or rel.startswith(("_append/", "zarr.json.tmp")):
-            continue  # the group's attributes hold the checksum itself; an unfinished append's journal
+        if rel == "zarr.json" or rel.startswith(("_append/", "zarr.json.tmp")) or rel.endswith(".partial"):
+            continue  # the group's attributes hold the checksum; an unfinished append's journal; zarr's temporaries
         digest.update(rel.encode())
         if rel.endswith("zarr.json"):
             digest.update(fs.cat_file(path))

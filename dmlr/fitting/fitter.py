@@ -159,9 +159,18 @@ class Fitter:
         state = {"classes": design.coding.classes.tolist(), "choice": choice.to_state()}
         outcome = optimize(
             passes, rule, settings, start=start, checkpoint=checkpointer, callback=self.callback,
-            start_fields=choice.record(), fit_state=state,
+            start_fields=choice.record() | self._refit_fields(incremental), fit_state=state,
         )  # fmt: skip
         return FitRun(passes, objective, outcome, tuple(c.name for c in dependent), not dependent, start.saved_first)
+
+    def _refit_fields(self, incremental: bool) -> dict[str, Any]:
+        """What the start record says of an incremental refit: the rows read before the first step and by how many
+        passes (over those rows only)."""
+        if not incremental or self.warm is None or self.warm.record is None:
+            return {}
+        new = self.warm.new_passes
+        rows = 0 if new is None else new.design.n_rows
+        return {"refit": {"appended_rows": rows, "appended_row_passes": 0 if new is None else 2}}
 
     @staticmethod
     def phase(text: str) -> None:
