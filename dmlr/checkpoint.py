@@ -31,6 +31,7 @@ import fsspec
 import numpy as np
 from numpy.typing import NDArray
 
+from dmlr.data.writing import replace_file
 from dmlr.interrupt import critical
 from dmlr.oracle.statistics import Statistics
 
@@ -218,11 +219,7 @@ class Checkpointer:
             self._fs.makedirs(self._root, exist_ok=True)
             tmp = f"{self._root}/.tmp-{uuid.uuid4().hex}"
             if self._local:
-                with open(tmp, "wb") as fh:
-                    fh.write(blob)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
+                replace_file(final, blob, tmp)
             else:
                 self._fs.pipe_file(tmp, blob)
                 self._fs.mv(tmp, final)

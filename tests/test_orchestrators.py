@@ -141,7 +141,9 @@ def test_kubernetes_cronjob_runs_a_valid_dmlr_run_and_maps_exit_codes(tmp_path):
     claim = kinds["PersistentVolumeClaim"]["metadata"]["name"]
     volumes = {v["name"]: v for v in job["template"]["spec"]["volumes"]}
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in volumes.values())
-    workdir = load_pipeline(_spec_copy(kinds["ConfigMap"], tmp_path)).workdir
+    nightly = load_pipeline(_spec_copy(kinds["ConfigMap"], tmp_path))
+    assert nightly.data.incoming  # each night appends what arrived and refits from the previous result
+    workdir = nightly.workdir
     assert any(workdir.startswith(m["mountPath"]) for m in container["volumeMounts"]
                if volumes[m["name"]].get("persistentVolumeClaim"))  # fmt: skip
 

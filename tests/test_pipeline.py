@@ -319,3 +319,63 @@ def test_the_report_can_add_average_marginal_effects(tmp_path):
     np.testing.assert_allclose(table["Std. Err."].to_numpy(), me.summary_frame()["Std. Err."].to_numpy(), rtol=1e-10)
     text = (report / "report.md").read_text()
     assert "## Average marginal effects (standard error)" in text and "![margins.png](margins.png)" in text
+
+
+def test_a_nightly_pipeline_appends_new_files_refits_and_reports_what_changed(tmp_path):
+    """Issue 26, item 4: a spec naming a base file and an incoming folder, run four times: over the base file (no
+    incoming file yet), after a first and a second file arrived (each appended once, the fit started at the previous
+    run's result, reading the new rows only before its first step) and once with nothing new (every stage skipped,
+    no byte of the workdir changed). The third run's result equals a cold fit of all files; each refit's report has
+    its "what changed" tables."""
+    from dmlr.demo import make_table
+
+    table, _ = make_table(30_000, seed=26)
+    table.iloc[24_000:].to_csv(tmp_path / "test.csv", index=False)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    days = [table.iloc[:20_000], table.iloc[20_000:21_000], table.iloc[21_000:22_000]]  # ~5% more rows a night
+    spec = write_spec(
+        tmp_path,
+        data={"train": "base.csv", "incoming": "incoming/*.csv", "test": "test.csv", "target": "mode",
+              "categorical": ["region"]},
+        fit={"method": "newton", "tol": 1e-10}, report={"format": "markdown"},
+    )  # fmt: skip
+    work = tmp_path / "work"
+    results = []
+    sources = [str(tmp_path / "base.csv"), *(str(incoming / f"day{day}.csv") for day in (1, 2))]
+    for day, rows in enumerate(days):
+        rows.to_csv(sources[day], index=False)  # the first night: the base file, no incoming file yet
+        done = dmlr_run(spec)
+        assert done.returncode == 0, done.stderr
+        log = events(done.stderr)
+        assert stage_status(done.stderr) == {"stage": "done", "fit": "done", "evaluate": "done", "report": "done"}
+        store = dmlr.open_store(str(work / "data" / "train.zarr"))
+        assert store.metadata.version == day + 1 and store.metadata.n_rows == sum(len(d) for d in days[: day + 1])
+        assert store.metadata.versions[-1]["sources"] == [sources[day]]
+        res = dmlr.load(str(work / "fit" / "result"))
+        results.append(res)
+        report = (work / "report" / "report.md").read_text()
+        if day == 0:
+            assert "What changed" not in report and not any(e["event"] == "warm_start" for e in log)
+            continue
+        appended = [e for e in log if e["event"] == "appended"]
+        assert len(appended) == 1 and appended[0]["files"] == [sources[day]]
+        assert res.history[0]["refit"] == {"appended_rows": len(days[day]), "appended_row_passes": 2}
+        assert res.history[-1]["passes"] <= 2
+        assert f"What changed: {sum(len(d) for d in days[:day]):,} rows before, {len(days[day]):,} appended" in report
+        changes = json.loads((work / "report" / "changes.json").read_text())
+        assert changes["rows"] == store.metadata.n_rows
+        old_share = pd.concat(days[:day])["mode"].value_counts(normalize=True)
+        new_share = days[day]["mode"].value_counts(normalize=True)
+        for cls, before_share, new_rows_share in changes["shares"]:
+            assert before_share == pytest.approx(old_share[cls], abs=1e-12)
+            assert new_rows_share == pytest.approx(new_share[cls], abs=1e-12)
+
+    before = tree_bytes(work)
+    idle = dmlr_run(spec)
+    assert idle.returncode == 0, idle.stderr
+    assert set(stage_status(idle.stderr).values()) == {"skipped"} and tree_bytes(work) == before
+
+    cold = dmlr.fit(str(work / "data" / "train.zarr"), method="newton", tol=1e-10)
+    np.testing.assert_allclose(results[-1].params.to_numpy(), cold.params.to_numpy(), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(results[-1].bse.to_numpy(), cold.bse.to_numpy(), rtol=1e-6)

@@ -163,12 +163,9 @@ def commit_metadata(url: str, attrs: dict[str, Any], storage_options: dict[str, 
     doc.setdefault("attributes", {})["dmlr"] = attrs
     data = json.dumps(doc, indent=2).encode()
     if is_local(url):
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        from dmlr.data.writing import replace_file
+
+        replace_file(path, data)
     else:
         fs.pipe_file(path, data)  # one PUT: an object appears whole or not at all
     _remove_journal(fs, root)
@@ -299,7 +296,7 @@ def append_store(
     m = int(next(iter(arrays.values())).shape[0])
     options = None if is_local(url) else storage_options
     recover(url, options)
-    version = new_version(sources, meta.n_rows, meta.n_rows + m, "", now())
+    version = new_version(sources, meta.n_rows, meta.n_rows + m, "", now(), class_counts)
     try:
         append_rows(url, arrays, version["id"], options, lambda f: run_with_progress(f, progress))
         n_groups = meta.n_groups
@@ -308,8 +305,9 @@ def append_store(
             n_groups = int(da.unique(ids).compute().size)
         version["checksum"] = store_checksum(url, options)
         earlier = meta.versions or [
-            new_version(list(meta.source.get("paths", [])), 0, meta.n_rows, meta.checksum, meta.created)
-        ]
+            new_version(list(meta.source.get("paths", [])), 0, meta.n_rows, meta.checksum, meta.created,
+                        meta.class_counts)
+        ]  # fmt: skip
         source = {**meta.source, "paths": [*meta.source.get("paths", []), *sources], "sorted_by": None}
         done = meta.replace(
             n_rows=meta.n_rows + m,

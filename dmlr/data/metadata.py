@@ -57,9 +57,10 @@ class StoreMetadata:
     checksum : str
         :func:`~dmlr.data.writing.store_checksum` at staging.
     versions : list of dict
-        The store's versions, oldest first: ``id``, ``rows`` (``[start, stop)`` of the rows it added), ``sources``
-        (the files it read), ``checksum`` (the store's after it), ``created`` (ISO 8601, UTC). Staging writes the
-        first; each append adds one (:mod:`dmlr.data.appending`). Empty for stores staged before versions existed.
+        The store's versions, oldest first: ``id``, ``rows`` (``[start, stop)`` of the rows it added),
+        ``class_counts`` (of those rows), ``sources`` (the files it read), ``checksum`` (the store's after it),
+        ``created`` (ISO 8601, UTC). Staging writes the first; each append adds one (:mod:`dmlr.data.appending`).
+        Empty for stores staged before versions existed.
     schema_version : int
     dmlr_version : str
     complete : bool

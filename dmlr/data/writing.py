@@ -28,6 +28,7 @@ __all__ = [
     "choose_codec",
     "new_version",
     "now",
+    "replace_file",
     "run_with_progress",
     "store_checksum",
     "temporary_name",
@@ -105,7 +106,7 @@ def write_store(
         raise
     created = _dt.datetime.now(_dt.timezone.utc).isoformat()
     checksum = store_checksum(write_url, None if local else storage_options)
-    first = new_version(metadata.source.get("paths", []), 0, metadata.n_rows, checksum, created)
+    first = new_version(metadata.source.get("paths", []), 0, metadata.n_rows, checksum, created, metadata.class_counts)
     done = metadata.replace(
         schema_version=SCHEMA_VERSION, dmlr_version=_version(), codecs=codecs, created=created, checksum=checksum,
         complete=True, versions=[first],
@@ -115,11 +116,14 @@ def write_store(
         _move_into_place(local_path(write_url), local_path(url))
 
 
-def new_version(sources: list[str], start: int, stop: int, checksum: str, created: str) -> dict[str, Any]:
+def new_version(
+    sources: list[str], start: int, stop: int, checksum: str, created: str, class_counts: list[int] | None = None
+) -> dict[str, Any]:
     """One entry of a store's list of versions (see :class:`~dmlr.data.metadata.StoreMetadata`)."""
     return {
         "id": uuid.uuid4().hex,
         "rows": [int(start), int(stop)],
+        "class_counts": None if class_counts is None else [int(c) for c in class_counts],
         "sources": list(sources),
         "checksum": checksum,
         "created": created,
@@ -135,6 +139,17 @@ def _version() -> str:
     from dmlr import __version__
 
     return __version__
+
+
+def replace_file(path: str, data: bytes, tmp: str | None = None) -> None:
+    """Write a local file atomically: ``data`` to ``tmp`` (default ``path + ".tmp"``), flushed to disk, renamed over
+    ``path`` (a reader sees the old file or the new one, never a part)."""
+    tmp = tmp or f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def temporary_name(url: str) -> str:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import html
 import io
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import fsspec
 import numpy as np
 
+from dmlr.pipeline.changes import Section
 from dmlr.results.margins import MarginalEffects
 from dmlr.results.results import MNLogitResults
 
@@ -113,6 +116,7 @@ def _markdown(
     metrics: dict[str, Any],
     images: list[str],
     margins: tuple[list[str], list[list[str]]] | None = None,
+    sections: Sequence[Section] = (),
 ) -> str:
     def table(head: list[str], rows: list[list[str]]) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -120,6 +124,8 @@ def _markdown(
 
     ch, crows, kh, krows = _tables(metrics)
     parts = [f"# {title}", "", table(["", ""], [list(r) for r in _facts(res, metrics)]), ""]
+    for heading, head, rows in sections:
+        parts += [f"## {heading}", "", table(head, rows), ""]
     parts += [f"![{name}]({name})" for name in images] or ["*(plots omitted: install `dmlr[report]` for matplotlib)*"]
     parts += ["", "## Confusion matrix (held out)", "", table(ch, crows), "", "## Calibration (held out)", "",
               table(kh, krows), "", "## Summary", "", "```", str(res.summary()), "```", ""]  # fmt: skip
@@ -134,6 +140,7 @@ def _html(
     metrics: dict[str, Any],
     images: list[str],
     margins: tuple[list[str], list[list[str]]] | None = None,
+    sections: Sequence[Section] = (),
 ) -> str:
     e = html.escape
 
@@ -150,7 +157,9 @@ def _html(
         f"<title>{e(title)}</title><style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
         "img{max-width:100%}pre{font-size:.8em;overflow-x:auto}</style></head><body>"
-        f"<h1>{e(title)}</h1>{table(['', ''], [list(r) for r in _facts(res, metrics)])}{figs}"
+        f"<h1>{e(title)}</h1>{table(['', ''], [list(r) for r in _facts(res, metrics)])}"
+        + "".join(f"<h2>{e(heading)}</h2>{table(head, rows)}" for heading, head, rows in sections)
+        + f"{figs}"
         f"<h2>Confusion matrix (held out)</h2>{table(ch, crows)}"
         f"<h2>Calibration (held out)</h2>{table(kh, krows)}"
         f"<h2>Summary</h2>{res.summary().as_html()}"
@@ -203,6 +212,7 @@ def write_report(
     fmt: str = "html",
     storage_options: dict[str, Any] | None = None,
     margins: MarginalEffects | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write ``summary.txt``, ``report.html`` (or ``report.md``) and the plots into ``folder``.
 
@@ -218,6 +228,9 @@ def write_report(
     margins : MarginalEffects, optional
         Average marginal effects to add as a table (effect and standard error per feature and class), a plot
         with 95% intervals and ``margins.csv``.
+    changes : dict, optional
+        :func:`dmlr.pipeline.changes.what_changed`'s output: its tables open the report ("what changed"), and
+        ``changes.json`` holds it.
 
     Returns
     -------
@@ -236,7 +249,10 @@ def write_report(
         files["margins.csv"] = margins.summary_frame().to_csv().encode()
     files.update(plots)
     page = _html if fmt == "html" else _markdown
-    text = page(title, res, metrics, sorted(plots), None if margins is None else _margins_rows(margins))
+    sections = [] if changes is None else changes["sections"]
+    if changes is not None:
+        files["changes.json"] = (json.dumps({k: v for k, v in changes.items() if k != "sections"}, indent=2)).encode()
+    text = page(title, res, metrics, sorted(plots), None if margins is None else _margins_rows(margins), sections)
     files["report.html" if fmt == "html" else "report.md"] = text.encode()
     for name, data in files.items():
         fs.pipe_file(f"{root}/{name}", data)

@@ -12,6 +12,7 @@
       target: mode
       categorical: [region]            # optional: features, categorical, weights, offset, storage_options
       # instead of train/test, `synthetic: {rows: 200000, test_rows: 50000, seed: 2026}` draws the demo's table
+      # incoming: data/incoming/*.csv  # files that arrive over time: each run appends the new ones and refits
     fit: {method: auto, l2: 0.0, tol: 1.0e-8, max_iter: 100, base: null, inference: true}  # any dmlr.fit option
     evaluate: {bins: 10}
     report: {format: html}             # html or markdown
@@ -70,6 +71,8 @@ class DataSection:
     storage_options: dict[str, Any] = field(default_factory=dict)
     missing: str = "raise"
     groups: str | None = None
+    incoming: tuple[str, ...] = ()
+    """Files (globs) that arrive over time: each run appends those not yet in the training store."""
 
 
 @dataclass(frozen=True)
@@ -236,28 +239,32 @@ def _security(r: _Reader, value: Any, base: str) -> str | dict[str, str] | None:
 
 def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
     d = r.mapping(raw, "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
-                                "synthetic", "storage_options", "missing", "groups"))  # fmt: skip
+                                "synthetic", "storage_options", "missing", "groups", "incoming"))  # fmt: skip
     synthetic = None
     if "synthetic" in d:
         s = r.mapping(d["synthetic"], "data.synthetic", ("rows", "test_rows", "seed", "files"))
         synthetic = SyntheticSection(
             **{k: r.typed(v, f"data.synthetic.{k}", int, lambda v: v >= 1, "an integer >= 1") for k, v in s.items()}
         )
-        if d.get("train") or d.get("test"):
-            raise r.fail("data.synthetic", "give either synthetic or train/test sources, not both")
+        if d.get("train") or d.get("test") or d.get("incoming"):
+            raise r.fail("data.synthetic", "give either synthetic or train/test/incoming sources, not both")
         target = r.typed(d.get("target", "mode"), "data.target", str)
     else:
         for key in ("train", "test", "target"):
-            if not d.get(key):
+            if not d.get(key) and not (key == "train" and d.get("incoming")):
                 raise r.fail(
                     f"data.{key}",
-                    "required field is missing" + (" (or give data.synthetic)" if key != "target" else ""),
+                    "required field is missing"
+                    + {"train": " (or give data.incoming or data.synthetic)", "test": " (or give data.synthetic)"}.get(
+                        key, ""
+                    ),
                 )
         target = r.typed(d["target"], "data.target", str)
     data = DataSection(
         target=target,
         train=tuple(_resolve(base, p) for p in r.strings(d.get("train", []), "data.train")),
         test=tuple(_resolve(base, p) for p in r.strings(d.get("test", []), "data.test")),
+        incoming=tuple(_resolve(base, p) for p in r.strings(d.get("incoming", []), "data.incoming")),
         features=None if d.get("features") is None else r.strings(d["features"], "data.features"),
         categorical=r.strings(d.get("categorical", []), "data.categorical"),
         weights=None if d.get("weights") is None else r.typed(d["weights"], "data.weights", str),

@@ -10,7 +10,9 @@ Workdir layout::
 
     raw/{train,test}/part-*.csv      synthetic source tables (only with data.synthetic)
     data/train.zarr, data/test.zarr  stage: the staged training and held-out sets (test encoded like train)
+    data/incoming.json               stage, with data.incoming: the data section the store was staged under
     fit/result/                      fit: the fitted model (dmlr.save); fit/checkpoints/ while fitting
+    fit/previous/                    fit, with data.incoming: the previous run's result (the refit's start)
     evaluate/metrics.json            evaluate: held-out log-loss, accuracy, Brier, confusion, calibration
     report/                          report: summary.txt, report.html|md, convergence.png, coefficients.png
     stages/NAME.json                 completion markers (written last)
@@ -80,17 +82,27 @@ def _store_hash(url: str, storage_options: dict[str, Any] | None = None) -> str 
     return store_checksum(url, storage_options)
 
 
-def _sources_hash(patterns: Sequence[str], storage_options: dict[str, Any]) -> str:
+def _source_files(patterns: Sequence[str], storage_options: dict[str, Any], allow_none: bool = False) -> list[str]:
+    """The files the patterns match (sorted per pattern); a pattern matching none is an error unless ``allow_none``
+    (``data.incoming`` before its first file arrives)."""
     paths: list[str] = []
-    fs = None
     for pattern in patterns:
         fs, _ = fsspec.core.url_to_fs(pattern, **storage_options)
         found = sorted(fs.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
         found = [p for p in found if fs.exists(p)]
-        if not found:
+        if not found and not allow_none:
             raise InputError(f"data source {pattern!r} matches no file")
-        paths += found
-    return hash_files(fs, paths)
+        protocol = pattern.split("://", 1)[0] + "://" if "://" in pattern else ""
+        paths += [p if not protocol or p.startswith(protocol) else protocol + p for p in found]
+    return paths
+
+
+def _sources_hash(patterns: Sequence[str], storage_options: dict[str, Any], allow_none: bool = False) -> str:
+    paths = _source_files(patterns, storage_options, allow_none)
+    if not paths:
+        return _sha("no files")
+    fs, _ = fsspec.core.url_to_fs(paths[0], **storage_options)
+    return hash_files(fs, [fsspec.core.url_to_fs(p, **storage_options)[1] for p in paths])
 
 
 class _Run:
@@ -173,6 +185,7 @@ def _stage_inputs(run: _Run) -> str:
         SCHEMA_VERSION,
         _sources_hash(run.spec.data.train, run.so),
         _sources_hash(run.spec.data.test, run.so),
+        _sources_hash(run.spec.data.incoming, run.so, allow_none=True),
     )
 
 
@@ -211,12 +224,49 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
         missing=d.missing,
         groups=d.groups,
     )
-    store = stage(train, run.path("data", "train.zarr"), **common)
+    appended: dict[str, Any] = {}
+    if d.incoming:
+        store, appended = _stage_incoming(run, train, common)
+    else:
+        store = stage(train, run.path("data", "train.zarr"), **common)
     held = stage(test, run.path("data", "test.zarr"), like=store, **common)
     dropped = {"train_missing": store.metadata.get("n_missing", 0), "test_missing": held.metadata.get("n_missing", 0)}
     return {
         "train_rows": int(store.X.shape[0]), "test_rows": int(held.X.shape[0]), "features": store.X.shape[1], **dropped,
+        **appended,
     }  # fmt: skip
+
+
+def _stage_incoming(run: _Run, train: list[str], common: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The training store of a spec with ``data.incoming``: the files not yet in it appended (each file once: the
+    store's versions record their sources), or, the first time or when the data section changed, all staged.
+
+    ``WORKDIR/data/incoming.json`` records the data section the store was staged under."""
+    from dmlr.data.staging import stage
+    from dmlr.data.store import open_store
+
+    url = run.path("data", "train.zarr")
+    config = _sha("data", run.spec.section("data"))
+    record_path = run.path("data", "incoming.json")
+    fs, record_file = fsspec.core.url_to_fs(record_path, **run.so)
+    recorded = json.loads(fs.cat_file(record_file)) if fs.exists(record_file) else {}
+    files = [*_source_files(train, run.so), *_source_files(run.spec.data.incoming, run.so, allow_none=True)]
+    if not files:
+        raise InputError("data.train and data.incoming match no file yet: nothing to stage")
+    if recorded.get("config") == config and _store_hash(url, run.so) is not None:
+        store = open_store(url, storage_options=run.so or None)
+        known = {src for v in store.metadata.versions for src in v["sources"]}
+        new = [f for f in files if f not in known]
+        if not new:
+            return store, {"appended_files": 0}
+        store = stage(new, url, append=True, missing=common["missing"], storage_options=common["storage_options"])
+        run.log.emit("appended", stage="stage", files=new, rows=store.metadata.versions[-1]["rows"],
+                     version=store.metadata.version)  # fmt: skip
+        return store, {"appended_files": len(new), "version": store.metadata.version}
+    store = stage(files, url, **common)
+    fs.makedirs(record_file.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(record_file, json.dumps({"config": config}).encode())
+    return store, {"staged_files": len(files)}
 
 
 def _fit_inputs(run: _Run) -> str:
@@ -242,13 +292,14 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         run.log.emit("iteration", stage="fit", **rec)
 
     checkpoints = run.path("fit", "checkpoints")
+    start = _previous_result(run) if run.spec.data.incoming else None
     try:
         # Non-convergence and separation are reported through the exit code (3) with the result written, so a
         # separated fit runs to its stopping point; `fit.separation: warn` logs it and lets the pipeline go on.
         with quiet_progress():  # the JSON log owns stderr
             res = fit_and_save(
                 run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
-                overwrite=True, client=client, callback=progress, checkpoint=checkpoints,
+                overwrite=True, client=client, callback=progress, checkpoint=checkpoints, start_params=start,
                 **{**asdict(f), "separation": "warn"},
             )  # fmt: skip
     except JobInterrupted:
@@ -267,6 +318,26 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         )
     Checkpointer(checkpoints, "", storage_options=run.so or None).clear()
     return {"iterations": res.n_iter, "passes": res.history[-1]["passes"], "loglik": res.llf, "method": res.method}
+
+
+def _previous_result(run: _Run) -> Any:
+    """The previous run's result, copied to ``fit/previous`` (the report's "what changed" compares with it) and
+    returned as the refit's start; ``None`` the first time, or when it cannot start this fit (other columns)."""
+    import dmlr
+    from dmlr.results.io import save
+
+    result = run.path("fit", "result")
+    fs, path = fsspec.core.url_to_fs(result, **run.so)
+    if not fs.exists(f"{path}/COMPLETE"):
+        return None
+    previous = dmlr.load(result, storage_options=run.so or None)
+    save(previous, run.path("fit", "previous"), overwrite=True, storage_options=run.so or None)
+    names = previous.feature_names
+    if previous.formula is not None or previous.dropped_features or "store_rows" not in (previous.data_info or {}):
+        return None
+    rows = (previous.data_info or {})["store_rows"]
+    run.log.emit("warm_start", stage="fit", previous_rows=rows, features=len(names))
+    return previous
 
 
 def _evaluate_inputs(run: _Run) -> str:
@@ -301,6 +372,7 @@ def _report_inputs(run: _Run) -> str:
         run.spec.section("report"),
         hash_tree(run.path("fit", "result"), run.so),
         hash_tree(run.path("evaluate", "metrics.json"), run.so),
+        hash_tree(run.path("fit", "previous"), run.so),
     )
 
 
@@ -319,9 +391,18 @@ def _report_execute(run: _Run) -> dict[str, Any]:
     if run.spec.report.margins:  # average marginal effects over the training store: one pass on the cluster
         with run.client.as_current():
             margins = res.get_margeff(dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None).X)
+    changes = None
+    fs_prev, previous = fsspec.core.url_to_fs(run.path("fit", "previous"), **run.so)
+    if fs_prev.exists(f"{previous}/COMPLETE"):
+        from dmlr.pipeline.changes import what_changed
+
+        before = dmlr.load(run.path("fit", "previous"), storage_options=run.so or None)
+        store = dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None)
+        changes = what_changed(before, res, store.metadata.versions)
     files = write_report(
-        res, metrics, run.path("report"), title=run.spec.name, fmt=run.spec.report.format, margins=margins
-    )
+        res, metrics, run.path("report"), title=run.spec.name, fmt=run.spec.report.format, margins=margins,
+        changes=changes,
+    )  # fmt: skip
     return {"files": files}
 
 

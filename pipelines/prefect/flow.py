@@ -11,7 +11,10 @@ Run it once::
     pip install 'dmlr[prefect]'
     python pipelines/prefect/flow.py pipelines/example.yaml
 
-or deploy it on a schedule (``dmlr_pipeline.serve(name=..., cron="0 3 * * *", parameters={"spec": ...})``).
+or deploy it on a schedule (``dmlr_pipeline.serve(name=..., cron="0 3 * * *", parameters={"spec": ...})``). With a
+spec naming ``data.incoming`` that is the nightly job: the stage task appends the files that arrived since the last
+run, the fit task refits from the previous run's result, the report says what changed, and a night without new
+files skips every task.
 """
 
 from __future__ import annotations
