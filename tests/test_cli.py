@@ -49,7 +49,8 @@ def test_stage_fit_summary_predict_info(staged):
     assert "iter   1 newton" in fitted.stderr and "max|score|" in fitted.stderr
     assert "MNLogit Regression Results" in fitted.stdout and "choice=car" in fitted.stdout
     assert sorted(os.listdir(root / "res")) == [
-        "COMPLETE", "coef.npy", "covariance.npy", "history.jsonl", "manifest.json", "result.json", "summary.txt",
+        "COMPLETE", "coef.npy", "covariance.npy", "history.jsonl", "manifest.json", "refit.npz", "result.json",
+        "summary.txt",
     ]  # fmt: skip
 
     res = dmlr.load(str(root / "res"))

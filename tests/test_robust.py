@@ -233,7 +233,11 @@ def test_a_store_staged_with_text_cluster_ids_fits_like_memory(tmp_path, anes):
     store = dmlr.stage(str(tmp_path / "anes.csv"), str(tmp_path / "s.zarr"), target="PID", features=ANES,
                        groups="region")  # fmt: skip
     assert store.metadata["n_groups"] == 3 and store.groups is not None
-    assert store.metadata["source"] == {"format": "csv", "paths": [str(tmp_path / "anes.csv")], "sorted_by": "region"}
+    source = store.metadata["source"]
+    assert {k: source[k] for k in ("format", "paths", "sorted_by")} == {
+        "format": "csv", "paths": [str(tmp_path / "anes.csv")], "sorted_by": "region"
+    }
+    assert source["columns"]["region"] == "text" and source["columns"]["PID"] == "number"
     ids = store.groups.compute()
     assert np.all(ids[1:] >= ids[:-1])
     memory = dmlr.fit(x, y, groups=frame.region.to_numpy(), tol=1e-12)

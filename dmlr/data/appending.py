@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import fsspec
@@ -32,7 +32,10 @@ import zarr
 from dmlr.data.sources import is_local
 from dmlr.errors import StoreError
 
-__all__ = ["JOURNAL", "append_rows", "commit_metadata", "journal_state", "recover"]
+if TYPE_CHECKING:
+    from dmlr.data.store import StoreData
+
+__all__ = ["JOURNAL", "append_rows", "append_store", "append_table", "commit_metadata", "journal_state", "recover"]
 
 JOURNAL = "_append"
 """The store's subdirectory holding an append's undo journal while it runs."""
@@ -323,3 +326,93 @@ def append_store(
         recover(url, options)  # the store back at its previous version, byte for byte
         raise
     return open_store(url, storage_options=storage_options)
+
+
+def append_table(
+    sources: list[str],
+    url: str,
+    storage_options: dict[str, Any] | None,
+    progress: bool,
+    missing: str,
+    unseen: str,
+    extra_columns: str,
+) -> StoreData:
+    """``stage(..., append=True)``: the files encoded as the store's rows, checked, then appended (see
+    :func:`dmlr.stage`)."""
+    from dmlr.data.sources import read_table
+    from dmlr.data.staging import Staging, _encoded_arrays, _scan
+    from dmlr.data.store import open_store
+    from dmlr.errors import InputError
+
+    if unseen not in ("raise", "drop"):
+        raise InputError(f"unseen must be 'raise' or 'drop', got {unseen!r}")
+    if extra_columns not in ("raise", "ignore"):
+        raise InputError(f"extra_columns must be 'raise' or 'ignore', got {extra_columns!r}")
+    store = open_store(url, storage_options=storage_options)
+    meta, encoding = store.metadata, store.encoding
+    recorded = dict(meta.source.get("columns") or {})
+    if meta.groups and recorded.get(meta.groups) != "number":
+        raise InputError(
+            f"{url} holds text cluster ids ({meta.groups!r}, stored as positions among the distinct ids) or was "
+            "staged before appends existed; rows cannot be appended to it: stage all the files again"
+        )
+    table, fmt = read_table(sources, storage_options)
+    if recorded and fmt != meta.source.get("format"):
+        raise InputError(f"the new files are {fmt}, the store was staged from {meta.source.get('format')} files")
+    request = Staging(
+        sources, url, meta.target, list(encoding.columns), meta.weights, list(meta.offset or []), meta.chunk_rows,
+        list(encoding.levels), False, storage_options, progress, store, {}, missing, meta.groups, False,
+        meta.x_dtype,
+    )  # fmt: skip
+    check_columns(table, store, request.used, extra_columns, "the new files")
+    table = table[request.used]
+    raw_rows = table.map_partitions(len).sum()
+    if missing == "drop":
+        table = table.dropna(subset=request.used)
+    scan = _scan(table, raw_rows, request)
+    new_classes, new_levels = _unseen(scan, store, request.categorical, unseen)
+    if new_classes or new_levels:
+        keep = ~table[meta.target].isin(new_classes)
+        for col, levels in new_levels.items():
+            keep &= ~table[col].isin(levels)
+        table = table[keep]
+        scan = _scan(table, raw_rows, request)
+    if int(sum(scan["lengths"])) == 0:
+        raise InputError(f"the new files {sources} have no rows to append; the store is unchanged")
+    classes = store.classes
+    arrays, _ = _encoded_arrays(table, scan["lengths"], encoding, request, classes, scan["group_ids"])
+    arrays["X"] = arrays["X"].astype(meta.x_dtype)
+    counts = [int(scan["counts"].get(c, 0)) for c in classes.tolist()]
+    n_missing = int(scan["raw_rows"]) - int(sum(scan["lengths"]))
+    return append_store(
+        store, arrays, sources=sources, class_counts=counts, n_missing=n_missing, storage_options=storage_options,
+        progress=progress,
+    )  # fmt: skip
+
+
+def _unseen(
+    scan: dict[str, Any], store: StoreData, categorical: list[str], unseen: str
+) -> tuple[list[Any], dict[str, list[Any]]]:
+    """The classes and categorical levels of the new rows (pass 1's ``scan``) that the store lacks; an error naming
+    them unless ``unseen="drop"``."""
+    import pandas as pd
+
+    from dmlr.errors import InputError
+
+    meta, levels = store.metadata, store.encoding.levels
+    new_classes = sorted(set(scan["counts"].index.tolist()) - set(store.classes.tolist()), key=str)
+    new_levels = {
+        col: sorted(set(pd.Series(u).tolist()) - set(levels[col]), key=str)
+        for col, u in zip(categorical, scan["uniques"], strict=True)
+    }
+    new_levels = {col: v for col, v in new_levels.items() if v}
+    if (new_classes or new_levels) and unseen == "raise":
+        what = ([f"the classes {new_classes} in {meta.target!r}"] if new_classes else []) + [
+            f"the levels {v} of {col!r}" for col, v in new_levels.items()
+        ]
+        raise InputError(
+            f"the new files have {'; '.join(what)}, which {store.url} does not have (a model of the store has no "
+            "coefficients for them); pass unseen='drop' (--unseen drop) to leave those rows out. The store is "
+            "unchanged"
+        )
+    return new_classes, new_levels

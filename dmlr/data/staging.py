@@ -23,7 +23,7 @@ import pandas as pd
 from dask.base import compute
 from numpy.typing import NDArray
 
-from dmlr.data.appending import append_store, check_columns, source_columns
+from dmlr.data.appending import source_columns
 from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_class_count, check_label_values
 from dmlr.data.metadata import StoreMetadata
@@ -172,7 +172,9 @@ def stage(
     check_dtype(dtype)
     url = str(store)
     if append:
-        return _append(expand_sources(source), url, storage_options, progress, missing, unseen, extra_columns)
+        from dmlr.data.appending import append_table
+
+        return append_table(expand_sources(source), url, storage_options, progress, missing, unseen, extra_columns)
     if target is None:
         raise InputError("stage needs target= (--target): the column holding the class labels")
     if url.rstrip("/").lower().endswith((".csv", ".parquet", ".pq", ".csv.gz", ".tsv")):
@@ -231,76 +233,6 @@ def _stage(request: Staging) -> StoreData:
     )  # fmt: skip
     write_store(request.store, arrays, metadata, request.storage_options, request.progress)
     return open_store(request.store, storage_options=request.storage_options)
-
-
-def _append(
-    sources: list[str],
-    url: str,
-    storage_options: dict[str, Any] | None,
-    progress: bool,
-    missing: str,
-    unseen: str,
-    extra_columns: str,
-) -> StoreData:
-    """``stage(..., append=True)``: the files encoded as the store's rows, checked, then appended."""
-    if unseen not in ("raise", "drop"):
-        raise InputError(f"unseen must be 'raise' or 'drop', got {unseen!r}")
-    if extra_columns not in ("raise", "ignore"):
-        raise InputError(f"extra_columns must be 'raise' or 'ignore', got {extra_columns!r}")
-    store = open_store(url, storage_options=storage_options)
-    meta, encoding = store.metadata, store.encoding
-    recorded = dict(meta.source.get("columns") or {})
-    if meta.groups and recorded.get(meta.groups) != "number":
-        raise InputError(
-            f"{url} holds text cluster ids ({meta.groups!r}, stored as positions among the distinct ids) or was "
-            "staged before appends existed; rows cannot be appended to it: stage all the files again"
-        )
-    table, fmt = read_table(sources, storage_options)
-    if recorded and fmt != meta.source.get("format"):
-        raise InputError(f"the new files are {fmt}, the store was staged from {meta.source.get('format')} files")
-    request = Staging(
-        sources, url, meta.target, list(encoding.columns), meta.weights, list(meta.offset or []), meta.chunk_rows,
-        list(encoding.levels), False, storage_options, progress, store, {}, missing, meta.groups, False,
-        meta.x_dtype,
-    )  # fmt: skip
-    check_columns(table, store, request.used, extra_columns, "the new files")
-    table = table[request.used]
-    raw_rows = table.map_partitions(len).sum()
-    if missing == "drop":
-        table = table.dropna(subset=request.used)
-    scan = _scan(table, raw_rows, request)
-    new_classes = sorted(set(scan["counts"].index.tolist()) - set(store.classes.tolist()), key=str)
-    new_levels = {
-        col: sorted(set(pd.Series(u).tolist()) - set(encoding.levels[col]), key=str)
-        for col, u in zip(request.categorical, scan["uniques"], strict=True)
-    }
-    new_levels = {col: v for col, v in new_levels.items() if v}
-    if (new_classes or new_levels) and unseen == "raise":
-        what = ([f"the classes {new_classes} in {meta.target!r}"] if new_classes else []) + [
-            f"the levels {v} of {col!r}" for col, v in new_levels.items()
-        ]
-        raise InputError(
-            f"the new files have {'; '.join(what)}, which {url} does not have (a model of the store has no "
-            "coefficients for them); pass unseen='drop' (--unseen drop) to leave those rows out. The store is "
-            "unchanged"
-        )
-    if new_classes or new_levels:
-        keep = ~table[meta.target].isin(new_classes)
-        for col, levels in new_levels.items():
-            keep &= ~table[col].isin(levels)
-        table = table[keep]
-        scan = _scan(table, raw_rows, request)
-    if int(sum(scan["lengths"])) == 0:
-        raise InputError(f"the new files {sources} have no rows to append; the store is unchanged")
-    classes = store.classes
-    arrays, _ = _encoded_arrays(table, scan["lengths"], encoding, request, classes, scan["group_ids"])
-    arrays["X"] = arrays["X"].astype(meta.x_dtype)
-    counts = [int(scan["counts"].get(c, 0)) for c in classes.tolist()]
-    n_missing = int(scan["raw_rows"]) - int(sum(scan["lengths"]))
-    return append_store(
-        store, arrays, sources=sources, class_counts=counts, n_missing=n_missing, storage_options=storage_options,
-        progress=progress,
-    )  # fmt: skip
 
 
 def _scan(table: dd.DataFrame, raw_rows: Any, request: Staging) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Workdir layout::
 
     raw/{train,test}/part-*.csv      synthetic source tables (only with data.synthetic)
     data/train.zarr, data/test.zarr  stage: the staged training and held-out sets (test encoded like train)
-    data/incoming.json               stage, with data.incoming: the data section the store was staged under
+    data/incoming.json               stage, with data.incoming (dmlr/pipeline/nightly.py): the data section the
+                                     store was staged under
     fit/result/                      fit: the fitted model (dmlr.save); fit/checkpoints/ while fitting
     fit/previous/                    fit, with data.incoming: the previous run's result (the refit's start)
     evaluate/metrics.json            evaluate: held-out log-loss, accuracy, Brier, confusion, calibration
@@ -226,7 +227,9 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
     )
     appended: dict[str, Any] = {}
     if d.incoming:
-        store, appended = _stage_incoming(run, train, common)
+        from dmlr.pipeline.nightly import stage_incoming
+
+        store, appended = stage_incoming(run, train, common)
     else:
         store = stage(train, run.path("data", "train.zarr"), **common)
     held = stage(test, run.path("data", "test.zarr"), like=store, **common)
@@ -235,38 +238,6 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
         "train_rows": int(store.X.shape[0]), "test_rows": int(held.X.shape[0]), "features": store.X.shape[1], **dropped,
         **appended,
     }  # fmt: skip
-
-
-def _stage_incoming(run: _Run, train: list[str], common: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The training store of a spec with ``data.incoming``: the files not yet in it appended (each file once: the
-    store's versions record their sources), or, the first time or when the data section changed, all staged.
-
-    ``WORKDIR/data/incoming.json`` records the data section the store was staged under."""
-    from dmlr.data.staging import stage
-    from dmlr.data.store import open_store
-
-    url = run.path("data", "train.zarr")
-    config = _sha("data", run.spec.section("data"))
-    record_path = run.path("data", "incoming.json")
-    fs, record_file = fsspec.core.url_to_fs(record_path, **run.so)
-    recorded = json.loads(fs.cat_file(record_file)) if fs.exists(record_file) else {}
-    files = [*_source_files(train, run.so), *_source_files(run.spec.data.incoming, run.so, allow_none=True)]
-    if not files:
-        raise InputError("data.train and data.incoming match no file yet: nothing to stage")
-    if recorded.get("config") == config and _store_hash(url, run.so) is not None:
-        store = open_store(url, storage_options=run.so or None)
-        known = {src for v in store.metadata.versions for src in v["sources"]}
-        new = [f for f in files if f not in known]
-        if not new:
-            return store, {"appended_files": 0}
-        store = stage(new, url, append=True, missing=common["missing"], storage_options=common["storage_options"])
-        run.log.emit("appended", stage="stage", files=new, rows=store.metadata.versions[-1]["rows"],
-                     version=store.metadata.version)  # fmt: skip
-        return store, {"appended_files": len(new), "version": store.metadata.version}
-    store = stage(files, url, **common)
-    fs.makedirs(record_file.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(record_file, json.dumps({"config": config}).encode())
-    return store, {"staged_files": len(files)}
 
 
 def _fit_inputs(run: _Run) -> str:
@@ -292,7 +263,9 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         run.log.emit("iteration", stage="fit", **rec)
 
     checkpoints = run.path("fit", "checkpoints")
-    start = _previous_result(run) if run.spec.data.incoming else None
+    from dmlr.pipeline.nightly import previous_result
+
+    start = previous_result(run) if run.spec.data.incoming else None
     try:
         # Non-convergence and separation are reported through the exit code (3) with the result written, so a
         # separated fit runs to its stopping point; `fit.separation: warn` logs it and lets the pipeline go on.
@@ -318,26 +291,6 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         )
     Checkpointer(checkpoints, "", storage_options=run.so or None).clear()
     return {"iterations": res.n_iter, "passes": res.history[-1]["passes"], "loglik": res.llf, "method": res.method}
-
-
-def _previous_result(run: _Run) -> Any:
-    """The previous run's result, copied to ``fit/previous`` (the report's "what changed" compares with it) and
-    returned as the refit's start; ``None`` the first time, or when it cannot start this fit (other columns)."""
-    import dmlr
-    from dmlr.results.io import save
-
-    result = run.path("fit", "result")
-    fs, path = fsspec.core.url_to_fs(result, **run.so)
-    if not fs.exists(f"{path}/COMPLETE"):
-        return None
-    previous = dmlr.load(result, storage_options=run.so or None)
-    save(previous, run.path("fit", "previous"), overwrite=True, storage_options=run.so or None)
-    names = previous.feature_names
-    if previous.formula is not None or previous.dropped_features or "store_rows" not in (previous.data_info or {}):
-        return None
-    rows = (previous.data_info or {})["store_rows"]
-    run.log.emit("warm_start", stage="fit", previous_rows=rows, features=len(names))
-    return previous
 
 
 def _evaluate_inputs(run: _Run) -> str:
