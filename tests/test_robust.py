@@ -235,7 +235,9 @@ def test_a_store_staged_with_text_cluster_ids_fits_like_memory(tmp_path, anes):
     assert store.metadata["n_groups"] == 3 and store.groups is not None
     source = store.metadata["source"]
     assert {k: source[k] for k in ("format", "paths", "sorted_by")} == {
-        "format": "csv", "paths": [str(tmp_path / "anes.csv")], "sorted_by": "region"
+        "format": "csv",
+        "paths": [str(tmp_path / "anes.csv")],
+        "sorted_by": "region",
     }
     assert source["columns"]["region"] == "text" and source["columns"]["PID"] == "number"
     ids = store.groups.compute()
