@@ -246,8 +246,8 @@ def _killed_appends(tmp_path, new: str, url: str, reset, options) -> dict[str, i
 
     rng = np.random.default_rng(26)
     seen = {"journal": 0, "committed": 0, "before": 0}
+    reset()
     for i in range(10):
-        reset()
         proc, began = start()
         time.sleep(max(0.0, (i + rng.random()) / 10 * duration - (time.perf_counter() - began)))
         proc.send_signal(signal.SIGKILL)
@@ -258,12 +258,14 @@ def _killed_appends(tmp_path, new: str, url: str, reset, options) -> dict[str, i
         if store.metadata.version == 2:  # killed after the commit point: the append is complete
             seen["committed"] += 1
             assert dmlr.store_checksum(url, options) == final == store.checksum
+            reset()
             continue
         seen["journal" if journal is not None else "before"] += 1
         assert store.metadata.version == 1 and store.metadata.n_rows == 40_000
         assert dmlr.store_checksum(url, options) == before == store.checksum, f"kill {i}"
-        again = dmlr.stage(new, url, append=True, storage_options=options)  # the rerun completes
-        assert again.metadata.version == 2 and dmlr.store_checksum(url, options) == final
+        # the store is byte for byte as before this kill's append: the next kill starts from it
+    again = dmlr.stage(new, url, append=True, storage_options=options)  # the rerun after the last kill completes
+    assert again.metadata.version == 2 and dmlr.store_checksum(url, options) == final
     return seen
 
 

@@ -44,8 +44,12 @@ _ARRAYS = ("X", "y", "weights", "offset", "groups")
 
 
 def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """The store's filesystem, its listings cache dropped: another process (an append, a killed one) may have
+    added or removed files since this one listed them."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return fs, root.rstrip("/")
+    root = root.rstrip("/")
+    fs.invalidate_cache()  # every listing: a path's own entry does not cover those below it
+    return fs, root
 
 
 def journal_state(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:

@@ -218,6 +218,7 @@ def store_checksum(url: str, storage_options: dict[str, Any] | None = None) -> s
     """
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")
+    fs.invalidate_cache()  # listings cached by this process may predate another process's writes
     digest = hashlib.sha256()
     for path in sorted(fs.find(root)):
         rel = path[len(root) :].lstrip("/")
