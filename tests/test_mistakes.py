@@ -74,7 +74,7 @@ CLI_CASES = {
     "stage a missing label": Cli(
         ("stage", "{r}/na_target.csv", "{t}/x.zarr", "--target", "party", "--features", "age"),
         2,
-        ("column 'party' has a missing value at row 42", "--missing drop"),
+        ("column 'party' has a missing value at data row 43 of", "na_target.csv", "--missing drop"),
     ),
     "stage with the two paths swapped": Cli(
         ("stage", "{r}/s.zarr", "{t}/anes.csv", "--target", "party"), 2, ("swapped", "the store comes last")

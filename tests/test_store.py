@@ -113,7 +113,7 @@ def test_bad_sources_are_named(tmp_path, table):
     bad = frame.copy()
     bad.loc[1234, "income"] = np.nan
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(InputError, match="column 'income' has a missing value at row 1234"):
+    with pytest.raises(InputError, match=r"column 'income' has a missing value at data row 1235 of .*bad\.csv"):
         dmlr.stage(str(tmp_path / "bad.csv"), out, target="choice", categorical=["region"])
     assert not os.path.exists(out) and not glob.glob(out + ".partial-*")  # a failed staging leaves nothing
     dmlr.stage(src, out, target="choice", categorical=["region"])
@@ -265,3 +265,51 @@ def test_a_float32_store_fits_like_the_rounded_float64_data(tmp_path):
     np.testing.assert_allclose(res.bse.to_numpy(), rounded.bse.to_numpy(), rtol=1e-10)
     with pytest.raises(InputError, match="dtype must be 'float64' or 'float32'"):
         dmlr.stage_arrays(x, y, str(tmp_path / "bad.zarr"), dtype="float16")
+
+
+def test_real_files_as_they_come_are_staged(tmp_path):
+    """Issue 24's staging cases: an integer column with a missing value in a later file (float there), CSV and
+    Parquet in one command, a directory as source, a groups column with a missing value (the policy applied before
+    the sort), integer labels and levels kept integers, and messages that name the file and its 1-based row."""
+    rng = np.random.default_rng(24)
+
+    def month(n: int) -> pd.DataFrame:
+        return pd.DataFrame({
+            "distance": rng.integers(100, 3000, n), "hour": rng.integers(5, 23, n), "k": rng.integers(0, 3, n),
+            "tail": rng.choice(["N1", "N2", "N3", "N4"], n), "carrier": rng.integers(1, 4, n),
+        })  # fmt: skip
+
+    jan, may, jun = month(400), month(300), month(200)
+    may["distance"] = may["distance"].astype(float)
+    may.loc[57, "distance"] = np.nan  # data row 58 of may.csv
+    folder = tmp_path / "months"
+    folder.mkdir()
+    jan.to_csv(folder / "jan.csv", index=False)
+    may.to_csv(folder / "may.csv", index=False)
+    jun.to_parquet(tmp_path / "jun.parquet")
+    common = {"target": "carrier", "features": ["distance", "hour", "k"], "categorical": ["k"]}
+
+    with pytest.raises(InputError, match=r"'distance' has a missing value at data row 58 of .*may\.csv"):
+        dmlr.stage(str(folder), str(tmp_path / "a.zarr"), **common)
+    store = dmlr.stage([str(folder), str(tmp_path / "jun.parquet")], str(tmp_path / "a.zarr"), missing="drop",
+                       **common)  # fmt: skip
+    assert store.metadata.n_rows == 899 and store.metadata.n_missing == 1
+    assert store.metadata.source["format"] == "csv+parquet"
+    assert store.classes.tolist() == [1, 2, 3] and store.feature_names == ["distance", "hour", "k[T.1]", "k[T.2]"]
+    whole = pd.concat([jan, may.drop(index=57), jun])
+    np.testing.assert_array_equal(store.X.compute()[:, :2], whole[["distance", "hour"]].to_numpy(dtype=float))
+
+    with_na = jan.assign(tail=jan["tail"].where(np.arange(400) != 12))
+    with_na.to_csv(tmp_path / "tails.csv", index=False)
+    with pytest.raises(InputError, match=r"'tail' has a missing value at data row 13 of .*tails\.csv"):
+        dmlr.stage(str(tmp_path / "tails.csv"), str(tmp_path / "g.zarr"), groups="tail", **common)
+    grouped = dmlr.stage(str(tmp_path / "tails.csv"), str(tmp_path / "g.zarr"), groups="tail", missing="drop",
+                         **common)  # fmt: skip
+    assert grouped.metadata.n_rows == 399 and grouped.metadata.n_missing == 1 and grouped.metadata.n_groups == 4
+
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(InputError, match="is a directory holding no CSV or Parquet file"):
+        dmlr.stage(str(tmp_path / "empty_dir"), str(tmp_path / "e.zarr"), **common)
+    jun.drop(columns=["hour"]).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(InputError, match=r"short\.csv has other columns than .*jan\.csv: missing \['hour'\]"):
+        dmlr.stage([str(folder / "jan.csv"), str(tmp_path / "short.csv")], str(tmp_path / "s.zarr"), **common)

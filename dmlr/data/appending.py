@@ -360,9 +360,7 @@ def append_table(
             f"{url} holds text cluster ids ({meta.groups!r}, stored as positions among the distinct ids) or was "
             "staged before appends existed; rows cannot be appended to it: stage all the files again"
         )
-    table, fmt = read_table(sources, storage_options)
-    if recorded and fmt != meta.source.get("format"):
-        raise InputError(f"the new files are {fmt}, the store was staged from {meta.source.get('format')} files")
+    table = read_table(sources, storage_options).frame
     request = Staging(
         sources, url, meta.target, list(encoding.columns), meta.weights, list(meta.offset or []), meta.chunk_rows,
         list(encoding.levels), False, storage_options, progress, store, {}, missing, meta.groups, False,

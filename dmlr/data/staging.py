@@ -63,6 +63,10 @@ class Staging:
     dtype: str
     recorded_source: dict[str, Any] | None = None
     max_classes: int | None = None
+    files: tuple[str, ...] = ()
+    """The file of each partition of the table read (named in messages about a row)."""
+    n_dropped: int = 0
+    """Rows left out for a missing value before the table was sorted by its groups."""
 
     @property
     def used(self) -> list[str]:
@@ -191,7 +195,8 @@ def stage(
 
 
 def _stage(request: Staging) -> StoreData:
-    table, fmt = read_table(request.sources, request.storage_options)
+    table, fmt, files = read_table(request.sources, request.storage_options)
+    request = dataclasses.replace(request, files=tuple(files))
     offsets_and_groups = request.offset + ([request.groups] if request.groups else [])
     features = _feature_columns(
         table, request.target, request.features, request.weights, offsets_and_groups, request.categorical
@@ -205,7 +210,10 @@ def _stage(request: Staging) -> StoreData:
         )
     if request.groups and request.sort_groups:
         recorded = {"format": fmt, "paths": request.sources, "sorted_by": request.groups}
-        return _stage_sorted(table, request, recorded | {"columns": source_columns(table)})
+        table, dropped = _missing_before_sorting(table, request)
+        return _stage_sorted(
+            table, dataclasses.replace(request, n_dropped=dropped), recorded | {"columns": source_columns(table)}
+        )
     raw_rows = table.map_partitions(len).sum()
     if request.missing == "drop":
         table = table.dropna(subset=request.used)
@@ -228,7 +236,7 @@ def _stage(request: Staging) -> StoreData:
         weights=request.weights, offset=request.offset or None, encoding=encoding.to_json(),
         source=request.recorded_source or {"format": fmt, "paths": request.sources, "sorted_by": None}
         | {"columns": (request.recorded_source or {}).get("columns") or source_columns(table)},
-        chunk_rows=request.chunk_rows or default_chunk_rows(p), n_missing=int(scan["raw_rows"]) - n,
+        chunk_rows=request.chunk_rows or default_chunk_rows(p), n_missing=int(scan["raw_rows"]) - n + request.n_dropped,
         x_dtype=request.dtype, groups=request.groups, n_groups=n_groups,
     )  # fmt: skip
     write_store(request.store, arrays, metadata, request.storage_options, request.progress)
@@ -250,8 +258,21 @@ def _scan(table: dd.DataFrame, raw_rows: Any, request: Staging) -> dict[str, Any
     group_ids = uniques.pop() if groups else None
     lengths = [int(k) for k in lengths]
     if int(n_na.sum()) > 0:
-        _raise_first_missing(table, used, n_na, lengths)
+        _raise_first_missing(table, used, n_na, lengths, request.files)
     return {"raw_rows": total, "lengths": lengths, "counts": counts, "uniques": uniques, "group_ids": group_ids}
+
+
+def _missing_before_sorting(table: dd.DataFrame, request: Staging) -> tuple[dd.DataFrame, int]:
+    """The missing-value policy applied before the rows are sorted by their groups (a missing cluster id cannot be
+    sorted): such rows dropped (and counted) or the first named."""
+    used = request.used
+    raw, lengths, n_na = compute(table.map_partitions(len).sum(), table.map_partitions(len), table[used].isna().sum())
+    if int(n_na.sum()) == 0:
+        return table, 0
+    if request.missing != "drop":
+        _raise_first_missing(table, used, n_na, [int(k) for k in lengths], request.files)
+    kept = table.dropna(subset=used)
+    return kept, int(raw) - int(kept.map_partitions(len).sum().compute())
 
 
 def _stage_sorted(table: dd.DataFrame, request: Staging, source: dict[str, Any]) -> StoreData:
@@ -280,6 +301,15 @@ def check_dtype(dtype: str) -> None:
     """Refuse a storage type of X other than float64 and float32."""
     if dtype not in ("float64", "float32"):
         raise InputError(f"dtype must be 'float64' or 'float32' (the storage type of X), got {dtype!r}")
+
+
+def integral(values: NDArray[Any]) -> NDArray[Any]:
+    """Float values that are all whole numbers as int64 (CSV integer columns are read as floats, so that one with a
+    missing value in a later file reads alike: labels, levels and cluster ids are integers again); others as they
+    are."""
+    if values.dtype.kind == "f" and values.size and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return values
 
 
 def positions(values: NDArray[Any], classes: NDArray[Any], where: str) -> NDArray[np.int32]:
@@ -329,7 +359,7 @@ def _encoded_arrays(
     n_groups = None
     if groups:
         distinct = pd.Series(group_ids).dropna()  # found by pass 1
-        text = not pd.api.types.is_integer_dtype(table[groups].dtype)
+        text = integral(distinct.to_numpy()).dtype.kind not in "iu"
         ids = np.asarray(sorted(distinct.tolist()), dtype=object) if text else None
         arrays["groups"] = from_partitions(table, lengths, _groups_part, (), np.int64, groups, ids)
         n_groups = len(distinct)
@@ -357,15 +387,21 @@ def _groups_part(frame: pd.DataFrame, column: str, ids: NDArray[Any] | None, whe
     return np.searchsorted(ids, values.astype(object).to_numpy()).astype(np.int64)
 
 
-def _raise_first_missing(table: dd.DataFrame, used: list[str], n_na: pd.Series, lengths: list[int]) -> None:
+def _raise_first_missing(
+    table: dd.DataFrame, used: list[str], n_na: pd.Series, lengths: list[int], files: Sequence[str] = ()
+) -> None:
     """Name the first missing value of the source: its column and data row (a second pass, on the error path)."""
     meta = pd.DataFrame({"row": pd.Series(dtype=np.int64), "column": pd.Series(dtype=object)})
     firsts = table.map_partitions(_first_missing, used, meta=meta).compute()
     part = int(np.argmax(firsts["row"].to_numpy() >= 0))
-    row = int(sum(lengths[:part]) + firsts["row"].iloc[part])
     columns = {str(c): int(v) for c, v in n_na.items() if v}
+    if len(files) == len(lengths):  # the file and its data row (1-based, the header not counted)
+        earlier = sum(k for f, k in zip(files[:part], lengths[:part], strict=True) if f == files[part])
+        where = f"data row {earlier + int(firsts['row'].iloc[part]) + 1} of {files[part]}"
+    else:
+        where = f"data row {int(sum(lengths[:part]) + firsts['row'].iloc[part]) + 1} of the source"
     raise InputError(
-        f"column {firsts['column'].iloc[part]!r} has a missing value at row {row} (data row, header excluded); "
+        f"column {firsts['column'].iloc[part]!r} has a missing value at {where} (1-based, header not counted); "
         f"missing values per column: {columns}. Fill them, or stage with --missing drop (missing='drop') to leave "
         "such rows out"
     )
@@ -426,7 +462,7 @@ def _warn_wide_categoricals(encoding: FeatureEncoding, n: int, dtype: str) -> No
 
 def _classes(counts: pd.Series, target: str, reference: StoreData | None, max_classes: int | None) -> NDArray[Any]:
     """The sorted class labels from pass 1's counts (the reference store's when staging like it)."""
-    labels = np.asarray(counts.index.to_numpy())
+    labels = integral(np.asarray(counts.index.to_numpy()))
     if reference is None:
         check_class_count(labels, f"target column {target!r}", max_classes)
     check_label_values(labels, f"target column {target!r}")
@@ -455,7 +491,7 @@ def _encoding(
         vals = pd.Series(values)
         if vals.isna().any():
             raise InputError(f"categorical column {col!r} has missing values")
-        levels[col] = sorted(vals.tolist())
+        levels[col] = sorted(integral(vals.to_numpy()).tolist())
         if col in first:
             match = [v for v in levels[col] if str(v) == str(first[col])]
             if not match:

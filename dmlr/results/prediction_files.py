@@ -44,7 +44,7 @@ def model_matrix_of(res: MNLogitResults, data: str, storage_options: dict[str, A
     """The model's data columns of a store, or of CSV/Parquet files encoded as the fit encoded its data, lazily."""
     if _is_store(data, storage_options):
         return res.model_columns(open_store(data, storage_options=storage_options).X)
-    table, _ = read_table(expand_sources(data), storage_options)
+    table = read_table(expand_sources(data), storage_options).frame
     meta = pd.DataFrame({f: pd.Series(dtype=np.float64) for f in res.data_feature_names})
     frames = table.map_partitions(_encoded_frame, res, meta=meta)
     return frames.to_dask_array().astype(np.float64)  # row counts unknown: the consumers' sums count rows
@@ -176,7 +176,7 @@ def _predict_to(
             proba, classes, out, storage_options
         )
         return int(proba.shape[0]), 0
-    table, _ = read_table(expand_sources(data), storage_options)
+    table = read_table(expand_sources(data), storage_options).frame
     absent = [c for c in keep if c not in table.columns]
     if absent:
         raise InputError(f"--keep columns {absent} are not in {data} (it has {list(table.columns)})")
