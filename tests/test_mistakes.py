@@ -44,6 +44,8 @@ def work(tmp_path_factory) -> Path:
     bad.to_csv(root / "unseen.csv", index=False)
     d.iloc[d.party.eq("dem").to_numpy()].to_csv(root / "one_class.csv", index=False)
     (root / "empty.csv").write_text("")
+    (root / "no_tables").mkdir()
+    d.drop(columns=["age"]).to_csv(root / "short.csv", index=False)
     d.iloc[:0].to_csv(root / "header.csv", index=False)
     store = dmlr.stage(
         str(root / "anes.csv"), str(root / "s.zarr"), target="party", features=["age", "income", "edu3"],
@@ -125,6 +127,17 @@ CLI_CASES = {
         ("stage", "{r}/one_class.csv", "{t}/x.zarr", "--target", "party", "--features", "age"), 2, ("single class",)
     ),
     "stage without a store": Cli(("stage", "{r}/anes.csv", "--target", "party"), 2, ("SOURCE", "STORE")),
+    "stage a directory holding no CSV or Parquet file": Cli(
+        ("stage", "{r}/no_tables", "{t}/x.zarr", "--target", "party"), 2, ("no_tables", "holding no CSV or Parquet")
+    ),
+    "stage files whose columns differ": Cli(
+        ("stage", "{r}/anes.csv", "{r}/short.csv", "{t}/x.zarr", "--target", "party"),
+        2,
+        ("short.csv has other columns", "missing ['age']"),
+    ),
+    "append a new level, class or column to a store": Cli(
+        ("stage", "{r}/unseen.csv", "{r}/s.zarr", "--append"), 2, ("the levels ['phd'] of 'edu3'", "--unseen drop")
+    ),
     # dmlr fit
     "fit with 0 workers": Cli(("fit", "{r}/s.zarr", "--out", "{t}/r", "--workers", "0"), 2, ("workers", ">= 1")),
     "fit with -1 workers": Cli(("fit", "{r}/s.zarr", "--out", "{t}/r", "--workers", "-1"), 2, ("workers", ">= 1")),
