@@ -26,6 +26,7 @@ from dmlr.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_NOT_CONVERGED,
     EXIT_OK,
     EXIT_RETRY,
@@ -47,6 +48,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_INFRASTRUCTURE",
     "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
     "EXIT_NOT_CONVERGED",
     "EXIT_OK",
     "EXIT_RETRY",
@@ -214,6 +216,11 @@ def _parse_base(base: str | None, classes: list[Any]) -> Any:
 @click.option("--overwrite", is_flag=True, help="Replace an existing RESULT.")
 @click.option("--base", metavar="LABEL", help="Reference class (default: the smallest label).")
 @click.option(
+    "--checkpoint", metavar="DIR",
+    help="Write a checkpoint after every iteration into DIR; the same command after a crash, SIGTERM (exit 75) or "
+    "Ctrl-C (exit 130) resumes there.",
+)  # fmt: skip
+@click.option(
     "--start", metavar="RESULT",
     help="Start at a previous result's coefficients; a result of this store before rows were appended reads only "
     "the appended rows before its first step.",
@@ -227,6 +234,7 @@ def fit(
     out: str,
     overwrite: bool,
     base: str | None,
+    checkpoint: str | None,
     start: str | None,
     options: FitOptions,
     where: ClusterOptions,
@@ -256,7 +264,9 @@ def fit(
             err=True,
         )
 
-    with client_for(where, verbose) as client, phases_on_stderr():
+    from dmlr.interrupt import terminate_gracefully
+
+    with terminate_gracefully(), client_for(where, verbose) as client, phases_on_stderr():
         click.echo(
             f"dmlr: fitting {data.metadata.n_rows:,} rows x {len(data.feature_names)} features, "
             f"{len(data.classes)} classes (method {options.method}); the first pass reads the store ...",
@@ -264,7 +274,7 @@ def fit(
         )
         res = fit_and_save(  # non-convergence and separation are reported through the exit code
             data, out, overwrite=overwrite, storage_options=so, client=client, callback=report,
-            start_params=previous, **{**asdict(options), "base": base_label},
+            start_params=previous, checkpoint=checkpoint, **{**asdict(options), "base": base_label},
         )  # fmt: skip
     click.echo(res.summary())
     click.echo(f"dmlr: result written to {out}", err=True)
@@ -409,7 +419,8 @@ def run(spec: str, stages: tuple[str, ...], force: bool, scheduler: str | None, 
     """Run a pipeline spec: stage -> fit -> evaluate -> report, skipping complete stages.
 
     One JSON log line per stage and per fit iteration goes to stderr. The fit checkpoints after every iteration:
-    after a crash or SIGKILL, rerun the same command and it resumes; SIGTERM saves and exits 75.
+    after a crash or SIGKILL, rerun the same command and it resumes; SIGTERM saves and exits 75, Ctrl-C (SIGINT)
+    saves and exits 130.
     """
     from dmlr.interrupt import terminate_gracefully
     from dmlr.pipeline import load_pipeline, run_pipeline

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_INFRASTRUCTURE",
     "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
     "EXIT_NOT_CONVERGED",
     "EXIT_OK",
     "EXIT_RETRY",
@@ -41,6 +43,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
 EXIT_INFRASTRUCTURE = 4
 EXIT_RETRY = 75
+EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,7 +79,8 @@ def guarded(func: F) -> F:
         except ClusterError as exc:
             fail(EXIT_INFRASTRUCTURE, str(exc))
         except JobInterrupted as exc:
-            fail(EXIT_RETRY, f"{exc}; rerun the same command to resume")
+            code = EXIT_INTERRUPTED if exc.signum == signal.SIGINT else EXIT_RETRY
+            fail(code, f"{exc}; rerun the same command to resume")
         except DmlrError as exc:
             fail(EXIT_INTERNAL, str(exc))
         except _infrastructure_errors() as exc:

@@ -42,7 +42,12 @@ class WorkerMemoryError(ClusterError):
 
 
 class JobInterrupted(DmlrError):
-    """The job was asked to stop (SIGTERM); the newest checkpoint is complete and a rerun resumes from it."""
+    """The job was asked to stop (SIGTERM, or SIGINT: Ctrl-C); the newest checkpoint is complete and a rerun resumes
+    from it. ``signum`` is the signal's number (``None`` when not known)."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class StoreError(InputError):

@@ -1,10 +1,11 @@
-"""SIGTERM as a clean, resumable stop.
+"""SIGTERM and SIGINT (Ctrl-C) as a clean, resumable stop.
 
 Batch schedulers (Kubernetes, SLURM, Prefect) stop a job with SIGTERM and a grace period before SIGKILL. Inside
 :func:`terminate_gracefully` a SIGTERM raises :class:`~dmlr.errors.JobInterrupted` in the main thread, which
 unwinds the fit (closing the cluster) after the newest checkpoint is complete: checkpoint writes run inside
 :func:`critical`, and a signal that arrives during one is held until the write has finished. The command line maps
-the error to :data:`dmlr.cli.EXIT_RETRY` (75, ``EX_TEMPFAIL``): rerunning the same command resumes the fit.
+the error to :data:`dmlr.cli.EXIT_RETRY` (75, ``EX_TEMPFAIL``) for SIGTERM and to 130 (128 + SIGINT, the shell's
+convention) for Ctrl-C: rerunning the same command resumes the fit.
 
 An exception raised from a signal handler lands wherever the main thread happens to be, and some code there
 swallows it (a bare ``except:`` in a library, an object's ``__del__``, whose exceptions Python only prints). The
@@ -29,7 +30,7 @@ _state: dict[str, int | None] = {"depth": 0, "requested": None}
 
 
 def _raise(signum: int) -> None:
-    raise JobInterrupted(f"received {signal.Signals(signum).name}: stopped at the newest checkpoint")
+    raise JobInterrupted(f"received {signal.Signals(signum).name}: stopped at the newest checkpoint", signum)
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -50,15 +51,17 @@ def check() -> None:
 
 @contextlib.contextmanager
 def terminate_gracefully() -> Iterator[None]:
-    """Turn SIGTERM into :class:`JobInterrupted` for the duration (main thread only; elsewhere a no-op)."""
+    """Turn SIGTERM and SIGINT into :class:`JobInterrupted` for the duration (main thread only; elsewhere a
+    no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous: Any = signal.signal(signal.SIGTERM, _handler)
+    previous: dict[int, Any] = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         _state["requested"] = None
 
 

@@ -176,8 +176,9 @@ def test_a_refit_after_an_append_reads_only_the_new_rows_before_its_first_step(t
     assert warm.llf == pytest.approx(cold.llf, rel=1e-12)
 
     done = run("fit", url, "--out", str(tmp_path / "cli"), "--start", str(tmp_path / "old"), "--workers", "1",
-               "--tol", "1e-10")  # fmt: skip
+               "--tol", "1e-10", "--checkpoint", str(tmp_path / "ckpt"))  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path / "ckpt"))[-1].endswith(".dmlrckpt")  # dmlr fit --checkpoint DIR
     cli = dmlr.load(str(tmp_path / "cli"))
     assert cli.history[0]["refit"]["appended_rows"] == 1000
     np.testing.assert_allclose(cli.params.to_numpy(), cold.params.to_numpy(), rtol=1e-8, atol=1e-10)

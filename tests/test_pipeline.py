@@ -237,6 +237,25 @@ def test_sigterm_exits_with_retry_code_and_leaves_a_resumable_checkpoint(staged_
     assert np.max(np.abs(coef - reference)) <= 1e-10
 
 
+def test_ctrl_c_exits_130_with_an_interrupted_line_and_a_resumable_checkpoint(staged_bohning):
+    """SIGINT is handled as SIGTERM: the checkpoint being written completes, the stage logs "interrupted", the exit
+    code is 130 (not click's "Aborted!" and 1), and the rerun resumes to the uninterrupted coefficients."""
+    from dmlr.cli import EXIT_INTERRUPTED
+
+    root, _, _n_iter, reference = staged_bohning
+    spec = _copy_staged(root, "ctrl-c")
+    rc, before, stderr = _start_and_stop_at(spec, 4, signal.SIGINT)
+    assert rc == EXIT_INTERRUPTED == 130, stderr
+    assert "Aborted" not in stderr and "Traceback" not in stderr
+    stopped = [e for e in before if e["event"] == "stage" and e["status"] == "interrupted"]
+    assert stopped and stopped[0]["stage"] == "fit" and "SIGINT" in stopped[0]["reason"]
+    saved = next(e for e in before if e["event"] == "checkpoint")["iteration"]
+    rerun = dmlr_run(spec)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [e["iteration"] for e in events(rerun.stderr) if e["event"] == "resume"] == [saved]
+    assert np.max(np.abs(np.load(spec.parent / "work" / "fit" / "result" / "coef.npy") - reference)) <= 1e-10
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
