@@ -398,3 +398,25 @@ def test_a_nightly_pipeline_appends_new_files_refits_and_reports_what_changed(tm
     cold = dmlr.fit(str(work / "data" / "train.zarr"), method="newton", tol=1e-10)
     np.testing.assert_allclose(results[-1].params.to_numpy(), cold.params.to_numpy(), rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(results[-1].bse.to_numpy(), cold.bse.to_numpy(), rtol=1e-6)
+
+
+def test_held_out_rows_with_a_level_training_never_saw_stop_the_run_or_are_dropped(tmp_path):
+    """Issue 24: one held-out row with a level the training files lack stops `dmlr run` with exit 2 naming the
+    level and `data.unseen: drop`; with it the row is left out and counted in the stage's log line."""
+    from dmlr.demo import make_table
+
+    table, _ = make_table(12_000, seed=24)
+    table.iloc[:9_000].to_csv(tmp_path / "train.csv", index=False)
+    test = table.iloc[9_000:].copy()
+    test.loc[test.index[7], "region"] = "LEX"
+    test.to_csv(tmp_path / "test.csv", index=False)
+    data = {"train": "train.csv", "test": "test.csv", "target": "mode", "categorical": ["region"]}
+    spec = write_spec(tmp_path, data=data)
+    stopped = dmlr_run(spec)
+    assert stopped.returncode == 2 and "['LEX']" in stopped.stderr and "data.unseen: drop" in stopped.stderr
+    spec = write_spec(tmp_path, data={**data, "unseen": "drop"})
+    done = dmlr_run(spec)
+    assert done.returncode == 0, done.stderr
+    staged = next(e for e in events(done.stderr) if e["event"] == "stage" and e.get("stage") == "stage"
+                  and e["status"] == "done")  # fmt: skip
+    assert staged["test_rows"] == 2_999 and staged["test_missing"] == 1

@@ -344,7 +344,7 @@ def append_table(
     """``stage(..., append=True)``: the files encoded as the store's rows, checked, then appended (see
     :func:`dmlr.stage`)."""
     from dmlr.data.sources import read_table
-    from dmlr.data.staging import Staging, _encoded_arrays, _scan
+    from dmlr.data.staging import Staging, _drop_unseen, _encoded_arrays, _scan
     from dmlr.data.store import open_store
     from dmlr.errors import InputError
 
@@ -372,13 +372,9 @@ def append_table(
     if missing == "drop":
         table = table.dropna(subset=request.used)
     scan = _scan(table, raw_rows, request)
-    new_classes, new_levels = _unseen(scan, store, request.categorical, unseen)
-    if new_classes or new_levels:
-        keep = ~table[meta.target].isin(new_classes)
-        for col, levels in new_levels.items():
-            keep &= ~table[col].isin(levels)
-        table = table[keep]
-        scan = _scan(table, raw_rows, request)
+    _unseen(scan, store, request.categorical, unseen)  # raised here unless unseen="drop"
+    if unseen == "drop":
+        table, scan = _drop_unseen(table, raw_rows, scan, request)
     if int(sum(scan["lengths"])) == 0:
         raise InputError(f"the new files {sources} have no rows to append; the store is unchanged")
     classes = store.classes

@@ -67,6 +67,8 @@ class Staging:
     """The file of each partition of the table read (named in messages about a row)."""
     n_dropped: int = 0
     """Rows left out for a missing value before the table was sorted by its groups."""
+    unseen: str = "raise"
+    """With ``like`` (or an append): rows with a level or class the reference store lacks: an error or dropped."""
 
     @property
     def used(self) -> list[str]:
@@ -155,8 +157,8 @@ def stage(
         interrupted at any point leaves the store at its previous version (:mod:`dmlr.data.appending`). Rows keep
         the files' order (a store sorted by its groups is no longer sorted after an append).
     unseen : {"raise", "drop"}
-        With ``append``: rows with a categorical level or a class the store does not have are an error (naming
-        them), or left out (counted in ``metadata.n_missing``).
+        With ``append`` or ``like``: rows with a categorical level or a class the (reference) store does not have
+        are an error (naming them), or left out (counted in ``metadata.n_missing``).
     extra_columns : {"raise", "ignore"}
         With ``append``: columns of the new files that the store's source did not have.
 
@@ -189,7 +191,7 @@ def stage(
     request = Staging(
         expand_sources(source), url, target, None if features is None else list(features), weights, list(offset or []),
         chunk_rows, list(categorical or []), overwrite, storage_options, progress, like_store, dict(reference or {}),
-        missing, groups, sort_groups, dtype, max_classes=max_classes,
+        missing, groups, sort_groups, dtype, max_classes=max_classes, unseen=unseen,
     )  # fmt: skip
     return _stage(request)
 
@@ -218,6 +220,8 @@ def _stage(request: Staging) -> StoreData:
     if request.missing == "drop":
         table = table.dropna(subset=request.used)
     scan = _scan(table, raw_rows, request)
+    if request.like is not None and request.unseen == "drop":
+        table, scan = _drop_unseen(table, raw_rows, scan, request)
     classes = _classes(scan["counts"], request.target, request.like, request.max_classes)
     encoding = _encoding(features, request.categorical, scan["uniques"], request.like, request.reference)
     m = classes.size - 1
@@ -260,6 +264,23 @@ def _scan(table: dd.DataFrame, raw_rows: Any, request: Staging) -> dict[str, Any
     if int(n_na.sum()) > 0:
         _raise_first_missing(table, used, n_na, lengths, request.files)
     return {"raw_rows": total, "lengths": lengths, "counts": counts, "uniques": uniques, "group_ids": group_ids}
+
+
+def _drop_unseen(
+    table: dd.DataFrame, raw_rows: Any, scan: dict[str, Any], request: Staging
+) -> tuple[dd.DataFrame, dict[str, Any]]:
+    """Rows with a class or level the reference store (``like``) lacks left out (counted with ``n_missing``)."""
+    from dmlr.data.appending import _unseen
+
+    assert request.like is not None
+    new_classes, new_levels = _unseen(scan, request.like, request.categorical, "drop")
+    if not new_classes and not new_levels:
+        return table, scan
+    keep = ~table[request.target].isin(new_classes)
+    for col, levels in new_levels.items():
+        keep &= ~table[col].isin(levels)
+    table = table[keep]
+    return table, _scan(table, raw_rows, request)
 
 
 def _missing_before_sorting(table: dd.DataFrame, request: Staging) -> tuple[dd.DataFrame, int]:
@@ -470,7 +491,10 @@ def _classes(counts: pd.Series, target: str, reference: StoreData | None, max_cl
     if reference is not None:
         unknown = sorted(set(classes.tolist()) - set(reference.classes.tolist()))
         if unknown:
-            raise InputError(f"target column {target!r} has labels {unknown} that {reference.url} does not have")
+            raise InputError(
+                f"target column {target!r} has labels {unknown} that {reference.url} does not have; pass "
+                "unseen='drop' (a pipeline's data.unseen: drop) to leave those rows out"
+            )
         classes = reference.classes
     if classes.size < 2:
         raise InputError(f"target column {target!r} has a single class ({classes.tolist()!r})")
@@ -508,5 +532,8 @@ def _encoding(
     for col, lv in levels.items():
         unseen = sorted(set(lv) - set(reference.encoding.levels[col]))
         if unseen:
-            raise InputError(f"categorical column {col!r} has levels {unseen} that {reference.url} does not have")
+            raise InputError(
+                f"categorical column {col!r} has levels {unseen} that {reference.url} does not have; pass "
+                "unseen='drop' (a pipeline's data.unseen: drop) to leave those rows out"
+            )
     return reference.encoding

@@ -73,6 +73,8 @@ class DataSection:
     groups: str | None = None
     incoming: tuple[str, ...] = ()
     """Files (globs) that arrive over time: each run appends those not yet in the training store."""
+    unseen: str = "raise"
+    """Held-out rows with a class or categorical level the training data lack: an error, or left out (counted)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ def _security(r: _Reader, value: Any, base: str) -> str | dict[str, str] | None:
 
 def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
     d = r.mapping(raw, "data", ("train", "test", "target", "features", "categorical", "weights", "offset",
-                                "synthetic", "storage_options", "missing", "groups", "incoming"))  # fmt: skip
+                                "synthetic", "storage_options", "missing", "groups", "incoming", "unseen"))  # fmt: skip
     synthetic = None
     if "synthetic" in d:
         s = r.mapping(d["synthetic"], "data.synthetic", ("rows", "test_rows", "seed", "files"))
@@ -273,6 +275,7 @@ def _data_section(r: _Reader, raw: Any, base: str) -> DataSection:
         storage_options=r.typed(d.get("storage_options") or {}, "data.storage_options", dict),
         missing=r.choice(d.get("missing", "raise"), "data.missing", MISSING),
         groups=None if d.get("groups") is None else r.typed(d["groups"], "data.groups", str),
+        unseen=r.choice(d.get("unseen", "raise"), "data.unseen", ("raise", "drop")),
     )
     if synthetic is not None and (data.features or data.weights or data.offset):
         raise r.fail("data.synthetic", "the synthetic table has fixed columns: leave features, weights, offset out")

@@ -232,7 +232,7 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
         store, appended = stage_incoming(run, train, common)
     else:
         store = stage(train, run.path("data", "train.zarr"), **common)
-    held = stage(test, run.path("data", "test.zarr"), like=store, **common)
+    held = stage(test, run.path("data", "test.zarr"), like=store, unseen=d.unseen, **common)
     dropped = {"train_missing": store.metadata.get("n_missing", 0), "test_missing": held.metadata.get("n_missing", 0)}
     return {
         "train_rows": int(store.X.shape[0]), "test_rows": int(held.X.shape[0]), "features": store.X.shape[1], **dropped,
