@@ -272,6 +272,7 @@ def test_ctrl_c_exits_130_with_an_interrupted_line_and_a_resumable_checkpoint(st
         ({"colour": "blue"}, "colour: unknown field"),
         ({"fit": {"cov_type": "HC9"}}, "fit.cov_type: expected one of"),
         ({"fit": {"weights_type": "sampling"}}, "fit.weights_type: expected one of"),
+        ({"fit": {"cov_type": "cluster"}}, "fit.cov_type: cluster needs cluster ids: name their column in data.groups"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, change, field):

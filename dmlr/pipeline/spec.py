@@ -202,9 +202,11 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     rp = r.mapping(top.get("report"), "report", ("format", "margins"))
     report = ReportSection(format=r.choice(rp.get("format", "html"), "report.format", ("html", "markdown")),
                            margins=r.typed(rp.get("margins", False), "report.margins", bool))  # fmt: skip
+    data, fit = _data_section(r, top["data"], base), _fit_section(r, top.get("fit"))
+    if fit.cov_type == "cluster" and not data.groups:
+        raise r.fail("fit.cov_type", "cluster needs cluster ids: name their column in data.groups")
     return PipelineSpec(
-        path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), _data_section(r, top["data"], base),
-        _fit_section(r, top.get("fit")), evaluate, report,
+        path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), data, fit, evaluate, report,
     )  # fmt: skip
 
 
