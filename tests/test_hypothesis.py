@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmlr
@@ -74,9 +75,9 @@ def test_bad_restrictions_are_named(fits):
         res.wald_test("2:age = 0, 2:age = 0")
     with pytest.raises(InputError, match="needs one '='"):
         res.wald_test("2:age")
-    with pytest.raises(InputError, match=r"\['height'\] are not model columns"):
+    with pytest.raises(InputError, match=r"'height' is neither a model column nor a categorical variable"):
         res.test_features(["height"])
-    with pytest.raises(InputError, match="not nested"):
+    with pytest.raises(InputError, match="arguments look swapped"):
         dmlr.lr_test(res, small)
     d = anes96()
     other = dmlr.fit(d[FEATURES].iloc[:900], d.PID.astype(int).iloc[:900])
@@ -95,4 +96,24 @@ def test_the_command_line_tests_features_of_a_saved_result(fits, tmp_path):
     assert done.exit_code == 0, done.stderr
     assert f"chi2(12) = {res.test_features(['age', 'income']).statistic:.4f}" in done.stdout
     bad = CliRunner().invoke(main, ["test", str(tmp_path / "r"), "height"])
-    assert bad.exit_code == 2 and "['height'] are not model columns" in bad.stderr
+    assert bad.exit_code == 2 and "'height' is neither a model column" in bad.stderr
+    typo = CliRunner().invoke(main, ["test", str(tmp_path / "r"), "incme"])
+    assert typo.exit_code == 2 and "did you mean 'income'?" in typo.stderr
+
+
+def test_a_factor_name_tests_all_its_columns_as_statas_testparm():
+    """Issue 24: test_features(["edu"]) is the joint test of every edu[T.*] column (Stata's testparm i.edu), for a
+    DataFrame fit and a formula fit."""
+    from dmlr.results.hypothesis import _variable
+
+    d = anes96()
+    frame = d[["age", "income"]].assign(
+        edu=pd.Categorical(np.asarray(["low", "mid", "high"])[d.educ.to_numpy().astype(int) % 3])
+    )
+    res = dmlr.fit(frame, d.PID.astype(int))
+    columns = [f for f in res.feature_names if f.startswith("edu[")]
+    assert len(columns) == 2
+    assert res.test_features(["edu"]).statistic == res.test_features(columns).statistic
+    assert res.test_features(["edu", "age"]).df == 3 * 6
+    assert _variable("C(r, contr.treatment('b'))[T.a]") == "r" and _variable("C(carrier, Sum)[S.AS]") == "carrier"
+    assert _variable("dist1k:hour") is None and _variable("np.log(x)") is None

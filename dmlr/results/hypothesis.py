@@ -191,16 +191,69 @@ def t_test(res: MNLogitResults, r: Any, q: Any = None, alpha: float = 0.05) -> p
 
 def test_features(res: MNLogitResults, features: Sequence[str]) -> ChiSquareTest:
     """The joint Wald test that ``features`` have zero coefficients in every equation (Stata's ``test a b``
-    after ``mlogit``): ``len(features) * (K - 1)`` restrictions."""
+    after ``mlogit``, ``testparm i.carrier`` for a factor): ``columns * (K - 1)`` restrictions.
+
+    A name is a model column, or a categorical variable: every column of its levels (``carrier`` stands for
+    ``carrier[T.AS]``, ``carrier[T.B6]``, ... and, in formula fits, ``C(carrier)[T.AS]``, ...).
+
+    Raises
+    ------
+    InputError
+        A name that is neither (the closest model columns and variables are suggested).
+    """
+    features = expand_features(res.feature_names, features)
     names = list(res.feature_names)
-    unknown = [f for f in features if f not in names]
-    if unknown or not features:
-        raise InputError(f"features {unknown or '[]'} are not model columns {names}")
     d, m = res.coef.shape
     R = np.zeros((len(features) * m, d * m))
     for i, (k, f) in enumerate((k, f) for f in features for k in range(m)):
         R[i, k * d + names.index(f)] = 1.0
     return wald_test(res, R, hypothesis=f"{', '.join(features)} = 0 in every equation")
+
+
+def _variable(column: str) -> str | None:
+    """The categorical variable a dummy column belongs to (``carrier[T.AS]``, ``C(carrier)[T.AS]``,
+    ``C(carrier, Sum)[S.AS]``: ``carrier``), or None."""
+    import re
+
+    match = re.fullmatch(r"(?:C\(\s*([^,)]+?)\s*(?:,.*)?\)|([^\[(]+))\[[^\]]+\]", column)
+    if match is None:
+        return None
+    return (match.group(1) or match.group(2)).strip()
+
+
+def expand_features(columns: Sequence[str], features: Sequence[str]) -> list[str]:
+    """``features`` with every categorical variable's name replaced by its columns (in model order).
+
+    Raises
+    ------
+    InputError
+        No names, or a name that is neither a column nor a variable (the closest ones suggested).
+    """
+    import difflib
+
+    columns = list(columns)
+    variables: dict[str, list[str]] = {}
+    for column in columns:
+        variable = _variable(column)
+        if variable is not None:
+            variables.setdefault(variable, []).append(column)
+    out: list[str] = []
+    for name in features:
+        if name in columns:
+            out.append(name)
+        elif name in variables:
+            out += variables[name]
+        else:
+            known = [*columns, *variables]
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise InputError(
+                f"{name!r} is neither a model column nor a categorical variable of the model{hint} (columns: "
+                f"{columns[:12]}{' ...' if len(columns) > 12 else ''})"
+            )
+    if not out:
+        raise InputError(f"no features to test; the model columns are {columns}")
+    return list(dict.fromkeys(out))
 
 
 def lr_test(restricted: MNLogitResults, full: MNLogitResults) -> ChiSquareTest:
@@ -221,6 +274,11 @@ def lr_test(restricted: MNLogitResults, full: MNLogitResults) -> ChiSquareTest:
     if list(restricted.classes) != list(full.classes):
         raise InputError("the fits have different classes")
     missing = [f for f in restricted.feature_names if f not in full.feature_names]
+    if missing and all(f in restricted.feature_names for f in full.feature_names):
+        raise InputError(
+            f"the arguments look swapped: {full.n_params} parameters in the second fit, {restricted.n_params} in the "
+            "first; lr_test(restricted, full) takes the smaller model first"
+        )
     if missing or restricted.n_params >= full.n_params:
         raise InputError(
             f"the restricted fit is not nested in the full one (columns {missing} not in the full fit, or "
