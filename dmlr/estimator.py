@@ -23,6 +23,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from dmlr.api import fit as dmlr_fit
+from dmlr.data.inputs import refuse_sparse
 from dmlr.options import FitOptions, fit_option_fields
 from dmlr.results.results import MNLogitResults
 
@@ -102,9 +103,15 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         -------
         self
         """
+        refuse_sparse(X)
         if isinstance(X, da.Array):
             self.n_features_in_ = int(X.shape[1])
             x_fit, y_fit = X, y
+        elif _has_categories(X):  # encoded by dmlr.fit as it encodes them (one-hot against the first category)
+            self.n_features_in_ = int(X.shape[1])
+            self.feature_names_in_ = np.asarray(list(map(str, X.columns)), dtype=object)
+            x_fit, y_fit = X, np.asarray(y)
+            check_classification_targets(y_fit)
         else:
             names = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
             x_fit, y_fit = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
@@ -146,6 +153,11 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "results_")
         if isinstance(X, da.Array):
             return X
+        if _has_categories(X):  # raw columns, encoded by the results as the fit encoded them
+            if list(map(str, X.columns)) != list(getattr(self, "feature_names_in_", [])):
+                raise ValueError(f"X has the columns {list(X.columns)}; the estimator was fitted with "
+                                 f"{list(getattr(self, 'feature_names_in_', []))}")  # fmt: skip
+            return X
         x = validate_data(self, X, reset=False, dtype=np.float64)
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(x, columns=list(map(str, X.columns)), index=X.index)
@@ -169,6 +181,11 @@ class MultinomialLogit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             classes = self.classes_
             return da.map_blocks(lambda b: classes[np.argmax(b, axis=1)], proba, drop_axis=1, dtype=classes.dtype)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _has_categories(X: Any) -> bool:
+    """A pandas DataFrame with ``category`` columns (which ``dmlr.fit`` one-hot encodes)."""
+    return isinstance(X, pd.DataFrame) and any(isinstance(t, pd.CategoricalDtype) for t in X.dtypes)
 
 
 def _option_names() -> list[str]:

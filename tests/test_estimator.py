@@ -92,3 +92,19 @@ def test_formula_fit_equals_the_manual_design_and_names_columns_as_formulaic():
     assert list(no_intercept.params.index) == ["x1", "x2"]
     with pytest.raises(dmlr.InputError, match="not columns of the data"):
         dmlr.fit_formula("mode ~ x1 + nope", frame)
+
+
+def test_the_estimator_takes_what_dmlr_fit_takes_a_frame_with_category_columns():
+    """Issue 24: MultinomialLogit().fit on a DataFrame with a category column (one-hot encoded by dmlr.fit, against
+    its first category) equals dmlr.fit of the frame, and predicts raw frames."""
+    rng = np.random.default_rng(24)
+    n = 2000
+    frame = pd.DataFrame({"x": rng.normal(size=n), "g": pd.Categorical(rng.choice(["a", "b", "c"], n))})
+    y = rng.choice(["p", "q", "r"], n)
+    est = dmlr.MultinomialLogit(l2=0.0).fit(frame, y)
+    ref = dmlr.fit(frame, y)
+    np.testing.assert_allclose(est.results_.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(est.predict_proba(frame.iloc[:50]), ref.predict_proba(frame.iloc[:50]).to_numpy(),
+                               rtol=0, atol=1e-12)  # fmt: skip
+    assert list(est.feature_names_in_) == ["x", "g"] and est.n_features_in_ == 2
+    assert est.score(frame, y) == pytest.approx(np.mean(est.predict(frame) == y))

@@ -139,6 +139,7 @@ CLI_CASES = {
         ("stage", "{r}/unseen.csv", "{r}/s.zarr", "--append"), 2, ("the levels ['phd'] of 'edu3'", "--unseen drop")
     ),
     # dmlr fit
+    "summary of a store": Cli(("summary", "{r}/s.zarr"), 2, ("Zarr store, not a fitted result", "dmlr info")),
     "fit with 0 workers": Cli(("fit", "{r}/s.zarr", "--out", "{t}/r", "--workers", "0"), 2, ("workers", ">= 1")),
     "fit with -1 workers": Cli(("fit", "{r}/s.zarr", "--out", "{t}/r", "--workers", "-1"), 2, ("workers", ">= 1")),
     "fit with a memory limit that is not a size": Cli(
@@ -197,7 +198,7 @@ CLI_CASES = {
         seconds=30,
     ),
     # dmlr summary, info, run
-    "summary of a directory that is no result": Cli(("summary", "{r}/s.zarr"), 2, ("no complete dmlr result",)),
+    "summary of a directory that is no result": Cli(("summary", "{r}/no_tables"), 2, ("no complete dmlr result",)),
     "info of a CSV": Cli(("info", "{r}/anes.csv"), 2, ("is a file", "dmlr stage")),
     "run a spec that does not exist": Cli(("run", "{t}/nothing.yaml"), 2, ("no such pipeline spec",)),
     "run a spec with a wrong value": Cli(("run", "{r}/bad_spec.yaml"), 2, ("fit.l2",)),
@@ -253,6 +254,10 @@ API_CASES = {
         ("column 'income'", "row 9", "missing='drop'"),
     ),
     "a text column in fit": Api(lambda w, d: dmlr.fit(d[["age", "edu3"]], d.party), ("'edu3'", "category")),
+    "a scipy.sparse X": Api(
+        lambda w, d: dmlr.fit(_sparse(d[["age", "income"]]), d.party), ("scipy.sparse", ".toarray()", "GiB")
+    ),
+    "a store where a result is expected": Api(lambda w, d: dmlr.load(str(w / "s.zarr")), ("Zarr store", "dmlr info")),
     "a missing label": Api(lambda w, d: dmlr.fit(d[["age"]], _with(d, party_7=None).party), ("missing", "row 7")),
     "a formula over missing values": Api(
         lambda w, d: dmlr.fit_formula("party ~ age + income", _with(d, income_11=np.nan)),
@@ -273,6 +278,12 @@ API_CASES = {
         lambda w, d: dmlr.load(str(w / "r")).predict_proba(d[["age", "edu3"]]), ("['income']",)
     ),
 }
+
+
+def _sparse(frame: pd.DataFrame) -> Any:
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(frame.to_numpy(dtype=float))
 
 
 @pytest.mark.parametrize("name", list(API_CASES))

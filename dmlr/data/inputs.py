@@ -73,6 +73,7 @@ class Inputs:
         """Open a store, or apply the missing-value policy to arrays and tables (``count`` counts the rows of a
         lazily filtered dask input: :class:`~dmlr.passes.engine.PassEngine` passes)."""
         if not isinstance(X, (str, os.PathLike, StoreData)):
+            refuse_sparse(X)
             if y is None:
                 raise InputError("y is required unless X is a store")
             return _in_memory(X, y, weights, offset, feature_names, missing, groups, count)
@@ -138,6 +139,26 @@ class Inputs:
             "target": meta["target"],
             "encoding": meta["encoding"],
         }
+
+
+def refuse_sparse(X: Any, what: str = "X") -> None:
+    """A scipy.sparse ``X`` is refused with what to pass instead (dmlr's kernels take dense row blocks).
+
+    Raises
+    ------
+    InputError
+    """
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        matrix: Any = X
+        rows, cols = matrix.shape
+        raise InputError(
+            f"{what} is a scipy.sparse matrix ({rows:,} x {cols:,}, {matrix.nnz:,} stored values); dmlr fits dense row "
+            f"blocks: pass {what}.toarray() ({8 * rows * cols / 2**30:.2f} GiB as float64) when that fits in memory, "
+            "or a dask array of dense blocks (dask.array.from_array(X, chunks=(rows, -1)).map_blocks(lambda b: "
+            "b.toarray())), or stage the data"
+        )
 
 
 def _in_memory(

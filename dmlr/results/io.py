@@ -165,6 +165,11 @@ def load(
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     root = root.rstrip("/")
     if not fs.exists(f"{root}/COMPLETE"):
+        if fs.exists(f"{root}/zarr.json"):
+            raise StoreError(
+                f"{path} is a Zarr store, not a fitted result: `dmlr info {path}` describes it, "
+                f"`dmlr fit {path} --out RESULT` fits it"
+            )
         raise StoreError(f"no complete dmlr result at {path} (missing, or its writing did not finish)")
     read = _Reader(fs, root, path)
     doc = json.loads(read("result.json"))
