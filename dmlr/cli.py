@@ -386,12 +386,13 @@ def predict(
 ) -> None:
     """Class probabilities and labels for a store or CSV/Parquet files of raw columns, written chunk by chunk."""
     import dmlr
-    from dmlr.results.prediction_files import output_kind, predict_to
+    from dmlr.results.prediction_files import check_prediction_inputs, output_kind, predict_to
 
     options = parse_storage_options(storage_options)
-    output_kind(out)  # checked here too: before a cluster starts
+    kind = output_kind(out)  # checked here too: before a cluster starts
     check_output(out, overwrite, options, "output")
     res = dmlr.load(result, storage_options=options)
+    check_prediction_inputs(res, data, kind, split_values(keep), se, options)
     with client_for(where, verbose):
         click.echo(f"dmlr: predicting {data} with the model in {result} ...", err=True)
         n, dropped = predict_to(

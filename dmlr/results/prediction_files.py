@@ -162,26 +162,14 @@ def _predict_to(
     se: bool = False,
 ) -> tuple[int, int]:
     classes = np.asarray(res.classes)
-    if _is_store(data, storage_options):
-        if keep or se:
-            raise InputError("--keep and --se need CSV/Parquet input (a store holds only the encoded features)")
+    table = check_prediction_inputs(res, data, kind, keep, se, storage_options)
+    if table is None:
         store = open_store(data, storage_options=storage_options)
-        if list(store.feature_names) != list(res.data_feature_names):
-            raise InputError(
-                f"store {data} has features {store.feature_names}, "
-                f"the model was fitted on {list(res.data_feature_names)}"
-            )
         proba = res.predict_proba(store.X)
         _write_zarr(proba, classes, out, storage_options) if kind == "zarr" else _write_parquet_array(
             proba, classes, out, storage_options
         )
         return int(proba.shape[0]), 0
-    table = read_table(expand_sources(data), storage_options).frame
-    absent = [c for c in keep if c not in table.columns]
-    if absent:
-        raise InputError(f"--keep columns {absent} are not in {data} (it has {list(table.columns)})")
-    if (keep or se) and kind == "zarr":
-        raise InputError("--keep and --se write columns next to the predictions: give a .parquet output")
     meta = pd.concat(
         [table._meta[keep].reset_index(drop=True), _frame(np.zeros((0, classes.size)), classes)]
         + ([_se_frame(res, table._meta.iloc[:0], classes)] if se else []),
@@ -198,6 +186,37 @@ def _predict_to(
     n_in = int(table.map_partitions(len).sum().compute()) if missing == "drop" else int(proba.shape[0])
     _write_zarr(proba, classes, out, storage_options)
     return int(proba.shape[0]), n_in - int(proba.shape[0])
+
+
+def check_prediction_inputs(
+    res: MNLogitResults, data: str, kind: str, keep: Sequence[str], se: bool, storage_options: dict[str, Any] | None
+) -> dd.DataFrame | None:
+    """What ``dmlr predict`` checks before any cluster starts: a store's features, the ``--keep`` columns of a
+    table (read lazily: its header), the output kind for ``--keep``/``--se``. Returns the table (``None`` for a
+    store).
+
+    Raises
+    ------
+    InputError
+        Naming the culprit.
+    """
+    if _is_store(data, storage_options):
+        if keep or se:
+            raise InputError("--keep and --se need CSV/Parquet input (a store holds only the encoded features)")
+        store = open_store(data, storage_options=storage_options)
+        if list(store.feature_names) != list(res.data_feature_names):
+            raise InputError(
+                f"store {data} has features {store.feature_names}, "
+                f"the model was fitted on {list(res.data_feature_names)}"
+            )
+        return None
+    table = read_table(expand_sources(data), storage_options).frame
+    absent = [c for c in keep if c not in table.columns]
+    if absent:
+        raise InputError(f"--keep columns {absent} are not in {data} (it has {list(table.columns)})")
+    if (keep or se) and kind == "zarr":
+        raise InputError("--keep and --se write columns next to the predictions: give a .parquet output")
+    return table
 
 
 def _write_zarr(proba: da.Array, classes: NDArray[Any], out: str, storage_options: dict[str, Any] | None) -> None:
