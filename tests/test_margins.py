@@ -108,6 +108,8 @@ def test_dummy_changes_and_atexog_equal_statsmodels(with_vote, at, method):
     theirs = ref.get_margeff(at=at, method=method, atexog={3: 40})  # statsmodels counts the constant as column 0
     np.testing.assert_allclose(fixed.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(fixed.margeff_se.to_numpy(), theirs.margeff_se, rtol=1e-8)
+    by_position = res.get_margeff(x, at=at, method=method, atexog={3: 40})  # the same key as statsmodels'
+    np.testing.assert_allclose(by_position.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
 
 
 def test_count_changes_follow_their_definition(with_vote):

@@ -136,12 +136,26 @@ class MarginalEffects:
         return head + "\n" + self.summary_frame(alpha).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _atexog_columns(names: list[str], atexog: dict[Any, float] | None) -> dict[int, float]:
-    """The data columns ``atexog`` fixes (feature names, or data column positions) and their values."""
+def _atexog_columns(names: list[str], atexog: dict[Any, float] | None, intercept: bool) -> dict[int, float]:
+    """The data columns ``atexog`` fixes and their values: feature names, or integer positions among the model's
+    columns as statsmodels counts them (the constant, when there is one, is column 0)."""
     columns: dict[int, float] = {}
     for key, value in (atexog or {}).items():
-        j = names.index(key) if key in names else key if isinstance(key, int) and 0 <= key < len(names) else None
-        if j is None:
+        if key in names:
+            j = names.index(key)
+        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if intercept and key == 0:
+                raise InputError(
+                    "atexog key 0 is the constant (statsmodels counts it as column 0): it is not a feature"
+                )
+            j = int(key) - int(intercept)
+            if not 0 <= j < len(names):
+                last = len(names) + int(intercept) - 1
+                raise InputError(
+                    f"atexog key {key} is not a column position: the model's columns are 0..{last}"
+                    + (" (0 is the constant)" if intercept else "")
+                )
+        else:
             raise InputError(f"atexog names {key!r}, which is not one of the model's features {names}")
         columns[j] = float(value)
     return columns
@@ -166,7 +180,7 @@ def marginal_effects(
                          f"statsmodels; got method {method!r}, at {at!r}")  # fmt: skip
     names = list(res.data_feature_names)
     x = res.model_rows(X)[0]
-    fixed = _atexog_columns(names, atexog)
+    fixed = _atexog_columns(names, atexog, bool(res.intercept))
     fixed_items = tuple(sorted(fixed.items()))
     summary = row_sums(x, ColumnSummaryKernel(fixed_items)) if (dummy or count or at == "mean") else None
     discrete = _discrete_columns(summary, names, dummy, count)

@@ -394,7 +394,8 @@ class MNLogitResults:
         at : {"overall", "mean", "median", "zero"}
         method : {"dydx", "eydx", "dyex", "eyex"}
         atexog : dict, optional
-            Feature name (or data column position) to the value it is fixed at before ``at`` applies.
+            Feature name, or column position as statsmodels counts it (the constant, when there is one, is column
+            0), to the value it is fixed at before ``at`` applies.
         dummy, count : bool or list of str
             Discrete changes instead of derivatives, as statsmodels: ``True`` finds the 0/1 columns (dummy: the
             change 0 -> 1) or the non-negative integer ones (count: ``(p(x + 1) - p(x - 1)) / 2``); a list names
