@@ -102,10 +102,12 @@ def test_tasks_per_pass_do_not_grow_with_partitions(cluster_client, problem):
         with get_task_stream(client=cluster_client) as stream:
             record = passes(np.zeros((5, 2)), WITH_INFORMATION)
         assert record.n_rows == len(y)
-        tasks = len([t for t in stream.data if str(t["key"]).startswith("dmlr-")])
+        tasks = len([t for t in stream.data if str(t["key"]).startswith("dmlr-pass-")])
         holding = {ws[0] for ws in cluster_client.who_has(futures_of(design.x)).values()}
-        # one task per thread of each worker holding blocks (1 thread per worker here), however many partitions
-        assert tasks == len(holding), (parts, tasks, holding)
+        threads = sum(cluster_client.nthreads().values())
+        # at most one task per thread (1 thread per worker here), at least one per worker holding blocks, however
+        # many partitions (the records of two tasks that land on one worker are added there: "dmlr-combine")
+        assert len(holding) <= tasks <= threads, (parts, tasks, holding)
 
 
 _KERNEL_PEAKS = """

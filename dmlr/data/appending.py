@@ -33,9 +33,21 @@ from dmlr.data.sources import is_local
 from dmlr.errors import StoreError
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+    from dmlr.data.staging import Staging
     from dmlr.data.store import StoreData
 
-__all__ = ["JOURNAL", "append_rows", "append_store", "append_table", "commit_metadata", "journal_state", "recover"]
+__all__ = [
+    "JOURNAL",
+    "append_rows",
+    "append_store",
+    "append_table",
+    "commit_metadata",
+    "drop_unseen",
+    "journal_state",
+    "recover",
+]
 
 JOURNAL = "_append"
 """The store's subdirectory holding an append's undo journal while it runs."""
@@ -344,7 +356,7 @@ def append_table(
     """``stage(..., append=True)``: the files encoded as the store's rows, checked, then appended (see
     :func:`dmlr.stage`)."""
     from dmlr.data.sources import read_table
-    from dmlr.data.staging import Staging, _drop_unseen, _encoded_arrays, _scan
+    from dmlr.data.staging import Staging, _encoded_arrays, _scan
     from dmlr.data.store import open_store
     from dmlr.errors import InputError
 
@@ -374,7 +386,7 @@ def append_table(
     scan = _scan(table, raw_rows, request)
     _unseen(scan, store, request.categorical, unseen)  # raised here unless unseen="drop"
     if unseen == "drop":
-        table, scan = _drop_unseen(table, raw_rows, scan, request)
+        table, scan = drop_unseen(table, raw_rows, scan, request)
     if int(sum(scan["lengths"])) == 0:
         raise InputError(f"the new files {sources} have no rows to append; the store is unchanged")
     classes = store.classes
@@ -414,3 +426,20 @@ def _unseen(
             "unchanged"
         )
     return new_classes, new_levels
+
+
+def drop_unseen(
+    table: dd.DataFrame, raw_rows: Any, scan: dict[str, Any], request: Staging
+) -> tuple[dd.DataFrame, dict[str, Any]]:
+    """Rows with a class or level the reference store (``like``) lacks left out (counted with ``n_missing``)."""
+    from dmlr.data.staging import _scan
+
+    assert request.like is not None
+    new_classes, new_levels = _unseen(scan, request.like, request.categorical, "drop")
+    if not new_classes and not new_levels:
+        return table, scan
+    keep = ~table[request.target].isin(new_classes)
+    for col, levels in new_levels.items():
+        keep &= ~table[col].isin(levels)
+    table = table[keep]
+    return table, _scan(table, raw_rows, request)

@@ -27,6 +27,7 @@ from dmlr.data.appending import source_columns
 from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.labels import check_class_count, check_label_values
 from dmlr.data.metadata import StoreMetadata
+from dmlr.data.missing import missing_before_sorting, raise_first_missing
 from dmlr.data.sources import expand_sources, from_partitions, is_local, read_table
 from dmlr.data.store import StoreData, open_store
 from dmlr.data.writing import check_target_free, temporary_name, write_store
@@ -212,7 +213,7 @@ def _stage(request: Staging) -> StoreData:
         )
     if request.groups and request.sort_groups:
         recorded = {"format": fmt, "paths": request.sources, "sorted_by": request.groups}
-        table, dropped = _missing_before_sorting(table, request)
+        table, dropped = missing_before_sorting(table, request.used, request.missing, request.files)
         return _stage_sorted(
             table, dataclasses.replace(request, n_dropped=dropped), recorded | {"columns": source_columns(table)}
         )
@@ -221,7 +222,9 @@ def _stage(request: Staging) -> StoreData:
         table = table.dropna(subset=request.used)
     scan = _scan(table, raw_rows, request)
     if request.like is not None and request.unseen == "drop":
-        table, scan = _drop_unseen(table, raw_rows, scan, request)
+        from dmlr.data.appending import drop_unseen
+
+        table, scan = drop_unseen(table, raw_rows, scan, request)
     classes = _classes(scan["counts"], request.target, request.like, request.max_classes)
     encoding = _encoding(features, request.categorical, scan["uniques"], request.like, request.reference)
     m = classes.size - 1
@@ -262,38 +265,8 @@ def _scan(table: dd.DataFrame, raw_rows: Any, request: Staging) -> dict[str, Any
     group_ids = uniques.pop() if groups else None
     lengths = [int(k) for k in lengths]
     if int(n_na.sum()) > 0:
-        _raise_first_missing(table, used, n_na, lengths, request.files)
+        raise_first_missing(table, used, n_na, lengths, request.files)
     return {"raw_rows": total, "lengths": lengths, "counts": counts, "uniques": uniques, "group_ids": group_ids}
-
-
-def _drop_unseen(
-    table: dd.DataFrame, raw_rows: Any, scan: dict[str, Any], request: Staging
-) -> tuple[dd.DataFrame, dict[str, Any]]:
-    """Rows with a class or level the reference store (``like``) lacks left out (counted with ``n_missing``)."""
-    from dmlr.data.appending import _unseen
-
-    assert request.like is not None
-    new_classes, new_levels = _unseen(scan, request.like, request.categorical, "drop")
-    if not new_classes and not new_levels:
-        return table, scan
-    keep = ~table[request.target].isin(new_classes)
-    for col, levels in new_levels.items():
-        keep &= ~table[col].isin(levels)
-    table = table[keep]
-    return table, _scan(table, raw_rows, request)
-
-
-def _missing_before_sorting(table: dd.DataFrame, request: Staging) -> tuple[dd.DataFrame, int]:
-    """The missing-value policy applied before the rows are sorted by their groups (a missing cluster id cannot be
-    sorted): such rows dropped (and counted) or the first named."""
-    used = request.used
-    raw, lengths, n_na = compute(table.map_partitions(len).sum(), table.map_partitions(len), table[used].isna().sum())
-    if int(n_na.sum()) == 0:
-        return table, 0
-    if request.missing != "drop":
-        _raise_first_missing(table, used, n_na, [int(k) for k in lengths], request.files)
-    kept = table.dropna(subset=used)
-    return kept, int(raw) - int(kept.map_partitions(len).sum().compute())
 
 
 def _stage_sorted(table: dd.DataFrame, request: Staging, source: dict[str, Any]) -> StoreData:
@@ -387,16 +360,6 @@ def _encoded_arrays(
     return arrays, n_groups
 
 
-def _first_missing(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
-    """The first row of one partition with a missing value and its first such column (no row: -1)."""
-    bad = frame[used].isna()
-    rows = bad.any(axis=1).to_numpy()
-    if not rows.any():
-        return pd.DataFrame({"row": [-1], "column": [""]})
-    row = int(np.argmax(rows))
-    return pd.DataFrame({"row": [row], "column": [str(bad.columns[int(np.argmax(bad.iloc[row].to_numpy()))])]})
-
-
 def _groups_part(frame: pd.DataFrame, column: str, ids: NDArray[Any] | None, where: str) -> NDArray[np.int64]:
     values = frame[column]
     if values.isna().any():
@@ -406,26 +369,6 @@ def _groups_part(frame: pd.DataFrame, column: str, ids: NDArray[Any] | None, whe
     if ids is None:
         return values.to_numpy(dtype=np.int64)
     return np.searchsorted(ids, values.astype(object).to_numpy()).astype(np.int64)
-
-
-def _raise_first_missing(
-    table: dd.DataFrame, used: list[str], n_na: pd.Series, lengths: list[int], files: Sequence[str] = ()
-) -> None:
-    """Name the first missing value of the source: its column and data row (a second pass, on the error path)."""
-    meta = pd.DataFrame({"row": pd.Series(dtype=np.int64), "column": pd.Series(dtype=object)})
-    firsts = table.map_partitions(_first_missing, used, meta=meta).compute()
-    part = int(np.argmax(firsts["row"].to_numpy() >= 0))
-    columns = {str(c): int(v) for c, v in n_na.items() if v}
-    if len(files) == len(lengths):  # the file and its data row (1-based, the header not counted)
-        earlier = sum(k for f, k in zip(files[:part], lengths[:part], strict=True) if f == files[part])
-        where = f"data row {earlier + int(firsts['row'].iloc[part]) + 1} of {files[part]}"
-    else:
-        where = f"data row {int(sum(lengths[:part]) + firsts['row'].iloc[part]) + 1} of the source"
-    raise InputError(
-        f"column {firsts['column'].iloc[part]!r} has a missing value at {where} (1-based, header not counted); "
-        f"missing values per column: {columns}. Fill them, or stage with --missing drop (missing='drop') to leave "
-        "such rows out"
-    )
 
 
 def _feature_columns(
