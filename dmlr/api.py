@@ -131,7 +131,9 @@ def fit(
     run = fitter.run(_passes(design, inputs, opts, client))
     if run.outcome.final.stats.information is not None and run.outcome.final.coef.size >= WIDE_PARAMETERS:
         fitter.phase(f"inverting the {run.outcome.final.coef.size:,}-parameter information for the covariance")
-    return build_results(run, inputs, opts, cov, design.model_names[int(design.intercept) :])
+    res = build_results(run, inputs, opts, cov, design.model_names[int(design.intercept) :])
+    # in-memory data stay reachable from the result, as statsmodels' do (get_margeff() without data)
+    return res if inputs.store is not None else dataclasses.replace(res, fitted_data=inputs.X)
 
 
 def _data_token(inputs: Inputs) -> str:

@@ -214,3 +214,47 @@ def test_many_features_equal_statsmodels(at):
         mine, theirs = res.get_margeff(x, at=at, method=method), ref.get_margeff(at=at, method=method)
         np.testing.assert_allclose(mine.margeff.to_numpy(), theirs.margeff, rtol=1e-8, atol=1e-14)
         np.testing.assert_allclose(mine.margeff_se.to_numpy(), theirs.margeff_se, rtol=1e-8)
+
+
+_LOADED_MARGINS = """
+import sys, numpy as np, dmlr
+me = dmlr.load(sys.argv[1]).get_margeff()
+np.save(sys.argv[2], np.column_stack([me.margeff.to_numpy(), me.margeff_se.to_numpy()]), allow_pickle=False)
+"""
+
+
+def test_get_margeff_without_data_uses_the_fitted_data_as_statsmodels(tmp_path):
+    """Issue 24, item 4: get_margeff() and get_prediction() without data equal their calls with the fitted data, for
+    an in-memory fit, a store fit, and a store fit loaded in a new process (the store reopened and checked); after
+    rows are appended the loaded result still averages over the rows it was fitted on; a loaded fit of arrays says
+    to pass the data."""
+    import pickle
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(41)
+    x, y = rng.normal(size=(3000, 3)), rng.choice(["a", "b", "c"], 3000)
+    res = dmlr.fit(x, y)
+    np.testing.assert_allclose(res.get_margeff().margeff.to_numpy(), res.get_margeff(x).margeff.to_numpy(),
+                               rtol=0, atol=1e-12)  # fmt: skip
+    average = res.get_prediction(average=True).predicted
+    np.testing.assert_allclose(average, res.get_prediction(x, average=True).predicted, rtol=0, atol=1e-12)
+    assert "fitted_data" not in pickle.loads(pickle.dumps(res)).__dict__  # a result shipped to workers: no data
+    dmlr.save(res, str(tmp_path / "arrays"))
+    with pytest.raises(InputError, match="does not hold the data it was fitted on"):
+        dmlr.load(str(tmp_path / "arrays")).get_margeff()
+
+    url = str(tmp_path / "s.zarr")
+    dmlr.stage_arrays(x, y, url, chunk_rows=700)
+    fitted = dmlr.fit(url)
+    store_x = dmlr.open_store(url).X
+    expected = fitted.get_margeff(store_x)
+    np.testing.assert_allclose(fitted.get_margeff().margeff.to_numpy(), expected.margeff.to_numpy(), rtol=0, atol=1e-12)
+    dmlr.save(fitted, str(tmp_path / "r"))
+    dmlr.stage_arrays(x[:500], y[:500], url, append=True)  # the store grows after the fit
+    script = tmp_path / "margins.py"
+    script.write_text(_LOADED_MARGINS)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "r"), str(tmp_path / "me.npy")], check=True)
+    loaded = np.load(tmp_path / "me.npy", allow_pickle=False)
+    np.testing.assert_allclose(loaded[:, :3], expected.margeff.to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(loaded[:, 3:], expected.margeff_se.to_numpy(), rtol=0, atol=1e-12)

@@ -93,6 +93,10 @@ class MNLogitResults:
         When the fit ended (ISO 8601, UTC); the summary's Date and Time.
     formula : FormulaEncoding, optional
         For :func:`dmlr.fit_formula` fits: the formula and its encoding state, re-applied to new data.
+    fitted_data : array-like, optional
+        For fits of in-memory data: the data columns fitted (after the missing-value policy), so that
+        ``get_margeff()`` and ``get_prediction()`` without data use them, as statsmodels does. Not saved and not
+        pickled: a loaded result of a store fit reopens its store instead.
     refit : RefitRecord, optional
         For fits of a store with the exact information at the optimum: what a refit after rows were appended needs
         to read only the new rows before its first step (:mod:`dmlr.results.refit`; ``start_params=`` of
@@ -128,6 +132,13 @@ class MNLogitResults:
     fitted_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     formula: Any = None
     refit: Any = None
+    fitted_data: Any = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without :attr:`fitted_data` (a result shipped to workers does not carry the data)."""
+        state = dict(self.__dict__)
+        state.pop("fitted_data", None)
+        return state
 
     # --- layout -------------------------------------------------------------------------------------------
     @property
@@ -351,14 +362,15 @@ class MNLogitResults:
         return pd.DataFrame(proba, index=index, columns=list(self.classes.tolist()))
 
     def get_prediction(
-        self, X: Any, *, average: bool = False, offset: Any = None, missing: str = "raise", unseen: str = "raise"
+        self, X: Any = None, *, average: bool = False, offset: Any = None, missing: str = "raise", unseen: str = "raise"
     ) -> PredictionResults:
         """Predicted probabilities of every class with delta-method standard errors from the fit's covariance.
 
         Parameters
         ----------
-        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p)
-            As for :meth:`predict_proba` (a DataFrame holds raw columns, encoded as the fit encoded them).
+        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p), optional
+            As for :meth:`predict_proba` (a DataFrame holds raw columns, encoded as the fit encoded them); default
+            the fitted data (:meth:`fitted_rows`).
         average : bool
             Return the average predicted probabilities over the rows of ``X`` and their standard errors (the
             gradient averaged in the same pass).
@@ -374,11 +386,12 @@ class MNLogitResults:
             ``summary_frame(alpha)``.
         """
         self._cov()  # a fit without inference says so here
+        X = self.fitted_rows() if X is None else X
         return get_prediction(self, X, average=average, offset=offset, missing=missing, unseen=unseen)
 
     def get_margeff(
         self,
-        X: Any,
+        X: Any = None,
         at: str = "overall",
         method: str = "dydx",
         atexog: dict[Any, float] | None = None,
@@ -389,8 +402,9 @@ class MNLogitResults:
 
         Parameters
         ----------
-        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p)
-            The rows to average over (``at="overall"``) or to take the mean/median of: usually the fitted data.
+        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p), optional
+            The rows to average over (``at="overall"``) or to take the mean/median of; default the fitted data
+            (:meth:`fitted_rows`), as statsmodels.
         at : {"overall", "mean", "median", "zero"}
         method : {"dydx", "eydx", "dyex", "eyex"}
         atexog : dict, optional
@@ -408,7 +422,44 @@ class MNLogitResults:
             ``summary_frame()``, ``summary()``. On a dask array ``at="overall"`` is one pass of per-block sums.
         """
         self._cov()
+        X = self.fitted_rows() if X is None else X
         return marginal_effects(self, X, at, method, atexog, dummy, count)
+
+    def fitted_rows(self) -> Any:
+        """The data columns the model was fitted on: the in-memory data (:attr:`fitted_data`), or the store the fit
+        recorded, reopened and checked by its checksum (its rows at the version fitted, when rows were appended
+        since).
+
+        Raises
+        ------
+        InputError
+            The result holds no data and records no store (a loaded fit of arrays), or the store changed or cannot
+            be opened: pass the rows.
+        """
+        if self.fitted_data is not None:
+            return self.fitted_data
+        info = self.data_info or {}
+        if "store" not in info:
+            raise InputError(
+                "this result does not hold the data it was fitted on (a fit of in-memory data, saved and loaded): "
+                "pass them, e.g. get_margeff(X)"
+            )
+        from dmlr.data.store import open_store
+
+        url, checksum, rows = info["store"], info.get("store_checksum"), info.get("store_rows")
+        try:
+            store = open_store(url)
+        except (InputError, OSError) as exc:
+            raise InputError(f"the store this result was fitted on cannot be opened ({exc}): pass the rows") from None
+        if store.checksum == checksum:
+            return store.X
+        versions = store.metadata.versions
+        if rows and any(v["checksum"] == checksum and v["rows"][1] == rows for v in versions):
+            return store.X[: int(rows)]  # the rows fitted, before later appends
+        raise InputError(
+            f"{url} is not the store this result was fitted on (its checksum changed, and no version of it has "
+            f"the fitted one, {str(checksum)[:12]}): pass the rows"
+        )
 
     def encode(
         self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise", where: str = "X"
