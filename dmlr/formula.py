@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from dmlr.api import fit
 from dmlr.data.encoding import drop_missing, is_categorical, missing_rows
+from dmlr.data.inputs import series_values
 from dmlr.data.sources import from_partitions
 from dmlr.errors import InputError
 from dmlr.formula_check import check_terms, term_variables
@@ -363,11 +364,13 @@ def _dask_design(
     matrix = model_matrix(rhs, sample, na_action="raise")
     spec = matrix.model_spec
     encoding = _learnt(formula, spec, variables, sample, np.asarray(matrix, dtype=np.float64))
-    x = from_partitions(typed, lengths, _model_matrix, (len(spec.column_names),), np.float64, encoding, "raise")
-    labels = typed[lhs]
-    if not pd.api.types.is_numeric_dtype(labels.dtype):
-        labels = labels.astype(object)
-    return x, labels.to_dask_array(lengths=list(map(int, lengths))), encoding, n_missing
+    parts = typed.to_delayed()  # once: the design and the labels read the same partitions (one graph)
+    width = (len(spec.column_names),)
+    x = from_partitions(typed, lengths, _model_matrix, width, np.float64, encoding, "raise", parts=parts)
+    dtype = typed[lhs].dtype
+    kind = dtype if pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype) else object
+    labels = from_partitions(typed, lengths, series_values, (), kind, lhs, parts=parts)
+    return x, labels, encoding, n_missing
 
 
 def _pandas_design(

@@ -160,3 +160,37 @@ def test_predict_offset_is_checked(xy):
     bad[5, 1] = np.nan
     with pytest.raises(InputError, match=r"offset has a non-finite value \(nan\) at column 1, row 5"):
         res.predict_proba(x, offset=bad)
+
+
+@pytest.mark.cluster
+def test_dask_dataframes_from_parquet_fit_as_pandas_does(tmp_path, cluster_client):
+    """Issue 24, item 3: dmlr.fit(ddf[cols], ddf.label, weights=ddf.w, groups=ddf.g) and fit_formula on a frame of
+    dd.read_parquet over 12 small files (its category column with unknown categories) equal the pandas fits (1e-10)
+    on the LocalCluster."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(12)
+    n = 6000
+    d = pd.DataFrame({
+        "dist": rng.normal(size=n), "hour": rng.integers(5, 23, n).astype(float),
+        "origin": rng.choice(["EWR", "JFK", "LGA"], n), "w": rng.integers(1, 3, n).astype(float),
+        "g": rng.integers(0, 40, n), "carrier": rng.choice(["AA", "B6", "DL"], n),
+    })  # fmt: skip
+    for i in range(12):
+        d.iloc[i * 500 : (i + 1) * 500].to_parquet(tmp_path / f"m{i:02d}.parquet")
+    ddf = dd.read_parquet(str(tmp_path / "*.parquet")).astype({"origin": "category"})
+    lazy = dmlr.fit(ddf[["dist", "hour", "origin"]], ddf.carrier, weights=ddf.w, groups=ddf.g, cov_type="cluster",
+                    client=cluster_client)  # fmt: skip
+    frame = d[["dist", "hour"]].assign(origin=pd.Categorical(d.origin))
+    eager = dmlr.fit(frame, d.carrier, weights=d.w, groups=d.g, cov_type="cluster")
+    assert lazy.feature_names == eager.feature_names == ("const", "dist", "hour", "origin[T.JFK]", "origin[T.LGA]")
+    np.testing.assert_allclose(lazy.coef, eager.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lazy.bse.to_numpy(), eager.bse.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(lazy.predict_proba(frame.iloc[:20]).to_numpy(), eager.predict_proba(frame.iloc[:20]))
+
+    formula = "carrier ~ dist + hour + C(origin)"
+    lazy_f = dmlr.fit_formula(formula, dd.read_parquet(str(tmp_path / "*.parquet")), client=cluster_client)
+    eager_f = dmlr.fit_formula(formula, d)
+    np.testing.assert_allclose(lazy_f.coef, eager_f.coef, rtol=1e-10, atol=1e-12)
+    with pytest.raises(InputError, match="hold text: make them categorical"):
+        dmlr.fit(dd.read_parquet(str(tmp_path / "*.parquet"))[["dist", "origin"]], ddf.carrier)

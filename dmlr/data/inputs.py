@@ -22,11 +22,11 @@ from numpy.typing import NDArray
 
 from dmlr.data.blocks import kept_rows
 from dmlr.data.design import Design, RowData, build_design, default_row_chunk
-from dmlr.data.encoding import FeatureEncoding, drop_missing
+from dmlr.data.encoding import FeatureEncoding, drop_missing, is_categorical
 from dmlr.data.store import StoreData, open_store
 from dmlr.errors import InputError
 
-__all__ = ["Inputs"]
+__all__ = ["Inputs", "refuse_sparse", "series_values"]
 
 
 @dataclass
@@ -167,10 +167,7 @@ def _in_memory(
 ) -> Inputs:  # fmt: skip
     """Arrays and DataFrames: the missing-value policy applied to all inputs, a DataFrame encoded by name."""
     if isinstance(X, dd.DataFrame):
-        raise InputError(
-            "X is a dask DataFrame: use dmlr.fit_formula('label ~ ...', ddf) for dask DataFrames, or pass "
-            "ddf.to_dask_array(lengths=True)"
-        )
+        return _dask_frame(X, y, weights, offset, groups, feature_names, missing)
     arrays = [X, y, weights, offset, groups]
     if any(isinstance(a, da.Array) for a in arrays):
         if groups is not None and missing == "drop":
@@ -198,6 +195,69 @@ def _in_memory(
         X = encoding.transform(frame, "X")
         feature_names = feature_names or encoding.feature_names
     return Inputs(X, y, weights, offset, feature_names, encoding=encoding, n_missing=int(bad.sum()), groups=groups)
+
+
+def _dask_frame(
+    X: dd.DataFrame, y: Any, weights: Any, offset: Any, groups: Any, feature_names: Sequence[str] | None, missing: str
+) -> Inputs:
+    """A dask DataFrame's columns (numeric, boolean or ``category``: one-hot against the first category, as for
+    pandas) and its label, weights and groups Series, read partition by partition from one frame, so that every
+    array has the frame's partitions whatever dask's optimizer fuses (Parquet-backed frames included)."""
+    from dask.base import compute
+    from dask.dataframe.utils import has_known_categories
+
+    from dmlr.data.sources import from_partitions
+
+    if offset is not None:
+        raise InputError("offset cannot be given with a dask DataFrame X: pass dask arrays (X.to_dask_array())")
+    series = {"__y": y, "__weights": weights, "__groups": groups}
+    for key, value in series.items():
+        if value is not None and not isinstance(value, dd.Series):
+            name = key.strip("_")
+            raise InputError(f"with a dask DataFrame X, {name} must be a dask Series (a column of the same frame)")
+    if feature_names is not None:
+        raise InputError("feature_names cannot be given with a DataFrame X: its column names are used")
+    columns = [str(c) for c in X.columns]
+    texts = [c for c in columns if is_categorical(X[c].dtype) and not isinstance(X[c].dtype, pd.CategoricalDtype)]
+    if texts:
+        raise InputError(
+            f"X columns {texts} hold text: make them categorical (ddf.astype({{{texts[0]!r}: 'category'}})) to "
+            "one-hot encode them, or leave them out"
+        )
+    frame = X.assign(**{k: v for k, v in series.items() if v is not None})
+    raw = frame.map_partitions(len).sum()
+    if missing == "drop":
+        frame = frame.dropna()
+    cats = [c for c in columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    lengths, total, *found = compute(frame.map_partitions(len), raw, *[frame[c].dropna().unique() for c in cats])
+    lengths = [int(k) for k in lengths]
+    levels = {}
+    for c, values in zip(cats, found, strict=True):
+        known = has_known_categories(frame[c])  # else categories learnt here, sorted
+        levels[c] = list(frame[c].dtype.categories) if known else sorted(pd.Series(values).tolist())
+    encoding = FeatureEncoding(tuple(columns), levels)
+    parts = frame.to_delayed()  # once: every array below reads these partitions
+    x = from_partitions(frame, lengths, encoding.transform, (encoding.n_features,), np.float64, parts=parts)
+
+    def column(key: str) -> Any:
+        if key not in frame.columns:
+            return None
+        dtype = frame[key].dtype
+        kind = dtype if pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype) else object
+        return from_partitions(frame, lengths, series_values, (), kind, key, parts=parts)
+
+    return Inputs(
+        x, column("__y"), column("__weights"), None, encoding.feature_names,
+        encoding=encoding if levels else None, n_missing=int(total) - sum(lengths), groups=column("__groups"),
+    )  # fmt: skip
+
+
+def series_values(frame: pd.DataFrame, column: str, where: str) -> NDArray[Any]:
+    """One partition's values of a label, weights or groups column (text and categories as objects)."""
+    values = frame[column]
+    if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values.dtype):
+        return np.asarray(values.astype(object).to_numpy())
+    return values.to_numpy()
 
 
 def _raise_missing(name: str, values: Any, rows: NDArray[np.bool_]) -> None:

@@ -168,6 +168,7 @@ def from_partitions(
     dtype: Any,
     *args: Any,
     source: str = "source",
+    parts: Sequence[Any] | None = None,
 ) -> da.Array:
     """Apply ``func(frame, *args, where)`` to every partition of ``table`` and stack the NumPy results by rows.
 
@@ -184,12 +185,15 @@ def from_partitions(
     dtype : numpy dtype
     source : str
         How ``where`` names the table.
+    parts : sequence of dask.delayed.Delayed, optional
+        ``table.to_delayed()`` made once by the caller: arrays read from the same frame must share it (two calls
+        are optimized apart, and their tasks are no longer one graph).
     """
     return da.concatenate(
         [
             da.from_delayed(
                 delayed(func)(part, *args, f"{source} partition {i}"), shape=(int(k), *trailing), dtype=dtype
             )
-            for i, (part, k) in enumerate(zip(table.to_delayed(), lengths, strict=True))
+            for i, (part, k) in enumerate(zip(table.to_delayed() if parts is None else parts, lengths, strict=True))
         ]
     )
