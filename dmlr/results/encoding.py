@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["encode_frame", "feature_matrix"]
+__all__ = ["encode_frame", "feature_matrix", "fitted_rows"]
 
 Array = NDArray[np.float64]
 
@@ -89,3 +89,31 @@ def feature_matrix(X: Any, p: int) -> Any:
     if arr.ndim != 2 or arr.shape[1] != p:
         raise InputError(f"X must have shape (n, {p}); got {arr.shape}")
     return arr
+
+
+def fitted_rows(res: Any) -> Any:
+    """:meth:`MNLogitResults.fitted_rows <dmlr.results.results.MNLogitResults.fitted_rows>`."""
+    if res.fitted_data is not None:
+        return res.fitted_data
+    info = res.data_info or {}
+    if "store" not in info:
+        raise InputError(
+            "this result does not hold the data it was fitted on (a fit of in-memory data, saved and loaded): "
+            "pass them, e.g. get_margeff(X)"
+        )
+    from dmlr.data.store import open_store
+
+    url, checksum, rows = info["store"], info.get("store_checksum"), info.get("store_rows")
+    try:
+        store = open_store(url)
+    except (InputError, OSError) as exc:
+        raise InputError(f"the store this result was fitted on cannot be opened ({exc}): pass the rows") from None
+    if store.checksum == checksum:
+        return store.X
+    versions = store.metadata.versions
+    if rows and any(v["checksum"] == checksum and v["rows"][1] == rows for v in versions):
+        return store.X[: int(rows)]  # the rows fitted, before later appends
+    raise InputError(
+        f"{url} is not the store this result was fitted on (its checksum changed, and no version of it has "
+        f"the fitted one, {str(checksum)[:12]}): pass the rows"
+    )

@@ -436,30 +436,9 @@ class MNLogitResults:
             The result holds no data and records no store (a loaded fit of arrays), or the store changed or cannot
             be opened: pass the rows.
         """
-        if self.fitted_data is not None:
-            return self.fitted_data
-        info = self.data_info or {}
-        if "store" not in info:
-            raise InputError(
-                "this result does not hold the data it was fitted on (a fit of in-memory data, saved and loaded): "
-                "pass them, e.g. get_margeff(X)"
-            )
-        from dmlr.data.store import open_store
+        from dmlr.results.encoding import fitted_rows
 
-        url, checksum, rows = info["store"], info.get("store_checksum"), info.get("store_rows")
-        try:
-            store = open_store(url)
-        except (InputError, OSError) as exc:
-            raise InputError(f"the store this result was fitted on cannot be opened ({exc}): pass the rows") from None
-        if store.checksum == checksum:
-            return store.X
-        versions = store.metadata.versions
-        if rows and any(v["checksum"] == checksum and v["rows"][1] == rows for v in versions):
-            return store.X[: int(rows)]  # the rows fitted, before later appends
-        raise InputError(
-            f"{url} is not the store this result was fitted on (its checksum changed, and no version of it has "
-            f"the fitted one, {str(checksum)[:12]}): pass the rows"
-        )
+        return fitted_rows(self)
 
     def encode(
         self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise", where: str = "X"
