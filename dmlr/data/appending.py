@@ -55,18 +55,20 @@ JOURNAL = "_append"
 _ARRAYS = ("X", "y", "weights", "offset", "groups")
 
 
-def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+def _fs(url: str, storage_options: dict[str, Any] | None, everything: bool = True) -> tuple[Any, str]:
     """The store's filesystem, its listings cache dropped: another process (an append, a killed one) may have
-    added or removed files since this one listed them."""
+    added or removed files since this one listed them. ``everything=False`` drops only the journal's entry and its
+    parents' (enough to see whether a journal exists; what :func:`journal_state` needs on every store opened)."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")
-    fs.invalidate_cache()  # every listing: a path's own entry does not cover those below it
+    # a path's own entry does not cover the listings below it: a rollback and a checksum drop them all
+    fs.invalidate_cache() if everything else fs.invalidate_cache(f"{root}/{JOURNAL}")
     return fs, root
 
 
 def journal_state(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The journal of an append that has not finished (``{}`` when it holds no ``journal.json`` yet), or None."""
-    fs, root = _fs(url, storage_options)
+    fs, root = _fs(url, storage_options, everything=False)
     if not fs.exists(f"{root}/{JOURNAL}"):
         return None
     try:

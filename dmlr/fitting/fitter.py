@@ -115,7 +115,8 @@ class Fitter:
         checkpointer = self._checkpointer(passes.design)
         request = first_request(o.method, passes.design.offset is not None)
         warm = self.warm
-        incremental = warm is not None and warm.incremental and (checkpointer is None or checkpointer.load() is None)
+        # a checkpoint of this refit is resumed by begin_fit (listed here, read and checked once, there)
+        incremental = warm is not None and warm.incremental and (checkpointer is None or checkpointer.newest() is None)
         if incremental:
             assert warm is not None
             self.phase("refit from the previous result: reading the appended rows only before the first step")
