@@ -300,7 +300,14 @@ def summary(result: str, storage_options: str | None) -> None:
 @click.option("--method", type=click.Choice(["dydx", "eydx", "dyex", "eyex"]), default="dydx", show_default=True)
 @click.option("--dummy", is_flag=True, help="Discrete changes 0 -> 1 for 0/1 features.")
 @click.option("--count", is_flag=True, help="Discrete changes (x+1 vs x-1)/2 for non-negative integer features.")
+@click.option(
+    "--by",
+    type=click.Choice(["column", "variable"]),
+    help="Effects per design column (statsmodels) or per variable through the formula (Stata's margins; the "
+    "default for formula fits over table files).",
+)
 @click.option("--out", "out", help="Also write the table to this CSV file.")
+@missing_option
 @storage_option
 @guarded
 @with_cluster_options
@@ -311,14 +318,16 @@ def margins(
     method: str,
     dummy: bool,
     count: bool,
+    by: str | None,
     out: str | None,
+    missing: str,
     where: ClusterOptions,
     verbose: bool,
     storage_options: str | None,
 ) -> None:
     """Marginal effects with standard errors over a store or CSV/Parquet files (one pass for --at overall)."""
     import dmlr
-    from dmlr.results.prediction_files import model_matrix_of
+    from dmlr.results.encoding import resolve_rows
 
     options = parse_storage_options(storage_options)
     if out is not None:
@@ -326,7 +335,8 @@ def margins(
     res = dmlr.load(result, storage_options=options)
     with client_for(where, verbose):
         click.echo(f"dmlr: marginal effects of {result} over {data} ...", err=True)
-        me = res.get_margeff(model_matrix_of(res, data, options), at=at, method=method, dummy=dummy, count=count)
+        rows = resolve_rows(data, options)
+        me = res.get_margeff(rows, at, method, dummy=dummy, count=count, by=by, missing=missing)
     click.echo(me.summary())
     if out is not None:
         me.summary_frame().to_csv(out)

@@ -298,9 +298,11 @@ def fit_formula(
 
     used = [lhs, *variables]
     if isinstance(data, dd.DataFrame):
-        x, y, encoding, n_missing = _dask_design(data, formula, rhs, lhs, variables, used, missing)
+        x, y, encoding, (data, n_missing) = _dask_design(data, formula, rhs, lhs, variables, used, missing)
     else:
-        x, y, encoding, n_missing, kwargs = _pandas_design(data, formula, rhs, lhs, variables, used, missing, kwargs)
+        x, y, encoding, (data, n_missing), kwargs = _pandas_design(
+            data, formula, rhs, lhs, variables, used, missing, kwargs
+        )
     names = encoding.column_names
     if "Intercept" in names:  # dmlr's own intercept (unpenalized), named as formulaic names it
         j = names.index("Intercept")
@@ -310,7 +312,8 @@ def fit_formula(
         res = dataclasses.replace(res, feature_names=("Intercept", *res.feature_names[1:]))
     else:
         res = fit(x, y, fit_intercept=False, feature_names=names, **kwargs)
-    return dataclasses.replace(res, dep_name=lhs, formula=encoding, n_missing=n_missing)
+    # the raw rows fitted: margins per variable and predictions without data re-apply the formula to them
+    return dataclasses.replace(res, dep_name=lhs, formula=encoding, n_missing=n_missing, fitted_data=data)
 
 
 CHECKED_ROWS = 1_000
@@ -343,9 +346,9 @@ def _learnt(
 
 def _dask_design(
     data: dd.DataFrame, formula: str, rhs: str, lhs: str, variables: list[str], used: list[str], missing: str
-) -> tuple[Any, Any, FormulaEncoding, int]:
-    """A dask DataFrame's design (lazy, per partition under one encoding learnt from the first), labels, encoding and
-    the rows dropped for a missing value."""
+) -> tuple[Any, Any, FormulaEncoding, tuple[dd.DataFrame, int]]:
+    """A dask DataFrame's design (lazy, per partition under one encoding learnt from the first), labels, encoding, and
+    the rows kept with the count dropped for a missing value."""
     from formulaic import model_matrix
 
     n_missing = 0
@@ -370,15 +373,15 @@ def _dask_design(
     dtype = typed[lhs].dtype
     kind = dtype if pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype) else object
     labels = from_partitions(typed, lengths, series_values, (), kind, lhs, parts=parts)
-    return x, labels, encoding, n_missing
+    return x, labels, encoding, (data, n_missing)
 
 
 def _pandas_design(
     data: pd.DataFrame, formula: str, rhs: str, lhs: str, variables: list[str], used: list[str], missing: str,
     kwargs: dict[str, Any],
-) -> tuple[Any, Any, FormulaEncoding, int, dict[str, Any]]:  # fmt: skip
-    """A pandas DataFrame's design, labels, encoding, the rows dropped for a missing value, and ``kwargs`` with the
-    same rows dropped from the weights and offset."""
+) -> tuple[Any, Any, FormulaEncoding, tuple[pd.DataFrame, int], dict[str, Any]]:  # fmt: skip
+    """A pandas DataFrame's design, labels, encoding, the rows kept with the count dropped for a missing value, and
+    ``kwargs`` with the same rows dropped from the weights and offset."""
     from formulaic import model_matrix
 
     bad = missing_rows(data, used)
@@ -395,4 +398,4 @@ def _pandas_design(
     matrix = model_matrix(rhs, typed, na_action="raise")
     spec = matrix.model_spec
     encoding = _learnt(formula, spec, variables, typed, np.asarray(matrix, dtype=np.float64))
-    return np.asarray(matrix, dtype=np.float64), frame[lhs].to_numpy(), encoding, n_missing, kwargs
+    return np.asarray(matrix, dtype=np.float64), frame[lhs].to_numpy(), encoding, (frame, n_missing), kwargs

@@ -159,8 +159,9 @@ def test_the_command_line_margins_and_prediction_errors(tmp_path):
         done = runner.invoke(main, ["margins", str(tmp_path / "r"), str(tmp_path / data), "--method", "eydx",
                                     "--workers", "1", "--out", str(out)])  # fmt: skip
         assert done.exit_code == 0, done.stderr
-        assert "method eydx, at overall" in done.stdout
+        assert "method eydx (d(lny)/dx), at overall" in done.stdout  # statsmodels' name of the effect, not dy/dx
         table = pd.read_csv(out, index_col=[0, 1])
+        assert table.columns[0] == "d(lny)/dx"
         np.testing.assert_allclose(table["Std. Err."].to_numpy(), reference.summary_frame()["Std. Err."].to_numpy(),
                                    rtol=1e-10)  # fmt: skip
     done = runner.invoke(main, ["predict", str(tmp_path / "r"), str(tmp_path / "anes.csv"), "--out",
@@ -250,6 +251,10 @@ def test_get_margeff_without_data_uses_the_fitted_data_as_statsmodels(tmp_path):
     store_x = dmlr.open_store(url).X
     expected = fitted.get_margeff(store_x)
     np.testing.assert_allclose(fitted.get_margeff().margeff.to_numpy(), expected.margeff.to_numpy(), rtol=0, atol=1e-12)
+    for data in (url, dmlr.open_store(url)):  # a store by its path, or opened: as its features (no numpy error)
+        np.testing.assert_allclose(fitted.get_margeff(data).margeff.to_numpy(), expected.margeff.to_numpy(), atol=1e-12)
+        np.testing.assert_allclose(fitted.get_prediction(data, average=True).predicted,
+                                   fitted.get_prediction(store_x, average=True).predicted, atol=1e-12)  # fmt: skip
     dmlr.save(fitted, str(tmp_path / "r"))
     dmlr.stage_arrays(x[:500], y[:500], url, append=True)  # the store grows after the fit
     script = tmp_path / "margins.py"
@@ -258,3 +263,16 @@ def test_get_margeff_without_data_uses_the_fitted_data_as_statsmodels(tmp_path):
     loaded = np.load(tmp_path / "me.npy", allow_pickle=False)
     np.testing.assert_allclose(loaded[:, :3], expected.margeff.to_numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(loaded[:, 3:], expected.margeff_se.to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_tables_print_small_effects_in_significant_digits():
+    """A real effect of order 1e-6 is printed as such, not as 0.0000 (the table used four fixed decimals)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 2)) * [1.0, 1e5]  # the second feature's effect per unit is ~1e-6
+    eta = np.column_stack([np.zeros(2000), 0.8 * x[:, 0] + 0.5e-5 * x[:, 1], -0.4 * x[:, 0]])
+    y = (rng.random(2000)[:, None] > np.cumsum(np.exp(eta) / np.exp(eta).sum(1, keepdims=True), axis=1)).sum(1)
+    me = dmlr.fit(x, y, feature_names=["a", "big"]).get_margeff()
+    text = me.summary()
+    values = me.margeff.loc["big"].to_numpy()
+    assert np.all((np.abs(values) > 1e-8) & (np.abs(values) < 1e-4)) and "0.0000" not in text
+    assert all(f"{v:#.4g}" in text for v in values)

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["encode_frame", "feature_matrix", "fitted_rows"]
+__all__ = ["encode_frame", "encoded_partitions", "feature_matrix", "fitted_rows", "resolve_rows"]
 
 Array = NDArray[np.float64]
 
@@ -117,3 +117,44 @@ def fitted_rows(res: Any) -> Any:
         f"{url} is not the store this result was fitted on (its checksum changed, and no version of it has "
         f"the fitted one, {str(checksum)[:12]}): pass the rows"
     )
+
+
+def resolve_rows(X: Any, storage_options: dict[str, Any] | None = None) -> Any:
+    """Data given by where it lives, as what it holds: a store (path or :class:`~dmlr.data.store.StoreData`) as its
+    features (a dask array), CSV/Parquet files or a directory of them as a dask DataFrame; anything else as is."""
+    import os
+
+    from dmlr.data.store import StoreData
+
+    if isinstance(X, StoreData):
+        return X.X
+    if isinstance(X, (str, os.PathLike)):
+        import fsspec
+
+        from dmlr.data.sources import expand_sources, read_table
+        from dmlr.data.store import open_store
+
+        path = os.fspath(X)
+        fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        if fs.exists(f"{root.rstrip('/')}/zarr.json"):
+            return open_store(path, storage_options=storage_options).X
+        return read_table(expand_sources(path), storage_options).frame
+    return X
+
+
+def encoded_partitions(res: Any, table: Any, missing: str = "raise", unseen: str = "raise") -> Any:
+    """A dask DataFrame of raw columns as the model's data columns, encoded partition by partition as the fit encoded
+    its data: a dask array of unknown row counts (the passes over it count the rows)."""
+    meta = pd.DataFrame({f: pd.Series(dtype=np.float64) for f in res.data_feature_names})
+    frames = table.map_partitions(_encoded_frame, res, missing, unseen, meta=meta)
+    return frames.to_dask_array().astype(np.float64)
+
+
+def _encoded_frame(
+    frame: pd.DataFrame, res: Any, missing: str, unseen: str, partition_info: Any = None
+) -> pd.DataFrame:
+    where = "a partition" if partition_info is None else f"partition {partition_info['number']}"
+    if not len(frame):
+        return pd.DataFrame({f: pd.Series(dtype=np.float64) for f in res.data_feature_names})
+    x, index = res.encode(frame, missing, unseen, where)
+    return pd.DataFrame(x, index=index, columns=list(res.data_feature_names))

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import scipy.stats
 from numpy.typing import NDArray
 
 from dmlr.errors import InputError
+from dmlr.options import check_missing
 from dmlr.oracle.effects import (
     ColumnSummary,
     ColumnSummaryKernel,
@@ -84,18 +86,29 @@ def _point(x: Any, at: str, summary: ColumnSummary | None, atexog: dict[int, flo
     return set_columns(np.atleast_2d(np.median(np.asarray(x, dtype=np.float64), axis=0)), atexog)
 
 
+NAMES = {"dydx": "dy/dx", "eyex": "d(lny)/d(lnx)", "dyex": "dy/d(lnx)", "eydx": "d(lny)/dx"}
+"""The effect column's name per method, as statsmodels' summary frame names it."""
+
+
+def _number(v: float) -> str:
+    """Four significant digits: effects of 1e-5 are not printed as 0.0000."""
+    return f"{v:#.4g}" if v == v and v != 0 else ("0" if v == 0 else "nan")
+
+
 @dataclass(frozen=True)
 class MarginalEffects:
     """Marginal effects, statsmodels' names and shapes.
 
     Attributes
     ----------
-    margeff : pandas.DataFrame, shape (p, K)
-        Rows: the model's features (the constant excluded); columns: every class (base included), sorted labels.
-    margeff_se : pandas.DataFrame, shape (p, K)
-    margeff_cov : pandas.DataFrame, shape (p K, p K)
+    margeff : pandas.DataFrame, shape (E, K)
+        Rows: the model's features (the constant excluded; ``by="column"``) or the formula's variables and factor
+        levels (``by="variable"``); columns: every class (base included), sorted labels.
+    margeff_se : pandas.DataFrame, shape (E, K)
+    margeff_cov : pandas.DataFrame, shape (E K, E K)
         Class-major ``(class, feature)`` order.
     at, method : str
+    by : {"column", "variable"}
     """
 
     margeff: pd.DataFrame
@@ -103,6 +116,7 @@ class MarginalEffects:
     margeff_cov: pd.DataFrame
     at: str
     method: str
+    by: str = "column"
 
     @property
     def tvalues(self) -> pd.DataFrame:
@@ -116,24 +130,55 @@ class MarginalEffects:
             2 * scipy.stats.norm.sf(np.abs(self.tvalues.to_numpy())), self.margeff.index, self.margeff.columns
         )
 
-    def conf_int(self, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Lower and upper ``1 - alpha`` limits, each (p, K)."""
+    def conf_int(self, alpha: float = 0.05) -> Array:
+        """Lower and upper ``1 - alpha`` limits as statsmodels returns them: shape (E, 2, K)."""
+        lower, upper = self._limits(alpha)
+        return np.stack([lower.to_numpy(), upper.to_numpy()], axis=1)
+
+    def _limits(self, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         z = scipy.stats.norm.ppf(1 - alpha / 2)
         return self.margeff - z * self.margeff_se, self.margeff + z * self.margeff_se
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
-        """One row per (class, feature): effect, std err, z, P>|z|, interval."""
-        lower, upper = self.conf_int(alpha)
-        cols = {"dy/dx": self.margeff, "Std. Err.": self.margeff_se, "z": self.tvalues, "Pr(>|z|)": self.pvalues,
-                "Conf. Int. Low": lower, "Cont. Int. Hi.": upper}  # fmt: skip
+        """One row per (class, feature): effect (named by the method, as statsmodels), std err, z, P>|z|, interval."""
+        lower, upper = self._limits(alpha)
+        cols = {NAMES[self.method]: self.margeff, "Std. Err.": self.margeff_se, "z": self.tvalues,
+                "Pr(>|z|)": self.pvalues, "Conf. Int. Low": lower, "Cont. Int. Hi.": upper}  # fmt: skip
         frame = pd.DataFrame({name: v.T.stack() for name, v in cols.items()})
-        frame.index.names = ["class", "feature"]
+        frame.index.names = ["class", "feature" if self.by == "column" else "variable"]
         return frame
 
     def summary(self, alpha: float = 0.05) -> str:
-        """Text: the method, where the effects are evaluated, and the summary frame."""
-        head = f"MNLogit marginal effects: method {self.method}, at {self.at}"
-        return head + "\n" + self.summary_frame(alpha).to_string(float_format=lambda v: f"{v:.4f}")
+        """Text: the method, where the effects are evaluated, and the summary frame (four significant digits)."""
+        head = f"MNLogit marginal effects: method {self.method} ({NAMES[self.method]}), at {self.at}"
+        if self.by == "variable":
+            head += ", per variable of the formula (factors: discrete changes from the reference level)"
+        return head + "\n" + self.summary_frame(alpha).to_string(float_format=_number)
+
+
+def effects_frame(
+    res: MNLogitResults, effects: Array, jac: Array, labels: list[str], at: str, method: str, by: str = "column"
+) -> MarginalEffects:
+    """Effects (E, K) and their Jacobian (E, K, m, d), both in code order, as :class:`MarginalEffects` with the
+    delta-method covariance ``J V J'`` from the fit's covariance."""
+    m = res.coef.shape[1]
+    order = res.code_to_sorted
+    e = effects.shape[0]
+    effects = effects[:, order]
+    jac = jac[:, order].reshape(e, m + 1, -1)
+    flat = jac.transpose(1, 0, 2).reshape(e * (m + 1), -1)  # class-major rows (class, feature)
+    cov = flat @ res.cov_params().to_numpy() @ flat.T
+    classes = list(res.classes.tolist())
+    se = np.sqrt(np.maximum(np.diag(cov), 0.0)).reshape(m + 1, e).T
+    index = pd.MultiIndex.from_product([classes, labels], names=["class", "feature"])
+    return MarginalEffects(
+        pd.DataFrame(effects, index=labels, columns=classes),
+        pd.DataFrame(se, index=labels, columns=classes),
+        pd.DataFrame(cov, index=index, columns=index),
+        at,
+        method,
+        by,
+    )
 
 
 def _atexog_columns(names: list[str], atexog: dict[Any, float] | None, intercept: bool) -> dict[int, float]:
@@ -161,6 +206,21 @@ def _atexog_columns(names: list[str], atexog: dict[Any, float] | None, intercept
     return columns
 
 
+def _by(res: MNLogitResults, X: Any, by: str | None) -> str:
+    """``"variable"`` for a formula fit given raw rows (unless ``by`` says otherwise), else ``"column"``."""
+    raw = isinstance(X, (pd.DataFrame, dd.DataFrame))
+    if by is None:
+        return "variable" if res.formula is not None and raw else "column"
+    if by not in ("column", "variable"):
+        raise InputError(f"by must be 'column' or 'variable', got {by!r}")
+    if by == "variable" and (res.formula is None or not raw):
+        raise InputError(
+            "by='variable' takes effects through a formula: it needs a fit of dmlr.fit_formula and the raw rows "
+            "(a DataFrame or table files)" + ("" if res.formula is not None else "; this fit has no formula")
+        )
+    return by
+
+
 def marginal_effects(
     res: MNLogitResults,
     X: Any,
@@ -169,17 +229,33 @@ def marginal_effects(
     atexog: dict[Any, float] | None = None,
     dummy: bool | list[str] = False,
     count: bool | list[str] = False,
+    by: str | None = None,
+    missing: str = "raise",
 ) -> MarginalEffects:
     """See :meth:`dmlr.results.results.MNLogitResults.get_margeff`."""
+    from dmlr.results.encoding import resolve_rows
+
     if at not in AT:
         raise InputError(f"at must be one of {AT}, got {at!r}")
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    check_missing(missing)
+    X = resolve_rows(X)
+    if _by(res, X, by) == "variable":
+        if at != "overall" or dummy or count:
+            raise InputError(
+                "per-variable effects of a formula fit are averages over the rows (at='overall'; factors get "
+                f"discrete changes by themselves); got at={at!r}, dummy={dummy!r}, count={count!r}. For "
+                "statsmodels' effects per design column pass by='column'"
+            )
+        from dmlr.results.variable_margins import variable_margins
+
+        return variable_margins(res, X, method, atexog, missing)
     if (dummy or count) and (method in ("dyex", "eyex") or at in ("median", "zero")):
         raise InputError(f"discrete changes (dummy, count) are defined for dydx and eydx at overall or mean, as in "
                          f"statsmodels; got method {method!r}, at {at!r}")  # fmt: skip
     names = list(res.data_feature_names)
-    x = res.model_rows(X)[0]
+    x = res.model_rows(X, missing=missing)[0]
     fixed = _atexog_columns(names, atexog, bool(res.intercept))
     fixed_items = tuple(sorted(fixed.items()))
     summary = row_sums(x, ColumnSummaryKernel(fixed_items)) if (dummy or count or at == "mean") else None
@@ -192,20 +268,6 @@ def marginal_effects(
         record = row_sums(x, EffectSumsKernel(coef, intercept, method, discrete, fixed_items))
         total, n = record["values"], float(record["rows"][0])
         effects, jac = total[: d * (m + 1)].reshape(d, m + 1) / n, total[d * (m + 1) :].reshape(d, m + 1, m, d) / n
-    order = res.code_to_sorted
     keep = np.arange(int(intercept), d)  # the constant's "effect" is not one
-    effects = effects[keep][:, order]
-    jac = jac[keep][:, order].reshape(len(keep), m + 1, m * d)
-    flat = jac.transpose(1, 0, 2).reshape(-1, m * d)  # class-major rows (class, feature)
-    cov = flat @ res.cov_params().to_numpy() @ flat.T
-    names = list(res.feature_names[int(intercept) :])
-    classes = list(res.classes.tolist())
-    se = np.sqrt(np.maximum(np.diag(cov), 0.0)).reshape(m + 1, len(keep)).T
-    index = pd.MultiIndex.from_product([classes, names], names=["class", "feature"])
-    return MarginalEffects(
-        pd.DataFrame(effects, index=names, columns=classes),
-        pd.DataFrame(se, index=names, columns=classes),
-        pd.DataFrame(cov, index=index, columns=index),
-        at,
-        method,
-    )
+    labels = list(res.feature_names[int(intercept) :])
+    return effects_frame(res, effects[keep], jac[keep], labels, at, method)

@@ -22,7 +22,7 @@ from dmlr.errors import InputError
 from dmlr.options import check_missing, check_output
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["model_matrix_of", "output_kind", "predict_to"]
+__all__ = ["output_kind", "predict_to"]
 
 
 def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
@@ -38,21 +38,6 @@ def output_kind(out: str) -> str:
     if name.endswith(".parquet"):
         return "parquet"
     raise InputError(f"--out must end with .zarr or .parquet, got {os.path.basename(name)!r}")
-
-
-def model_matrix_of(res: MNLogitResults, data: str, storage_options: dict[str, Any] | None = None) -> da.Array:
-    """The model's data columns of a store, or of CSV/Parquet files encoded as the fit encoded its data, lazily."""
-    if _is_store(data, storage_options):
-        return res.model_columns(open_store(data, storage_options=storage_options).X)
-    table = read_table(expand_sources(data), storage_options).frame
-    meta = pd.DataFrame({f: pd.Series(dtype=np.float64) for f in res.data_feature_names})
-    frames = table.map_partitions(_encoded_frame, res, meta=meta)
-    return frames.to_dask_array().astype(np.float64)  # row counts unknown: the consumers' sums count rows
-
-
-def _encoded_frame(frame: pd.DataFrame, res: MNLogitResults) -> pd.DataFrame:
-    x, index = res.encode(frame)
-    return pd.DataFrame(x, index=index, columns=list(res.data_feature_names))
 
 
 def _predict_frame(

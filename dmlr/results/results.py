@@ -397,14 +397,17 @@ class MNLogitResults:
         atexog: dict[Any, float] | None = None,
         dummy: bool | list[str] = False,
         count: bool | list[str] = False,
+        *,
+        by: str | None = None,
+        missing: str = "raise",
     ) -> MarginalEffects:
         """Marginal effects with delta-method standard errors (statsmodels' ``get_margeff`` definitions).
 
         Parameters
         ----------
-        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p), optional
-            The rows to average over (``at="overall"``) or to take the mean/median of; default the fitted data
-            (:meth:`fitted_rows`), as statsmodels.
+        X : array, DataFrame, store or table files, optional
+            The rows to average over (``at="overall"``) or to take the mean/median of, in any form
+            :meth:`model_rows` takes; default the fitted data (:meth:`fitted_rows`), as statsmodels.
         at : {"overall", "mean", "median", "zero"}
         method : {"dydx", "eydx", "dyex", "eyex"}
         atexog : dict, optional
@@ -414,6 +417,12 @@ class MNLogitResults:
             Discrete changes instead of derivatives, as statsmodels: ``True`` finds the 0/1 columns (dummy: the
             change 0 -> 1) or the non-negative integer ones (count: ``(p(x + 1) - p(x - 1)) / 2``); a list names
             them (each is checked). Only for ``dydx``/``eydx`` at ``overall``/``mean``.
+        by : {"column", "variable"}, optional
+            ``"column"``: statsmodels' effects per design column. ``"variable"`` (the default for a formula fit
+            given raw rows, or none): Stata's ``margins, dydx(*)``, per variable of the data through every term
+            that reads it, factors as discrete changes of each level from the reference; ``at="overall"`` only.
+        missing : {"raise", "drop"}
+            Rows of a raw table with a missing value in a column the model reads.
 
         Returns
         -------
@@ -423,7 +432,7 @@ class MNLogitResults:
         """
         self._cov()
         X = self.fitted_rows() if X is None else X
-        return marginal_effects(self, X, at, method, atexog, dummy, count)
+        return marginal_effects(self, X, at, method, atexog, dummy, count, by, missing)
 
     def fitted_rows(self) -> Any:
         """The data columns the model was fitted on: the in-memory data (:attr:`fitted_data`), or the store the fit
@@ -462,10 +471,17 @@ class MNLogitResults:
 
     def model_rows(self, X: Any, missing: str = "raise", unseen: str = "raise") -> tuple[Any, pd.Index | None]:
         """The model's data columns of ``X``: a raw pandas table encoded as at fit time (with the labels of the rows
-        kept), or an array checked (index ``None``)."""
+        kept); a dask DataFrame, CSV/Parquet files or a directory of them encoded partition by partition (a dask
+        array); a store (path or :class:`~dmlr.data.store.StoreData`) as its features; or an array checked (index
+        ``None`` but for pandas tables)."""
+        from dmlr.results.encoding import encoded_partitions, resolve_rows
+
         _check_row_options(missing, unseen)
+        X = resolve_rows(X)
         if isinstance(X, pd.DataFrame):
             return self.encode(X, missing, unseen)
+        if isinstance(X, dd.DataFrame):
+            return encoded_partitions(self, X, missing, unseen), None
         return self.model_columns(X), None
 
     def predict(self, X: Any, offset: Any = None, *, missing: str = "raise", unseen: str = "raise") -> Any:
