@@ -154,7 +154,7 @@ def test_per_variable_options_are_checked(fitted):
         res.get_margeff(df, dummy=True)
     with pytest.raises(InputError, match="atexog names 'hours'"):
         res.get_margeff(df, atexog={"hours": 1})
-    with pytest.raises(InputError, match="needs a fit of dmlr.fit_formula"):
+    with pytest.raises(InputError, match="needs a fit of dmlr"):
         res.get_margeff(res.encode(df)[0], by="variable")
     with pytest.raises(InputError, match="by must be"):
         res.get_margeff(df, by="factor")
