@@ -43,6 +43,7 @@ def fitted():
 
 def _designs(res, df: pd.DataFrame, h: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """Per effect: the designs (with the constant) whose probabilities are differenced, and the divisor."""
+
     def design(frame: pd.DataFrame) -> np.ndarray:
         x = res.encode(frame)[0]
         return np.column_stack([np.ones(len(x)), x])
@@ -59,6 +60,7 @@ def _designs(res, df: pd.DataFrame, h: float) -> list[tuple[np.ndarray, np.ndarr
 
 def _average_effects(coef: np.ndarray, designs) -> np.ndarray:
     """Effects (E, K), classes in sorted order (EWR is the base, code 0 = sorted 0 here), by plain NumPy."""
+
     def proba(x: np.ndarray) -> np.ndarray:
         eta = np.column_stack([np.zeros(len(x)), x @ coef])
         e = np.exp(eta - eta.max(axis=1, keepdims=True))
