@@ -133,7 +133,7 @@ def fit(
         fitter.phase(f"inverting the {run.outcome.final.coef.size:,}-parameter information for the covariance")
     res = build_results(run, inputs, opts, cov, design.model_names[int(design.intercept) :])
     # in-memory data stay reachable from the result, as statsmodels' do (get_margeff() without data)
-    return res if inputs.store is not None else dataclasses.replace(res, fitted_data=inputs.X)
+    return res if inputs.store is not None else dataclasses.replace(res, fitted_data=inputs.X, fitted_labels=inputs.y)
 
 
 def _data_token(inputs: Inputs) -> str:

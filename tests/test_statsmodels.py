@@ -10,6 +10,7 @@ import pytest
 import statsmodels.api as sm
 
 import dmlr
+from dmlr.errors import InputError
 from tests.problems import draw_problem
 
 
@@ -92,3 +93,30 @@ def test_users_own_constant_column_with_fit_intercept_false():
     assert res.llr_pvalue == pytest.approx(ref.llr_pvalue, rel=1e-6, abs=1e-300)
     added = dmlr.fit(x, y, method="newton")  # starts elsewhere (the intercept-only optimum): equal to the tolerance
     np.testing.assert_allclose(res.params.to_numpy(), added.params.to_numpy(), rtol=1e-7)
+
+
+def test_pred_table_equals_statsmodels_on_every_form_of_the_fitted_data(tmp_path, cluster_client):
+    """statsmodels' pred_table (observed x predicted counts): on the fitted data without arguments (in memory, a
+    DataFrame, a formula fit and a store fit), and on rows and labels given as NumPy and dask arrays."""
+    import dask.array as da
+
+    from tests.problems import ANES_FEATURES, anes96
+
+    d = anes96()
+    x, y = d[ANES_FEATURES].to_numpy(), d["PID"].to_numpy()
+    expected = sm.MNLogit(y, sm.add_constant(x)).fit(disp=0).pred_table()
+    assert expected.sum() == len(y) and np.trace(expected) < len(y)  # a table with errors in it
+    res = dmlr.fit(x, y)
+    np.testing.assert_array_equal(res.pred_table(), expected)
+    np.testing.assert_array_equal(dmlr.fit(d[ANES_FEATURES], d["PID"]).pred_table(), expected)
+    formula = dmlr.fit_formula("PID ~ " + " + ".join(ANES_FEATURES), d)
+    np.testing.assert_array_equal(formula.pred_table(), expected)
+    np.testing.assert_array_equal(res.pred_table(da.from_array(x, chunks=(150, 5)), da.from_array(y, chunks=150)),
+                                  expected)  # fmt: skip
+    url = str(tmp_path / "s.zarr")
+    dmlr.stage_arrays(x, y, url, chunk_rows=200)
+    np.testing.assert_array_equal(dmlr.fit(url).pred_table(), expected)
+    with pytest.raises(InputError, match="label 99 at row 0"):
+        res.pred_table(x, np.full(len(y), 99))
+    with pytest.raises(InputError, match="both X and y"):
+        res.pred_table(x)

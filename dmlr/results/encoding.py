@@ -13,7 +13,9 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["encode_frame", "encoded_partitions", "feature_matrix", "fitted_rows", "resolve_rows"]
+__all__ = [
+    "encode_frame", "encoded_partitions", "feature_matrix", "fitted_labels", "fitted_rows", "resolve_rows",
+]  # fmt: skip
 
 Array = NDArray[np.float64]
 
@@ -95,6 +97,22 @@ def fitted_rows(res: Any) -> Any:
     """:meth:`MNLogitResults.fitted_rows <dmlr.results.results.MNLogitResults.fitted_rows>`."""
     if res.fitted_data is not None:
         return res.fitted_data
+    store, rows = _fitted_store(res)
+    return store.X if rows is None else store.X[:rows]
+
+
+def fitted_labels(res: Any) -> Any:
+    """The class labels the model was fitted on, as :func:`fitted_rows` finds the rows: the in-memory labels, or the
+    store's (positions in its sorted classes)."""
+    if res.fitted_labels is not None:
+        return res.fitted_labels
+    store, rows = _fitted_store(res)
+    return store.y if rows is None else store.y[:rows]
+
+
+def _fitted_store(res: Any) -> tuple[Any, int | None]:
+    """The store a result was fitted on, reopened and checked, and how many of its rows were fitted (``None``: all
+    of them; fewer when rows were appended since)."""
     info = res.data_info or {}
     if "store" not in info:
         raise InputError(
@@ -109,10 +127,10 @@ def fitted_rows(res: Any) -> Any:
     except (InputError, OSError) as exc:
         raise InputError(f"the store this result was fitted on cannot be opened ({exc}): pass the rows") from None
     if store.checksum == checksum:
-        return store.X
+        return store, None
     versions = store.metadata.versions
     if rows and any(v["checksum"] == checksum and v["rows"][1] == rows for v in versions):
-        return store.X[: int(rows)]  # the rows fitted, before later appends
+        return store, int(rows)  # the rows fitted, before later appends
     raise InputError(
         f"{url} is not the store this result was fitted on (its checksum changed, and no version of it has "
         f"the fitted one, {str(checksum)[:12]}): pass the rows"

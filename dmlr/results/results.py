@@ -26,8 +26,8 @@ from dmlr.options import check_missing
 from dmlr.results import hypothesis
 from dmlr.results.encoding import encode_frame, feature_matrix
 from dmlr.results.hypothesis import ChiSquareTest
-from dmlr.results.margins import MarginalEffects, marginal_effects
-from dmlr.results.prediction import PredictionResults, get_prediction, predict_labels, predict_proba
+from dmlr.results.post import PostEstimation
+from dmlr.results.prediction import predict_labels, predict_proba
 from dmlr.results.summary import Summary, render_summary
 
 __all__ = ["MNLogitResults"]
@@ -36,7 +36,7 @@ Array = NDArray[np.float64]
 
 
 @dataclass(frozen=True, eq=False)
-class MNLogitResults:
+class MNLogitResults(PostEstimation):
     """Results of a multinomial logit fit.
 
     Attributes
@@ -96,7 +96,9 @@ class MNLogitResults:
     fitted_data : array-like, optional
         For fits of in-memory data: the data columns fitted (after the missing-value policy), so that
         ``get_margeff()`` and ``get_prediction()`` without data use them, as statsmodels does. Not saved and not
-        pickled: a loaded result of a store fit reopens its store instead.
+        pickled: a loaded result of a store fit reopens its store instead. A formula fit's are its raw rows.
+    fitted_labels : array-like, optional
+        The class labels of those rows (``pred_table()``); same life as :attr:`fitted_data`.
     refit : RefitRecord, optional
         For fits of a store with the exact information at the optimum: what a refit after rows were appended needs
         to read only the new rows before its first step (:mod:`dmlr.results.refit`; ``start_params=`` of
@@ -133,11 +135,14 @@ class MNLogitResults:
     formula: Any = None
     refit: Any = None
     fitted_data: Any = field(default=None, repr=False)
+    fitted_labels: Any = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled without :attr:`fitted_data` (a result shipped to workers does not carry the data)."""
+        """Pickled without :attr:`fitted_data` and :attr:`fitted_labels` (a result shipped to workers does not carry
+        the data)."""
         state = dict(self.__dict__)
         state.pop("fitted_data", None)
+        state.pop("fitted_labels", None)
         return state
 
     # --- layout -------------------------------------------------------------------------------------------
@@ -360,94 +365,6 @@ class MNLogitResults:
         if ok.any():
             proba[ok] = self._proba(x[ok], None if offset is None else np.asarray(offset)[ok])
         return pd.DataFrame(proba, index=index, columns=list(self.classes.tolist()))
-
-    def get_prediction(
-        self, X: Any = None, *, average: bool = False, offset: Any = None, missing: str = "raise", unseen: str = "raise"
-    ) -> PredictionResults:
-        """Predicted probabilities of every class with delta-method standard errors from the fit's covariance.
-
-        Parameters
-        ----------
-        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p), optional
-            As for :meth:`predict_proba` (a DataFrame holds raw columns, encoded as the fit encoded them); default
-            the fitted data (:meth:`fitted_rows`).
-        average : bool
-            Return the average predicted probabilities over the rows of ``X`` and their standard errors (the
-            gradient averaged in the same pass).
-        offset : array-like, shape (n, m), optional
-            NumPy/pandas input only.
-        missing, unseen : str
-            As for :meth:`predict_proba`.
-
-        Returns
-        -------
-        PredictionResults
-            ``predicted`` and ``se`` of shape (n, K) (lazy for dask input) or (K,) when averaged; ``conf_int``,
-            ``summary_frame(alpha)``.
-        """
-        self._cov()  # a fit without inference says so here
-        X = self.fitted_rows() if X is None else X
-        return get_prediction(self, X, average=average, offset=offset, missing=missing, unseen=unseen)
-
-    def get_margeff(
-        self,
-        X: Any = None,
-        at: str = "overall",
-        method: str = "dydx",
-        atexog: dict[Any, float] | None = None,
-        dummy: bool | list[str] = False,
-        count: bool | list[str] = False,
-        *,
-        by: str | None = None,
-        missing: str = "raise",
-    ) -> MarginalEffects:
-        """Marginal effects with delta-method standard errors (statsmodels' ``get_margeff`` definitions).
-
-        Parameters
-        ----------
-        X : array, DataFrame, store or table files, optional
-            The rows to average over (``at="overall"``) or to take the mean/median of, in any form
-            :meth:`model_rows` takes; default the fitted data (:meth:`fitted_rows`), as statsmodels.
-        at : {"overall", "mean", "median", "zero"}
-        method : {"dydx", "eydx", "dyex", "eyex"}
-        atexog : dict, optional
-            Feature name, or column position as statsmodels counts it (the constant, when there is one, is column
-            0), to the value it is fixed at before ``at`` applies.
-        dummy, count : bool or list of str
-            Discrete changes instead of derivatives, as statsmodels: ``True`` finds the 0/1 columns (dummy: the
-            change 0 -> 1) or the non-negative integer ones (count: ``(p(x + 1) - p(x - 1)) / 2``); a list names
-            them (each is checked). Only for ``dydx``/``eydx`` at ``overall``/``mean``.
-        by : {"column", "variable"}, optional
-            ``"column"``: statsmodels' effects per design column. ``"variable"`` (the default for a formula fit
-            given raw rows, or none): Stata's ``margins, dydx(*)``, per variable of the data through every term
-            that reads it, factors as discrete changes of each level from the reference; ``at="overall"`` only.
-        missing : {"raise", "drop"}
-            Rows of a raw table with a missing value in a column the model reads.
-
-        Returns
-        -------
-        MarginalEffects
-            ``margeff``, ``margeff_se`` (features x every class), ``margeff_cov``, ``pvalues``, ``conf_int``,
-            ``summary_frame()``, ``summary()``. On a dask array ``at="overall"`` is one pass of per-block sums.
-        """
-        self._cov()
-        X = self.fitted_rows() if X is None else X
-        return marginal_effects(self, X, at, method, atexog, dummy, count, by, missing)
-
-    def fitted_rows(self) -> Any:
-        """The data columns the model was fitted on: the in-memory data (:attr:`fitted_data`), or the store the fit
-        recorded, reopened and checked by its checksum (its rows at the version fitted, when rows were appended
-        since).
-
-        Raises
-        ------
-        InputError
-            The result holds no data and records no store (a loaded fit of arrays), or the store changed or cannot
-            be opened: pass the rows.
-        """
-        from dmlr.results.encoding import fitted_rows
-
-        return fitted_rows(self)
 
     def encode(
         self, frame: pd.DataFrame, missing: str = "raise", unseen: str = "raise", where: str = "X"

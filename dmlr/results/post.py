@@ -1,0 +1,147 @@
+"""Post-estimation of a fitted model as statsmodels users write it: predictions with standard errors, marginal
+effects, the prediction table; each on the fitted data when given none (:class:`PostEstimation`, a part of
+:class:`~dmlr.results.results.MNLogitResults`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.errors import InputError
+from dmlr.results.margins import MarginalEffects, marginal_effects
+from dmlr.results.prediction import PredictionResults, get_prediction
+
+if TYPE_CHECKING:
+    from dmlr.results.results import MNLogitResults
+
+__all__ = ["PostEstimation"]
+
+
+class PostEstimation:
+    """The post-estimation methods of :class:`~dmlr.results.results.MNLogitResults`."""
+
+    @property
+    def _res(self) -> MNLogitResults:
+        return cast("MNLogitResults", self)
+
+    def get_prediction(
+        self,
+        X: Any = None,
+        *,
+        average: bool = False,
+        offset: Any = None,
+        missing: str = "raise",
+        unseen: str = "raise",
+    ) -> PredictionResults:
+        """Predicted probabilities of every class with delta-method standard errors from the fit's covariance.
+
+        Parameters
+        ----------
+        X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p), optional
+            As for :meth:`predict_proba` (a DataFrame holds raw columns, encoded as the fit encoded them); default
+            the fitted data (:meth:`fitted_rows`).
+        average : bool
+            Return the average predicted probabilities over the rows of ``X`` and their standard errors (the
+            gradient averaged in the same pass).
+        offset : array-like, shape (n, m), optional
+            NumPy/pandas input only.
+        missing, unseen : str
+            As for :meth:`predict_proba`.
+
+        Returns
+        -------
+        PredictionResults
+            ``predicted`` and ``se`` of shape (n, K) (lazy for dask input) or (K,) when averaged; ``conf_int``,
+            ``summary_frame(alpha)``.
+        """
+        self._res._cov()  # a fit without inference says so here
+        X = self.fitted_rows() if X is None else X
+        return get_prediction(self._res, X, average=average, offset=offset, missing=missing, unseen=unseen)
+
+    def get_margeff(
+        self,
+        X: Any = None,
+        at: str = "overall",
+        method: str = "dydx",
+        atexog: dict[Any, float] | None = None,
+        dummy: bool | list[str] = False,
+        count: bool | list[str] = False,
+        *,
+        by: str | None = None,
+        missing: str = "raise",
+    ) -> MarginalEffects:
+        """Marginal effects with delta-method standard errors (statsmodels' ``get_margeff`` definitions).
+
+        Parameters
+        ----------
+        X : array, DataFrame, store or table files, optional
+            The rows to average over (``at="overall"``) or to take the mean/median of, in any form
+            :meth:`model_rows` takes; default the fitted data (:meth:`fitted_rows`), as statsmodels.
+        at : {"overall", "mean", "median", "zero"}
+        method : {"dydx", "eydx", "dyex", "eyex"}
+        atexog : dict, optional
+            Feature name, or column position as statsmodels counts it (the constant, when there is one, is column
+            0), to the value it is fixed at before ``at`` applies.
+        dummy, count : bool or list of str
+            Discrete changes instead of derivatives, as statsmodels: ``True`` finds the 0/1 columns (dummy: the
+            change 0 -> 1) or the non-negative integer ones (count: ``(p(x + 1) - p(x - 1)) / 2``); a list names
+            them (each is checked). Only for ``dydx``/``eydx`` at ``overall``/``mean``.
+        by : {"column", "variable"}, optional
+            ``"column"``: statsmodels' effects per design column. ``"variable"`` (the default for a formula fit
+            given raw rows, or none): Stata's ``margins, dydx(*)``, per variable of the data through every term
+            that reads it, factors as discrete changes of each level from the reference; ``at="overall"`` only.
+        missing : {"raise", "drop"}
+            Rows of a raw table with a missing value in a column the model reads.
+
+        Returns
+        -------
+        MarginalEffects
+            ``margeff``, ``margeff_se`` (features x every class), ``margeff_cov``, ``pvalues``, ``conf_int``,
+            ``summary_frame()``, ``summary()``. On a dask array ``at="overall"`` is one pass of per-block sums.
+        """
+        self._res._cov()
+        X = self.fitted_rows() if X is None else X
+        return marginal_effects(self._res, X, at, method, atexog, dummy, count, by, missing)
+
+    def fitted_rows(self) -> Any:
+        """The data columns the model was fitted on: the in-memory data (:attr:`fitted_data`), or the store the fit
+        recorded, reopened and checked by its checksum (its rows at the version fitted, when rows were appended
+        since).
+
+        Raises
+        ------
+        InputError
+            The result holds no data and records no store (a loaded fit of arrays), or the store changed or cannot
+            be opened: pass the rows.
+        """
+        from dmlr.results.encoding import fitted_rows
+
+        return fitted_rows(self._res)
+
+    def pred_table(self, X: Any = None, y: Any = None) -> NDArray[np.float64]:
+        """The prediction table, as statsmodels' ``MNLogitResults.pred_table``: ``table[i, j]`` counts the rows of
+        observed class ``i`` predicted as class ``j`` (the most probable), classes in sorted label order.
+
+        Parameters
+        ----------
+        X : array, DataFrame, store or table files, optional
+            Rows, in any form :meth:`model_rows` takes; default the fitted rows (:meth:`fitted_rows`).
+        y : array-like, shape (n,), optional
+            Their class labels; with ``X`` only (default the fitted labels).
+
+        Returns
+        -------
+        ndarray, shape (K, K)
+            Counts (unweighted, as statsmodels'); one pass of the engine for dask input or a store.
+        """
+        from dmlr.results.encoding import fitted_labels
+        from dmlr.results.table import prediction_table
+
+        if (X is None) != (y is None):
+            raise InputError("pass both X and y, or neither (the fitted rows and labels)")
+        if X is None:
+            res = self._res
+            return prediction_table(res, self.fitted_rows(), fitted_labels(res), stored=res.fitted_labels is None)
+        return prediction_table(self._res, X, y)
