@@ -33,6 +33,7 @@ Collinearity
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,15 +165,24 @@ def empty_cells(first: Statistics, intercept: bool) -> list[EmptyCell]:
     return sorted(cells, key=lambda cell: (-cell.weight, cell.column, cell.code))
 
 
+def _cell_text(name: str, group: Sequence[EmptyCell], labels: Sequence[Any]) -> str:
+    """One column's empty cells: ``'C(carrier)[T.AS]' (weight 712): all of class 'EWR'`` when one class is left."""
+    absent = {c.code for c in group}
+    present = [repr(labels[c]) for c in range(len(labels)) if c not in absent]
+    what = (
+        f"all of class {present[0]}"
+        if len(present) == 1
+        else "never of class " + ", ".join(repr(labels[c.code]) for c in group)
+    )
+    return f"{name!r} (weight {group[0].weight:.6g}): {what}"
+
+
 def empty_cells_message(cells: Sequence[EmptyCell], labels: Sequence[Any], names: Sequence[str]) -> str:
     """The separation message for :func:`empty_cells`, by column (the ten heaviest named)."""
     by_column: dict[int, list[EmptyCell]] = {}
     for cell in cells:
         by_column.setdefault(cell.column, []).append(cell)
-    shown = "; ".join(
-        f"{names[j]!r} (weight {group[0].weight:.6g}) never has class {', '.join(repr(labels[c.code]) for c in group)}"
-        for j, group in list(by_column.items())[:10]
-    )
+    shown = "; ".join(_cell_text(names[j], group, labels) for j, group in list(by_column.items())[:10])
     more = f" (and {len(by_column) - 10} more columns)" if len(by_column) > 10 else ""
     return (
         f"perfect or quasi-perfect separation in {len(cells)} (column, class) cell(s) of {len(by_column)} column(s) "
@@ -325,7 +335,9 @@ def standardized_newton_step(information: Array, gradient: Array, scales: Array)
     g = gradient.ravel(order="F")
     step: NDArray[Any]
     try:
-        step = scipy.linalg.solve(information, g, assume_a="pos")
+        with warnings.catch_warnings():  # an ill-conditioned information is expected here: not the user's concern
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            step = scipy.linalg.solve(information, g, assume_a="pos")
     except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning, ValueError):
         step = np.linalg.lstsq(information, g, rcond=None)[0]
     if not np.all(np.isfinite(step)):

@@ -7,7 +7,6 @@ the rate that says how far it was from ``tol``.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dmlr.diagnostics import SEPARATION_STEP, column_magnitudes, separation_message, standardized_newton_step
-from dmlr.errors import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
+from dmlr.errors import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning, warn
 from dmlr.oracle.statistics import Statistics
 from dmlr.steps import Iterate, Objective
 
@@ -73,11 +72,10 @@ def diagnose(
     if not termination.converged:
         if termination is Termination.MAX_ITER:
             message += _projection(records, it.stats.weight_sum, tol)
-        warnings.warn(
+        warn(
             f"dmlr did not converge: {message}; max |score| / n = {it.max_abs_gradient():.3e} "
             f"(tol {tol:g}). Increase max_iter or use method='newton'.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     return it, termination, message
 
@@ -111,7 +109,7 @@ def _separated(text: str, what: str) -> str:
     """Raise the separation (``what == "raise"``) or warn; the fit's message."""
     if what == "raise":
         raise PerfectSeparationError(text)
-    warnings.warn(text, PerfectSeparationWarning, stacklevel=5)
+    warn(text, PerfectSeparationWarning)
     return "separation: " + text
 
 

@@ -88,3 +88,17 @@ class WideDesignWarning(UserWarning):
 
 class SingularInformationWarning(UserWarning):
     """The information matrix at the optimum is singular: some parameters are not identified."""
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issue a warning attributed to the user's line: the first caller outside the dmlr package (a fixed
+    ``stacklevel`` points into dmlr whenever the call path differs, e.g. ``fit_formula`` around ``fit``)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

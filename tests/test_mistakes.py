@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import dmlr
 from dmlr.cli import main
-from dmlr.errors import InputError
+from dmlr.errors import InputError, PerfectSeparationError
 from tests.problems import anes96
 
 pytestmark = pytest.mark.cluster
@@ -277,6 +277,21 @@ API_CASES = {
     "predicting without a column": Api(
         lambda w, d: dmlr.load(str(w / "r")).predict_proba(d[["age", "edu3"]]), ("['income']",)
     ),
+    "margins over a missing value": Api(
+        lambda w, d: dmlr.load(str(w / "r")).get_margeff(_with(d, age_4=np.nan)),
+        ("column 'age'", "row 4", "missing='drop'"),
+    ),
+    "margins per variable of a fit without formula": Api(
+        lambda w, d: dmlr.load(str(w / "r")).get_margeff(d, by="variable"), ("dmlr.fit_formula", "no formula")
+    ),
+    "a prediction table of rows without labels": Api(
+        lambda w, d: dmlr.load(str(w / "r")).pred_table(str(w / "s.zarr")), ("both X and y",)
+    ),
+    "a level whose rows are all one class": Api(
+        lambda w, d: dmlr.fit_formula("party ~ age + C(edu3)", d.assign(party=d.party.where(d.edu3 != "low", "dem"))),
+        ("'C(edu3)[T.low]' (weight 65)", "all of class 'dem'", "l2 > 0"),
+        PerfectSeparationError,
+    ),
 }
 
 
@@ -302,3 +317,29 @@ def test_the_catalogue_has_thirty_mistakes_and_the_readme_lists_them():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name in [*CLI_CASES, *API_CASES]:
         assert name in readme, name
+
+
+def test_warnings_point_at_the_users_line_and_no_scipy_warning_leaks():
+    """A warning names the line of the user's call, whatever the path through dmlr (fit_formula around fit, the
+    estimator); a separation found along a continuous feature is one PerfectSeparationWarning, without SciPy's
+    LinAlgWarning about the ill-conditioned information before it."""
+    import warnings
+
+    from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
+
+    d = anes96()
+    with pytest.warns(ConvergenceWarning) as caught:
+        dmlr.fit_formula("PID ~ age + income", d, method="lbfgs", max_iter=2)
+    assert {w.filename for w in caught} == {__file__}
+    with pytest.warns(ConvergenceWarning) as caught:
+        dmlr.MultinomialLogit(method="lbfgs", max_iter=1, l2=0.0).fit(d[["age", "income"]], d.PID)
+    assert {w.filename for w in caught} == {__file__}
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 2))
+    y = np.where(x[:, 0] < 0, "a", rng.choice(["b", "c"], 600))  # x0 < 0 separates class a: quasi-complete
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dmlr.fit(x, y, method="newton", separation="warn")
+    kinds = [w.category for w in caught]
+    assert kinds == [PerfectSeparationWarning], [str(w.message)[:80] for w in caught]
+    assert caught[0].filename == __file__

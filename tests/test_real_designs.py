@@ -27,8 +27,13 @@ def _with_empty_cell(n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.nda
 def test_a_class_absent_from_a_level_is_named_after_the_first_pass():
     frame, y = _with_empty_cell()
     assert pd.crosstab(frame["region"], y).loc["r3", "c"] == 0  # the cell is empty in the data
-    with pytest.raises(PerfectSeparationError, match=r"'region\[T\.r3\]' \(weight \d+\) never has class 'c'"):
+    with pytest.raises(PerfectSeparationError, match=r"'region\[T\.r3\]' \(weight \d+\): never of class 'c'"):
         dmlr.fit(frame, y, method="newton")
+    only = y.copy()
+    only[(frame["region"] == "r2").to_numpy()] = "b"  # a level whose rows all have one class: named as such
+    rows = int((frame["region"] == "r2").sum())
+    with pytest.raises(PerfectSeparationError, match=rf"'region\[T\.r2\]' \(weight {rows}\): all of class 'b'"):
+        dmlr.fit(frame, only, method="newton")
     with pytest.warns(PerfectSeparationWarning, match="region"):
         res = dmlr.fit(frame, y, method="newton", separation="warn")
     assert res.n_passes == 1 and not res.converged and res.message.startswith("separation")

@@ -118,3 +118,18 @@ def test_a_fit_that_drops_columns_resumes_from_its_checkpoint(tmp_path):
     assert resumed.dropped_features == reference.dropped_features == ("x4",)
     assert resumed.n_passes == reference.n_passes
     np.testing.assert_allclose(resumed.coef, reference.coef, rtol=0, atol=1e-10)
+
+
+def test_the_separation_diagnostic_solves_an_ill_conditioned_information_without_scipys_warning():
+    """At a separated stopping point the information is near-singular: the diagnostic falls back to least squares
+    instead of letting SciPy's LinAlgWarning reach the user before dmlr's own message."""
+    import warnings
+
+    from dmlr.diagnostics import standardized_newton_step
+
+    information = np.diag([1.0, 1e-17, 1.0, 1.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step = standardized_newton_step(information, np.ones((2, 2)), np.ones(2))
+    assert not caught and np.all(np.isfinite(step))
+    np.testing.assert_allclose(step[:, 1], [1.0, 1.0])  # the well-conditioned class: the exact solve

@@ -10,7 +10,6 @@ which is then staged in order.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from dmlr.data.missing import missing_before_sorting, raise_first_missing
 from dmlr.data.sources import expand_sources, from_partitions, is_local, read_table
 from dmlr.data.store import StoreData, open_store
 from dmlr.data.writing import check_target_free, temporary_name, write_store
-from dmlr.errors import InputError, WideDesignWarning
+from dmlr.errors import InputError, WideDesignWarning, warn
 from dmlr.oracle.checks import check_weights
 
 __all__ = ["TARGET_CHUNK_BYTES", "check_dtype", "default_chunk_rows", "positions", "stage"]
@@ -414,13 +413,12 @@ def _warn_wide_categoricals(encoding: FeatureEncoding, n: int, dtype: str) -> No
     for col, levels in encoding.levels.items():
         columns = len(levels) - 1
         if columns > WIDE_CATEGORICAL:
-            warnings.warn(
+            warn(
                 f"categorical column {col!r} has {len(levels):,} levels: it expands to {columns:,} dense columns, "
                 f"{columns * n * itemsize / 2**30:.2f} GiB of X for {n:,} rows ({dtype}), and a fit's information "
                 f"then has (K - 1) x {columns:,} rows and columns per class pair. Consider merging rare levels, or "
                 f"a penalty (l2) and method='lbfgs'.",
                 WideDesignWarning,
-                stacklevel=4,
             )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ from dmlr.data.chunks import CheckedChunks
 from dmlr.data.encoding import FeatureEncoding
 from dmlr.data.metadata import SCHEMA_VERSION, StoreMetadata
 from dmlr.data.sources import is_local, local_path
-from dmlr.errors import StoreError
+from dmlr.errors import StoreError, warn
 
 __all__ = ["StoreData", "open_store"]
 
@@ -130,7 +129,7 @@ def _finish_abandoned_append(url: str, options: dict[str, Any] | None) -> None:
         try:
             recover(url, options)
         except OSError as exc:  # a read-only store: read its committed version
-            warnings.warn(f"{url} holds an unfinished append that could not be undone here: {exc}", stacklevel=3)
+            warn(f"{url} holds an unfinished append that could not be undone here: {exc}")
 
 
 def _describe_codecs(codecs: dict[str, dict[str, Any]] | None) -> str:

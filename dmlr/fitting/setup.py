@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +14,7 @@ from dmlr.data.design import Design
 from dmlr.data.labels import EncodeLabels, LabelCoding
 from dmlr.diagnostics import DependentColumn, dependent_columns, empty_cells, empty_cells_message
 from dmlr.driver import Start, check_weights_total
-from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError
+from dmlr.errors import CollinearityError, DroppedColumnsWarning, InputError, warn
 from dmlr.fitting.evaluator import FitPasses
 from dmlr.oracle.setup import SetupKernel
 from dmlr.oracle.statistics import Request, Statistics
@@ -168,9 +167,7 @@ def check_rank(
     dependent = _dependent_columns(design, start.first, collinear, l2)
     if not dependent or collinear != "drop":
         return passes, start, dependent
-    warnings.warn(
-        "dropped dependent columns: " + "; ".join(c.describe() for c in dependent), DroppedColumnsWarning, stacklevel=4
-    )
+    warn("dropped dependent columns: " + "; ".join(c.describe() for c in dependent), DroppedColumnsWarning)
     drop = [c.index for c in dependent]
     keep = [j for j in range(design.n_columns) if j not in set(drop)]
     start = Start(start.first.restricted(keep), start.saved_first, start.resumed, start.clock)

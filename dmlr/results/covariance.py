@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.errors import SingularInformationWarning
+from dmlr.errors import SingularInformationWarning, warn
 from dmlr.oracle.statistics import mirror_upper
 
 __all__ = ["inverse_information"]
@@ -49,13 +48,12 @@ def inverse_information(information: Array, names: Sequence[str]) -> Array:
     keep = vals > cutoff
     null = vecs[:, ~keep]
     involved = np.nonzero(np.abs(null).max(axis=1) > 1e-6)[0] if null.size else np.array([], int)
-    warnings.warn(
+    warn(
         "the information matrix at the optimum is singular (rank "
         f"{int(keep.sum())} of {q}); parameters not identified: "
         f"{[names[i] for i in involved]}. Their standard errors are reported as inf; "
         "drop collinear or constant columns, or fit with l2 > 0.",
         SingularInformationWarning,
-        stacklevel=3,
     )
     cov = (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T
     cov[involved, :] = np.nan
