@@ -46,7 +46,9 @@ def test_staging_to_a_log_writes_no_progress_bar(staged, tmp_path):
     """dask's ``[####   ] 37%`` bar is for terminals: with stderr a pipe (a log file, a scheduler) staging writes
     its lines without it, even when progress is not turned off."""
     root, _ = staged
-    done = run("stage", str(root / "in0.csv"), str(tmp_path / "t.zarr"), "--target", "choice", "--categorical", "region")
+    done = run(
+        "stage", str(root / "in0.csv"), str(tmp_path / "t.zarr"), "--target", "choice", "--categorical", "region"
+    )
     assert done.returncode == 0, done.stderr
     assert "[#" not in done.stderr and "% Completed" not in done.stderr, done.stderr
 
