@@ -177,7 +177,7 @@ def _margins_plot(margins: MarginalEffects) -> dict[str, bytes]:
         import matplotlib.pyplot as plt
     except ImportError:
         return {}
-    me, lower, upper = margins.margeff, *margins.conf_int(0.05)
+    me, lower, upper = margins.margeff, *margins.limits(0.05)
     rows = list(me.index)[:MAX_COEF_ROWS]
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.28 * len(rows) * max(1, min(len(me.columns), 4)) / 2))
     width = 0.8 / len(me.columns)

@@ -131,17 +131,19 @@ class MarginalEffects:
         )
 
     def conf_int(self, alpha: float = 0.05) -> Array:
-        """Lower and upper ``1 - alpha`` limits as statsmodels returns them: shape (E, 2, K)."""
-        lower, upper = self._limits(alpha)
+        """Lower and upper ``1 - alpha`` limits as statsmodels returns them: shape (E, 2, K) (labelled frames:
+        :meth:`limits`)."""
+        lower, upper = self.limits(alpha)
         return np.stack([lower.to_numpy(), upper.to_numpy()], axis=1)
 
-    def _limits(self, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def limits(self, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Lower and upper ``1 - alpha`` limits as two labelled frames, each (E, K)."""
         z = scipy.stats.norm.ppf(1 - alpha / 2)
         return self.margeff - z * self.margeff_se, self.margeff + z * self.margeff_se
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
         """One row per (class, feature): effect (named by the method, as statsmodels), std err, z, P>|z|, interval."""
-        lower, upper = self._limits(alpha)
+        lower, upper = self.limits(alpha)
         cols = {NAMES[self.method]: self.margeff, "Std. Err.": self.margeff_se, "z": self.tvalues,
                 "Pr(>|z|)": self.pvalues, "Conf. Int. Low": lower, "Cont. Int. Hi.": upper}  # fmt: skip
         frame = pd.DataFrame({name: v.T.stack() for name, v in cols.items()})
