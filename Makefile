@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +17,19 @@ demo: $(STAMP)
 	$(BIN)/python -m dmlr.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check dmlr tests benchmarks pipelines
-	$(BIN)/ruff format --check dmlr tests benchmarks pipelines
+	$(BIN)/ruff check dmlr tests benchmarks pipelines docs
+	$(BIN)/ruff format --check dmlr tests benchmarks pipelines docs
 	$(BIN)/mypy dmlr
 
-test: lint
+# the documentation's tools: an extra of their own (not in `make demo`); the test suite builds the site
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -n -W --keep-going -b html docs docs/_build/html
+
+test: lint $(DOCS_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -28,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache docs/_build docs/generated docs/cli docs/examples docs/jupyter_execute

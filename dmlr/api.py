@@ -168,14 +168,14 @@ def _passes(design: Design, inputs: Inputs, options: FitOptions, client: Any) ->
 def fit_and_save(
     X: Any, out: str, *, overwrite: bool = False, storage_options: dict[str, Any] | None = None, **kwargs: Any
 ) -> MNLogitResults:
-    """:func:`fit`, then :func:`dmlr.save` the result to ``out``, for batch callers (the CLI, the pipeline) that
+    """:func:`dmlr.fit`, then :func:`dmlr.save` the result to ``out``, for batch callers (the CLI, the pipeline) that
     report non-convergence and separation through exit codes: the result is written either way, and
     ``ConvergenceWarning``/``PerfectSeparationWarning`` are not issued (``converged`` and ``message`` say it).
 
     Parameters
     ----------
     X : str, StoreData or array-like
-        As for :func:`fit`.
+        As for :func:`dmlr.fit`.
     out : str
         Result directory (local or fsspec URL); checked before the fit starts.
     overwrite : bool
@@ -183,7 +183,7 @@ def fit_and_save(
     storage_options : dict, optional
         fsspec options for the store and the result.
     **kwargs
-        Every other argument of :func:`fit`.
+        Every other argument of :func:`dmlr.fit`.
     """
     from dmlr.errors import ConvergenceWarning, PerfectSeparationWarning
     from dmlr.options import check_output
@@ -199,15 +199,17 @@ def fit_and_save(
 
 
 def options_docstring(indent: str = "    ") -> str:
-    """The numpydoc entries of every fit option (type, default, allowed values, help), for docstrings."""
+    """The numpydoc entries of every fit option (type, default, allowed values, help), for docstrings: each name at
+    ``indent``, its description four spaces further."""
     import textwrap
 
     lines = []
     for f in fit_option_fields():
-        kind = " or ".join(repr(c) if isinstance(c, str) else str(c) for c in f.choices) if f.choices else f.annotation
+        kind = ", ".join(repr(c) if isinstance(c, str) else str(c) for c in f.choices) if f.choices else f.annotation
         kind = "{" + kind + "}" if f.choices else kind
         lines.append(f"{indent}{f.name} : {kind}, default {f.default!r}")
-        lines += textwrap.wrap(f.help, 116, initial_indent=indent * 2, subsequent_indent=indent * 2)
+        body = indent + "    "
+        lines += textwrap.wrap(f.help, 120 - len(body), initial_indent=body, subsequent_indent=body)
     return "\n".join(lines) + "\n"
 
 
@@ -227,4 +229,4 @@ def options_signature(func: Callable[..., Any], *, exclude: Sequence[str] = (), 
 
 
 fit.__signature__ = options_signature(fit)  # type: ignore[attr-defined]
-fit.__doc__ = (fit.__doc__ or "").replace("{options}\n", options_docstring())
+fit.__doc__ = (fit.__doc__ or "").replace("    {options}\n", options_docstring(" " * 8))

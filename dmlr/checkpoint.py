@@ -71,7 +71,7 @@ class DriverState:
     history : list of dict
         The history records so far.
     rule_state : dict of str to ndarray
-        The step rule's memory (:meth:`state` of the rule).
+        The step rule's memory (``state()`` of the rule).
     fit_state : dict
         What the fit decided before its loop that a resumed fit must repeat (JSON): the classes learnt by the first
         pass, the rule and its settings (:class:`dmlr.steps.auto.Choice`).

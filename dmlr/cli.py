@@ -369,7 +369,7 @@ def info(store: str, storage_options: str | None) -> None:
 @main.command()
 @click.argument("result")
 @click.argument("data", metavar="STORE_OR_FILE")
-@click.option("--out", "out", required=True, help="Output path: *.zarr or *.parquet.")
+@click.option("--out", "out", required=True, help="Output path, a name ending .zarr or .parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--keep", multiple=True, metavar="COL", help="Source columns to carry through (an id; repeatable).")
 @click.option("--se", is_flag=True, help="Add se_<class>, lower_<class>, upper_<class> (95%) columns (Parquet).")

@@ -52,7 +52,7 @@ Array = NDArray[np.float64]
 
 
 class Evaluator(Protocol):
-    """What the loop evaluates: one data pass per call (:class:`~dmlr.passes.DataPasses` is the real one).
+    """What the loop evaluates: one data pass per call (:class:`~dmlr.fitting.evaluator.FitPasses` is the real one).
 
     Attributes
     ----------

@@ -4,7 +4,7 @@ Batch schedulers (Kubernetes, SLURM, Prefect) stop a job with SIGTERM and a grac
 :func:`terminate_gracefully` a SIGTERM raises :class:`~dmlr.errors.JobInterrupted` in the main thread, which
 unwinds the fit (closing the cluster) after the newest checkpoint is complete: checkpoint writes run inside
 :func:`critical`, and a signal that arrives during one is held until the write has finished. The command line maps
-the error to :data:`dmlr.cli.EXIT_RETRY` (75, ``EX_TEMPFAIL``) for SIGTERM and to 130 (128 + SIGINT, the shell's
+the error to ``dmlr.cli_support.EXIT_RETRY`` (75, ``EX_TEMPFAIL``) for SIGTERM and to 130 (128 + SIGINT, the shell's
 convention) for Ctrl-C: rerunning the same command resumes the fit.
 
 An exception raised from a signal handler lands wherever the main thread happens to be, and some code there

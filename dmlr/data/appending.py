@@ -248,7 +248,7 @@ def _kind(dtype: Any) -> str:
 
 
 def source_columns(table: Any) -> dict[str, str]:
-    """What a store records of its source's columns: each column's type family (see :func:`_kind`)."""
+    """What a store records of its source's columns: each column's type family (see ``_kind``)."""
     return {str(c): _kind(t) for c, t in table.dtypes.items()}
 
 

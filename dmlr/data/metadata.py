@@ -55,7 +55,7 @@ class StoreMetadata:
     created : str
         When staging ended (ISO 8601, UTC).
     checksum : str
-        :func:`~dmlr.data.writing.store_checksum` at staging.
+        :func:`~dmlr.store_checksum` at staging.
     versions : list of dict
         The store's versions, oldest first: ``id``, ``rows`` (``[start, stop)`` of the rows it added),
         ``class_counts`` (of those rows), ``sources`` (the files it read), ``checksum`` (the store's after it),

@@ -57,7 +57,8 @@ LARGE_RECORD_BYTES = 64 * 2**20
 
 MEMORY_ADVICE = (
     "Give workers more memory (--memory-limit / memory_limit=), fewer threads per worker, or stage the data in "
-    "smaller chunks (dmlr stage --chunk-rows, dmlr.stage_arrays(chunk_rows=)). README 'Worker memory' has the formula."
+    "smaller chunks (dmlr stage --chunk-rows, dmlr.stage_arrays(chunk_rows=)). The formula: 'Worker memory' in "
+    "docs/user-guide/memory.md."
 )
 
 

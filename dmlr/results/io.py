@@ -12,11 +12,11 @@ Layout of a result directory (local path or fsspec URL)::
     formula.json     for formula fits: the formula's encoding as data (its text, the categorical levels, the state
                      of its stateful transforms), from which formulaic's model spec is rebuilt
     summary.txt      the summary table
-    manifest.json    the SHA-256 digest of every file above, written after them: :func:`load` checks each file it
+    manifest.json    the SHA-256 digest of every file above, written after them: :func:`dmlr.load` checks each file it
                      reads against it, so an edited, truncated or added file is refused by name
     COMPLETE         written last: a directory without it is refused
 
-Floats are written with Python's shortest round-tripping repr and arrays as ``.npy``, so :func:`load` gives back
+Floats are written with Python's shortest round-tripping repr and arrays as ``.npy``, so :func:`dmlr.load` gives back
 exactly the numbers the fit produced. Nothing is pickled: every file is JSON, text or ``.npy`` read with
 ``allow_pickle=False``, so loading a result from anyone runs no code. Results of format 1 that hold a pickled
 ``formula.pkl`` are refused unless ``allow_legacy_pickle=True`` (for results whose origin you trust; save them

@@ -40,15 +40,16 @@ class PostEstimation:
         Parameters
         ----------
         X : ndarray, dask.array.Array or pandas.DataFrame, shape (n, p), optional
-            As for :meth:`predict_proba` (a DataFrame holds raw columns, encoded as the fit encoded them); default
-            the fitted data (:meth:`fitted_rows`).
+            As for :meth:`~dmlr.MNLogitResults.predict_proba` (a DataFrame holds raw columns, encoded as the fit
+            encoded them), or a store or table files (:meth:`model_rows`); default the fitted data
+            (:meth:`fitted_rows`).
         average : bool
             Return the average predicted probabilities over the rows of ``X`` and their standard errors (the
             gradient averaged in the same pass).
         offset : array-like, shape (n, m), optional
             NumPy/pandas input only.
         missing, unseen : str
-            As for :meth:`predict_proba`.
+            As for :meth:`~dmlr.MNLogitResults.predict_proba`.
 
         Returns
         -------

@@ -354,8 +354,8 @@ class MNLogitResults(PostEstimation):
     def proba_frame(
         self, frame: pd.DataFrame, missing: str, unseen: str, offset: Any = None, partition_info: Any = None
     ) -> pd.DataFrame:
-        """:meth:`predict_proba` of one raw pandas table (a partition when ``partition_info`` is given, as dask's
-        ``map_partitions`` passes it): one column per class, rows with an unseen level NaN."""
+        """:meth:`~dmlr.MNLogitResults.predict_proba` of one raw pandas table (a partition when ``partition_info``
+        is given, as dask's ``map_partitions`` passes it): one column per class, rows with an unseen level NaN."""
         where = "X" if partition_info is None else f"partition {partition_info['number']} of X"
         x, index = self.encode(frame, missing, unseen, where)
         if offset is not None and len(index) != len(frame):
@@ -402,7 +402,8 @@ class MNLogitResults(PostEstimation):
         return self.model_columns(X), None
 
     def predict(self, X: Any, offset: Any = None, *, missing: str = "raise", unseen: str = "raise") -> Any:
-        """Most probable label for each row, shape (n,); lazy for dask input (arguments as :meth:`predict_proba`)."""
+        """Most probable label for each row, shape (n,); lazy for dask input (arguments as
+        :meth:`~dmlr.MNLogitResults.predict_proba`)."""
         return predict_labels(self.predict_proba(X, offset, missing=missing, unseen=unseen), self.classes)
 
 

@@ -1,6 +1,6 @@
 """Robust covariances: the sandwich ``A I^-1 M I^-1`` and its small-sample factors.
 
-Conventions (the README's "Robust and cluster-robust standard errors" gives the statsmodels and Stata names):
+Conventions (the user guide's inference page, ``docs/user-guide/inference.md``, gives the statsmodels and Stata names):
 
 - ``HC0``: factor 1; equals statsmodels' ``MNLogit.fit(cov_type="HC0")``.
 - ``HC1``: ``n / (n - 1)``, Stata's ``vce(robust)`` for maximum-likelihood commands (statsmodels' HC1 for
