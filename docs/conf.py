@@ -45,10 +45,12 @@ html_title = f"dmlr {release}"
 html_theme_options = {
     "navigation_depth": 2,
     "show_toc_level": 2,
-    "header_links_before_dropdown": 8,
+    "header_links_before_dropdown": 5,
     "navbar_align": "left",
 }
 html_show_sourcelink = False
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 autosummary_generate = True
 autosummary_inherited_members = True  # MNLogitResults lists the post-estimation methods it inherits
