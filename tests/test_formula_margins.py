@@ -165,3 +165,28 @@ def test_per_variable_options_are_checked(fitted):
         arrays.get_margeff(pd.DataFrame(res.encode(df)[0]), by="variable")
     conf = res.get_margeff(df).conf_int()  # statsmodels' form: (effects, lower/upper, classes)
     assert isinstance(conf, np.ndarray) and conf.shape == (6, 2, 3)
+
+
+def test_a_boolean_is_a_discrete_change_and_a_spline_basis_is_differenced_inside_its_range():
+    """A bool column gets False -> True (not a derivative of 0/1); a variable inside bs() (defined only on the fitted
+    range) is differenced one-sidedly at the ends of that range, centrally elsewhere."""
+    rng = np.random.default_rng(8)
+    n = 1500
+    df = pd.DataFrame({"x": rng.normal(size=n), "flag": rng.random(n) < 0.4})
+    p = np.exp(np.column_stack([np.zeros(n), 0.8 * df.x + 0.5 * df.flag, np.sin(df.x)]))
+    p /= p.sum(axis=1, keepdims=True)
+    df["y"] = np.array(["a", "b", "c"])[(rng.random(n)[:, None] > p.cumsum(axis=1)).sum(axis=1)]
+    res = dmlr.fit_formula("y ~ x + flag", df)
+    me = res.get_margeff(df)
+    assert me.margeff.index.tolist() == ["x", "flag[True vs False]"]
+    change = res.predict_proba(df.assign(flag=True)).to_numpy() - res.predict_proba(df.assign(flag=False)).to_numpy()
+    np.testing.assert_allclose(me.margeff.loc["flag[True vs False]"], change.mean(axis=0), rtol=0, atol=1e-10)
+
+    spline = dmlr.fit_formula("y ~ bs(x, df=4) + flag", df)
+    effects = spline.get_margeff(df)
+    h = 1e-6 * np.maximum(1.0, np.abs(df.x.to_numpy()))
+    up, down = np.minimum(df.x + h, df.x.max()), np.maximum(df.x - h, df.x.min())  # inside the fitted range
+    hi = spline.predict_proba(df.assign(x=up)).to_numpy()
+    lo = spline.predict_proba(df.assign(x=down)).to_numpy()
+    reference = ((hi - lo) / (up - down).to_numpy()[:, None]).mean(axis=0)
+    np.testing.assert_allclose(effects.margeff.loc["x"], reference, rtol=0, atol=1e-6)

@@ -5,8 +5,9 @@ statsmodels' ``get_margeff`` differentiates with respect to each design column, 
 "effect of dist" ignores the interaction and every ``C(carrier)[T.x]`` dummy gets its own "derivative". Here the
 formula is re-applied to the raw rows: a continuous variable's effect is the average derivative of the probabilities
 through every term that reads it (the design's derivative by central differences of the formula, per row, step
-``1e-5 max(1, |v|)``), and a factor's effect is, for each level, the average discrete change from the reference level
-(the factor's first level) with every other column as observed. The formulas are in
+``1e-5 max(1, |v|)``; one-sided at the ends of the rows' range for transforms defined only on the data's range,
+such as spline bases), and a factor's (or a boolean's) effect is, for each level, the average discrete change from
+the reference (the factor's first level) with every other column as observed. The formulas are in
 :mod:`dmlr.oracle.variable_effects`; over a dask DataFrame or table files the sums are one pass of the engine.
 """
 
@@ -81,10 +82,11 @@ def _c_variable(factor: str) -> str | None:
     return None
 
 
-def plan_of(encoding: FormulaEncoding) -> VariablePlan:
-    """Which variables of a formula are factors (text or ``category`` columns, and numeric ones inside ``C()``) with
-    their levels, and which are continuous."""
+def plan_of(encoding: FormulaEncoding, booleans: tuple[str, ...] = ()) -> VariablePlan:
+    """Which variables of a formula are factors (text or ``category`` columns, numeric ones inside ``C()``, and the
+    ``booleans``: False -> True) with their levels, and which are continuous."""
     levels = {v: tuple(encoding.levels[v]) for v in encoding.variables if v in encoding.levels}
+    levels.update({v: (False, True) for v in booleans if v in encoding.variables and v not in levels})
     for factor, (kind, state) in encoding.state["encoder_state"].items():
         var = _c_variable(factor)
         if var is not None and var not in levels and kind == "categorical" and "categories" in state:
@@ -126,11 +128,30 @@ def wide_block(
     for v in plan.continuous:
         raw = frame[v].to_numpy(dtype=np.float64)
         h = STEP * np.maximum(1.0, np.abs(raw))
-        hi, lo = design(frame.assign(**{v: raw + h})), design(frame.assign(**{v: raw - h}))
-        directions.append((hi - lo) / (2.0 * h[:, None]))
+        try:
+            up, down = raw + h, raw - h
+            hi, lo = design(frame.assign(**{v: up})), design(frame.assign(**{v: down}))
+        except (InputError, ValueError, _formula_error()):  # a transform defined only on the data's range (splines)
+            up, down = _clipped(raw, h)
+            hi, lo = design(frame.assign(**{v: up})), design(frame.assign(**{v: down}))
+        directions.append((hi - lo) / (up - down)[:, None])
         values.append(raw[:, None])
     levels = [design(frame.assign(**{v: [level] * len(frame)})) for v, every in plan.factors for level in every]
     return np.column_stack([design(frame), *directions, *values, *levels])
+
+
+def _formula_error() -> type[Exception]:
+    from formulaic.errors import FormulaicError
+
+    return FormulaicError
+
+
+def _clipped(raw: Array, h: Array) -> tuple[Array, Array]:
+    """``v -+ h`` clipped to the values' range (kept central where the values do not vary)."""
+    low, high = float(raw.min()), float(raw.max())
+    if high - low <= 2 * float(h.max()):
+        return raw + h, raw - h
+    return np.minimum(raw + h, high), np.maximum(raw - h, low)
 
 
 def _prepared(frame: pd.DataFrame, variables: list[str], atexog: dict[str, Any], missing: str, where: str) -> Any:
@@ -192,7 +213,8 @@ def variable_margins(
     see :meth:`~dmlr.results.results.MNLogitResults.get_margeff` with ``by="variable"``."""
     from dmlr.results.margins import effects_frame
 
-    plan = plan_of(res.formula)
+    booleans = tuple(str(c) for c, t in X.dtypes.items() if pd.api.types.is_bool_dtype(t))
+    plan = plan_of(res.formula, booleans)
     if not plan.continuous and not plan.factors:
         raise InputError(f"the formula {res.formula.formula!r} reads no variable of the data to take effects of")
     record = _sums(res, X, plan, method, _atexog_variables(plan, atexog), missing)
