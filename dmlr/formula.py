@@ -243,7 +243,8 @@ def _typed(data: Any, variables: Sequence[str], levels: dict[str, list[Any]]) ->
 def _text_levels(data: Any, variables: Sequence[str]) -> dict[str, list[Any]]:
     text = [v for v in sorted(variables) if is_categorical(data[v].dtype)]
     if isinstance(data, dd.DataFrame):
-        found = dd.compute(*[data[v].dropna().unique() for v in text]) if text else ()
+        # one output partition: the levels are few, and a shuffle would start (and log) distributed's machinery
+        found = dd.compute(*[data[v].dropna().unique(split_out=1) for v in text]) if text else ()
     else:
         found = tuple(data[v].dropna().unique() for v in text)
     out = {}

@@ -229,7 +229,8 @@ def _dask_frame(
     if missing == "drop":
         frame = frame.dropna()
     cats = [c for c in columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
-    lengths, total, *found = compute(frame.map_partitions(len), raw, *[frame[c].dropna().unique() for c in cats])
+    uniques = [frame[c].dropna().unique(split_out=1) for c in cats]  # levels are few: no shuffle
+    lengths, total, *found = compute(frame.map_partitions(len), raw, *uniques)
     lengths = [int(k) for k in lengths]
     levels = {}
     for c, values in zip(cats, found, strict=True):

@@ -258,7 +258,7 @@ def _scan(table: dd.DataFrame, raw_rows: Any, request: Staging) -> dict[str, Any
         table.map_partitions(len),
         table[used].isna().sum(),
         table[request.target].value_counts(dropna=False),
-        *[table[c].unique() for c in request.categorical],
+        *[table[c].unique(split_out=1) for c in request.categorical],  # levels are few: no shuffle
         *([table[groups].unique()] if groups else []),  # the cluster ids: G values, in the same pass
     )
     group_ids = uniques.pop() if groups else None
