@@ -27,7 +27,7 @@ $(DOCS_STAMP): $(STAMP)
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
-	$(BIN)/sphinx-build -n -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -j auto -n -W --keep-going -b html docs docs/_build/html
 
 test: lint $(DOCS_STAMP)
 	$(BIN)/python -m pytest

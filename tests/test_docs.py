@@ -28,8 +28,8 @@ def site(tmp_path_factory) -> Path:
     pytest.importorskip("sphinx", reason="make test installs the docs extra; a bare pytest run may lack it")
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-n", "-W", "--keep-going", "-q", "-b", "html", "-d", str(out / "doctrees"),
-         str(ROOT / "docs"), str(out / "html")],
+        [sys.executable, "-m", "sphinx", "-j", "auto", "-n", "-W", "--keep-going", "-q", "-b", "html", "-d",
+         str(out / "doctrees"), str(ROOT / "docs"), str(out / "html")],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     warnings = [line for line in done.stderr.splitlines() if "WARNING" in line and "IPKernelApp" not in line]
