@@ -10,9 +10,9 @@ import numpy as np
 from dask.base import compute
 
 from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.labels import check_class_count, check_label_values
+from dmlr.data.labels import check_class_count, check_label_values, label_positions
 from dmlr.data.metadata import StoreMetadata
-from dmlr.data.staging import check_dtype, default_chunk_rows, positions
+from dmlr.data.staging import check_dtype, default_chunk_rows
 from dmlr.data.store import StoreData, open_store
 from dmlr.data.writing import check_target_free, write_store
 from dmlr.errors import InputError
@@ -97,7 +97,7 @@ def stage_arrays(
     check_class_count(classes, "y", max_classes)
     arrays: dict[str, da.Array] = {
         "X": x.astype(dtype),
-        "y": da.map_blocks(positions, y_arr, classes, "y", dtype=np.int32),
+        "y": da.map_blocks(label_positions, y_arr, classes, "y", dtype=np.int32),
     }
     if weights is not None:
         arrays["weights"] = da.asarray(weights).astype(np.float64)
@@ -154,7 +154,7 @@ def _append_arrays(
         )
     arrays: dict[str, da.Array] = {
         "X": x.astype(store.X.dtype),
-        "y": da.map_blocks(positions, y_arr, store.classes, "y", dtype=np.int32),
+        "y": da.map_blocks(label_positions, y_arr, store.classes, "y", dtype=np.int32),
     }
     has = {"weights": store.weights, "offset": store.offset, "groups": store.groups}
     for name, value in extra.items():

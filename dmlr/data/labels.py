@@ -14,7 +14,10 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["MAX_CLASSES", "EncodeLabels", "LabelCoding", "check_class_count", "check_label_kinds", "check_label_values"]
+__all__ = [
+    "MAX_CLASSES", "EncodeLabels", "LabelCoding", "check_class_count", "check_label_kinds", "check_label_values",
+    "label_positions",
+]  # fmt: skip
 
 MAX_CLASSES = 100
 """Most classes a target may have unless ``max_classes`` says otherwise (a multinomial logit fits one coefficient
@@ -138,18 +141,7 @@ class LabelCoding:
         InputError
             A label that is not one of ``classes``.
         """
-        labels = np.asarray(labels)
-        check_label_values(labels, where)
-        pos = np.searchsorted(self.classes, labels)
-        pos = np.minimum(pos, self.classes.size - 1)
-        unknown = self.classes[pos] != labels
-        if np.any(unknown):
-            row = int(np.nonzero(unknown)[0][0])
-            raise InputError(
-                f"{where} has label {labels[row : row + 1].tolist()[0]!r} at row {row}, "
-                f"which is not one of {self.classes.tolist()!r}"
-            )
-        return self.encode_positions(pos, where)
+        return self.encode_positions(label_positions(labels, self.classes, where), where)
 
     def encode_positions(self, pos: NDArray[np.integer], where: str = "y") -> NDArray[np.int32]:
         """Map positions in the sorted ``classes`` (as stored in a Zarr store) to codes (0 = base).
@@ -262,3 +254,27 @@ class EncodeLabels:
         else:
             codes = self.coding.encode(rows.labels, where)
         return rows.with_blocks(codes=codes, labels=None)
+
+
+def label_positions(labels: NDArray[Any], classes: NDArray[Any], where: str = "y") -> NDArray[np.int32]:
+    """Positions of ``labels`` among the sorted ``classes`` (what a store's ``y`` holds).
+
+    Raises
+    ------
+    InputError
+        A missing or mixed-type label, or a label that is not one of ``classes`` (the first, with its row).
+    """
+    labels = np.asarray(labels)
+    check_label_values(labels, where)
+    try:
+        pos = np.minimum(np.searchsorted(classes, labels), classes.size - 1)
+        unknown = classes[pos] != labels
+    except TypeError:  # labels of another type than the classes (text against numbers): none is a class
+        pos, unknown = np.zeros(labels.shape, np.intp), np.ones(labels.shape, bool)
+    if np.any(unknown):
+        row = int(np.nonzero(unknown)[0][0])
+        raise InputError(
+            f"{where} has label {labels[row : row + 1].tolist()[0]!r} at row {row}, which is not one of "
+            f"{classes.tolist()!r}"
+        )
+    return np.asarray(pos, dtype=np.int32)

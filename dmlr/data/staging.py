@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from dmlr.data.appending import source_columns
 from dmlr.data.encoding import FeatureEncoding
-from dmlr.data.labels import check_class_count, check_label_values
+from dmlr.data.labels import check_class_count, check_label_values, label_positions
 from dmlr.data.metadata import StoreMetadata
 from dmlr.data.missing import missing_before_sorting, raise_first_missing
 from dmlr.data.sources import expand_sources, from_partitions, is_local, read_table
@@ -33,7 +33,7 @@ from dmlr.data.writing import check_target_free, temporary_name, write_store
 from dmlr.errors import InputError, WideDesignWarning, warn
 from dmlr.oracle.checks import check_weights
 
-__all__ = ["TARGET_CHUNK_BYTES", "check_dtype", "default_chunk_rows", "positions", "stage"]
+__all__ = ["TARGET_CHUNK_BYTES", "check_dtype", "default_chunk_rows", "stage"]
 
 TARGET_CHUNK_BYTES = 32 * 2**20
 """Default size of one chunk of X as float64 (bytes): tens of MB, a good unit of work and of I/O (a float32 store's
@@ -305,19 +305,8 @@ def integral(values: NDArray[Any]) -> NDArray[Any]:
     return values
 
 
-def positions(values: NDArray[Any], classes: NDArray[Any], where: str) -> NDArray[np.int32]:
-    """Positions of ``values`` in the sorted ``classes`` (as a store's ``y`` holds them); a label not among them is
-    an :class:`InputError`."""
-    check_label_values(values, where)
-    index = pd.Index(classes)
-    pos = index.get_indexer(values)
-    if (pos < 0).any():
-        raise InputError(f"{where} has label {values[int(np.argmax(pos < 0))]!r} that is not a class")
-    return pos.astype(np.int32)
-
-
 def _target_part(frame: pd.DataFrame, target: str, classes: NDArray[Any], where: str) -> NDArray[np.int32]:
-    return positions(frame[target].to_numpy(), classes, f"target column {target!r} in {where}")
+    return label_positions(frame[target].to_numpy(), classes, f"target column {target!r} in {where}")
 
 
 def _numeric_part(frame: pd.DataFrame, columns: list[str], where: str) -> NDArray[np.float64]:
