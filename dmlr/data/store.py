@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
+import fsspec
 import numpy as np
 import zarr
 from numpy.typing import NDArray
@@ -32,7 +33,7 @@ from dmlr.data.metadata import SCHEMA_VERSION, StoreMetadata
 from dmlr.data.sources import is_local, local_path
 from dmlr.errors import StoreError, warn
 
-__all__ = ["StoreData", "open_store"]
+__all__ = ["StoreData", "is_store", "open_store"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,12 @@ class StoreData:
                     f"{v['created'][:19]}Z, checksum {v['checksum'][:12]}"
                 )
         return "\n".join(lines)
+
+
+def is_store(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``path`` (a local path or fsspec URL) holds a Zarr group (a store, complete or not)."""
+    fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+    return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
 def _finish_abandoned_append(url: str, options: dict[str, Any] | None) -> None:

@@ -147,14 +147,11 @@ def resolve_rows(X: Any, storage_options: dict[str, Any] | None = None) -> Any:
     if isinstance(X, StoreData):
         return X.X
     if isinstance(X, (str, os.PathLike)):
-        import fsspec
-
         from dmlr.data.sources import expand_sources, read_table
-        from dmlr.data.store import open_store
+        from dmlr.data.store import is_store, open_store
 
         path = os.fspath(X)
-        fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-        if fs.exists(f"{root.rstrip('/')}/zarr.json"):
+        if is_store(path, storage_options):
             return open_store(path, storage_options=storage_options).X
         return read_table(expand_sources(path), storage_options).frame
     return X

@@ -17,17 +17,12 @@ from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from dmlr.data.sources import expand_sources, is_local, read_table
-from dmlr.data.store import open_store
+from dmlr.data.store import is_store, open_store
 from dmlr.errors import InputError
 from dmlr.options import check_missing, check_output
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["output_kind", "predict_to"]
-
-
-def _is_store(path: str, storage_options: dict[str, Any] | None) -> bool:
-    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
 
 def output_kind(out: str) -> str:
@@ -185,7 +180,7 @@ def check_prediction_inputs(
     InputError
         Naming the culprit.
     """
-    if _is_store(data, storage_options):
+    if is_store(data, storage_options):
         if keep or se:
             raise InputError("--keep and --se need CSV/Parquet input (a store holds only the encoded features)")
         store = open_store(data, storage_options=storage_options)
