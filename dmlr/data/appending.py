@@ -386,9 +386,10 @@ def append_table(
     if missing == "drop":
         table = table.dropna(subset=request.used)
     scan = _scan(table, raw_rows, request)
-    _unseen(scan, store, request.categorical, unseen)  # raised here unless unseen="drop"
     if unseen == "drop":
         table, scan = drop_unseen(table, raw_rows, scan, request)
+    else:
+        _unseen(scan, store, request.categorical, unseen)  # an error naming what the store lacks
     if int(sum(scan["lengths"])) == 0:
         raise InputError(f"the new files {sources} have no rows to append; the store is unchanged")
     classes = store.classes

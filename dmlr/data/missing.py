@@ -50,10 +50,10 @@ def missing_before_sorting(
     sorted): such rows dropped (and counted) or the first named."""
     from dask.base import compute
 
-    raw, lengths, n_na = compute(table.map_partitions(len).sum(), table.map_partitions(len), table[used].isna().sum())
-    if int(n_na.sum()) == 0:
+    bad = table[used].isna()
+    lengths, n_na, n_rows = compute(table.map_partitions(len), bad.sum(), bad.any(axis=1).sum())  # one pass
+    if int(n_rows) == 0:
         return table, 0
     if missing != "drop":
         raise_first_missing(table, used, n_na, [int(k) for k in lengths], files)
-    kept = table.dropna(subset=used)
-    return kept, int(raw) - int(kept.map_partitions(len).sum().compute())
+    return table.dropna(subset=used), int(n_rows)

@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from dmlr.data.rows import Rows
 from dmlr.errors import InputError
-from dmlr.oracle.variable_effects import Layout, VariableEffectsKernel, variable_effect_sums
+from dmlr.oracle.variable_effects import Layout, VariableEffectsKernel
+from dmlr.passes.kernel import total
 from dmlr.results.sums import row_sums
 
 if TYPE_CHECKING:
@@ -186,14 +188,8 @@ def _sums(res: MNLogitResults, X: Any, plan: VariablePlan, method: str, atexog: 
     if not len(frame):
         raise InputError("X has no rows to average the marginal effects over")
     step = max(1, CHUNK_BYTES // (8 * layout.width))
-    values: Any = 0.0
-    rows = 0
-    for s in range(0, len(frame), step):
-        chunk = frame.iloc[s : s + step]
-        block = wide_block(chunk, encoding, names, plan, f"X (rows {s}..{s + len(chunk) - 1})")
-        values = values + variable_effect_sums(block, res.coef, bool(res.intercept), method, layout)
-        rows += len(chunk)
-    return {"values": values, "rows": np.array([float(rows)])}
+    chunks = (frame.iloc[s : s + step] for s in range(0, len(frame), step))
+    return total([kernel(Rows(x=wide_block(chunk, encoding, names, plan, "X"))) for chunk in chunks])
 
 
 def _atexog_variables(plan: VariablePlan, atexog: dict[Any, Any] | None) -> dict[str, Any]:
