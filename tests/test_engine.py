@@ -82,3 +82,67 @@ def test_the_same_kernel_runs_without_a_cluster_and_names_a_bad_partition():
     record = PassEngine(data).reduce(ConfusionKernel(coef))
     np.testing.assert_array_equal(record.counts, _dense_confusion(x, y, coef))
     assert record.counts.sum() == 3000  # the engine also checked that every row was counted once
+
+
+def _dependencies(dask_scheduler, prefix):
+    return {str(k): len(t.dependencies) for k, t in dask_scheduler.tasks.items() if str(k).startswith(prefix)}
+
+
+@pytest.mark.cluster
+def test_the_set_up_reads_blocks_where_they_are_and_rebuilds_when_one_moved(cluster_client, monkeypatch):
+    """A task's data take the blocks its worker holds from that worker's memory, not as task inputs (the scheduler's
+    bookkeeping per input is what grew with the partition count); when the scheduler's placement was wrong (a block
+    moved, or lost with its worker), the engine makes the data again with every block as an input."""
+    x, y, _ = draw_problem(6000, 3, 3, seed=63)
+    codes = y.astype(np.int32)
+    coef = np.random.default_rng(4).normal(scale=0.5, size=(4, 2))
+    expected = _dense_confusion(x, codes, coef)
+    data = RowData(
+        x=dmlr.scatter_rows(x, cluster_client, chunk_rows=60),
+        codes=dmlr.scatter_rows(codes, cluster_client, chunk_rows=60),
+    )
+    engine = PassEngine(data, cluster_client)
+    np.testing.assert_array_equal(engine.reduce(ConfusionKernel(coef)).counts, expected)
+    prefix = engine._data[0].key.rsplit("-", 1)[0]
+    inputs = cluster_client.run_on_scheduler(_dependencies, prefix=prefix)
+    assert len(inputs) == len(engine.plans) and sum(inputs.values()) < 20, inputs  # 200 blocks, (almost) none inputs
+    assert not engine._tracked
+
+    workers = sorted(cluster_client.scheduler_info()["workers"])
+    real = PassEngine._located
+    # every block said to be on the other worker: each task's data are made where its blocks are not
+    monkeypatch.setattr(
+        PassEngine,
+        "_located",
+        lambda self, graph: {k: workers[1 - workers.index(w)] for k, w in real(self, graph).items()},
+    )
+    moved = PassEngine(data, cluster_client)
+    np.testing.assert_array_equal(moved.reduce(ConfusionKernel(coef)).counts, expected)
+    assert moved._tracked  # made again with the blocks as inputs
+    np.testing.assert_array_equal(moved.reduce(ConfusionKernel(coef)).counts, expected)
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """A record per piece: how many rows it covers."""
+
+    reads: ClassVar[tuple[str, ...]] = ("x",)
+
+    def __call__(self, rows: Rows) -> Confusion:
+        return Confusion(np.array([float(rows.n_rows)]))
+
+    def memory(self, rows: int, p: int) -> int:
+        return 0
+
+
+def test_pieces_of_a_map_depend_on_the_rows_not_the_partitioning():
+    x, _, _ = draw_problem(10_000, 2, 3, seed=64)
+    sizes = {}
+    for rows in (100, 2500, 10_000):  # 100 partitions, 4 (two per task, each cut), and one larger than a piece
+        data = RowData(x=dmlr.data.design.rows_of(x, rows))
+        pieces = PassEngine(data).map(RowCount(), max_rows=3000)
+        sizes[rows] = sorted(float(p.counts[0]) for p in pieces)
+        assert sum(sizes[rows]) == 10_000
+        assert max(sizes[rows]) <= 3000
+    assert sizes[100] == sizes[2500] == [2000.0, 2000.0, 3000.0, 3000.0], sizes  # two tasks of 5,000 rows
+    assert sizes[10_000] == [1000.0, 3000.0, 3000.0, 3000.0], sizes  # one partition: one task

@@ -18,7 +18,9 @@ counted exactly once.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import logging
 import os
 import pickle
@@ -37,9 +39,19 @@ from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.passes import faults, progress
 from dmlr.passes.kernel import Counted, Kernel
 from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, bytes_sent, check_workers, trim_and_measure
-from dmlr.passes.plan import TaskPlan, plan_tasks
+from dmlr.passes.plan import TaskPlan, data_graph, plan_tasks
 from dmlr.passes.progress import PassProgress
-from dmlr.passes.task import BATCH_ROWS, RowsTransform, derive_task_data, make_task_data, pass_progress, run_task
+from dmlr.passes.task import (
+    BATCH_ROWS,
+    BlocksMoved,
+    LocalBlocks,
+    RowsTransform,
+    derive_task_data,
+    make_located_task_data,
+    make_task_data,
+    pass_progress,
+    run_task,
+)
 
 if TYPE_CHECKING:
     from dmlr.data.design import RowData
@@ -122,6 +134,7 @@ class PassEngine:
     _data: list[Any] = field(default_factory=list, repr=False)
     _checked_bytes: int = field(default=-1, repr=False)
     _holders: dict[Any, str] = field(default_factory=dict, repr=False)
+    _tracked: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self._set_data(self.data)
@@ -138,19 +151,35 @@ class PassEngine:
         workers = self._workers()
         threads = {w: int(info.get("nthreads") or 1) for w, info in workers.items()}
         keep_tasks_in_place(self.client)
-        self.plans = plan_tasks(data, threads, self._homes())
+        graph = data_graph(data)
+        located = self._located(graph)
+        self.plans = plan_tasks(data, threads, located, graph)
         token = uuid.uuid4().hex[:12]
-        self._data = [self._make_data(p, f"dmlr-data-{token}-{i}") for i, p in enumerate(self.plans)]
-        # A task's data go where its persisted blocks are (dask places a task with its dependencies); a pass task
-        # goes where its task's data are (a loose restriction: any worker once that one is gone), a per-worker sum
-        # where its inputs are.
+        self._data = [self._make_data(p, f"dmlr-data-{token}-{i}", located) for i, p in enumerate(self.plans)]
+        # A task's data go where its persisted blocks are; a pass task goes where its task's data are (a loose
+        # restriction: any worker once that one is gone), a per-worker sum where its inputs are.
         self._holders = {}
         logger.debug("%d partitions in %d tasks on %d workers", data.n_partitions, len(self.plans), len(workers))
 
-    def _make_data(self, plan: TaskPlan, key: str) -> Any:
-        """The future of one task's data (its persisted blocks as the task's inputs: dask runs it where they are)."""
+    def _make_data(self, plan: TaskPlan, key: str, located: dict[Hashable, str]) -> Any:
+        """The future of one task's data, made on the worker holding its persisted blocks.
+
+        The blocks that worker holds are read from its memory by key, not passed as the task's inputs: the
+        scheduler's bookkeeping costs tens of microseconds per input, which ten thousand partitions would pay on
+        every engine's set-up. Blocks held elsewhere (or all, once a block was not where the scheduler said: see
+        :class:`~dmlr.passes.task.BlocksMoved`) are the task's inputs, so dask fetches them.
+        """
         bare, leaves = plan.bare()
-        return self.client.submit(make_task_data, bare, leaves, self.hold, self.transform, key=key, pure=False)
+        home = plan.worker
+        local = [f.key for f in leaves if home is not None and located.get(f.key) == home and not self._tracked]
+        if not local:
+            return self.client.submit(make_task_data, bare, leaves, self.hold, self.transform, key=key, pure=False)
+        here = set(local)
+        inputs = [f for f in leaves if f.key not in here]
+        return self.client.submit(
+            make_located_task_data, bare, LocalBlocks(local), inputs, self.hold, self.transform,
+            key=key, pure=False, workers=[home], allow_other_workers=True,
+        )  # fmt: skip
 
     def derive(self, transform: RowsTransform) -> None:
         """Apply ``transform`` to every partition from now on (held partitions are transformed once, by one task
@@ -177,14 +206,11 @@ class PassEngine:
                 raise ClusterError(f"the cluster has no workers (waited {wait:.0f} s for one)")
             time.sleep(0.5)
 
-    def _homes(self) -> dict[Hashable, str]:
-        """Worker holding each persisted first block of a partition."""
+    def _located(self, graph: dict[Hashable, Any]) -> dict[Hashable, str]:
+        """Worker holding each persisted block of the data's ``graph`` (one scheduler call for all)."""
         from distributed import Future, wait
 
-        first = next(iter(self.data.arrays().values()))
-        graph = first.__dask_graph__()
-        keys: list[Any] = [k[0] if isinstance(k, list) else k for k in first.__dask_keys__()]
-        persisted = [f for f in (graph.get(k) for k in keys) if isinstance(f, Future)]
+        persisted = [v for v in graph.values() if isinstance(v, Future)]
         if not persisted:
             return {}
         if not all(f.status == "finished" for f in persisted):
@@ -193,7 +219,10 @@ class PassEngine:
                     wait(persisted)  # where a block lives is known once it is computed (persisting is asynchronous)
             except Exception:  # lost or failed blocks: placement is only a hint, and the pass reports the error
                 pass
-        who = self.client.who_has(persisted)
+        try:
+            who = self.client.who_has(persisted)
+        except _lost_data_errors():  # lost blocks: no placement (the pass reports them)
+            return {}
         return {k: sorted(ws)[0] for k, ws in who.items() if ws}
 
     @property
@@ -261,15 +290,15 @@ class PassEngine:
         ``max_rows`` rows), as futures on a cluster (for an exchange between workers) or records locally. The pieces
         depend on the data's size, not on its partitioning."""
         interrupt.check()
-        pieces = [(i, a, b) for i, plan in enumerate(self.plans) for a, b in _pieces(plan, max_rows)]
+        pieces = [(i, piece) for i, plan in enumerate(self.plans) for piece in _pieces(plan, max_rows)]
         if self.client is None:
-            return [run_task(self._data[i], kernel, a, b).record for i, a, b in pieces]
+            return [_record_of(self._data[i], kernel, piece) for i, piece in pieces]
         self._check_memory(kernel)
         token = uuid.uuid4().hex[:12]
         arg = self._kernel_arg(kernel)
         return [
-            self.client.submit(_record_of, self._data[i], arg, a, b, key=f"dmlr-piece-{token}-{j}", pure=False)
-            for j, (i, a, b) in enumerate(pieces)
+            self.client.submit(_record_of, self._data[i], arg, piece, key=f"dmlr-piece-{token}-{j}", pure=False)
+            for j, (i, piece) in enumerate(pieces)
         ]
 
     def _check_counts(self, result: Counted) -> None:
@@ -289,21 +318,33 @@ class PassEngine:
             return Counted.sum(list(pool.map(lambda data: run_task(data, kernel), self._data)))
 
     def _retrying(self, attempt: Callable[[], Counted]) -> Counted:
-        for tries in range(self.max_reships + 1):
+        reships = 0
+        rebuild = False
+        while True:
             try:
+                if rebuild:
+                    rebuild = False
+                    self._set_data(self.data)
                 return attempt()
             except _lost_data_errors() as exc:
                 # Worker processes died holding the in-memory input shipped to them: ship it again and redo the
                 # pass (data read from a store or a graph is recomputed by dask itself and never lands here).
-                if self.reship is None or tries == self.max_reships:
+                if self.reship is None or reships == self.max_reships:
                     raise ClusterError(
-                        f"a pass failed {tries + 1} time(s) because workers holding the input died: {exc}"
+                        f"a pass failed {reships + 1} time(s) because workers holding the input died: {exc}"
                     ) from exc
+                reships += 1
                 logger.warning("workers lost the shipped input (%s); shipping it again", exc)
                 self._set_data(self.reship())
+            except BlocksMoved:
+                if self._tracked:
+                    raise
+                # a block was not on the worker the scheduler named (moved, or lost with its worker): make the
+                # tasks' data again with every block as an input, which dask fetches or recomputes
+                logger.info("a persisted block moved; the tasks' data take their blocks as inputs from now on")
+                self._tracked = rebuild = True
             except faults.killed_worker_errors() as exc:
                 raise ClusterError(faults.describe_killed(self, exc)) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _kernel_arg(self, kernel: Kernel[Any]) -> Any:
         if len(pickle.dumps(kernel, protocol=5)) > KERNEL_INLINE_BYTES:
@@ -411,7 +452,7 @@ class PassEngine:
         )
 
 
-PASS_TASKS = ("dmlr-pass", "dmlr-piece", "dmlr-combine")
+PASS_TASKS = ("dmlr-data", "dmlr-pass", "dmlr-piece", "dmlr-combine")
 """Key prefixes of a pass's tasks, which the scheduler must not move away from their data."""
 
 
@@ -448,20 +489,28 @@ def _executing(dask_worker: Any) -> int:
     return int(dask_worker.state.executing_count)
 
 
-def _record_of(data: Any, kernel: Kernel[Any], start: int, stop: int) -> Any:
-    return run_task(data, kernel, start, stop).record
+def _record_of(data: Any, kernel: Kernel[Any], piece: Piece) -> Any:
+    start, stop, first, last = piece
+    return run_task(data, kernel, start, stop, clip=(first, last)).record
 
 
-def _pieces(plan: TaskPlan, max_rows: int | None) -> list[tuple[int, int]]:
-    """Runs of a task's partitions of at most ``max_rows`` rows (one partition at least)."""
+Piece = tuple[int, int, int, int | None]
+"""Partitions ``start .. stop - 1`` of a task, from row ``first`` of the first to row ``last`` (exclusive; ``None``:
+its end) of the last."""
+
+
+def _pieces(plan: TaskPlan, max_rows: int | None) -> list[Piece]:
+    """A task's rows in pieces of at most ``max_rows`` rows (partitions cut where a piece ends), so that the pieces
+    depend on the data's size, not on its partitioning; with unknown partition sizes, runs of whole partitions."""
     n = len(plan.partitions)
-    if max_rows is None:
-        return [(0, n)]
-    runs, start, rows = [], 0, 0
-    for i, spec in enumerate(plan.partitions):
-        if i > start and rows + max(spec.rows, 0) > max_rows:
-            runs.append((start, i))
-            start, rows = i, 0
-        rows += max(spec.rows, 0)
-    runs.append((start, n))
-    return runs
+    sizes = [spec.rows for spec in plan.partitions]
+    if max_rows is None or not sizes or min(sizes) < 0 or sum(sizes) == 0:
+        return [(0, n, 0, None)]
+    bounds = list(itertools.accumulate(sizes, initial=0))
+    pieces: list[Piece] = []
+    for lo in range(0, bounds[-1], max_rows):
+        hi = min(lo + max_rows, bounds[-1])
+        first = bisect.bisect_right(bounds, lo) - 1
+        last = bisect.bisect_right(bounds, hi - 1) - 1
+        pieces.append((first, last + 1, lo - bounds[first], hi - bounds[last]))
+    return pieces

@@ -10,6 +10,7 @@ arrays on the worker). Every pass then runs one task per plan.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ class TaskPlan:
         """Rows of the task (each partition of unknown size counted as 0)."""
         return sum(max(p.rows, 0) for p in self.partitions)
 
-    @property
+    @functools.cached_property
     def streams(self) -> bool:
         """Whether some partition's blocks are produced anew on every pass (read from a store or computed), rather
         than persisted on a worker or held as arrays in the graph."""
@@ -190,6 +191,7 @@ def plan_tasks(
     data: RowData,
     threads: Mapping[str, int] | int,
     homes: Mapping[Key, str] | None = None,
+    graph: dict[Key, Any] | None = None,
 ) -> list[TaskPlan]:
     """Split the data's partitions into one task per worker thread.
 
@@ -201,13 +203,15 @@ def plan_tasks(
     homes : mapping, optional
         Key of a partition's first block -> the worker holding it (persisted data); such partitions are grouped
         on their worker, the others (lazy, or on a worker that left) spread over all workers as contiguous runs.
+    graph : dict, optional
+        :func:`data_graph` of the data, when the caller has it already.
 
     Returns
     -------
     list of TaskPlan
     """
     specs = partition_specs(data)
-    graph = data_graph(data)
+    graph = data_graph(data) if graph is None else graph
     if isinstance(threads, int):
         return _tasks([(run, None) for run in _contiguous(specs, threads)], graph)
     homes = homes or {}

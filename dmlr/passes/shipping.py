@@ -75,11 +75,18 @@ def scatter_rows(array: Any, client: Any, *, chunk_rows: int | None = None) -> d
 def _scatter_rows(arr: da.Array, client: Any) -> da.Array:
     """Scatter the row blocks of an in-memory-backed dask array to the workers (once, spread evenly).
 
-    ``client.persist`` would embed every block in the task graph and push it through the scheduler.
+    ``client.persist`` would embed every block in the task graph and push it through the scheduler. The workers get
+    contiguous runs of blocks in the order of their addresses, so arrays of the same rows scattered one after another
+    (features, labels, weights) put the blocks of one partition on the same worker: a pass reads them there.
     """
     index = (lambda i: (i, 0)) if arr.ndim == 2 else (lambda i: (i,))
     blocks = [np.asarray(arr.blocks[index(i)].compute(scheduler="sync")) for i in range(arr.numblocks[0])]
-    futures = client.scatter(blocks, hash=False)
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"]) or [None]  # none yet: wherever they start
+    futures: list[Any] = []
+    for j, worker in enumerate(workers):
+        run = blocks[j * len(blocks) // len(workers) : (j + 1) * len(blocks) // len(workers)]
+        if run:
+            futures += client.scatter(run, hash=False, workers=None if worker is None else [worker])
     parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks, strict=True)]
     # Deserialized blocks sit at arbitrary offsets of the received frames (4 bytes off 8-byte alignment was seen),
     # which slows every kernel on them; one aligned copy per block, made where it lives. Persisting also leaves one
