@@ -14,9 +14,9 @@ Tables printed:
    ``transfer_outgoing_bytes_total``, to peers and to this client), and the tasks per pass.
 2. A Zarr store of the same data chunked from 1,000 to 100,000 rows, streamed (not persisted): median passes.
 3. Every kind of pass besides the fit's, at ``--kinds`` partitions of the same data (median of ``--repeat``, each
-   call with its own set-up): held-out evaluation of a store, ``get_margeff(at="overall")`` and
-   ``get_prediction(average=True)`` of a persisted dask array, the cluster-robust meat of data sorted by group
-   (local) and not (exchange).
+   call with its own set-up): held-out evaluation of persisted dask arrays and of a store chunked in as many
+   chunks (which adds Zarr's per-chunk reading), ``get_margeff(at="overall")`` and ``get_prediction(average=True)``
+   of a persisted dask array, the cluster-robust meat of data sorted by group (local) and not (exchange).
 4. A whole ``method="newton"`` fit of persisted data (``y`` a dask array, so the first pass also learns the
    classes) divided by its passes, at ``--fits`` partitions.
 5. (--many-workers) one machine with many small workers and many partitions: table 1.
@@ -67,9 +67,12 @@ def _row(label, client, design, repeat, m, d):
 
 
 KINDS_HEADER = (
-    "| partitions | evaluate s | get_margeff s | get_prediction s | meat, sorted s | meat, exchange s |\n"
-    "|-----------:|-----------:|--------------:|-----------------:|---------------:|-----------------:|"
+    "| partitions | evaluate s | evaluate, store s | get_margeff s | get_prediction s | meat, sorted s "
+    "| meat, exchange s |\n"
+    "|-----------:|-----------:|------------------:|--------------:|-----------------:|---------------:"
+    "|-----------------:|"
 )
+KINDS = ("evaluate", "evaluate store", "get_margeff", "get_prediction", "meat sorted", "meat exchange")
 
 
 def _kinds(client, data, parts_list, repeat, root):
@@ -92,15 +95,17 @@ def _kinds(client, data, parts_list, repeat, root):
     for parts in parts_list:
         rows = -(-n // parts)
         x = dmlr.scatter_rows(data.X, client, chunk_rows=rows)
+        y = dmlr.scatter_rows(data.y, client, chunk_rows=rows)
         store = dmlr.stage_arrays(data.X, data.y, f"{root}/kinds{parts}.zarr", chunk_rows=rows)
         calls = (
+            lambda x=x, y=y: evaluate(ref, x, y, client=client),
             lambda store=store: evaluate(ref, store, client=client),
             lambda x=x: ref.get_margeff(x, at="overall"),
             lambda x=x: ref.get_prediction(x, average=True),
         )
         times = [statistics.median(_times(f, repeat)) for f in calls]
         for ids in (sorted_ids, shuffled):
-            design = build_design(x, dmlr.scatter_rows(data.y, client, chunk_rows=rows), classes=classes,
+            design = build_design(x, y, classes=classes,
                                   groups=dmlr.scatter_rows(ids, client, chunk_rows=rows))  # fmt: skip
 
             def meat(design=design):
@@ -109,7 +114,7 @@ def _kinds(client, data, parts_list, repeat, root):
 
             times.append(statistics.median(_times(meat, repeat)))
         out[parts] = times
-        cells = " | ".join(f"{t:>{w}.3f}" for t, w in zip(times, (10, 13, 16, 14, 16), strict=True))
+        cells = " | ".join(f"{t:>{w}.3f}" for t, w in zip(times, (10, 17, 13, 16, 14, 16), strict=True))
         print(f"| {parts:>10,} | {cells} |")
     return out
 
@@ -195,8 +200,7 @@ def main() -> None:
             print("\na whole method='newton' fit of persisted data, y a dask array")
             fits = _whole_fits(client, data, args.fits, min(args.repeat, 3))
             lo, hi = min(kinds), max(kinds)
-            names = ("evaluate", "get_margeff", "get_prediction", "meat sorted", "meat exchange")
-            ratios = ", ".join(f"{n} x{b / a:.2f}" for n, a, b in zip(names, kinds[lo], kinds[hi], strict=True))
+            ratios = ", ".join(f"{n} x{b / a:.2f}" for n, a, b in zip(KINDS, kinds[lo], kinds[hi], strict=True))
             print(f"\n{hi:,} vs {lo:,} partitions: {ratios}")
             f_lo, f_hi = min(fits), max(fits)
             print(f"whole fit per pass, {f_hi:,} vs {f_lo:,} partitions: x{fits[f_hi] / fits[f_lo]:.2f}")

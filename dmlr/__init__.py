@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from dmlr.estimator import MultinomialLogit
     from dmlr.formula import fit_formula
     from dmlr.passes.shipping import scatter_rows
+    from dmlr.results.evaluate import evaluate
     from dmlr.results.hypothesis import lr_test
     from dmlr.results.io import load, save
     from dmlr.results.results import MNLogitResults
@@ -49,6 +50,7 @@ _LAZY = {
     "stage": "dmlr.data.staging",
     "stage_arrays": "dmlr.data.arrays",
     "store_checksum": "dmlr.data.writing",
+    "evaluate": "dmlr.results.evaluate",
     "load": "dmlr.results.io",
     "lr_test": "dmlr.results.hypothesis",
     "save": "dmlr.results.io",
@@ -90,6 +92,7 @@ __all__ = [
     "WideDesignWarning",
     "WorkerMemoryError",
     "__version__",
+    "evaluate",
     "fit",
     "fit_formula",
     "load",

@@ -117,3 +117,43 @@ def test_demo_recovers_the_true_coefficients(tmp_path, capfd):
     assert "MNLogit Regression Results" in out and "mode=walk" in out and "region[T.west]" in out
     assert max_z < 4
     assert run_demo(n=5_000, workdir=str(tmp_path), n_workers=1) < 5  # `make demo` again: it replaces its own outputs
+
+
+@pytest.mark.cluster
+def test_evaluate_scores_rows_and_labels_as_scikit_learn_and_as_their_store(cluster_client, tmp_path):
+    """Held-out metrics of in-memory rows, of dask arrays (one engine pass) and of the same rows staged as a store
+    are scikit-learn's log_loss, accuracy and confusion matrix of predict_proba."""
+    import dask.array as da
+    from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
+
+    x, y, _ = draw_problem(6000, 3, 3, seed=71)
+    labels = np.array(["a", "b", "c"])[y]
+    res = dmlr.fit(x[:4000], labels[:4000])
+    xt, yt = x[4000:], labels[4000:]
+    w = np.random.default_rng(5).uniform(0.5, 2.0, size=2000)
+    proba = res.predict_proba(xt)
+    predicted = res.classes[proba.argmax(axis=1)]
+    expected = {
+        "log_loss": log_loss(yt, proba, labels=res.classes, sample_weight=w),
+        "accuracy": accuracy_score(yt, predicted, sample_weight=w),
+    }
+    store = dmlr.stage_arrays(xt, yt, str(tmp_path / "test.zarr"), weights=w, chunk_rows=300)
+    for data, labels_, weights in (
+        (xt, yt, w),
+        (da.from_array(xt, chunks=(250, 3)), da.from_array(yt, chunks=250), da.from_array(w, chunks=250)),
+        (store, None, None),
+    ):
+        metrics = dmlr.evaluate(res, data, labels_, weights=weights, client=cluster_client)
+        for name, value in expected.items():
+            assert metrics[name] == pytest.approx(value, rel=1e-12), name
+        np.testing.assert_allclose(
+            metrics["confusion_matrix"], confusion_matrix(yt, predicted, labels=res.classes, sample_weight=w),
+            rtol=1e-12,
+        )  # fmt: skip
+        assert metrics["weight_sum"] == pytest.approx(w.sum(), rel=1e-12)
+    with pytest.raises(dmlr.InputError, match="not one of"):
+        dmlr.evaluate(res, xt, np.where(np.arange(2000) == 7, "z", yt))
+    with pytest.raises(dmlr.InputError, match="needs the labels"):
+        dmlr.evaluate(res, xt)
+    with pytest.raises(dmlr.InputError, match="one value per row"):
+        dmlr.evaluate(res, xt, yt[:10])

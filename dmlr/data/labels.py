@@ -256,6 +256,23 @@ class EncodeLabels:
         return rows.with_blocks(codes=codes, labels=None)
 
 
+@dataclass(frozen=True)
+class LabelPositions:
+    """Replace a partition's raw ``labels`` by their positions in the sorted ``classes`` when its rows are produced
+    (a transform of the pass engine, :class:`dmlr.passes.task.RowsTransform`; errors name the partition)."""
+
+    classes: NDArray[Any]
+
+    def inputs(self, fields: Any) -> tuple[str, ...]:
+        """The stored fields that give ``fields``: the same."""
+        return tuple(fields)
+
+    def __call__(self, rows: Any) -> Any:
+        if rows.labels is None:
+            return rows
+        return rows.with_blocks(labels=label_positions(rows.labels, self.classes, rows.where("y")))
+
+
 def label_positions(labels: NDArray[Any], classes: NDArray[Any], where: str = "y") -> NDArray[np.int32]:
     """Positions of ``labels`` among the sorted ``classes`` (what a store's ``y`` holds).
 
