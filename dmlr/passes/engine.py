@@ -18,9 +18,7 @@ counted exactly once.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import itertools
 import logging
 import os
 import pickle
@@ -39,7 +37,7 @@ from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.passes import faults, progress
 from dmlr.passes.kernel import Counted, Kernel
 from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, bytes_sent, check_workers, trim_and_measure
-from dmlr.passes.plan import TaskPlan, data_graph, plan_tasks
+from dmlr.passes.plan import Piece, TaskPlan, data_graph, pieces, plan_tasks
 from dmlr.passes.progress import PassProgress
 from dmlr.passes.task import (
     BATCH_ROWS,
@@ -286,19 +284,19 @@ class PassEngine:
         return result.record
 
     def map(self, kernel: Kernel[Any], max_rows: int | None = None) -> list[Any]:
-        """One pass of ``kernel``, not reduced: one record per piece (a run of a task's partitions of at most
-        ``max_rows`` rows), as futures on a cluster (for an exchange between workers) or records locally. The pieces
-        depend on the data's size, not on its partitioning."""
+        """One pass of ``kernel``, not reduced: one record per piece (at most ``max_rows`` rows of a task, partitions
+        cut where a piece ends: :func:`~dmlr.passes.plan.pieces`), as futures on a cluster (for an exchange between
+        workers) or records locally. The pieces depend on the data's size, not on its partitioning."""
         interrupt.check()
-        pieces = [(i, piece) for i, plan in enumerate(self.plans) for piece in _pieces(plan, max_rows)]
+        runs = [(i, piece) for i, plan in enumerate(self.plans) for piece in pieces(plan, max_rows)]
         if self.client is None:
-            return [_record_of(self._data[i], kernel, piece) for i, piece in pieces]
+            return [_record_of(self._data[i], kernel, piece) for i, piece in runs]
         self._check_memory(kernel)
         token = uuid.uuid4().hex[:12]
         arg = self._kernel_arg(kernel)
         return [
             self.client.submit(_record_of, self._data[i], arg, piece, key=f"dmlr-piece-{token}-{j}", pure=False)
-            for j, (i, piece) in enumerate(pieces)
+            for j, (i, piece) in enumerate(runs)
         ]
 
     def _check_counts(self, result: Counted) -> None:
@@ -490,27 +488,4 @@ def _executing(dask_worker: Any) -> int:
 
 
 def _record_of(data: Any, kernel: Kernel[Any], piece: Piece) -> Any:
-    start, stop, first, last = piece
-    return run_task(data, kernel, start, stop, clip=(first, last)).record
-
-
-Piece = tuple[int, int, int, int | None]
-"""Partitions ``start .. stop - 1`` of a task, from row ``first`` of the first to row ``last`` (exclusive; ``None``:
-its end) of the last."""
-
-
-def _pieces(plan: TaskPlan, max_rows: int | None) -> list[Piece]:
-    """A task's rows in pieces of at most ``max_rows`` rows (partitions cut where a piece ends), so that the pieces
-    depend on the data's size, not on its partitioning; with unknown partition sizes, runs of whole partitions."""
-    n = len(plan.partitions)
-    sizes = [spec.rows for spec in plan.partitions]
-    if max_rows is None or not sizes or min(sizes) < 0 or sum(sizes) == 0:
-        return [(0, n, 0, None)]
-    bounds = list(itertools.accumulate(sizes, initial=0))
-    pieces: list[Piece] = []
-    for lo in range(0, bounds[-1], max_rows):
-        hi = min(lo + max_rows, bounds[-1])
-        first = bisect.bisect_right(bounds, lo) - 1
-        last = bisect.bisect_right(bounds, hi - 1) - 1
-        pieces.append((first, last + 1, lo - bounds[first], hi - bounds[last]))
-    return pieces
+    return run_task(data, kernel, piece.start, piece.stop, clip=(piece.first, piece.last)).record

@@ -10,11 +10,13 @@ arrays on the worker). Every pass then runs one task per plan.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from dask.core import get_dependencies
@@ -22,7 +24,17 @@ from dask.core import get_dependencies
 if TYPE_CHECKING:
     from dmlr.data.design import RowData
 
-__all__ = ["PartitionSpec", "TaskPlan", "computed", "data_graph", "partition_specs", "plan_tasks", "split_graph"]
+__all__ = [
+    "PartitionSpec",
+    "Piece",
+    "TaskPlan",
+    "computed",
+    "data_graph",
+    "partition_specs",
+    "pieces",
+    "plan_tasks",
+    "split_graph",
+]
 
 Key = Hashable
 
@@ -243,3 +255,30 @@ def _join(runs: list[tuple[list[PartitionSpec], str | None]], run: list[Partitio
     smallest = min(own, key=lambda i: len(runs[i][0]))
     joined = sorted(runs[smallest][0] + run, key=lambda p: p.index)
     runs[smallest] = (joined, worker)
+
+
+class Piece(NamedTuple):
+    """Rows of a task in one piece of the engine's ``map``: partitions ``start .. stop - 1``, from row ``first`` of
+    the first to row ``last`` (exclusive; ``None``: its end) of the last."""
+
+    start: int
+    stop: int
+    first: int
+    last: int | None
+
+
+def pieces(plan: TaskPlan, max_rows: int | None) -> list[Piece]:
+    """A task's rows in pieces of at most ``max_rows`` rows (partitions cut where a piece ends), so that the pieces
+    depend on the data's size, not on its partitioning; with unknown partition sizes, runs of whole partitions."""
+    n = len(plan.partitions)
+    sizes = [spec.rows for spec in plan.partitions]
+    if max_rows is None or not sizes or min(sizes) < 0 or sum(sizes) == 0:
+        return [Piece(0, n, 0, None)]
+    bounds = list(itertools.accumulate(sizes, initial=0))
+    out: list[Piece] = []
+    for lo in range(0, bounds[-1], max_rows):
+        hi = min(lo + max_rows, bounds[-1])
+        first = bisect.bisect_right(bounds, lo) - 1
+        last = bisect.bisect_right(bounds, hi - 1) - 1
+        out.append(Piece(first, last + 1, lo - bounds[first], hi - bounds[last]))
+    return out

@@ -220,7 +220,7 @@ def write_report(
     ----------
     res : MNLogitResults
     metrics : dict
-        :func:`dmlr.results.evaluate.evaluate`'s output.
+        :func:`dmlr.evaluate`'s output.
     folder : str
         Local directory or fsspec URL (its previous contents are replaced).
     title : str
