@@ -146,8 +146,12 @@ def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> 
     dependencies: dict[Key, Any] = {}
     out = []
     for keys in key_sets:
+        found = [k for k in keys if k in graph]
+        if all(isinstance(graph[k], np.ndarray) or _is_future(graph[k]) for k in found):  # persisted: no walk
+            out.append({k: graph[k] for k in found})
+            continue
         part: dict[Key, Any] = {}
-        stack = [k for k in keys if k in graph]
+        stack = found
         while stack:
             key = stack.pop()
             if key in part:
