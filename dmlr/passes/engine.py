@@ -169,7 +169,7 @@ class PassEngine:
         """
         bare, leaves = plan.bare()
         home = plan.worker
-        local = [f.key for f in leaves if home is not None and located.get(f.key) == home and not self._tracked]
+        local = [] if home is None or self._tracked else [f.key for f in leaves if located.get(f.key) == home]
         if not local:
             return self.client.submit(make_task_data, bare, leaves, self.hold, self.transform, key=key, pure=False)
         here = set(local)

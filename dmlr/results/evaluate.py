@@ -79,15 +79,8 @@ def evaluate(
     else:
         if y is None:
             raise InputError("evaluate needs the labels y of the rows (or a store, which holds them)")
-        with _on(client):
-            total, where = evaluation_sums(result, data, y, edges, weights), "the rows given"
+        total, where = evaluation_sums(result, data, y, edges, weights, client=client), "the rows given"
     return _metrics(total, classes, edges, where)
-
-
-def _on(client: Any) -> Any:
-    import contextlib
-
-    return client.as_current() if client is not None else contextlib.nullcontext()
 
 
 def _store_sums(

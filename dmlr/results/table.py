@@ -27,11 +27,17 @@ def prediction_table(res: MNLogitResults, X: Any, y: Any, stored: bool = False) 
 
 
 def evaluation_sums(
-    res: MNLogitResults, X: Any, y: Any, edges: NDArray[np.float64], weights: Any = None, stored: bool = False
+    res: MNLogitResults,
+    X: Any,
+    y: Any,
+    edges: NDArray[np.float64],
+    weights: Any = None,
+    stored: bool = False,
+    client: Any = None,
 ) -> dict[str, NDArray[np.float64]]:
     """The sums of :class:`~dmlr.oracle.evaluation.EvaluationKernel` over rows ``X`` (any form
     :meth:`~dmlr.MNLogitResults.model_rows` reads) labelled ``y`` (shape (n,)), weighted by ``weights`` (n,): one
-    call in memory, one pass of the engine for dask input.
+    call in memory, one pass of the engine for dask input (on ``client``, default the current one).
 
     Raises
     ------
@@ -55,5 +61,7 @@ def evaluation_sums(
     # labels as positions in the sorted classes (for dask input as the engine produces each partition's rows)
     positions = None if stored else LabelPositions(classes)
     kernel = EvaluationKernel(res.coef, bool(res.intercept), res.code_to_sorted, edges)
-    sums: dict[str, NDArray[np.float64]] = row_sums(x, kernel, labels=y, weights=weights, transform=positions).values
+    sums: dict[str, NDArray[np.float64]] = row_sums(
+        x, kernel, client=client, labels=y, weights=weights, transform=positions
+    ).values
     return sums
