@@ -122,6 +122,32 @@ def test_the_set_up_reads_blocks_where_they_are_and_rebuilds_when_one_moved(clus
     np.testing.assert_array_equal(moved.reduce(ConfusionKernel(coef)).counts, expected)
 
 
+@pytest.mark.cluster
+def test_blocks_are_located_as_who_has_says_with_or_without_functions_on_the_scheduler(cluster_client, monkeypatch):
+    """The set-up asks the scheduler where the blocks are with one function run there (positions, not address
+    lists, come back); a scheduler that refuses functions is asked with ``who_has``: both equal ``who_has``."""
+    from distributed.client import futures_of
+
+    from dmlr.passes.plan import data_graph
+    from dmlr.passes.scheduler import where_function
+
+    x = np.arange(3000.0).reshape(1000, 3)
+    data = RowData(x=dmlr.scatter_rows(x, cluster_client, chunk_rows=10))
+    engine = PassEngine(data, cluster_client)
+    futures = futures_of(data.x)
+    expected = {k: sorted(ws)[0] for k, ws in cluster_client.who_has(futures).items()}
+    assert len(expected) == 100
+    addresses, where = cluster_client.run_on_scheduler(where_function([f.key for f in futures]))
+    assert {f.key: addresses[i] for f, i in zip(futures, where, strict=True)} == expected
+    assert engine._located(data_graph(data)) == expected
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("this scheduler runs no functions")
+
+    monkeypatch.setattr(cluster_client, "run_on_scheduler", refuse)
+    assert engine._located(data_graph(data)) == expected
+
+
 @dataclass(frozen=True)
 class RowCount:
     """A record per piece: how many rows it covers."""

@@ -39,6 +39,7 @@ from dmlr.passes.kernel import Counted, Kernel
 from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, bytes_sent, check_workers, trim_and_measure
 from dmlr.passes.plan import Piece, TaskPlan, data_graph, pieces, plan_tasks
 from dmlr.passes.progress import PassProgress
+from dmlr.passes.scheduler import keep_tasks_in_place, where_function
 from dmlr.passes.task import (
     BATCH_ROWS,
     BlocksMoved,
@@ -217,11 +218,16 @@ class PassEngine:
                     wait(persisted)  # where a block lives is known once it is computed (persisting is asynchronous)
             except Exception:  # lost or failed blocks: placement is only a hint, and the pass reports the error
                 pass
-        try:
-            who = self.client.who_has(persisted)
-        except _lost_data_errors():  # lost blocks: no placement (the pass reports them)
-            return {}
-        return {k: sorted(ws)[0] for k, ws in who.items() if ws}
+        keys = [f.key for f in persisted]
+        try:  # grouped on the scheduler: who_has would send a list of addresses for every key back
+            addresses, where = self.client.run_on_scheduler(where_function(keys))
+        except Exception:  # a scheduler that runs no functions sent to it: ask it the standard way
+            try:
+                who = self.client.who_has(persisted)
+            except _lost_data_errors():  # lost blocks: no placement (the pass reports them)
+                return {}
+            return {k: sorted(ws)[0] for k, ws in who.items() if ws}
+        return {k: addresses[i] for k, i in zip(keys, where, strict=True) if i >= 0}
 
     @property
     def streamed(self) -> bool:
@@ -448,39 +454,6 @@ class PassEngine:
             f"({limits}); a task of this pass needs about {need}, plus the worker's own "
             f"~{PROCESS_BASELINE / 2**20:.0f} MiB. {MEMORY_ADVICE}"
         )
-
-
-PASS_TASKS = ("dmlr-data", "dmlr-pass", "dmlr-piece", "dmlr-combine")
-"""Key prefixes of a pass's tasks, which the scheduler must not move away from their data."""
-
-
-def keep_tasks_in_place(client: Any) -> None:
-    """Tell the scheduler not to steal a pass's tasks (once per scheduler).
-
-    A pass task's only large input is its task's data, whose ``sizeof`` counts what the task owns, not the persisted
-    blocks it references (they are counted under their own keys): distributed's work stealing then takes the task for
-    cheap to move and, when the workers look unbalanced, runs it on another worker, which fetches every block the data
-    reference. Listing the prefixes among the scheduler's "fast tasks" (never stolen) keeps a pass where its data are;
-    the tasks are balanced by construction (one per thread, about equal rows). Done with a function pickled by value,
-    so the scheduler needs no dmlr; a scheduler without this list is left as it is.
-    """
-    if getattr(client, "_dmlr_in_place", False):
-        return
-
-    def in_place(prefixes: tuple[str, ...] = PASS_TASKS) -> bool:
-        try:
-            from distributed import stealing
-        except ImportError:  # pragma: no cover - the scheduler runs distributed
-            return False
-        fast = getattr(stealing, "fast_tasks", None)
-        if isinstance(fast, set):
-            fast.update(prefixes)
-            return True
-        return False
-
-    with contextlib.suppress(Exception):  # an older or newer scheduler: stealing stays as it is
-        client.run_on_scheduler(in_place)
-    client._dmlr_in_place = True
 
 
 def _executing(dask_worker: Any) -> int:

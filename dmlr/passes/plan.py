@@ -39,7 +39,7 @@ __all__ = [
 Key = Hashable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PartitionSpec:
     """One row partition of the data.
 
@@ -104,7 +104,7 @@ class TaskPlan:
     def streams(self) -> bool:
         """Whether some partition's blocks are produced anew on every pass (read from a store or computed), rather
         than persisted on a worker or held as arrays in the graph."""
-        return any(computed(self.graph, spec) for spec in self.partitions)
+        return bool(self.graph) and any(computed(self.graph, spec) for spec in self.partitions)
 
 
 def computed(graph: Mapping[Key, Any], spec: PartitionSpec) -> bool:
