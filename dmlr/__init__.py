@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from dmlr.data.writing import store_checksum
     from dmlr.estimator import MultinomialLogit
     from dmlr.formula import fit_formula
+    from dmlr.models.cv import CVResults, cross_validate
+    from dmlr.models.many import ModelSet, fit_many
+    from dmlr.models.weightings import fold_ids
     from dmlr.passes.shipping import scatter_rows
     from dmlr.results.evaluate import evaluate
     from dmlr.results.hypothesis import lr_test
@@ -51,6 +54,11 @@ _LAZY = {
     "stage_arrays": "dmlr.data.arrays",
     "store_checksum": "dmlr.data.writing",
     "evaluate": "dmlr.results.evaluate",
+    "cross_validate": "dmlr.models.cv",
+    "CVResults": "dmlr.models.cv",
+    "fit_many": "dmlr.models.many",
+    "ModelSet": "dmlr.models.many",
+    "fold_ids": "dmlr.models.weightings",
     "load": "dmlr.results.io",
     "lr_test": "dmlr.results.hypothesis",
     "save": "dmlr.results.io",
@@ -73,6 +81,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "CVResults",
     "ClusterError",
     "CollinearityError",
     "ConvergenceWarning",
@@ -82,6 +91,7 @@ __all__ = [
     "InputError",
     "JobInterrupted",
     "MNLogitResults",
+    "ModelSet",
     "MultinomialLogit",
     "NumericalError",
     "PerfectSeparationError",
@@ -92,9 +102,12 @@ __all__ = [
     "WideDesignWarning",
     "WorkerMemoryError",
     "__version__",
+    "cross_validate",
     "evaluate",
     "fit",
     "fit_formula",
+    "fit_many",
+    "fold_ids",
     "load",
     "lr_test",
     "open_store",

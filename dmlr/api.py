@@ -39,7 +39,7 @@ WIDE_PARAMETERS = 2_000
 """Parameters from which inverting the information is announced as a phase (seconds at ``(K - 1) d`` in the
 thousands)."""
 
-__all__ = ["fit", "fit_and_save", "scatter_rows"]
+__all__ = ["fit", "fit_and_save", "fit_passes", "prepare", "scatter_rows"]
 
 
 def fit(
@@ -112,13 +112,7 @@ def fit(
             The fit produced non-finite values.
     """
     opts = FitOptions.of(options)
-    client = client if client is not None else current_client()
-    inputs = Inputs.resolve(
-        X, y, weights, offset, feature_names, storage_options, opts.missing, groups, opts.cov_type,
-        count=lambda rows: partition_counts(rows, client, marked=True),
-    )  # fmt: skip
-    cov = opts.covariance(has_weights=inputs.weights is not None, has_groups=inputs.groups is not None)
-    design = inputs.design(opts.base, opts.fit_intercept, None if client is None else client_threads(client))
+    client, inputs, design, cov = prepare(X, y, weights, offset, groups, feature_names, storage_options, client, opts)
     token = _data_token(inputs) if checkpoint is not None else ""
     probability = opts.weights_type == "probability"
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
@@ -126,14 +120,37 @@ def fit(
     if warm is not None and new_from is not None and new_from < design.n_rows:
         new = inputs.rows_from(new_from)
         new_design = new.design(opts.base, opts.fit_intercept, None if client is None else client_threads(client))
-        warm = dataclasses.replace(warm, new_passes=_passes(new_design, new, opts, client))
+        warm = dataclasses.replace(warm, new_passes=fit_passes(new_design, new, opts, client))
     fitter = Fitter(opts, callback, checkpoint, token, storage_options, final, inputs.store is None, warm)
-    run = fitter.run(_passes(design, inputs, opts, client))
+    run = fitter.run(fit_passes(design, inputs, opts, client))
     if run.outcome.final.stats.information is not None and run.outcome.final.coef.size >= WIDE_PARAMETERS:
         fitter.phase(f"inverting the {run.outcome.final.coef.size:,}-parameter information for the covariance")
     res = build_results(run, inputs, opts, cov, design.model_names[int(design.intercept) :])
     # in-memory data stay reachable from the result, as statsmodels' do (get_margeff() without data)
     return res if inputs.store is not None else dataclasses.replace(res, fitted_data=inputs.X, fitted_labels=inputs.y)
+
+
+def prepare(
+    X: Any,
+    y: Any,
+    weights: Any,
+    offset: Any,
+    groups: Any,
+    feature_names: Sequence[str] | None,
+    storage_options: dict[str, Any] | None,
+    client: Any,
+    opts: FitOptions,
+) -> tuple[Any, Inputs, Design, str]:
+    """What every fit starts from (arguments as :func:`fit`'s): the client (``None``: local threads), the resolved
+    inputs, the design (no partition read) and the covariance type."""
+    client = client if client is not None else current_client()
+    inputs = Inputs.resolve(
+        X, y, weights, offset, feature_names, storage_options, opts.missing, groups, opts.cov_type,
+        count=lambda rows: partition_counts(rows, client, marked=True),
+    )  # fmt: skip
+    cov = opts.covariance(has_weights=inputs.weights is not None, has_groups=inputs.groups is not None)
+    design = inputs.design(opts.base, opts.fit_intercept, None if client is None else client_threads(client))
+    return client, inputs, design, cov
 
 
 def _data_token(inputs: Inputs) -> str:
@@ -145,7 +162,7 @@ def _data_token(inputs: Inputs) -> str:
     return str(tokenize(inputs.X, inputs.y, inputs.weights, inputs.offset, inputs.groups))
 
 
-def _passes(design: Design, inputs: Inputs, options: FitOptions, client: Any) -> FitPasses:
+def fit_passes(design: Design, inputs: Inputs, options: FitOptions, client: Any) -> FitPasses:
     """The fit's passes: in-memory input shipped to the workers once (with a function that ships it again if they
     die), lazy input held in the workers' memory when ``persist`` says so."""
     rows, reship = design.rows, None

@@ -26,6 +26,7 @@ __all__ = [
     "fit_identity",
     "from_intercept_optimum",
     "known_separation",
+    "with_classes",
     "with_zero_information",
 ]
 
@@ -67,6 +68,15 @@ def begin_fit(passes: FitPasses, request: Request, checkpoint: Checkpointer | No
     else:
         first = passes(np.zeros((design.n_columns, design.n_nonbase)), request)
     return passes, Start(first, first, None, clock)
+
+
+def with_classes(passes: FitPasses) -> FitPasses:
+    """The passes with the classes known: one set-up pass over the raw labels when they are not (a dask ``y``),
+    the engine then encoding every partition's labels as class codes."""
+    if passes.design.coding is not None:
+        return passes
+    _, coding = _learn_classes(passes, Request(gram=True, moments=True))
+    return _coded(passes, coding)
 
 
 def _learn_classes(passes: FitPasses, request: Request) -> tuple[Statistics, LabelCoding]:

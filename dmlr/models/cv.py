@@ -1,0 +1,194 @@
+"""K-fold cross-validation of the penalty in one set of passes: :func:`cross_validate`.
+
+Every (penalty, fold) model and, with ``refit``, every penalty's fit of all rows is a model of one bank
+(:mod:`dmlr.models.bank`): each pass reads the data once for all of them. A row's fold is a function of the seed and
+its global index (:func:`~dmlr.models.weightings.fold_ids`), so the folds do not depend on the partitioning. The
+held-out scores of every fold model come from one more pass, for all of them at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from dmlr.errors import InputError
+from dmlr.models.bank import BankKernel
+from dmlr.models.many import Member, Shared, fit_members, member_options, shared_data
+from dmlr.models.scores import SCORES, HeldOutKernel, scores_of
+from dmlr.models.weightings import FoldWeighting, check_folds, fold_ids
+from dmlr.results.results import MNLogitResults
+
+__all__ = ["CVResults", "cross_validate"]
+
+
+@dataclass(frozen=True)
+class CVResults:
+    """The results of :func:`cross_validate`.
+
+    Attributes
+    ----------
+    scores : pandas.DataFrame
+        One row per (l2, fold): ``l2``, ``fold``, ``n_train``, ``n_test``, ``log_loss``, ``accuracy``, ``brier``
+        (weighted means over the fold's held-out rows, at the model trained without them).
+    l2s : tuple of float
+        The penalties, in the order given.
+    n_folds : int
+    seed : int
+    n_rows : int
+    refit : MNLogitResults, optional
+        The fit of every row at :attr:`best_l2` (``None`` with ``refit=False``).
+    n_passes : int
+        Passes over the data for the whole run.
+    """
+
+    scores: pd.DataFrame
+    l2s: tuple[float, ...]
+    n_folds: int
+    seed: int
+    n_rows: int
+    fold_results: Mapping[tuple[float, int], MNLogitResults]
+    refits: Mapping[float, MNLogitResults]
+    n_passes: int
+
+    @property
+    def folds(self) -> NDArray[np.int64]:
+        """The fold of every row, shape (n,): :func:`dmlr.fold_ids` of the run's rows, folds and seed."""
+        return fold_ids(self.n_rows, self.n_folds, self.seed)
+
+    def summary_frame(self) -> pd.DataFrame:
+        """Per penalty: the mean of each score over the folds and its standard error (``std / sqrt(folds)``, the
+        folds' sample standard deviation), as ``log_loss``, ``log_loss_se``, ``accuracy``, ...; indexed by l2."""
+        grouped = self.scores.groupby("l2", sort=False)[list(SCORES)]
+        mean, se = grouped.mean(), grouped.std(ddof=1) / math.sqrt(self.n_folds)
+        out = pd.concat({"": mean, "se": se}, axis=1)
+        out.columns = [name if kind == "" else f"{name}_se" for kind, name in out.columns]
+        return out[[c for s in SCORES for c in (s, f"{s}_se")]]
+
+    @property
+    def best_l2(self) -> float:
+        """The penalty with the smallest mean held-out log-loss (the first of equal ones)."""
+        means = self.scores.groupby("l2", sort=False)["log_loss"].mean()
+        return float(means.idxmin())  # type: ignore[arg-type]
+
+    def results(self, l2: float, fold: int) -> MNLogitResults:
+        """The model of penalty ``l2`` trained without fold ``fold``."""
+        try:
+            return self.fold_results[(float(l2), int(fold))]
+        except KeyError:
+            raise InputError(
+                f"no model with l2={l2} and fold={fold} (l2: {list(self.l2s)}, folds: 0..{self.n_folds - 1})"
+            ) from None
+
+    @property
+    def refit(self) -> MNLogitResults | None:
+        """The fit of every row at :attr:`best_l2` (``None`` when the run had ``refit=False``)."""
+        return self.refits.get(self.best_l2)
+
+
+def cross_validate(
+    X: Any,
+    y: Any = None,
+    *,
+    folds: int = 5,
+    l2: float | Sequence[float] = (0.0,),
+    seed: int = 0,
+    refit: bool = True,
+    weights: Any = None,
+    offset: Any = None,
+    feature_names: Sequence[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    client: Any = None,
+    **fit_options: Any,
+) -> CVResults:
+    """K-fold cross-validation of the ridge penalty, every model sharing every pass over the data.
+
+    Each (penalty, fold) model equals :func:`dmlr.fit` of the rows outside the fold at that penalty; its held-out
+    log-loss, accuracy and Brier score are computed on the fold's rows. The folds are :func:`dmlr.fold_ids`: a
+    function of ``seed`` and each row's global index, the same on any cluster or chunking.
+
+    Parameters
+    ----------
+    X, y, weights, offset, feature_names, storage_options, client
+        As for :func:`dmlr.fit` (a store, arrays, DataFrames or dask arrays). Weights weight the training
+        likelihoods and the held-out scores.
+    folds : int
+        Number of folds (``2 <= folds <= n``).
+    l2 : float or sequence of float
+        Penalties to compare.
+    seed : int
+        Chooses the folds.
+    refit : bool
+        Also fit every row at each penalty in the same passes; :attr:`CVResults.refit` is the one at the best.
+    **fit_options
+        Options of :func:`dmlr.fit` shared by every model (``method``, ``tol``, ...; not ``cov_type="cluster"``).
+
+    Returns
+    -------
+    CVResults
+
+    Raises
+    ------
+    InputError
+        ``folds < 2`` or more folds than rows, a negative penalty, partitions of unknown size, or what
+        :func:`dmlr.fit` refuses.
+
+    Examples
+    --------
+    >>> import dmlr
+    >>> from dmlr.synthetic import make_mnlogit
+    >>> data = make_mnlogit(3000, 3, 3, seed=0)
+    >>> cv = dmlr.cross_validate(data.X, data.y, folds=3, l2=[0.0, 100.0])
+    >>> cv.scores.shape
+    (6, 7)
+    """
+    check_folds(folds, -1)
+    penalties = tuple(float(v) for v in np.atleast_1d(np.asarray(l2, dtype=np.float64)))
+    if not penalties or len(set(penalties)) != len(penalties):
+        raise InputError(f"l2 must list distinct penalties, got {list(penalties)}")
+    args = {"weights": weights, "offset": offset, "feature_names": feature_names, "client": client}
+    shared = shared_data(X, y, args | {"storage_options": storage_options}, fit_options, "cross_validate")
+    n_rows = shared.passes.design.n_rows
+    check_folds(folds, n_rows)
+    cells = [(v, f) for v in penalties for f in range(folds)]
+    members = [
+        Member(member_options(shared, {"l2": v}, "cross_validate"), None, FoldWeighting(f, folds, seed))
+        for v, f in cells
+    ]
+    if refit:
+        members += [Member(member_options(shared, {"l2": v}, "cross_validate")) for v in penalties]
+    fitted = fit_members(shared, members)
+    scores = _held_out(shared, [(res, passes.columns) for res, passes in fitted[: len(cells)]], folds, seed, cells)
+    n_train = scores["n_train"].to_numpy()
+    fold_results = {
+        cell: dataclasses.replace(res, n_rows=int(n)) for cell, (res, _), n in zip(cells, fitted, n_train, strict=False)
+    }
+    refits = {v: res for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=True)}
+    count = shared.passes.engine.count
+    return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
+
+
+def _held_out(
+    shared: Shared, models: list[tuple[MNLogitResults, Any]], folds: int, seed: int, cells: list[tuple[float, int]]
+) -> pd.DataFrame:
+    """One pass: every fold model's scores on its held-out rows."""
+    intercept = shared.passes.design.intercept
+    kernels = tuple(
+        HeldOutKernel(res.coef, intercept, columns, FoldWeighting(fold, folds, seed, held_out=True))
+        for (res, columns), (_, fold) in zip(models, cells, strict=True)
+    )
+    record = shared.passes.engine.reduce(BankKernel(kernels))
+    n_rows = shared.passes.design.n_rows
+    rows = []
+    for (v, fold), sums in zip(cells, record.records, strict=True):
+        got = scores_of(sums)
+        if got["n_test"] == 0:
+            raise InputError(f"fold {fold} has no rows (folds={folds} over {n_rows} rows): use fewer folds")
+        rows.append({"l2": v, "fold": fold, "n_train": n_rows - got["n_test"], **got})
+    return pd.DataFrame(rows, columns=["l2", "fold", "n_train", "n_test", *SCORES])

@@ -1,0 +1,125 @@
+"""Row weightings of the models of a bank: functions of a row's global index and a seed, never of the partitioning.
+
+A fold of cross-validation and a bootstrap replicate's weight must be the same for a row whatever the cluster, the
+chunking, a resumed run or rows appended to the store later, so they are computed where the rows are, from the
+row's global index: a counter-based hash (SplitMix64's finalizer) of ``(seed, index)`` gives a uniform 64-bit value
+per row, whose top bits pick the fold. NumPy only: this module runs on workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.data.rows import Rows
+from dmlr.errors import InputError
+
+__all__ = ["FoldWeighting", "check_folds", "fold_ids", "folds_of_rows", "row_hash"]
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def row_hash(index: NDArray[np.int64], seed: int, stream: int = 0) -> NDArray[np.uint64]:
+    """A uniform 64-bit hash of each global row index for ``seed`` and ``stream`` (SplitMix64's output function of
+    the counter ``index + stream * 2**40``, keyed by the seed): the same on every machine and partitioning.
+
+    Parameters
+    ----------
+    index : ndarray of int, shape (r,)
+        Global row indices (``>= 0``).
+    seed : int
+    stream : int
+        A second key (a bootstrap replicate), so that streams of the same seed are independent.
+
+    Returns
+    -------
+    ndarray of uint64, shape (r,)
+    """
+    with np.errstate(over="ignore"):
+        key = _finalize(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) * _GOLDEN + np.uint64(stream))[0]
+        z = (index.astype(np.uint64) + np.uint64(stream << 40)) * _GOLDEN + key
+        return _finalize(z)
+
+
+def _finalize(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def folds_of_rows(index: NDArray[np.int64], folds: int, seed: int) -> NDArray[np.int64]:
+    """The fold (``0 .. folds - 1``) of each global row index: the top 32 bits of its hash scaled to ``folds``."""
+    top = row_hash(index, seed) >> np.uint64(32)
+    return np.asarray((top * np.uint64(folds)) >> np.uint64(32), dtype=np.int64)
+
+
+def check_folds(folds: int, n_rows: int) -> None:
+    """Refuse fewer than two folds, or more folds than rows (``n_rows < 0``: not known yet, not checked)."""
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise InputError(f"folds must be an integer >= 2, got {folds!r}")
+    if 0 <= n_rows < folds:
+        raise InputError(f"folds={folds} is more than the {n_rows} rows: each fold needs at least one row")
+
+
+def fold_ids(n_rows: int, folds: int = 5, seed: int = 0) -> NDArray[np.int64]:
+    """The cross-validation fold of every row, as :func:`dmlr.cross_validate` assigns it.
+
+    A fold is a function of the seed and the row's global index only, so the same store gives the same folds on any
+    cluster and chunking, and rows appended later keep the earlier rows' folds. Folds are drawn independently per
+    row, so their sizes vary around ``n_rows / folds`` (binomially), as with a random assignment.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of rows ``n``.
+    folds : int
+        Number of folds (``2 <= folds <= n_rows``).
+    seed : int
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Values ``0 .. folds - 1``.
+
+    Examples
+    --------
+    >>> import dmlr
+    >>> dmlr.fold_ids(8, folds=3, seed=0).tolist()
+    [0, 2, 1, 0, 2, 0, 0, 0]
+    """
+    check_folds(folds, int(n_rows))
+    return folds_of_rows(np.arange(int(n_rows), dtype=np.int64), int(folds), int(seed))
+
+
+@dataclass(frozen=True)
+class FoldWeighting:
+    """A model's row weights in cross-validation: ``1`` on the rows outside ``fold`` (training), ``0`` on it, or the
+    reverse (``held_out``: the rows of the fold, for its held-out scores).
+
+    Attributes
+    ----------
+    fold : int
+    folds : int
+    seed : int
+    held_out : bool
+    """
+
+    fold: int
+    folds: int
+    seed: int
+    held_out: bool = False
+
+    def __call__(self, rows: Rows) -> NDArray[np.float64]:
+        """The weight of each of ``rows`` (shape (r,)); the rows' global positions must be known."""
+        index = rows.row_ids()
+        if index is None:
+            raise InputError(
+                f"partition {rows.partition}: cross-validation needs every partition's size (folds are functions of "
+                "the rows' global positions); compute the chunk sizes first (dask: x.compute_chunk_sizes())"
+            )
+        inside = folds_of_rows(index, self.folds, self.seed) == self.fold
+        return np.asarray(inside if self.held_out else ~inside, dtype=np.float64)
