@@ -141,7 +141,7 @@ def prepare(
     client: Any,
     opts: FitOptions,
 ) -> tuple[Any, Inputs, Design, str]:
-    """What every fit starts from (arguments as :func:`fit`'s): the client (``None``: local threads), the resolved
+    """What every fit starts from (arguments as :func:`dmlr.fit`'s): the client (``None``: local threads), the resolved
     inputs, the design (no partition read) and the covariance type."""
     client = client if client is not None else current_client()
     inputs = Inputs.resolve(

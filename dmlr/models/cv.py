@@ -102,6 +102,7 @@ def cross_validate(
     refit: bool = True,
     weights: Any = None,
     offset: Any = None,
+    groups: Any = None,
     feature_names: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     client: Any = None,
@@ -115,7 +116,7 @@ def cross_validate(
 
     Parameters
     ----------
-    X, y, weights, offset, feature_names, storage_options, client
+    X, y, weights, offset, groups, feature_names, storage_options, client
         As for :func:`dmlr.fit` (a store, arrays, DataFrames or dask arrays). Weights weight the training
         likelihoods and the held-out scores.
     folds : int
@@ -152,7 +153,7 @@ def cross_validate(
     penalties = tuple(float(v) for v in np.atleast_1d(np.asarray(l2, dtype=np.float64)))
     if not penalties or len(set(penalties)) != len(penalties):
         raise InputError(f"l2 must list distinct penalties, got {list(penalties)}")
-    args = {"weights": weights, "offset": offset, "feature_names": feature_names, "client": client}
+    args = {"weights": weights, "offset": offset, "groups": groups, "feature_names": feature_names, "client": client}
     shared = shared_data(X, y, args | {"storage_options": storage_options}, fit_options, "cross_validate")
     n_rows = shared.passes.design.n_rows
     check_folds(folds, n_rows)
@@ -169,7 +170,7 @@ def cross_validate(
     fold_results = {
         cell: dataclasses.replace(res, n_rows=int(n)) for cell, (res, _), n in zip(cells, fitted, n_train, strict=False)
     }
-    refits = {v: res for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=True)}
+    refits = {v: res for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=False)} if refit else {}
     count = shared.passes.engine.count
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
 

@@ -148,7 +148,7 @@ def check_features(shared: Shared, features: Sequence[str], where: str) -> tuple
 
 
 @dataclass(frozen=True)
-class ModelSet(Sequence[MNLogitResults]):
+class ModelSet:
     """The results of :func:`fit_many`: a sequence of :class:`~dmlr.results.results.MNLogitResults`, one per model
     in the order given, each equal to :func:`dmlr.fit` with that model's options.
 
@@ -190,6 +190,9 @@ class ModelSet(Sequence[MNLogitResults]):
         return lr_test(self.models[i], self.models[j])
 
 
+Sequence.register(ModelSet)  # a sequence of results (registered: no inherited count/index to document)
+
+
 def fit_many(
     X: Any,
     y: Any = None,
@@ -197,6 +200,7 @@ def fit_many(
     models: Sequence[Mapping[str, Any]],
     weights: Any = None,
     offset: Any = None,
+    groups: Any = None,
     feature_names: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     client: Any = None,
@@ -206,7 +210,7 @@ def fit_many(
 
     Parameters
     ----------
-    X, y, weights, offset, feature_names, storage_options, client
+    X, y, weights, offset, groups, feature_names, storage_options, client
         As for :func:`dmlr.fit` (a store, arrays, DataFrames or dask arrays).
     models : sequence of dict
         One dict per model: ``"features"`` (the data columns it uses, default all; kept in the data's order) and
@@ -239,7 +243,7 @@ def fit_many(
     """
     if not models:
         raise InputError("fit_many needs at least one model")
-    args = {"weights": weights, "offset": offset, "feature_names": feature_names}
+    args = {"weights": weights, "offset": offset, "groups": groups, "feature_names": feature_names}
     shared = shared_data(X, y, args | {"storage_options": storage_options, "client": client}, options, "fit_many")
     members = []
     for i, model in enumerate(models):

@@ -1,0 +1,170 @@
+"""Many models per pass: folds as functions of the row, cross-validation and fit_many against fits of their own
+(statsmodels and dmlr.fit on the rows and columns each model uses), scikit-learn's scores, and the passes shared."""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from sklearn.metrics import accuracy_score, log_loss
+
+import dmlr
+from dmlr.errors import InputError, PerfectSeparationError
+from tests.problems import draw_problem
+
+
+def test_folds_are_functions_of_the_row_index_and_seed():
+    """The fold of a row does not change when rows are appended; folds cover 0..k-1 about equally; seeds differ."""
+    folds = dmlr.fold_ids(100_000, folds=5, seed=7)
+    np.testing.assert_array_equal(dmlr.fold_ids(40_000, folds=5, seed=7), folds[:40_000])
+    counts = np.bincount(folds, minlength=5)
+    assert counts.sum() == 100_000 and np.all(np.abs(counts - 20_000) < 5 * np.sqrt(20_000 * 0.8 * 0.2))
+    other = dmlr.fold_ids(100_000, folds=5, seed=8)
+    assert 0.15 < np.mean(other == folds) < 0.25  # independent assignments agree on ~1/5 of the rows
+    # a contingency of adjacent rows' folds is uniform (no serial pattern): chi-square with 24 df
+    table = np.zeros((5, 5))
+    np.add.at(table, (folds[:-1], folds[1:]), 1)
+    expected = np.outer(table.sum(1), table.sum(0)) / table.sum()
+    assert ((table - expected) ** 2 / expected).sum() < 55  # p ~ 3e-4 under independence
+    with pytest.raises(InputError, match="folds must be an integer >= 2"):
+        dmlr.fold_ids(10, folds=1)
+    with pytest.raises(InputError, match="more than the 3 rows"):
+        dmlr.fold_ids(3, folds=4)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    x, y, _ = draw_problem(3000, 3, 3, seed=25)
+    return x, y
+
+
+def _alone(x, y, l2, rows):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # each reference fit converges cleanly
+        return dmlr.fit(x[rows], y[rows], l2=l2, method="newton")
+
+
+def test_each_fold_model_is_the_fit_of_its_training_rows_and_scores_its_held_out_rows(problem):
+    x, y = problem
+    cv = dmlr.cross_validate(x, y, folds=4, l2=[0.0, 30.0], seed=3, method="newton")
+    folds = dmlr.fold_ids(len(y), 4, 3)
+    np.testing.assert_array_equal(cv.folds, folds)
+    assert list(cv.scores.columns) == ["l2", "fold", "n_train", "n_test", "log_loss", "accuracy", "brier"]
+    most = 0
+    for row in cv.scores.itertuples():
+        train, test = folds != row.fold, folds == row.fold
+        alone = _alone(x, y, row.l2, train)
+        res = cv.results(row.l2, row.fold)
+        np.testing.assert_allclose(res.params.values, alone.params.values, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(res.bse.values, alone.bse.values, rtol=0, atol=1e-6)
+        assert res.nobs == res.n_rows == row.n_train == train.sum() and row.n_test == test.sum()
+        proba = alone.predict_proba(x[test])
+        assert row.log_loss == pytest.approx(log_loss(y[test], proba, labels=[0, 1, 2]), abs=1e-12)
+        assert row.accuracy == pytest.approx(accuracy_score(y[test], proba.argmax(axis=1)), abs=1e-12)
+        brier = np.mean(((proba - np.eye(3)[y[test]]) ** 2).sum(axis=1))
+        assert row.brier == pytest.approx(brier, abs=1e-12)
+        most = max(most, alone.n_passes)
+    assert cv.n_passes <= most + 2  # 8 fold models and 2 refits share every pass
+    summary = cv.summary_frame()
+    means = cv.scores.groupby("l2")["log_loss"].mean()
+    np.testing.assert_allclose(summary["log_loss"].to_numpy(), means.to_numpy(), rtol=1e-15)
+    ses = cv.scores.groupby("l2")["log_loss"].std(ddof=1) / 2.0
+    np.testing.assert_allclose(summary["log_loss_se"].to_numpy(), ses.to_numpy(), rtol=1e-12)
+    assert cv.best_l2 == float(means.idxmin())
+    refit = _alone(x, y, cv.best_l2, slice(None))
+    np.testing.assert_allclose(cv.refit.params.values, refit.params.values, rtol=0, atol=1e-8)
+
+
+@pytest.mark.cluster
+def test_cross_validation_is_the_same_for_any_partitioning_in_memory_dask_or_store(problem, cluster_client, tmp_path):
+    x, y = problem
+    first = dmlr.cross_validate(x, y, folds=3, l2=[1.0], seed=1, refit=False)
+    store = str(tmp_path / "cv.zarr")
+    dmlr.stage_arrays(x, y, store, chunk_rows=700)
+    runs = [dmlr.cross_validate(store, folds=3, l2=[1.0], seed=1, refit=False, client=cluster_client)]
+    for parts in (1, 7, 40):
+        rows = -(-len(y) // parts)
+        xs, ys = da.from_array(x, chunks=(rows, 3)), da.from_array(y, chunks=rows)
+        runs.append(dmlr.cross_validate(xs, ys, folds=3, l2=[1.0], seed=1, refit=False, client=cluster_client))
+    for run in runs:
+        pd.testing.assert_frame_equal(run.scores, first.scores, rtol=1e-12, atol=1e-12)
+        for fold in range(3):
+            np.testing.assert_allclose(
+                run.results(1.0, fold).params.values, first.results(1.0, fold).params.values, rtol=0, atol=1e-12
+            )
+        assert run.refit is None
+
+
+def _statsmodels(x, y, columns):
+    exog = sm.add_constant(x[:, columns], has_constant="add")
+    return sm.MNLogit(y, exog).fit(method="newton", tol=1e-12, maxiter=100, disp=0)
+
+
+def test_fit_many_equals_each_model_fitted_alone_and_statsmodels(problem):
+    x, y = problem
+    names = ["a", "b", "c"]
+    models = [{"features": ["a"]}, {"features": ["c", "a"]}, {}, {"l2": 20.0, "method": "bohning", "tol": 1e-8}]
+    ms = dmlr.fit_many(x, y, models=models, feature_names=names, method="newton", tol=1e-12)
+    assert len(ms) == 4
+    table = ms.table()
+    for i, (spec, res) in enumerate(zip(models, ms, strict=True)):
+        features = [f for f in names if f in spec.get("features", names)]
+        columns = [names.index(f) for f in features]
+        options = {"method": "newton", "tol": 1e-12} | {k: v for k, v in spec.items() if k != "features"}
+        alone = dmlr.fit(x[:, columns], y, feature_names=features, **options)
+        np.testing.assert_allclose(res.params.values, alone.params.values, rtol=0, atol=1e-8)
+        assert list(res.feature_names) == ["const", *features]
+        if "l2" not in spec:  # unpenalized: statsmodels' MLE, its AIC and BIC
+            ref = _statsmodels(x, y, columns)
+            np.testing.assert_allclose(res.params.values, ref.params, rtol=0, atol=1e-7)
+            assert table.loc[i, "llf"] == pytest.approx(ref.llf, rel=1e-12)
+            assert table.loc[i, "aic"] == pytest.approx(ref.aic, rel=1e-12)
+            assert table.loc[i, "bic"] == pytest.approx(ref.bic, rel=1e-12)
+        assert table.loc[i, "features"] == ", ".join(features)
+    test = ms.lr_test(0, 2)
+    ref_small, ref_full = _statsmodels(x, y, [0]), _statsmodels(x, y, [0, 1, 2])
+    assert test.statistic == pytest.approx(2 * (ref_full.llf - ref_small.llf), rel=1e-9) and test.df == 4
+    assert ms.n_passes <= max(r.n_passes for r in ms) + 1
+
+
+def test_fit_many_names_bad_models_and_stops_every_model_when_one_fails(problem):
+    x, y = problem
+    with pytest.raises(InputError, match=r"model 1 names columns the data do not have: \['d'\]"):
+        dmlr.fit_many(x, y, models=[{}, {"features": ["a", "d"]}], feature_names=["a", "b", "c"])
+    with pytest.raises(InputError, match="base must be the same for every model"):
+        dmlr.fit_many(x, y, models=[{"base": 1}])
+    with pytest.raises(InputError, match="at least one model"):
+        dmlr.fit_many(x, y, models=[])
+    with pytest.raises(InputError, match="has no option 'l3'"):
+        dmlr.fit_many(x, y, models=[{"l3": 1.0}])
+    with pytest.raises(InputError, match="cov_type='cluster' is not available"):
+        dmlr.cross_validate(x, y, groups=np.arange(len(y)) % 10)
+    with pytest.raises(InputError, match="distinct penalties"):
+        dmlr.cross_validate(x, y, l2=[1.0, 1.0])
+    with pytest.raises(InputError, match="more than the 3000 rows"):
+        dmlr.cross_validate(x, y, folds=3001)
+    # one model's data are separated (and it was asked to raise): the other models stop, that error is raised
+    separated = np.column_stack([x[:, :2], np.where(y == 2, 1.0, 0.0) * 10])
+    with pytest.raises(PerfectSeparationError):
+        dmlr.fit_many(
+            separated, y, models=[{"features": ["a"]}, {"features": ["c"], "separation": "raise"}, {}],
+            feature_names=["a", "b", "c"],
+        )  # fmt: skip
+
+
+def test_cross_validation_of_lazily_filtered_rows_uses_their_positions_after_the_filter(problem):
+    """Rows filtered by a dask mask (chunk sizes unknown) are counted first; the folds are the filtered rows'
+    positions, as for the same rows in memory."""
+    x, y = problem
+    keep = np.random.default_rng(5).random(len(y)) < 0.7
+    mask = da.from_array(keep, chunks=1000)
+    xs, ys = da.from_array(x, chunks=(1000, 3))[mask], da.from_array(y, chunks=1000)[mask]
+    assert np.isnan(xs.chunks[0][0])
+    lazy = dmlr.cross_validate(xs, ys, folds=3, l2=[2.0], seed=4, refit=False)
+    eager = dmlr.cross_validate(x[keep], y[keep], folds=3, l2=[2.0], seed=4, refit=False)
+    pd.testing.assert_frame_equal(lazy.scores, eager.scores, rtol=1e-12, atol=1e-12)
+    assert lazy.n_rows == keep.sum()
