@@ -120,13 +120,14 @@ _notebooks()
 
 def _public_objects() -> set[int]:
     """The objects the API reference documents on their own pages (not again on their module's internals page)."""
+    from dmlr.models.bootstrap import BootstrapResults
     from dmlr.results.hypothesis import ChiSquareTest
     from dmlr.results.margins import MarginalEffects
     from dmlr.results.prediction import PredictionResults
     from dmlr.results.summary import Summary
 
     objects = [getattr(dmlr, name) for name in dmlr.__all__]
-    objects += [ChiSquareTest, MarginalEffects, PredictionResults, Summary]
+    objects += [BootstrapResults, ChiSquareTest, MarginalEffects, PredictionResults, Summary]
     return {id(o) for o in objects}
 
 

@@ -49,8 +49,9 @@ class Weighted:
 
     @property
     def reads(self) -> tuple[str, ...]:
-        """What the inner kernel reads, and the data's weights."""
-        return tuple(f for f in FIELDS if f in self.kernel.reads or f == "weights")
+        """What the inner kernel reads, the data's weights, and what the weighting reads (cluster ids)."""
+        extra = getattr(self.weighting, "reads", ())
+        return tuple(f for f in FIELDS if f in self.kernel.reads or f == "weights" or f in extra)
 
     @property
     def batch(self) -> Any:

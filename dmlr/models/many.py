@@ -68,14 +68,17 @@ class Shared:
         return list(design.model_names[int(design.intercept) :])
 
 
-def shared_data(X: Any, y: Any, fit_args: Mapping[str, Any], options: Mapping[str, Any], where: str) -> Shared:
+def shared_data(
+    X: Any, y: Any, fit_args: Mapping[str, Any], options: Mapping[str, Any], where: str, groups_weigh: bool = False
+) -> Shared:
     """Resolve the data once for a bank of models (``fit_args``: :func:`dmlr.fit`'s data arguments, ``weights``,
     ``offset``, ``groups``, ``feature_names``, ``storage_options``, ``client``): the classes learnt by one pass when
-    a dask ``y``'s are not known."""
+    a dask ``y``'s are not known. ``groups_weigh``: the groups weight the models' rows (the cluster bootstrap), no
+    cluster-robust covariance is computed from them."""
     opts = FitOptions.of(dict(options), where)
     args = {k: fit_args.get(k) for k in ("weights", "offset", "groups", "feature_names", "storage_options", "client")}
     client, inputs, design, cov = prepare(X, y, **args, opts=opts)
-    if cov == "cluster":
+    if cov == "cluster" and not groups_weigh:
         raise InputError(
             f"{where}: cov_type='cluster' is not available for a bank of models (its meat takes an exchange between "
             "workers per model); fit the chosen model with dmlr.fit(..., groups=...)"

@@ -14,6 +14,7 @@ from dmlr.results.margins import MarginalEffects, marginal_effects
 from dmlr.results.prediction import PredictionResults, get_prediction
 
 if TYPE_CHECKING:
+    from dmlr.models.bootstrap import BootstrapResults
     from dmlr.results.results import MNLogitResults
 
 __all__ = ["PostEstimation"]
@@ -146,3 +147,61 @@ class PostEstimation:
             res = self._res
             return prediction_table(res, self.fitted_rows(), fitted_labels(res), stored=res.fitted_labels is None)
         return prediction_table(self._res, X, y)
+
+    def bootstrap(
+        self,
+        X: Any = None,
+        y: Any = None,
+        *,
+        nrep: int = 200,
+        kind: str = "poisson",
+        groups: Any = None,
+        seed: int = 0,
+        weights: Any = None,
+        tol: float = 1e-8,
+        max_iter: int = 50,
+        storage_options: dict[str, Any] | None = None,
+        client: Any = None,
+    ) -> BootstrapResults:
+        """Bootstrap the coefficients: ``nrep`` replicates, each the fit of the rows weighted by Poisson(1) draws,
+        all replicates evaluated in every pass over the data.
+
+        A replicate's weight of a row (of a cluster, ``kind="cluster"``) is a function of ``(seed, replicate, row
+        index or cluster id)`` only, the same on any cluster and chunking (Chamandy et al. 2012's Poisson bootstrap
+        for data too large to resample). Each replicate starts at this fit's coefficients and iterates with the full
+        sample's information at the fit, factored once (replicates are ``O(1/sqrt(n))`` away from the fit).
+
+        Parameters
+        ----------
+        X : array, DataFrame, dask array or store, optional
+            The rows fitted (default: the fit's own, :meth:`fitted_rows`, with their labels).
+        y : array-like, optional
+            Their labels, with ``X`` (not for a store).
+        nrep : int
+            Replicates (``>= 2``).
+        kind : {"poisson", "cluster"}
+            Poisson weights per row, or per cluster of ``groups``.
+        groups : array-like, shape (n,), optional
+            Cluster ids for ``kind="cluster"`` (default a store's staged groups).
+        seed : int
+        weights : array-like, shape (n,), optional
+            The fit's frequency weights, when it had some (they multiply the replicates' weights).
+        tol : float
+            A replicate has converged when ``max |score| / n`` of its weighted rows is below ``tol``.
+        max_iter : int
+            Passes at most for the replicates.
+        storage_options, client
+            As for :func:`dmlr.fit`.
+
+        Returns
+        -------
+        BootstrapResults
+            ``params`` (nrep, d, m), ``bse``, ``cov_params()``, ``conf_int(alpha, method="percentile" | "normal")``,
+            ``n_passes``.
+        """
+        from dmlr.models.bootstrap import bootstrap
+
+        return bootstrap(
+            self._res, X, y, nrep=nrep, kind=kind, groups=groups, seed=seed, weights=weights, tol=tol,
+            max_iter=max_iter, storage_options=storage_options, client=client,
+        )  # fmt: skip

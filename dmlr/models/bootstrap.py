@@ -1,0 +1,224 @@
+"""The bootstrap of a fit in lockstep: every replicate's score in each pass, one factorization for all of them.
+
+Replicate ``r`` weights row ``i`` by a Poisson(1) draw that is a function of ``(seed, r, i)`` (Chamandy et al.
+2012's bootstrap for data too large to resample), or of ``(seed, r, cluster id)`` for the cluster bootstrap, so the
+replicates do not depend on the partitioning. Each replicate starts at the fit's coefficients and iterates
+``b <- b + H^-1 g_r(b)`` with ``H`` the full sample's penalized information at the fit (one pass, one Cholesky
+factorization): replicates differ from the full sample by ``O(1/sqrt(n))``, so the fixed information converges at
+that rate per pass. A pass evaluates every replicate not yet converged (:class:`~dmlr.models.bank.BankKernel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from numpy.typing import NDArray
+from scipy import stats as sps
+
+from dmlr.data.rows import Rows
+from dmlr.errors import ConvergenceWarning, InputError, warn
+from dmlr.fitting.fitter import objective_of
+from dmlr.models.bank import BankKernel, Weighted
+from dmlr.models.many import shared_data
+from dmlr.models.weightings import row_hash
+from dmlr.oracle.kernels import StatisticsKernel
+from dmlr.oracle.statistics import Request
+from dmlr.results.results import MNLogitResults
+from dmlr.steps.base import flat, unflat
+
+__all__ = ["BootstrapResults", "PoissonWeighting", "bootstrap"]
+
+logger = logging.getLogger("dmlr")
+Array = NDArray[np.float64]
+
+_POISSON_CDF = sps.poisson(1.0).cdf(np.arange(30))
+
+
+@dataclass(frozen=True)
+class PoissonWeighting:
+    """Replicate ``replicate``'s Poisson(1) weight of each row (of its cluster, with ``groups``).
+
+    Attributes
+    ----------
+    seed : int
+    replicate : int
+    groups : bool
+        Draw per cluster id (the rows' ``groups``) instead of per row.
+    """
+
+    seed: int
+    replicate: int
+    groups: bool = False
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The cluster ids, for the cluster bootstrap."""
+        return ("groups",) if self.groups else ()
+
+    def __call__(self, rows: Rows) -> Array:
+        index = _group_keys(rows.groups) if self.groups and rows.groups is not None else rows.row_ids()
+        if index is None:
+            raise InputError(f"partition {rows.partition}: the bootstrap needs every partition's size")
+        u = (row_hash(index, self.seed, stream=self.replicate + 1) >> np.uint64(11)).astype(np.float64) / 2.0**53
+        return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
+
+
+def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
+    """A 63-bit key per cluster id: the id itself for integers, pandas' stable hash for anything else."""
+    if groups.dtype.kind in "iu":
+        return groups.astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF)
+    hashed = pd.util.hash_array(np.asarray(groups, dtype=object))
+    return (hashed >> np.uint64(1)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BootstrapResults:
+    """The bootstrap replicates of a fit's coefficients.
+
+    Attributes
+    ----------
+    params : ndarray, shape (nrep, d, m)
+        Each replicate's coefficients, laid out as the fit's ``params`` (rows its features, columns its non-base
+        classes).
+    result : MNLogitResults
+        The fit bootstrapped.
+    kind : str
+        ``"poisson"`` or ``"cluster"``.
+    converged : ndarray of bool, shape (nrep,)
+    n_passes : int
+        Passes over the data (the information at the fit and the replicates' iterations).
+    """
+
+    params: Array
+    result: MNLogitResults
+    kind: str
+    converged: NDArray[np.bool_]
+    n_passes: int
+
+    def cov_params(self) -> pd.DataFrame:
+        """The replicates' covariance of the flat class-major parameters, shape (m d, m d), as the fit's."""
+        flat_params = np.stack([flat(p) for p in self.params])
+        index = self.result.cov_params().index
+        return pd.DataFrame(np.cov(flat_params, rowvar=False), index=index, columns=index)
+
+    @property
+    def bse(self) -> pd.DataFrame:
+        """Bootstrap standard errors, shape (d, m), laid out as the fit's ``bse``."""
+        return self.result._table(self.params.std(axis=0, ddof=1))
+
+    def conf_int(self, alpha: float = 0.05, method: str = "percentile") -> pd.DataFrame:
+        """Confidence intervals, laid out as the fit's ``conf_int``: the replicates' ``alpha/2`` and ``1 - alpha/2``
+        quantiles (``"percentile"``) or the estimate -/+ the normal quantile times the bootstrap SE (``"normal"``)."""
+        if not 0 < alpha < 1:
+            raise InputError(f"alpha must be in (0, 1), got {alpha}")
+        if method == "percentile":
+            low, high = np.quantile(self.params, [alpha / 2, 1 - alpha / 2], axis=0)
+        elif method == "normal":
+            z = float(sps.norm.ppf(1 - alpha / 2))
+            se = self.params.std(axis=0, ddof=1)
+            low, high = self.result.coef - z * se, self.result.coef + z * se
+        else:
+            raise InputError(f"method must be 'percentile' or 'normal', got {method!r}")
+        frame = self.result.conf_int(alpha)
+        return pd.DataFrame({frame.columns[0]: flat(low), frame.columns[1]: flat(high)}, index=frame.index)
+
+
+def bootstrap(
+    result: MNLogitResults,
+    X: Any = None,
+    y: Any = None,
+    *,
+    nrep: int = 200,
+    kind: str = "poisson",
+    groups: Any = None,
+    seed: int = 0,
+    weights: Any = None,
+    tol: float = 1e-8,
+    max_iter: int = 50,
+    storage_options: dict[str, Any] | None = None,
+    client: Any = None,
+) -> BootstrapResults:
+    """:meth:`MNLogitResults.bootstrap <dmlr.results.results.MNLogitResults.bootstrap>`."""
+    if isinstance(nrep, bool) or not isinstance(nrep, (int, np.integer)) or nrep < 2:
+        raise InputError(f"nrep must be an integer >= 2, got {nrep!r}")
+    if kind not in ("poisson", "cluster"):
+        raise InputError(f"kind must be 'poisson' or 'cluster', got {kind!r}")
+    X, y = _data_of(result, X, y)
+    shared = _shared(result, X, y, weights, groups if kind == "cluster" else None, storage_options, client)
+    passes = shared.passes
+    columns = passes.columns
+    if kind == "cluster" and passes.engine.data.groups is None:
+        raise InputError("kind='cluster' needs groups= (the cluster id of every row)")
+    objective = objective_of(passes.design, result.l2)
+    info = _information(passes.engine, result, columns, objective)
+    factor = scipy.linalg.cho_factor(info)
+    coefs = [result.coef.copy() for _ in range(nrep)]
+    weightings = [PoissonWeighting(seed, r, kind == "cluster") for r in range(nrep)]
+    done = np.zeros(nrep, dtype=bool)
+    for _ in range(max_iter):
+        active = np.flatnonzero(~done)
+        if active.size == 0:
+            break
+        kernels = [
+            Weighted(StatisticsKernel(coefs[r], Request(), result.intercept, columns), weightings[r]) for r in active
+        ]
+        records = passes.engine.reduce(BankKernel(tuple(kernels))).records
+        for r, stats in zip(active, records, strict=True):
+            gradient = objective.gradient(coefs[r], stats)
+            if np.abs(gradient).max() / max(stats.weight_sum, 1.0) < tol:
+                done[r] = True
+                continue
+            coefs[r] = coefs[r] + unflat(scipy.linalg.cho_solve(factor, flat(gradient)), coefs[r].shape[0])
+    if not done.all():
+        warn(
+            f"{int((~done).sum())} of {nrep} bootstrap replicates did not converge in {max_iter} passes",
+            ConvergenceWarning,
+        )
+    return BootstrapResults(np.stack(coefs), result, kind, done, passes.engine.count)
+
+
+def _data_of(result: MNLogitResults, X: Any, y: Any) -> tuple[Any, Any]:
+    """The rows to resample: given, or the fit's (its in-memory data, or its store as fitted)."""
+    if X is not None:
+        return X, y
+    if result.fitted_data is not None:
+        return result.fitted_data, result.fitted_labels
+    from dmlr.results.encoding import _fitted_store
+
+    store, rows = _fitted_store(result)
+    if rows is not None:
+        raise InputError("rows were appended to the fitted store since the fit: pass the rows to bootstrap")
+    return store, None
+
+
+def _shared(
+    result: MNLogitResults, X: Any, y: Any, weights: Any, groups: Any, storage_options: Any, client: Any
+) -> Any:
+    """The data as the fit saw them: its base, intercept, classes and columns."""
+    options = {"base": result.base, "fit_intercept": result.intercept, "weights_type": result.weights_type}
+    args = {"weights": weights, "groups": groups, "storage_options": storage_options, "client": client}
+    if groups is not None:
+        options["cov_type"] = "cluster"  # the groups travel with the rows (they weight the cluster bootstrap)
+    shared = shared_data(X, y, args, options, "bootstrap", groups_weigh=True)
+    design = shared.passes.design
+    assert design.coding is not None
+    if list(design.coding.classes) != list(result.classes):
+        raise InputError(f"the data's classes {list(design.coding.classes)} are not the fit's {list(result.classes)}")
+    names = list(result.feature_names)
+    missing = [n for n in names if n not in design.model_names]
+    if missing:
+        raise InputError(f"the data lack the fit's columns {missing}")
+    drop = [j for j, n in enumerate(design.model_names) if n not in names]
+    return dataclasses.replace(shared, passes=shared.passes.without_columns(drop)) if drop else shared
+
+
+def _information(engine: Any, result: MNLogitResults, columns: Any, objective: Any) -> Array:
+    """The full sample's penalized information at the fit: one pass."""
+    stats = engine.reduce(StatisticsKernel(result.coef, Request(information=True), result.intercept, columns))
+    return np.asarray(objective.information(stats), dtype=np.float64)
