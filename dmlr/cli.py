@@ -450,5 +450,11 @@ def run(spec: str, stages: tuple[str, ...], force: bool, scheduler: str | None, 
     click.echo(" ".join(f"{name}:{state}" for name, state in status.items()))
 
 
+# many models per pass: dmlr cv, dmlr compare, dmlr bootstrap (dmlr/cli_models.py)
+from dmlr.cli_models import bootstrap, compare, cv  # noqa: E402
+
+for _command in (cv, compare, bootstrap):
+    main.add_command(_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

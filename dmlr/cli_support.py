@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import click
 
@@ -218,10 +218,21 @@ def _fit_option(f: OptionField) -> Any:
     return click.option(f.cli, type=kind, default=f.default, show_default=True, help=f.cli_help)
 
 
-def with_fit_options(func: F) -> F:
-    """Add one option per command-line fit option (:func:`~dmlr.options.fit_option_fields`) to a command, and give
-    the command one validated ``options: FitOptions`` instead of the raw values."""
-    cli_fields = [f for f in fit_option_fields() if f.cli is not None]
+@overload
+def with_fit_options(func: F, *, exclude: tuple[str, ...] = ()) -> F: ...
+
+
+@overload
+def with_fit_options(func: None = None, *, exclude: tuple[str, ...] = ()) -> Callable[[F], F]: ...
+
+
+def with_fit_options(func: F | None = None, *, exclude: tuple[str, ...] = ()) -> Any:
+    """Add one option per command-line fit option (:func:`~dmlr.options.fit_option_fields`; not those named in
+    ``exclude``, which the command spells its own way) to a command, and give the command one validated
+    ``options: FitOptions`` instead of the raw values."""
+    if func is None:
+        return functools.partial(with_fit_options, exclude=exclude)
+    cli_fields = [f for f in fit_option_fields() if f.cli is not None and f.name not in exclude]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

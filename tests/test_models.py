@@ -202,3 +202,48 @@ def test_bootstrap_replicates_are_weighted_fits_and_their_spread_matches_the_ana
         res.bootstrap(nrep=1)
     with pytest.raises(InputError, match="kind='cluster' needs groups"):
         res.bootstrap(nrep=2, kind="cluster")
+
+
+@pytest.mark.cluster
+def test_the_commands_write_tables_plots_and_models(problem, tmp_path):
+    """dmlr cv, dmlr compare and dmlr bootstrap on a store, as a user runs them (a local cluster each)."""
+    import subprocess
+    import sys
+
+    x, y = problem
+    store = str(tmp_path / "s.zarr")
+    dmlr.stage_arrays(x, y, store, chunk_rows=1000, feature_names=["a", "b", "c"])
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "dmlr", *args, "--workers", "1"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run("cv", store, "--folds", "3", "--l2", "0,50", "--seed", "2", "--out", str(tmp_path / "cv"), "--method", "newton")
+    scores = pd.read_csv(tmp_path / "cv" / "scores.csv")
+    expected = dmlr.cross_validate(store, folds=3, l2=[0.0, 50.0], seed=2, method="newton").scores
+    pd.testing.assert_frame_equal(scores, expected, rtol=1e-10, atol=1e-12)
+    refit = dmlr.load(str(tmp_path / "cv" / "refit"))
+    best = float(scores.groupby("l2")["log_loss"].mean().idxmin())
+    np.testing.assert_allclose(refit.params.to_numpy(), _alone(x, y, best, slice(None)).params.to_numpy(), atol=1e-8)
+    assert (tmp_path / "cv" / "cv.png").stat().st_size > 1000
+
+    done = run("compare", store, "--model", "a", "--model", "a,b", "--model", "all", "--out", str(tmp_path / "cmp"))
+    table = pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)
+    for i, columns in enumerate([[0], [0, 1], [0, 1, 2]]):
+        assert table.loc[i, "llf"] == pytest.approx(_statsmodels(x, y, columns).llf, rel=1e-10)
+    tests = pd.read_csv(tmp_path / "cmp" / "lr_tests.csv")
+    assert list(tests["df"]) == [2, 2] and "model 0 vs 1: chi2(2)" in done.stdout
+
+    res = dmlr.fit(store, method="newton")
+    dmlr.save(res, str(tmp_path / "fit"))
+    run("bootstrap", str(tmp_path / "fit"), store, "--nrep", "20", "--seed", "4", "--out", str(tmp_path / "boot"))
+    bse = pd.read_csv(tmp_path / "boot" / "bse.csv", index_col=[0, 1])
+    np.testing.assert_allclose(
+        bse["boot_bse"].to_numpy(), res.bootstrap(nrep=20, seed=4).bse.stack().to_numpy(), rtol=1e-9
+    )
+    np.testing.assert_allclose(bse["bse"].to_numpy(), res.bse.stack().to_numpy(), rtol=1e-12)
+    assert np.load(tmp_path / "boot" / "params.npy").shape == (20, 4, 2)
+    assert (tmp_path / "boot" / "bootstrap.png").stat().st_size > 1000
+    with pytest.raises(AssertionError, match="not empty"):
+        run("compare", store, "--model", "a", "--out", str(tmp_path / "cmp"))
