@@ -39,7 +39,7 @@ WIDE_PARAMETERS = 2_000
 """Parameters from which inverting the information is announced as a phase (seconds at ``(K - 1) d`` in the
 thousands)."""
 
-__all__ = ["fit", "fit_and_save", "fit_passes", "prepare", "scatter_rows"]
+__all__ = ["data_token", "fit", "fit_and_save", "fit_passes", "prepare", "scatter_rows"]
 
 
 def fit(
@@ -113,7 +113,7 @@ def fit(
     """
     opts = FitOptions.of(options)
     client, inputs, design, cov = prepare(X, y, weights, offset, groups, feature_names, storage_options, client, opts)
-    token = _data_token(inputs) if checkpoint is not None else ""
+    token = data_token(inputs) if checkpoint is not None else ""
     probability = opts.weights_type == "probability"
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
     warm, new_from = warm_start_of(start_params, inputs.store)
@@ -153,7 +153,7 @@ def prepare(
     return client, inputs, design, cov
 
 
-def _data_token(inputs: Inputs) -> str:
+def data_token(inputs: Inputs) -> str:
     """What identifies the data in a checkpoint (before shipping: scattered blocks have run-specific keys)."""
     if inputs.store is not None:
         return inputs.store.checksum

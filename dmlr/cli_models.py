@@ -73,13 +73,18 @@ def _fit_options(options: FitOptions, drop: tuple[str, ...] = ()) -> dict[str, A
     "--out", "out", required=True, metavar="DIR", help="Directory for scores.csv, summary.csv, cv.png, refit/."
 )
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty DIR.")
+@click.option(
+    "--checkpoint", metavar="CKPT",
+    help="Every model writes its state into CKPT after every iteration; the same command after a crash, SIGTERM or "
+    "Ctrl-C resumes every model there.",
+)  # fmt: skip
 @storage_option
 @guarded
 @with_cluster_options
 @with_fit_options(exclude=("l2",))
 def cv(
-    store: str, folds: int, l2: str, seed: int, out: str, overwrite: bool, options: FitOptions,
-    where: ClusterOptions, verbose: bool, storage_options: str | None,
+    store: str, folds: int, l2: str, seed: int, out: str, overwrite: bool, checkpoint: str | None,
+    options: FitOptions, where: ClusterOptions, verbose: bool, storage_options: str | None,
 ) -> None:  # fmt: skip
     """Cross-validate the penalty on STORE: every (penalty, fold) model and every penalty's fit of all rows share
     each pass; held-out log-loss, accuracy and Brier score per fold, their means and standard errors per penalty,
@@ -88,10 +93,12 @@ def cv(
 
     so = parse_storage_options(storage_options)
     penalties = _penalties(l2)
-    path = _out_dir(out, overwrite)
-    with client_for(where, verbose) as client, phases_on_stderr():
+    path = _out_dir(out, overwrite or checkpoint is not None)  # a resumed run writes where the first one would
+    from dmlr.interrupt import terminate_gracefully
+
+    with terminate_gracefully(), client_for(where, verbose) as client, phases_on_stderr():
         result = dmlr.cross_validate(
-            store, folds=folds, l2=penalties, seed=seed, storage_options=so, client=client,
+            store, folds=folds, l2=penalties, seed=seed, storage_options=so, client=client, checkpoint=checkpoint,
             **_fit_options(options, ("l2",)),
         )  # fmt: skip
     result.scores.to_csv(path / "scores.csv", index=False)

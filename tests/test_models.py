@@ -247,3 +247,37 @@ def test_the_commands_write_tables_plots_and_models(problem, tmp_path):
     assert (tmp_path / "boot" / "bootstrap.png").stat().st_size > 1000
     with pytest.raises(AssertionError, match="not empty"):
         run("compare", store, "--model", "a", "--out", str(tmp_path / "cmp"))
+
+
+@pytest.mark.cluster
+def test_a_killed_cross_validation_resumes_and_ends_with_the_uninterrupted_results(tmp_path):
+    """dmlr cv --checkpoint SIGKILLed (with its cluster) mid-run; the same command resumes every model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    x, y, _ = draw_problem(20_000, 3, 3, seed=31, scale=0.3)  # Böhning converges in ~30 iterations
+    store = str(tmp_path / "s.zarr")
+    dmlr.stage_arrays(x, y, store, chunk_rows=2500)
+    options = ["--folds", "3", "--l2", "0,5", "--method", "bohning", "--tol", "1e-8"]
+    reference = dmlr.cross_validate(store, folds=3, l2=[0.0, 5.0], method="bohning", tol=1e-8)
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    command = [sys.executable, "-m", "dmlr", "cv", store, *options, "--checkpoint", str(ckpt), "--out", str(out)]
+    proc = subprocess.Popen([*command, "--workers", "1"], start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        files = [f for d in ckpt.glob("*") for f in d.glob("iter-*")]
+        if len({f.parent for f in files}) == 8 and min(int(f.stem.split("-")[1]) for f in files) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "scores.csv").exists()
+    done = subprocess.run([*command, "--workers", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv"), reference.scores, rtol=1e-10, atol=1e-12)
+    refit = dmlr.load(str(out / "refit"))
+    np.testing.assert_allclose(refit.params.to_numpy(), reference.refit.params.to_numpy(), rtol=0, atol=1e-10)

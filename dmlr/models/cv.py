@@ -106,6 +106,7 @@ def cross_validate(
     feature_names: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     client: Any = None,
+    checkpoint: str | None = None,
     **fit_options: Any,
 ) -> CVResults:
     """K-fold cross-validation of the ridge penalty, every model sharing every pass over the data.
@@ -127,6 +128,10 @@ def cross_validate(
         Chooses the folds.
     refit : bool
         Also fit every row at each penalty in the same passes; :attr:`CVResults.refit` is the one at the best.
+    checkpoint : str, optional
+        Directory (local or fsspec URL) of checkpoints: each model writes its state into a subdirectory of its own
+        after every iteration, and the same call after a crash resumes every model where it was (the results equal
+        an uninterrupted run's). The files stay; remove the directory once the results are saved.
     **fit_options
         Options of :func:`dmlr.fit` shared by every model (``method``, ``tol``, ...; not ``cov_type="cluster"``).
 
@@ -159,11 +164,20 @@ def cross_validate(
     check_folds(folds, n_rows)
     cells = [(v, f) for v in penalties for f in range(folds)]
     members = [
-        Member(member_options(shared, {"l2": v}, "cross_validate"), None, FoldWeighting(f, folds, seed))
+        Member(
+            member_options(shared, {"l2": v}, "cross_validate"),
+            None,
+            FoldWeighting(f, folds, seed),
+            _under(checkpoint, f"l2-{v:g}-fold-{f}"),
+            f"fold {f} of {folds}, seed {seed}",
+        )
         for v, f in cells
     ]
     if refit:
-        members += [Member(member_options(shared, {"l2": v}, "cross_validate")) for v in penalties]
+        members += [
+            Member(member_options(shared, {"l2": v}, "cross_validate"), checkpoint=_under(checkpoint, f"l2-{v:g}-all"))
+            for v in penalties
+        ]
     fitted = fit_members(shared, members)
     scores = _held_out(shared, [(res, passes.columns) for res, passes in fitted[: len(cells)]], folds, seed, cells)
     n_train = scores["n_train"].to_numpy()
@@ -173,6 +187,11 @@ def cross_validate(
     refits = {v: res for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=False)} if refit else {}
     count = shared.passes.engine.count
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
+
+
+def _under(directory: str | None, name: str) -> str | None:
+    """A model's checkpoint subdirectory (``None`` without checkpoints)."""
+    return None if directory is None else f"{str(directory).rstrip('/')}/{name}"
 
 
 def _held_out(

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pandas as pd
 
-from dmlr.api import fit_passes, prepare
+from dmlr.api import data_token, fit_passes, prepare
 from dmlr.data.inputs import Inputs
 from dmlr.data.labels import check_class_count
 from dmlr.errors import InputError
@@ -53,6 +53,8 @@ class Shared:
         The covariance type every model gets.
     final : Request
         What each model's final pass computes.
+    storage_options : dict, optional
+        fsspec options (of the store and the checkpoints).
     """
 
     options: FitOptions
@@ -60,6 +62,7 @@ class Shared:
     passes: FitPasses
     cov: str
     final: Request
+    storage_options: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -89,7 +92,7 @@ def shared_data(
         check_class_count(passes.design.coding.classes, "y", opts.max_classes)
     probability = opts.weights_type == "probability"
     final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
-    return Shared(opts, inputs, passes, cov, final)
+    return Shared(opts, inputs, passes, cov, final, args["storage_options"])
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,18 @@ class Member:
         The data columns the model uses (``None``: all), in the data's order.
     weighting : callable, optional
         Its row weights (``None``: every row, with the data's weights).
+    checkpoint : str, optional
+        Its own checkpoint directory: its fit writes its state there after every iteration and, run again, resumes
+        from it (:class:`~dmlr.checkpoint.Checkpointer`).
+    tag : str
+        What, besides the data and options, identifies the model in its checkpoints' fingerprint (its fold).
     """
 
     options: FitOptions
     features: tuple[str, ...] | None = None
     weighting: Weighting | None = None
+    checkpoint: str | None = None
+    tag: str = ""
 
 
 def fit_members(shared: Shared, members: Sequence[Member]) -> list[tuple[MNLogitResults, FitPasses]]:
@@ -125,7 +135,11 @@ def _fit_member(shared: Shared, member: Member, engine: MemberEngine) -> tuple[M
         passes = passes.without_columns(
             [j for j in range(int(design.intercept), len(names)) if names[j] not in member.features]
         )
-    run = Fitter(member.options, final=shared.final, check_classes=False).run(passes)
+    token = f"{data_token(shared.inputs)} {member.tag} {member.features}" if member.checkpoint is not None else ""
+    fitter = Fitter(
+        member.options, None, member.checkpoint, token, shared.storage_options, shared.final, check_classes=False
+    )
+    run = fitter.run(passes)
     used = passes.design.model_names[int(passes.design.intercept) :]
     res = build_results(run, shared.inputs, member.options, shared.cov, tuple(used))
     return res, run.passes
