@@ -273,6 +273,11 @@ def test_ctrl_c_exits_130_with_an_interrupted_line_and_a_resumable_checkpoint(st
         ({"fit": {"cov_type": "HC9"}}, "fit.cov_type: expected one of"),
         ({"fit": {"weights_type": "sampling"}}, "fit.weights_type: expected one of"),
         ({"fit": {"cov_type": "cluster"}}, "fit.cov_type: cluster needs cluster ids: name their column in data.groups"),
+        ({"fit": {"l2_path": [1.0, 1.0]}}, "fit.l2_path: lists a penalty twice"),
+        ({"fit": {"l2_path": [1.0, -2]}}, "fit.l2_path: expected numbers >= 0, got -2"),
+        ({"fit": {"l2_path": [1.0], "l2": 3.0}}, "fit.l2: is chosen by cross-validation"),
+        ({"fit": {"l2_path": [1.0], "folds": 1}}, "fit.folds: expected an integer >= 2, got 1"),
+        ({"report": {"bootstrap": {"nrep": 1}}}, "report.bootstrap.nrep: expected an integer >= 2, got 1"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, change, field):
@@ -421,3 +426,28 @@ def test_held_out_rows_with_a_level_training_never_saw_stop_the_run_or_are_dropp
     staged = next(e for e in events(done.stderr) if e["event"] == "stage" and e.get("stage") == "stage"
                   and e["status"] == "done")  # fmt: skip
     assert staged["test_rows"] == 2_999 and staged["test_missing"] == 1
+
+
+def test_a_spec_chooses_the_penalty_by_cross_validation_and_reports_bootstrap_errors(tmp_path):
+    """fit.l2_path + fit.folds: the fit stage cross-validates the penalties (scores written) and its result is the
+    fit at the best one; report.bootstrap adds bootstrap standard errors next to the model-based ones."""
+    fit = {"method": "newton", "l2_path": [0.0, 10.0, 1e4], "folds": 3}
+    spec = write_spec(tmp_path, fit=fit, report={"format": "markdown", "bootstrap": {"nrep": 50, "seed": 3}})
+    done = dmlr_run(spec)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "work"
+    scores = pd.read_csv(work / "fit" / "cv_scores.csv")
+    assert len(scores) == 9 and set(scores["l2"]) == {0.0, 10.0, 1e4}
+    best = float(scores.groupby("l2")["log_loss"].mean().idxmin())
+    assert best != 1e4  # a penalty that large shrinks every coefficient to ~0: worse held-out log-loss
+    chosen = [e for e in events(done.stderr) if e["event"] == "cross_validation"]
+    assert chosen and chosen[0]["best_l2"] == best
+    res = dmlr.load(str(work / "fit" / "result"))
+    alone = dmlr.fit(str(work / "data" / "train.zarr"), l2=best, method="newton")
+    assert res.l2 == best
+    np.testing.assert_allclose(res.params.to_numpy(), alone.params.to_numpy(), rtol=0, atol=1e-8)
+    boot = pd.read_csv(work / "report" / "bootstrap.csv", index_col=[0, 1])
+    expected = alone.bootstrap(dmlr.open_store(str(work / "data" / "train.zarr")), nrep=50, seed=3).bse.unstack()
+    np.testing.assert_allclose(boot["boot_bse"].to_numpy(), expected.to_numpy(), rtol=1e-6)
+    assert boot["ratio"].between(0.6, 1.4).all()  # 50 replicates: SE of an SE ~ 10%
+    assert "## Bootstrap standard errors (50 replicates, poisson)" in (work / "report" / "report.md").read_text()

@@ -9,7 +9,7 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
@@ -17,6 +17,9 @@ import numpy as np
 from dmlr.pipeline.changes import Section
 from dmlr.results.margins import MarginalEffects
 from dmlr.results.results import MNLogitResults
+
+if TYPE_CHECKING:
+    from dmlr.models.bootstrap import BootstrapResults
 
 __all__ = ["write_report"]
 
@@ -203,6 +206,21 @@ def _margins_rows(margins: MarginalEffects) -> tuple[list[str], list[list[str]]]
     return head, rows
 
 
+def _bootstrap_section(res: MNLogitResults, bootstrap: BootstrapResults) -> tuple[bytes, Section]:
+    """``bootstrap.csv`` and the report's table: per coefficient the estimate, its model-based and bootstrap
+    standard errors and their ratio."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"coef": res.params.unstack(), "bse": res.bse.unstack(), "boot_bse": bootstrap.bse.unstack()})
+    frame["ratio"] = frame["boot_bse"] / frame["bse"]
+    frame.index.names = ["class", "feature"]
+    head = ["class", "feature", "coef", "bse", "bootstrap bse", "ratio"]
+    values = frame.to_numpy()
+    rows = [[str(c), str(f), *(f"{v:.4g}" for v in row)] for (c, f), row in zip(frame.index, values, strict=True)]
+    heading = f"Bootstrap standard errors ({bootstrap.params.shape[0]} replicates, {bootstrap.kind})"
+    return frame.to_csv().encode(), (heading, head, rows)
+
+
 def write_report(
     res: MNLogitResults,
     metrics: dict[str, Any],
@@ -213,6 +231,7 @@ def write_report(
     storage_options: dict[str, Any] | None = None,
     margins: MarginalEffects | None = None,
     changes: dict[str, Any] | None = None,
+    bootstrap: BootstrapResults | None = None,
 ) -> list[str]:
     """Write ``summary.txt``, ``report.html`` (or ``report.md``) and the plots into ``folder``.
 
@@ -231,6 +250,9 @@ def write_report(
     changes : dict, optional
         :func:`dmlr.pipeline.changes.what_changed`'s output: its tables open the report ("what changed"), and
         ``changes.json`` holds it.
+    bootstrap : BootstrapResults, optional
+        Bootstrap replicates of the fit: their standard errors next to the model-based ones (a table and
+        ``bootstrap.csv``).
 
     Returns
     -------
@@ -249,7 +271,10 @@ def write_report(
         files["margins.csv"] = margins.summary_frame().to_csv().encode()
     files.update(plots)
     page = _html if fmt == "html" else _markdown
-    sections = [] if changes is None else changes["sections"]
+    sections = [] if changes is None else list(changes["sections"])
+    if bootstrap is not None:
+        files["bootstrap.csv"], section = _bootstrap_section(res, bootstrap)
+        sections.append(section)
     if changes is not None:
         files["changes.json"] = (json.dumps({k: v for k, v in changes.items() if k != "sections"}, indent=2)).encode()
     text = page(title, res, metrics, sorted(plots), None if margins is None else _margins_rows(margins), sections)

@@ -14,8 +14,9 @@
       # instead of train/test, `synthetic: {rows: 200000, test_rows: 50000, seed: 2026}` draws the demo's table
       # incoming: data/incoming/*.csv  # files that arrive over time: each run appends the new ones and refits
     fit: {method: auto, l2: 0.0, tol: 1.0e-8, max_iter: 100, base: null, inference: true}  # any dmlr.fit option
+    # fit: {l2_path: [0, 1, 10], folds: 5}  # the penalty chosen by cross-validation, then the fit at the best
     evaluate: {bins: 10}
-    report: {format: html}             # html or markdown
+    report: {format: html}             # html or markdown; bootstrap: {nrep: 200} adds bootstrap standard errors
 
 See ``pipelines/README.md`` for every field.
 """
@@ -83,9 +84,28 @@ class EvaluateSection:
 
 
 @dataclass(frozen=True)
+class SelectionSection:
+    """``fit.l2_path`` and ``fit.folds``: the penalty chosen by cross-validation before the final fit."""
+
+    l2_path: tuple[float, ...] = ()
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BootstrapSection:
+    """``report.bootstrap``: bootstrap standard errors next to the model-based ones."""
+
+    nrep: int = 200
+    seed: int = 0
+    kind: str = "poisson"
+
+
+@dataclass(frozen=True)
 class ReportSection:
     format: str = "html"
     margins: bool = False
+    bootstrap: BootstrapSection | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +130,7 @@ class PipelineSpec:
     fit: FitOptions
     evaluate: EvaluateSection
     report: ReportSection
+    selection: SelectionSection = SelectionSection()
 
     def section(self, name: str) -> dict[str, Any]:
         """A section as a plain dict (what the stage input hashes cover)."""
@@ -199,15 +220,49 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     e = r.mapping(top.get("evaluate"), "evaluate", ("bins",))
     evaluate = EvaluateSection(bins=r.typed(e.get("bins", 10), "evaluate.bins", int, lambda v: v >= 1,
                                             "an integer >= 1"))  # fmt: skip
-    rp = r.mapping(top.get("report"), "report", ("format", "margins"))
+    rp = r.mapping(top.get("report"), "report", ("format", "margins", "bootstrap"))
     report = ReportSection(format=r.choice(rp.get("format", "html"), "report.format", ("html", "markdown")),
-                           margins=r.typed(rp.get("margins", False), "report.margins", bool))  # fmt: skip
-    data, fit = _data_section(r, top["data"], base), _fit_section(r, top.get("fit"))
+                           margins=r.typed(rp.get("margins", False), "report.margins", bool),
+                           bootstrap=_bootstrap_section(r, rp.get("bootstrap")))  # fmt: skip
+    raw_fit = dict(top.get("fit") or {}) if isinstance(top.get("fit"), dict) else top.get("fit")
+    selection = _selection_section(r, raw_fit)
+    data, fit = _data_section(r, top["data"], base), _fit_section(r, raw_fit)
     if fit.cov_type == "cluster" and not data.groups:
         raise r.fail("fit.cov_type", "cluster needs cluster ids: name their column in data.groups")
     return PipelineSpec(
-        path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), data, fit, evaluate, report,
+        path, name, workdir, _cluster_section(r, top.get("cluster", {}), base), data, fit, evaluate, report, selection,
     )  # fmt: skip
+
+
+def _selection_section(r: _Reader, fit: Any) -> SelectionSection:
+    """``fit.l2_path`` (penalties, cross-validated), ``fit.folds`` and ``fit.cv_seed``, taken out of ``fit`` (the
+    rest are fit options)."""
+    if not isinstance(fit, dict):
+        return SelectionSection()
+    raw = fit.pop("l2_path", None)
+    folds = r.typed(fit.pop("folds", 5), "fit.folds", int, lambda v: v >= 2, "an integer >= 2")
+    seed = r.typed(fit.pop("cv_seed", 0), "fit.cv_seed", int)
+    if raw is None:
+        return SelectionSection((), folds, seed)
+    if not isinstance(raw, list) or not raw:
+        raise r.fail("fit.l2_path", f"must be a non-empty list of penalties, got {raw!r}")
+    path = tuple(float(r.typed(v, "fit.l2_path", float, lambda x: x >= 0, "numbers >= 0")) for v in raw)
+    if len(set(path)) != len(path):
+        raise r.fail("fit.l2_path", f"lists a penalty twice: {list(path)}")
+    if "l2" in fit:
+        raise r.fail("fit.l2", "is chosen by cross-validation when fit.l2_path is given: remove one of them")
+    return SelectionSection(path, folds, seed)
+
+
+def _bootstrap_section(r: _Reader, raw: Any) -> BootstrapSection | None:
+    if raw is None or raw is False:
+        return None
+    b = r.mapping({} if raw is True else raw, "report.bootstrap", ("nrep", "seed", "kind"))
+    return BootstrapSection(
+        nrep=r.typed(b.get("nrep", 200), "report.bootstrap.nrep", int, lambda v: v >= 2, "an integer >= 2"),
+        seed=r.typed(b.get("seed", 0), "report.bootstrap.seed", int),
+        kind=r.choice(b.get("kind", "poisson"), "report.bootstrap.kind", ("poisson", "cluster")),
+    )
 
 
 def _cluster_section(r: _Reader, c: Any, base: str) -> ClusterSection:

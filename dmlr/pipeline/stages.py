@@ -241,7 +241,12 @@ def _stage_execute(run: _Run) -> dict[str, Any]:
 
 
 def _fit_inputs(run: _Run) -> str:
-    return _sha("fit", run.spec.section("fit"), _store_hash(run.path("data", "train.zarr"), run.so))
+    return _sha(
+        "fit",
+        run.spec.section("fit"),
+        run.spec.section("selection"),
+        _store_hash(run.path("data", "train.zarr"), run.so),
+    )
 
 
 def _fit_outputs(run: _Run) -> dict[str, str | None]:
@@ -270,11 +275,16 @@ def _fit_execute(run: _Run) -> dict[str, Any]:
         # Non-convergence and separation are reported through the exit code (3) with the result written, so a
         # separated fit runs to its stopping point; `fit.separation: warn` logs it and lets the pipeline go on.
         with quiet_progress():  # the JSON log owns stderr
-            res = fit_and_save(
-                run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
-                overwrite=True, client=client, callback=progress, checkpoint=checkpoints, start_params=start,
-                **{**asdict(f), "separation": "warn"},
-            )  # fmt: skip
+            if run.spec.selection.l2_path:
+                from dmlr.pipeline.selection import cross_validated_fit
+
+                res = cross_validated_fit(run, checkpoints)
+            else:
+                res = fit_and_save(
+                    run.path("data", "train.zarr"), run.path("fit", "result"), storage_options=run.so or None,
+                    overwrite=True, client=client, callback=progress, checkpoint=checkpoints, start_params=start,
+                    **{**asdict(f), "separation": "warn"},
+                )  # fmt: skip
     except JobInterrupted:
         # the newest file, not the last logged iteration: a SIGTERM held during a write stops after that write
         newest = Checkpointer(checkpoints, "", storage_options=run.so or None).newest()
@@ -344,6 +354,11 @@ def _report_execute(run: _Run) -> dict[str, Any]:
     if run.spec.report.margins:  # average marginal effects over the training store: one pass on the cluster
         with run.client.as_current():
             margins = res.get_margeff(dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None).X)
+    boot = None
+    if run.spec.report.bootstrap is not None:  # replicates of the fit on the training store, all in each pass
+        b = run.spec.report.bootstrap
+        train = dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None)
+        boot = res.bootstrap(train, nrep=b.nrep, kind=b.kind, seed=b.seed, client=run.client)
     changes = None
     fs_prev, previous = fsspec.core.url_to_fs(run.path("fit", "previous"), **run.so)
     if fs_prev.exists(f"{previous}/COMPLETE"):
@@ -354,7 +369,7 @@ def _report_execute(run: _Run) -> dict[str, Any]:
         changes = what_changed(before, res, store.metadata.versions)
     files = write_report(
         res, metrics, run.path("report"), title=run.spec.name, fmt=run.spec.report.format, margins=margins,
-        changes=changes,
+        changes=changes, bootstrap=boot,
     )  # fmt: skip
     return {"files": files}
 
