@@ -77,6 +77,16 @@ def test_each_fold_model_is_the_fit_of_its_training_rows_and_scores_its_held_out
     assert cv.best_l2 == float(means.idxmin())
     refit = _alone(x, y, cv.best_l2, slice(None))
     np.testing.assert_allclose(cv.refit.params.values, refit.params.values, rtol=0, atol=1e-8)
+    assert cv.refit.fitted_data is x  # the fit of every row keeps its data, as dmlr.fit's: bootstrap() needs none
+
+
+def test_the_bootstrap_of_a_fit_of_named_arrays_finds_its_columns(problem):
+    x, y = problem
+    res = dmlr.fit(x, y, feature_names=["a", "b", "c"], method="newton")
+    boot = res.bootstrap(nrep=3, seed=0)
+    assert list(boot.bse.index) == ["const", "a", "b", "c"] and boot.params.shape == (3, 4, 2)
+    with pytest.raises(InputError, match=r"the data lack the fit's columns \['a'\]"):
+        res.bootstrap(pd.DataFrame(x, columns=["z", "b", "c"]), y, nrep=2)
 
 
 @pytest.mark.cluster

@@ -10,8 +10,8 @@ import nbformat
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_five_notebooks_with_outputs_stripped():
-    assert len(NOTEBOOKS) == 5
+def test_there_are_six_notebooks_with_outputs_stripped():
+    assert len(NOTEBOOKS) == 6
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         assert all(

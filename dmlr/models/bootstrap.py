@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from scipy import stats as sps
 
 from dmlr.data.rows import Rows
+from dmlr.data.store import StoreData
 from dmlr.errors import ConvergenceWarning, InputError, warn
 from dmlr.fitting.fitter import objective_of
 from dmlr.models.bank import BankKernel, Weighted
@@ -203,6 +204,8 @@ def _shared(
     """The data as the fit saw them: its base, intercept, classes and columns."""
     options = {"base": result.base, "fit_intercept": result.intercept, "weights_type": result.weights_type}
     args = {"weights": weights, "groups": groups, "storage_options": storage_options, "client": client}
+    if not isinstance(X, (str, StoreData, pd.DataFrame)) and getattr(X, "columns", None) is None:
+        args["feature_names"] = list(result.input_features or result.data_feature_names)  # arrays carry no names
     if groups is not None:
         options["cov_type"] = "cluster"  # the groups travel with the rows (they weight the cluster bootstrap)
     shared = shared_data(X, y, args, options, "bootstrap", groups_weigh=True)

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 from dmlr.models.bank import BankKernel
-from dmlr.models.many import Member, Shared, fit_members, member_options, shared_data
+from dmlr.models.many import Member, Shared, fit_members, member_options, shared_data, with_data
 from dmlr.models.scores import SCORES, HeldOutKernel, scores_of
 from dmlr.models.weightings import FoldWeighting, check_folds, fold_ids
 from dmlr.results.results import MNLogitResults
@@ -184,7 +184,7 @@ def cross_validate(
     fold_results = {
         cell: dataclasses.replace(res, n_rows=int(n)) for cell, (res, _), n in zip(cells, fitted, n_train, strict=False)
     }
-    refits = {v: res for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=False)} if refit else {}
+    refits = {v: with_data(shared, res, True) for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=False)}
     count = shared.passes.engine.count
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
 

@@ -30,7 +30,7 @@ from dmlr.passes.engine import PassEngine
 from dmlr.results.hypothesis import ChiSquareTest, lr_test
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["Member", "ModelSet", "Shared", "fit_many", "fit_members", "shared_data"]
+__all__ = ["Member", "ModelSet", "Shared", "fit_many", "fit_members", "shared_data", "with_data"]
 
 SHARED_OPTIONS = frozenset(
     {"base", "fit_intercept", "missing", "cov_type", "weights_type", "persist", "split_every", "max_classes"}
@@ -270,11 +270,11 @@ def fit_many(
         chosen = None if features is None else check_features(shared, list(features), where)
         members.append(Member(member_options(shared, spec, where), chosen))
     fitted = fit_members(shared, members)
-    results = tuple(_with_data(shared, res, m.features is None) for (res, _), m in zip(fitted, members, strict=True))
+    results = tuple(with_data(shared, res, m.features is None) for (res, _), m in zip(fitted, members, strict=True))
     return ModelSet(results, tuple(dict(m) for m in models), shared.passes.engine.count)
 
 
-def _with_data(shared: Shared, res: MNLogitResults, every_column: bool) -> MNLogitResults:
+def with_data(shared: Shared, res: MNLogitResults, every_column: bool) -> MNLogitResults:
     """In-memory data stay reachable from a result of every row and column (as :func:`dmlr.fit`'s)."""
     inputs = shared.inputs
     if inputs.store is not None or not every_column:

@@ -1,0 +1,127 @@
+"""Many models per pass: cross-validation against the fits it replaces, in memory and out of core.
+
+Usage::
+
+    .venv/bin/python -m benchmarks.many_models [--only passes|memory|store] [--gb 1.2 --memory-limit 500MB]
+
+Tables printed:
+
+1. Passes: 5 folds x 3 penalties (15 models) by ``dmlr.cross_validate(refit=False)`` against each of those models
+   fitted alone (``dmlr.fit`` of the rows outside its fold): the bank's passes and the slowest fit's.
+2. In memory (n 200k, d 50, K 6; local threads): 5-fold cross-validation of one penalty, seconds, against one
+   ``dmlr.fit`` of all rows and scikit-learn's ``cross_val_score`` of ``LogisticRegression`` (lbfgs, multinomial)
+   on the same folds (``PredefinedSplit`` of ``dmlr.fold_ids``). Median of ``--repeat`` runs each.
+3. Out of core (a store larger than its workers' memory, ``--gb`` GB on ``--workers`` x ``--memory-limit``): the
+   whole cross-validation (5 folds x 3 penalties) against one fit of the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+
+def _seconds(func, repeat):
+    times, out = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def passes_table(seed: int = 0) -> None:
+    import dmlr
+    from dmlr.synthetic import make_mnlogit
+
+    data = make_mnlogit(50_000, 10, 4, seed=seed)
+    l2s, folds = [0.0, 10.0, 1000.0], 5
+    cv = dmlr.cross_validate(data.X, data.y, folds=folds, l2=l2s, seed=1, refit=False)
+    fold = dmlr.fold_ids(len(data.y), folds, 1)
+    alone = [dmlr.fit(data.X[fold != f], data.y[fold != f], l2=v).n_passes for v in l2s for f in range(folds)]
+    print("\n1. passes: 5 folds x 3 penalties (n 50k, p 10, K 4, method auto)")
+    print("| models | bank passes | slowest fit alone | sum of the fits alone |\n|---:|---:|---:|---:|")
+    print(f"| {len(alone)} | {cv.n_passes} | {max(alone)} | {sum(alone)} |")
+
+
+def memory_table(repeat: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import PredefinedSplit, cross_val_score
+
+    import dmlr
+    from dmlr.synthetic import make_mnlogit
+
+    data = make_mnlogit(200_000, 50, 6, seed=2)
+    folds = dmlr.fold_ids(len(data.y), 5, 0)
+    cv_s, cv = _seconds(lambda: dmlr.cross_validate(data.X, data.y, folds=5, l2=[1.0], refit=False), repeat)
+    fit_s, res = _seconds(lambda: dmlr.fit(data.X, data.y, l2=1.0), repeat)
+    model = LogisticRegression(C=1.0, max_iter=1000, tol=1e-6)
+
+    def sklearn():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cross_val_score(model, data.X, data.y, cv=PredefinedSplit(folds), scoring="neg_log_loss")
+
+    sk_s, scores = _seconds(sklearn, max(1, repeat // 2))
+    print("\n2. in memory: n 200k, d 50, K 6, 5-fold cross-validation of one penalty (local threads)")
+    print("| | seconds | passes | ratio to one dmlr fit |\n|---|---:|---:|---:|")
+    print(f"| dmlr.fit (all rows, {res.method}) | {fit_s:.2f} | {res.n_passes} | 1.00 |")
+    print(f"| dmlr.cross_validate (5 folds) | {cv_s:.2f} | {cv.n_passes} | {cv_s / fit_s:.2f} |")
+    print(f"| scikit-learn cross_val_score (lbfgs) | {sk_s:.2f} | | {sk_s / fit_s:.2f} |")
+    print(f"dmlr cv / scikit-learn: x{cv_s / sk_s:.2f}; held-out log-loss dmlr {cv.scores.log_loss.mean():.5f}, "
+          f"scikit-learn {-scores.mean():.5f}")  # fmt: skip
+
+
+def store_table(gb: float, workers: int, memory_limit: str, folder: str) -> None:
+    import dmlr
+    from dmlr.cluster import connected
+    from dmlr.synthetic import make_mnlogit
+
+    p = 10
+    n = int(gb * 1e9 / (8 * p))
+    path = os.path.join(folder, f"mm-{n}x{p}.zarr")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        data = make_mnlogit(n, p, 3, seed=5, chunk_rows=200_000)
+        dmlr.stage_arrays(data.X, data.y, path, source="synthetic")
+    store = dmlr.open_store(path)
+    with connected("local", n_workers=workers, memory_limit=memory_limit) as client:
+        start = time.perf_counter()
+        res = dmlr.fit(store, client=client)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        cv = dmlr.cross_validate(store, folds=5, l2=[0.0, 10.0, 1000.0], refit=False, client=client)
+        cv_s = time.perf_counter() - start
+    print(f"\n3. out of core: X {store.X.nbytes / 1e9:.2f} GB in {len(store.X.chunks[0])} chunks on {workers} workers x "
+          f"{memory_limit}; 5 folds x 3 penalties")  # fmt: skip
+    print("| | seconds | passes |\n|---|---:|---:|")
+    print(f"| one dmlr.fit of the store ({res.method}) | {fit_s:.1f} | {res.n_passes} |")
+    print(f"| dmlr.cross_validate (15 models) | {cv_s:.1f} | {cv.n_passes} |")
+    print(f"cross-validation / one fit: x{cv_s / fit_s:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["passes", "memory", "store"], default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gb", type=float, default=1.2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="500MB")
+    parser.add_argument("--dir", default="/tmp/dmlr-many-models")
+    args = parser.parse_args()
+    if args.only in (None, "passes"):
+        passes_table()
+    if args.only in (None, "memory"):
+        memory_table(args.repeat)
+    if args.only in (None, "store"):
+        store_table(args.gb, args.workers, args.memory_limit, args.dir)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
