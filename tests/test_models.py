@@ -291,3 +291,35 @@ def test_a_killed_cross_validation_resumes_and_ends_with_the_uninterrupted_resul
     pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv"), reference.scores, rtol=1e-10, atol=1e-12)
     refit = dmlr.load(str(out / "refit"))
     np.testing.assert_allclose(refit.params.to_numpy(), reference.refit.params.to_numpy(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.cluster
+def test_a_bank_too_large_for_its_workers_says_how_many_models_fit():
+    """The memory check knows the bank's size: nrep replicates of 100,000-row partitions on 400 MB workers."""
+    import re
+
+    from distributed import Client, LocalCluster
+
+    from dmlr.errors import WorkerMemoryError
+    from dmlr.models.bank import Weighted, largest_bank
+    from dmlr.models.bootstrap import PoissonWeighting
+    from dmlr.oracle.kernels import StatisticsKernel
+    from dmlr.oracle.statistics import Request
+    from dmlr.passes.engine import PassEngine
+
+    x, y, _ = draw_problem(200_000, 3, 3, seed=8)
+    res = dmlr.fit(x, y, method="newton")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="400MB", dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        xs, ys = da.from_array(x, chunks=(100_000, 3)), da.from_array(y, chunks=100_000)
+        with pytest.raises(WorkerMemoryError, match=r"evaluates 3000 models; at most (\d+) fit a worker") as info:
+            res.bootstrap(xs, ys, nrep=3000, client=client)
+        most = int(re.search(r"at most (\d+) fit", str(info.value)).group(1))
+        assert 1 <= most < 3000
+        engine = PassEngine(dmlr.data.design.RowData(x=xs), client)
+        kernels = [Weighted(StatisticsKernel(res.coef, Request(), True), PoissonWeighting(0, r)) for r in range(3000)]
+        assert largest_bank(engine, kernels) == most
+        boot = res.bootstrap(xs, ys, nrep=min(most, 50), client=client)  # a bank that fits runs
+        assert boot.converged.all()

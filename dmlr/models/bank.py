@@ -22,11 +22,11 @@ from dask.sizeof import sizeof
 from numpy.typing import NDArray
 
 from dmlr.data.rows import FIELDS, Rows
-from dmlr.errors import DmlrError
+from dmlr.errors import DmlrError, WorkerMemoryError
 from dmlr.passes.engine import PassEngine
 from dmlr.passes.kernel import Kernel, add_into
 
-__all__ = ["Bank", "BankKernel", "BankRecord", "MemberEngine", "Weighted", "run_bank"]
+__all__ = ["Bank", "BankKernel", "BankRecord", "MemberEngine", "Weighted", "bank_advice", "largest_bank", "run_bank"]
 
 T = TypeVar("T")
 Weighting = Callable[[Rows], NDArray[np.float64]]
@@ -192,6 +192,14 @@ class Bank:
         """The error that stopped the bank (``None``: none)."""
         return self._failure
 
+    def _reduce(self, kernels: list[Kernel[Any]]) -> BankRecord:
+        """One engine pass of every posted kernel; a worker too small for them says how many models fit."""
+        try:
+            record: BankRecord = self.engine.reduce(BankKernel(tuple(kernels)))
+        except WorkerMemoryError as error:
+            raise WorkerMemoryError(f"{error} {bank_advice(self.engine, kernels)}") from None
+        return record
+
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise BankAborted(f"stopped: another model of the bank failed ({self._failure!r})")
@@ -203,7 +211,7 @@ class Bank:
         members = sorted(self._posted)
         kernels = [self._posted.pop(i) for i in members]
         try:
-            record = self.engine.reduce(BankKernel(tuple(kernels)))
+            record = self._reduce(kernels)
         except BaseException as error:
             self._failure = error
             self._cond.notify_all()
@@ -212,6 +220,29 @@ class Bank:
         self.widths.append(len(members))
         self._results.update(zip(members, record.records, strict=True))
         self._cond.notify_all()
+
+
+def largest_bank(engine: PassEngine, kernels: Sequence[Any]) -> int:
+    """The most of ``kernels`` (in order) whose pass fits every worker (0: not even one)."""
+    low, high = 0, len(kernels)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if engine.fits_memory(BankKernel(tuple(kernels[:mid]))):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def bank_advice(engine: PassEngine, kernels: Sequence[Any]) -> str:
+    """What a memory error of a bank's pass adds: how many of its models a pass can evaluate."""
+    most = largest_bank(engine, kernels)
+    if most == 0:
+        return f"A pass of this bank evaluates {len(kernels)} models; not even one fits a worker."
+    return (
+        f"A pass of this bank evaluates {len(kernels)} models; at most {most} fit a worker: run fewer models at once "
+        "(fewer penalties or folds per call, a smaller nrep) or give the workers more memory."
+    )
 
 
 @dataclass

@@ -23,9 +23,9 @@ from scipy import stats as sps
 
 from dmlr.data.rows import Rows
 from dmlr.data.store import StoreData
-from dmlr.errors import ConvergenceWarning, InputError, warn
+from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
-from dmlr.models.bank import BankKernel, Weighted
+from dmlr.models.bank import BankKernel, Weighted, bank_advice
 from dmlr.models.many import shared_data
 from dmlr.models.weightings import row_hash
 from dmlr.oracle.kernels import StatisticsKernel
@@ -169,7 +169,10 @@ def bootstrap(
         kernels = [
             Weighted(StatisticsKernel(coefs[r], Request(), result.intercept, columns), weightings[r]) for r in active
         ]
-        records = passes.engine.reduce(BankKernel(tuple(kernels))).records
+        try:
+            records = passes.engine.reduce(BankKernel(tuple(kernels))).records
+        except WorkerMemoryError as error:
+            raise WorkerMemoryError(f"{error} {bank_advice(passes.engine, kernels)}") from None
         for r, stats in zip(active, records, strict=True):
             gradient = objective.gradient(coefs[r], stats)
             if np.abs(gradient).max() / max(stats.weight_sum, 1.0) < tol:

@@ -247,6 +247,17 @@ class PassEngine:
         blocks = rows * self.data.row_bytes(kernel.reads)
         return WorkingSet.of(blocks, kernel.memory(rows, self.data.n_features), streamed=self.streamed)
 
+    def fits_memory(self, kernel: Kernel[Any]) -> bool:
+        """Whether a pass of ``kernel`` fits every worker by the scheduler's last readings (no check raised)."""
+        if self.client is None:
+            return True
+        pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+        try:
+            check_workers(self._workers(), self.working_set(kernel), pause_fraction=pause, advice="")
+        except WorkerMemoryError:
+            return False
+        return True
+
     def _check_memory(self, kernel: Kernel[Any]) -> None:
         need = self.working_set(kernel)
         if self.client is None or need.total <= self._checked_bytes:
