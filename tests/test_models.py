@@ -295,31 +295,25 @@ def test_a_killed_cross_validation_resumes_and_ends_with_the_uninterrupted_resul
 
 @pytest.mark.cluster
 def test_a_bank_too_large_for_its_workers_says_how_many_models_fit():
-    """The memory check knows the bank's size: nrep replicates of 100,000-row partitions on 400 MB workers."""
+    """The memory check knows the bank's size: 200 Newton models of 255 parameters (an information record of
+    0.5 MB each, kept per model) on a 400 MB worker; a bootstrap's score-only replicates are small and all fit."""
     import re
 
     from distributed import Client, LocalCluster
 
     from dmlr.errors import WorkerMemoryError
-    from dmlr.models.bank import Weighted, largest_bank
-    from dmlr.models.bootstrap import PoissonWeighting
-    from dmlr.oracle.kernels import StatisticsKernel
-    from dmlr.oracle.statistics import Request
-    from dmlr.passes.engine import PassEngine
 
-    x, y, _ = draw_problem(200_000, 3, 3, seed=8)
-    res = dmlr.fit(x, y, method="newton")
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(4000, 50)), rng.integers(0, 6, size=4000)
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="400MB", dashboard_address=":0") as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
-        xs, ys = da.from_array(x, chunks=(100_000, 3)), da.from_array(y, chunks=100_000)
-        with pytest.raises(WorkerMemoryError, match=r"evaluates 3000 models; at most (\d+) fit a worker") as info:
-            res.bootstrap(xs, ys, nrep=3000, client=client)
+        models = [{"l2": float(i + 1)} for i in range(200)]
+        with pytest.raises(WorkerMemoryError, match=r"evaluates 200 models; at most (\d+) fit a worker") as info:
+            dmlr.fit_many(x, y, models=models, method="newton", client=client)
         most = int(re.search(r"at most (\d+) fit", str(info.value)).group(1))
-        assert 1 <= most < 3000
-        engine = PassEngine(dmlr.data.design.RowData(x=xs), client)
-        kernels = [Weighted(StatisticsKernel(res.coef, Request(), True), PoissonWeighting(0, r)) for r in range(3000)]
-        assert largest_bank(engine, kernels) == most
-        boot = res.bootstrap(xs, ys, nrep=min(most, 50), client=client)  # a bank that fits runs
+        assert 20 <= most < 200  # 2 x 0.5 MB of records per model within ~150 MB
+        res = dmlr.fit(x[:, :3], y, method="newton")
+        boot = res.bootstrap(x[:, :3], y, nrep=1000, client=client)  # 1000 score-only replicates: small records
         assert boot.converged.all()

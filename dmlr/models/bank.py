@@ -68,6 +68,11 @@ class Weighted:
         """The inner kernel's temporaries and the weights (two vectors of ``rows``)."""
         return int(self.kernel.memory(rows, p)) + 16 * rows
 
+    def record_bytes(self) -> int | None:
+        """The inner kernel's record size, when it says."""
+        size = getattr(self.kernel, "record_bytes", None)
+        return int(size()) if callable(size) else None
+
 
 def _batching(kernels: Sequence[Any]) -> Any:
     """The most restrictive batching of ``kernels`` (each partition alone < contiguous runs < any rows joined)."""
@@ -104,8 +109,25 @@ class BankKernel:
         return BankRecord(tuple(k(rows) for k in self.kernels))
 
     def memory(self, rows: int, p: int) -> int:
-        """The kernels' temporaries and records, all alive at once (the memory check knows the bank's size)."""
-        return sum(int(k.memory(rows, p)) for k in self.kernels)
+        """The largest kernel's temporaries (the kernels run one after the other on a batch) and every kernel's
+        records, twice (a task's running sums and the batch's records being added): the memory check knows the
+        bank's size. A kernel that does not say its record size counts whole."""
+        temporaries, records = 0, 0
+        for k in self.kernels:
+            size = _record_bytes(k)
+            temporaries = max(temporaries, int(k.memory(rows, p)))
+            records += 2 * size if size is not None else int(k.memory(rows, p))
+        return temporaries + records
+
+    def record_bytes(self) -> int:
+        """Bytes of one bank record (kernels that do not say count 0)."""
+        return sum(_record_bytes(k) or 0 for k in self.kernels)
+
+
+def _record_bytes(kernel: Any) -> int | None:
+    size = getattr(kernel, "record_bytes", None)
+    value = size() if callable(size) else None
+    return None if value is None else int(value)
 
 
 @dataclass

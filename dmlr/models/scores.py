@@ -62,6 +62,10 @@ class HeldOutKernel:
         """The held-out rows' copy and probabilities."""
         return 8 * rows * (p + 4 * (self.coef.shape[1] + 1)) + 64 * rows
 
+    def record_bytes(self) -> int:
+        """Five numbers."""
+        return 5 * 8
+
 
 def scores_of(sums: Sums) -> dict[str, float]:
     """The scores from a model's held-out sums: ``n_test`` (rows), ``log_loss``, ``accuracy``, ``brier`` (weighted
