@@ -97,8 +97,9 @@ def store_table(gb: float, workers: int, memory_limit: str, folder: str) -> None
         start = time.perf_counter()
         cv = dmlr.cross_validate(store, folds=5, l2=[0.0, 10.0, 1000.0], refit=False, client=client)
         cv_s = time.perf_counter() - start
-    print(f"\n3. out of core: X {store.X.nbytes / 1e9:.2f} GB in {len(store.X.chunks[0])} chunks on {workers} workers x "
-          f"{memory_limit}; 5 folds x 3 penalties")  # fmt: skip
+    chunks = len(store.X.chunks[0])
+    gb_x = store.X.nbytes / 1e9
+    print(f"\n3. out of core: X {gb_x:.2f} GB in {chunks} chunks on {workers} workers x {memory_limit}; 5 folds x 3 l2")
     print("| | seconds | passes |\n|---|---:|---:|")
     print(f"| one dmlr.fit of the store ({res.method}) | {fit_s:.1f} | {res.n_passes} |")
     print(f"| dmlr.cross_validate (15 models) | {cv_s:.1f} | {cv.n_passes} |")
