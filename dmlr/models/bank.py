@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from dmlr.data.rows import FIELDS, Rows
 from dmlr.errors import DmlrError, WorkerMemoryError
+from dmlr.oracle.checks import check_finite, check_weights
 from dmlr.passes.engine import PassEngine
 from dmlr.passes.kernel import Kernel, add_into
 
@@ -62,7 +63,22 @@ class Weighted:
         w = self.weighting(rows)
         if rows.weights is not None:
             w = w * np.asarray(rows.weights, dtype=np.float64)
-        return self.kernel(rows.with_blocks(weights=w))
+        keep = w > 0
+        request = getattr(self.kernel, "request", None)
+        if keep.all() or request is None or not (request.information or request.meat or request.gram):
+            return self.kernel(rows.with_blocks(weights=w))
+        if request.information_every > 1:  # sampling places rows by their positions
+            return self.kernel(rows.with_blocks(weights=w))
+        # rows of weight 0 add nothing to a statistics record: a pass of second-order statistics (compute-bound)
+        # leaves them out (a score pass is bound by reading its rows: copying them would cost what it saves), after
+        # the checks that name a row by its position saw them all
+        if request.moments and rows.x is not None:
+            check_finite(rows.x, "X", rows.partition, rows.row_start)
+            if rows.offset is not None:
+                check_finite(rows.offset, "offset", rows.partition, rows.row_start)
+        if rows.weights is not None:
+            check_weights(np.asarray(rows.weights, dtype=np.float64), "weights", rows.partition, rows.row_start)
+        return self.kernel(rows.with_blocks(weights=w).take(keep))
 
     def memory(self, rows: int, p: int) -> int:
         """The inner kernel's temporaries and the weights (two vectors of ``rows``)."""

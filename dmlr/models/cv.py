@@ -78,7 +78,8 @@ class CVResults:
         return float(means.idxmin())  # type: ignore[arg-type]
 
     def results(self, l2: float, fold: int) -> MNLogitResults:
-        """The model of penalty ``l2`` trained without fold ``fold``."""
+        """The model of penalty ``l2`` trained without fold ``fold`` (with standard errors when the run had
+        ``fold_inference=True``)."""
         try:
             return self.fold_results[(float(l2), int(fold))]
         except KeyError:
@@ -100,6 +101,7 @@ def cross_validate(
     l2: float | Sequence[float] = (0.0,),
     seed: int = 0,
     refit: bool = True,
+    fold_inference: bool = False,
     weights: Any = None,
     offset: Any = None,
     groups: Any = None,
@@ -128,6 +130,10 @@ def cross_validate(
         Chooses the folds.
     refit : bool
         Also fit every row at each penalty in the same passes; :attr:`CVResults.refit` is the one at the best.
+    fold_inference : bool
+        Also compute every fold model's covariance (standard errors of :meth:`CVResults.results`): one information
+        per fold model in its final pass. Off by default: the scores need the coefficients only, and in memory the
+        informations would cost more than the fits (the refits always have their inference).
     checkpoint : str, optional
         Directory (local or fsspec URL) of checkpoints: each model writes its state into a subdirectory of its own
         after every iteration, and the same call after a crash resumes every model where it was (the results equal
@@ -165,7 +171,7 @@ def cross_validate(
     cells = [(v, f) for v in penalties for f in range(folds)]
     members = [
         Member(
-            member_options(shared, {"l2": v}, "cross_validate"),
+            member_options(shared, {"l2": v, "inference": fold_inference}, "cross_validate"),
             None,
             FoldWeighting(f, folds, seed),
             _under(checkpoint, f"l2-{v:g}-fold-{f}"),
