@@ -212,6 +212,8 @@ def test_bootstrap_replicates_are_weighted_fits_and_their_spread_matches_the_ana
         res.bootstrap(nrep=1)
     with pytest.raises(InputError, match="kind='cluster' needs groups"):
         res.bootstrap(nrep=2, kind="cluster")
+    with pytest.raises(InputError, match="groups has 1 distinct id"):
+        res.bootstrap(nrep=2, kind="cluster", groups=np.zeros(len(y)))
 
 
 @pytest.mark.cluster
@@ -328,3 +330,44 @@ def test_a_bad_value_is_named_by_its_row_in_a_bank(problem):
     with pytest.raises(InputError, match=r"row 1234 \(row 234 of partition 1") as info:
         dmlr.cross_validate(da.from_array(bad, chunks=(1000, 3)), da.from_array(y, chunks=1000), folds=3)
     assert "inf" in str(info.value)
+
+
+def test_fit_many_checkpoints_every_model_and_resumes_from_them(problem, tmp_path):
+    """Each model writes its own checkpoints; the same call again resumes every model at its newest state (no
+    iteration repeated) and gives the same results."""
+    x, y = problem
+    models = [{"features": ["a"]}, {"l2": 3.0}]
+    first = dmlr.fit_many(x, y, models=models, feature_names=["a", "b", "c"], checkpoint=str(tmp_path / "ck"))
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["model-0", "model-1"]
+    again = dmlr.fit_many(x, y, models=models, feature_names=["a", "b", "c"], checkpoint=str(tmp_path / "ck"))
+    assert again.n_passes < first.n_passes
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.params.to_numpy(), b.params.to_numpy())
+        np.testing.assert_array_equal(a.bse.to_numpy(), b.bse.to_numpy())
+
+
+def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
+    """One GEMM each way for F models: each model's log-likelihood and score equal the statistics kernel's of its
+    own weighted rows (intercept, offset, data weights, all classes present), to rounding."""
+    from dmlr.data.rows import Rows
+    from dmlr.models.bank import Weighted
+    from dmlr.models.bootstrap import PoissonWeighting
+    from dmlr.oracle.kernels import StatisticsKernel
+    from dmlr.oracle.stacked import StackedScoreKernel
+    from dmlr.oracle.statistics import Request
+
+    x, y, _ = draw_problem(5000, 4, 4, seed=12)
+    rng = np.random.default_rng(3)
+    rows = Rows(x=x, codes=y.astype(np.int32), weights=rng.uniform(0.5, 2, 5000), offset=rng.normal(size=(5000, 3)),
+                row_start=1000)  # fmt: skip
+    coefs = rng.normal(scale=0.3, size=(7, 5, 3))
+    weightings = [PoissonWeighting(4, r) for r in range(7)]
+    stacked = StackedScoreKernel(coefs, True, weightings)(rows)
+    for f in range(7):
+        own = Weighted(StatisticsKernel(coefs[f], Request(), True), weightings[f])(rows)
+        assert stacked.loglik[f] == pytest.approx(own.loglik, rel=1e-12)
+        np.testing.assert_allclose(stacked.score[f], own.score, rtol=1e-10, atol=1e-9)
+        assert stacked.weight_sum[f] == pytest.approx(own.weight_sum, rel=1e-14)
+    columns = StackedScoreKernel(coefs[:, :3], True, weightings, columns=(0, 2))(rows)
+    own = Weighted(StatisticsKernel(coefs[2, :3], Request(), True, (0, 2)), weightings[2])(rows)
+    np.testing.assert_allclose(columns.score[2], own.score, rtol=1e-10, atol=1e-9)

@@ -25,10 +25,10 @@ from dmlr.data.rows import Rows
 from dmlr.data.store import StoreData
 from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
-from dmlr.models.bank import BankKernel, Weighted, bank_advice
 from dmlr.models.many import shared_data
 from dmlr.models.weightings import row_hash
 from dmlr.oracle.kernels import StatisticsKernel
+from dmlr.oracle.stacked import StackedScoreKernel, StackedScores
 from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
 from dmlr.steps.base import flat, unflat
@@ -62,12 +62,20 @@ class PoissonWeighting:
         """The cluster ids, for the cluster bootstrap."""
         return ("groups",) if self.groups else ()
 
-    def __call__(self, rows: Rows) -> Array:
+    def keys(self, rows: Rows) -> NDArray[np.int64]:
+        """What the weight of each of ``rows`` is a function of: its global index, or its cluster's key."""
         index = _group_keys(rows.groups) if self.groups and rows.groups is not None else rows.row_ids()
         if index is None:
             raise InputError(f"partition {rows.partition}: the bootstrap needs every partition's size")
-        u = (row_hash(index, self.seed, stream=self.replicate + 1) >> np.uint64(11)).astype(np.float64) / 2.0**53
+        return index
+
+    def of_keys(self, keys: NDArray[np.int64]) -> Array:
+        """The Poisson(1) weight of each key, shape (r,)."""
+        u = (row_hash(keys, self.seed, stream=self.replicate + 1) >> np.uint64(11)).astype(np.float64) / 2.0**53
         return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
+
+    def __call__(self, rows: Rows) -> Array:
+        return self.of_keys(self.keys(rows))
 
 
 def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
@@ -150,6 +158,12 @@ def bootstrap(
         raise InputError(f"nrep must be an integer >= 2, got {nrep!r}")
     if kind not in ("poisson", "cluster"):
         raise InputError(f"kind must be 'poisson' or 'cluster', got {kind!r}")
+    if kind == "cluster" and groups is not None and not hasattr(groups, "dask"):
+        n_groups = len(pd.unique(np.asarray(groups).ravel()))
+        if n_groups < 2:
+            raise InputError(
+                f"kind='cluster' resamples clusters: groups has {n_groups} distinct id (at least 2 needed)"
+            )
     X, y = _data_of(result, X, y)
     shared = _shared(result, X, y, weights, groups if kind == "cluster" else None, storage_options, client)
     passes = shared.passes
@@ -166,16 +180,11 @@ def bootstrap(
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
-        kernels = [
-            Weighted(StatisticsKernel(coefs[r], Request(), result.intercept, columns), weightings[r]) for r in active
-        ]
-        try:
-            records = passes.engine.reduce(BankKernel(tuple(kernels))).records
-        except WorkerMemoryError as error:
-            raise WorkerMemoryError(f"{error} {bank_advice(passes.engine, kernels)}") from None
-        for r, stats in zip(active, records, strict=True):
-            gradient = objective.gradient(coefs[r], stats)
-            if np.abs(gradient).max() / max(stats.weight_sum, 1.0) < tol:
+        stacked = np.stack([coefs[r] for r in active])
+        record = _scores(passes.engine, result, stacked, [weightings[r] for r in active], columns)
+        for i, r in enumerate(active):
+            gradient = record.score[i] - objective.l2 * objective.mask[:, None] * coefs[r]
+            if np.abs(gradient).max() / max(float(record.weight_sum[i]), 1.0) < tol:
                 done[r] = True
                 continue
             coefs[r] = coefs[r] + unflat(scipy.linalg.cho_solve(factor, flat(gradient)), coefs[r].shape[0])
@@ -222,6 +231,26 @@ def _shared(
         raise InputError(f"the data lack the fit's columns {missing}")
     drop = [j for j, n in enumerate(design.model_names) if n not in names]
     return dataclasses.replace(shared, passes=shared.passes.without_columns(drop)) if drop else shared
+
+
+def _scores(
+    engine: Any, result: MNLogitResults, coefs: Array, weightings: list[PoissonWeighting], columns: Any
+) -> StackedScores:
+    """One pass: every active replicate's score (one GEMM each way per row block for all of them)."""
+    kernel = StackedScoreKernel(coefs, result.intercept, weightings, columns)
+    try:
+        record: StackedScores = engine.reduce(kernel)
+    except WorkerMemoryError as error:
+        low, high = 0, len(weightings)  # the most replicates whose pass fits
+        while low < high:
+            mid = (low + high + 1) // 2
+            fits = engine.fits_memory(StackedScoreKernel(coefs[:mid], result.intercept, weightings[:mid], columns))
+            low, high = (mid, high) if fits else (low, mid - 1)
+        raise WorkerMemoryError(
+            f"{error} A pass of this bootstrap evaluates {len(weightings)} replicates; at most {low} fit a worker: "
+            "use a smaller nrep or give the workers more memory."
+        ) from None
+    return record
 
 
 def _information(engine: Any, result: MNLogitResults, columns: Any, objective: Any) -> Array:

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from dmlr.errors import InputError
-from dmlr.models.bank import BankKernel
-from dmlr.models.many import Member, Shared, fit_members, member_options, shared_data, with_data
+from dmlr.errors import InputError, WorkerMemoryError
+from dmlr.models.bank import BankKernel, bank_advice
+from dmlr.models.many import Member, Shared, checkpoint_under, fit_members, member_options, shared_data, with_data
 from dmlr.models.scores import SCORES, HeldOutKernel, scores_of
 from dmlr.models.weightings import FoldWeighting, check_folds, fold_ids
 from dmlr.results.results import MNLogitResults
@@ -174,14 +174,17 @@ def cross_validate(
             member_options(shared, {"l2": v, "inference": fold_inference}, "cross_validate"),
             None,
             FoldWeighting(f, folds, seed),
-            _under(checkpoint, f"l2-{v:g}-fold-{f}"),
+            checkpoint_under(checkpoint, f"l2-{v:g}-fold-{f}"),
             f"fold {f} of {folds}, seed {seed}",
         )
         for v, f in cells
     ]
     if refit:
         members += [
-            Member(member_options(shared, {"l2": v}, "cross_validate"), checkpoint=_under(checkpoint, f"l2-{v:g}-all"))
+            Member(
+                member_options(shared, {"l2": v}, "cross_validate"),
+                checkpoint=checkpoint_under(checkpoint, f"l2-{v:g}-all"),
+            )
             for v in penalties
         ]
     fitted = fit_members(shared, members)
@@ -195,11 +198,6 @@ def cross_validate(
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
 
 
-def _under(directory: str | None, name: str) -> str | None:
-    """A model's checkpoint subdirectory (``None`` without checkpoints)."""
-    return None if directory is None else f"{str(directory).rstrip('/')}/{name}"
-
-
 def _held_out(
     shared: Shared, models: list[tuple[MNLogitResults, Any]], folds: int, seed: int, cells: list[tuple[float, int]]
 ) -> pd.DataFrame:
@@ -209,7 +207,10 @@ def _held_out(
         HeldOutKernel(res.coef, intercept, columns, FoldWeighting(fold, folds, seed, held_out=True))
         for (res, columns), (_, fold) in zip(models, cells, strict=True)
     )
-    record = shared.passes.engine.reduce(BankKernel(kernels))
+    try:
+        record = shared.passes.engine.reduce(BankKernel(kernels))
+    except WorkerMemoryError as error:
+        raise WorkerMemoryError(f"{error} {bank_advice(shared.passes.engine, kernels)}") from None
     n_rows = shared.passes.design.n_rows
     rows = []
     for (v, fold), sums in zip(cells, record.records, strict=True):

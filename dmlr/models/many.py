@@ -30,7 +30,7 @@ from dmlr.passes.engine import PassEngine
 from dmlr.results.hypothesis import ChiSquareTest, lr_test
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["Member", "ModelSet", "Shared", "fit_many", "fit_members", "shared_data", "with_data"]
+__all__ = ["Member", "ModelSet", "Shared", "checkpoint_under", "fit_many", "fit_members", "shared_data", "with_data"]
 
 SHARED_OPTIONS = frozenset(
     {"base", "fit_intercept", "missing", "cov_type", "weights_type", "persist", "split_every", "max_classes"}
@@ -145,6 +145,11 @@ def _fit_member(shared: Shared, member: Member, engine: MemberEngine) -> tuple[M
     return res, run.passes
 
 
+def checkpoint_under(directory: str | None, name: str) -> str | None:
+    """A model's checkpoint subdirectory (``None`` without checkpoints)."""
+    return None if directory is None else f"{str(directory).rstrip('/')}/{name}"
+
+
 def member_options(shared: Shared, model: Mapping[str, Any], where: str) -> FitOptions:
     """A model's options: the shared ones with its own (never those of :data:`SHARED_OPTIONS`)."""
     fixed = sorted(SHARED_OPTIONS & set(model))
@@ -221,6 +226,7 @@ def fit_many(
     feature_names: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     client: Any = None,
+    checkpoint: str | None = None,
     **options: Any,
 ) -> ModelSet:
     """Fit several models of the same data, sharing every pass over it.
@@ -234,6 +240,9 @@ def fit_many(
         any loop option of :func:`dmlr.fit` (``l2``, ``method``, ``tol``, ``max_iter``, ...) overriding
         ``options``. Options about the data (``base``, ``fit_intercept``, ``missing``, ``cov_type``,
         ``weights_type``, ``persist``, ``split_every``, ``max_classes``) are shared: pass them once.
+    checkpoint : str, optional
+        Directory (local or fsspec URL) of checkpoints: each model writes its state into ``model-<i>`` after every
+        iteration, and the same call after a crash resumes every model where it was.
     **options
         Fit options shared by every model.
 
@@ -268,7 +277,10 @@ def fit_many(
         spec = dict(model)
         features = spec.pop("features", None)
         chosen = None if features is None else check_features(shared, list(features), where)
-        members.append(Member(member_options(shared, spec, where), chosen))
+        options_i = member_options(shared, spec, where)
+        members.append(
+            Member(options_i, chosen, checkpoint=checkpoint_under(checkpoint, f"model-{i}"), tag=f"model {i}")
+        )
     fitted = fit_members(shared, members)
     results = tuple(with_data(shared, res, m.features is None) for (res, _), m in zip(fitted, members, strict=True))
     return ModelSet(results, tuple(dict(m) for m in models), shared.passes.engine.count)

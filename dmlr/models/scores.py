@@ -59,8 +59,11 @@ class HeldOutKernel:
         return Sums({k: sums[k] for k in ("rows", "weight", "nll", "hits", "brier")})
 
     def memory(self, rows: int, p: int) -> int:
-        """The held-out rows' copy and probabilities."""
-        return 8 * rows * (p + 4 * (self.coef.shape[1] + 1)) + 64 * rows
+        """The weights and mask of every row, and the held-out rows' copy and probabilities (a fold holds about
+        ``rows / folds`` of them: twice that is counted)."""
+        folds = int(getattr(self.weighting, "folds", 1))
+        held = min(rows, -(-2 * rows // max(folds, 1)))
+        return 9 * rows + 8 * held * (p + 4 * (self.coef.shape[1] + 1))
 
     def record_bytes(self) -> int:
         """Five numbers."""

@@ -1,0 +1,141 @@
+"""Log-likelihoods and scores of F models of the same columns at once: the F linear predictors of a row block are one
+GEMM against the stacked coefficients and the F scores one GEMM back, so a pass reads each block of ``X`` once for
+every model (a score pass is bound by reading ``X``: F separate kernels read it F times). NumPy only: runs on
+workers. Used by the bootstrap (:mod:`dmlr.models.bootstrap`), whose replicates differ by their row weights only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.data.rows import Rows
+from dmlr.oracle.checks import check_finite
+from dmlr.oracle.probabilities import softmax
+
+__all__ = ["StackedScoreKernel", "StackedScores"]
+
+Array = NDArray[np.float64]
+
+BLOCK_BYTES = 16 * 2**20
+"""Budget of a row block's largest temporary (its ``r x F x m`` predictors)."""
+
+
+class KeyedWeighting(Protocol):
+    """A model's row weights as a function of a key per row (its global index, its cluster's id) that every model
+    of the stack shares: the keys are found once per partition, the weights a row block at a time."""
+
+    def keys(self, rows: Rows) -> NDArray[np.int64]: ...
+
+    def of_keys(self, keys: NDArray[np.int64]) -> Array: ...
+
+
+@dataclass
+class StackedScores:
+    """Each model's log-likelihood, score and weight sum over some rows.
+
+    Attributes
+    ----------
+    loglik : ndarray, shape (F,)
+    score : ndarray, shape (F, d, m)
+        ``X^T V_f (Y - P_f)`` of each model (intercept row first when there is one).
+    weight_sum : ndarray, shape (F,)
+    """
+
+    loglik: Array
+    score: Array
+    weight_sum: Array
+
+    def __add__(self, other: StackedScores) -> StackedScores:
+        return StackedScores(self.loglik + other.loglik, self.score + other.score, self.weight_sum + other.weight_sum)
+
+    def add_(self, other: StackedScores) -> StackedScores:
+        """Add ``other`` in place."""
+        self.loglik += other.loglik
+        self.score += other.score
+        self.weight_sum += other.weight_sum
+        return self
+
+
+@dataclass(frozen=True)
+class StackedScoreKernel:
+    """The log-likelihood and score of F models that share their columns and differ by coefficients and row weights.
+
+    Attributes
+    ----------
+    coefs : ndarray, shape (F, d, m)
+    intercept : bool
+        Whether row 0 of each model's coefficients is the intercept (not stored in the data).
+    weightings : sequence of KeyedWeighting
+        Model f's weight of each row, times the data's weights; the first one's keys serve all of them.
+    columns : tuple of int, optional
+        The data columns the models use (all when ``None``).
+    """
+
+    coefs: Array
+    intercept: bool
+    weightings: Sequence[KeyedWeighting]
+    columns: tuple[int, ...] | None = None
+    reads: ClassVar[tuple[str, ...]] = ("x", "codes", "weights", "offset", "groups")
+
+    def __call__(self, rows: Rows) -> StackedScores:
+        assert rows.x is not None and rows.codes is not None
+        x = rows.x if self.columns is None else rows.x[:, list(self.columns)]
+        check_finite(x, "X", rows.partition, rows.row_start)
+        f, d, m = self.coefs.shape
+        keys = self.weightings[0].keys(rows)
+        slopes = np.ascontiguousarray(self.coefs[:, int(self.intercept) :].transpose(1, 0, 2).reshape(-1, f * m))
+        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
+        step = max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
+        for start in range(0, x.shape[0], step):
+            stop = min(start + step, x.shape[0])
+            weights = np.stack([w.of_keys(keys[start:stop]) for w in self.weightings], axis=1)  # (r_b, F)
+            if rows.weights is not None:
+                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
+            out.weight_sum += weights.sum(axis=0)
+            offset = None if rows.offset is None else rows.offset[start:stop]
+            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out)
+        return out
+
+    def _block(
+        self, x: Array, codes: NDArray[Any], weights: Array, offset: Array | None, slopes: Array, out: StackedScores
+    ) -> None:
+        """Add one row block's log-likelihoods and scores into ``out``."""
+        f, _, m = self.coefs.shape
+        r = x.shape[0]
+        eta = (x @ slopes).reshape(r, f, m)
+        if self.intercept:
+            eta += self.coefs[:, 0, :][None, :, :]
+        if offset is not None:
+            eta += offset[:, None, :]
+        prob, lse = softmax(np.ascontiguousarray(eta.transpose(2, 0, 1).reshape(m, r * f)))  # the one softmax
+        prob = prob.reshape(m, r, f).transpose(1, 2, 0)  # (r, F, m)
+        lse = lse.reshape(r, f)
+        chosen = np.zeros((r, f))
+        labelled = codes > 0
+        chosen[labelled] = eta[labelled, :, codes[labelled] - 1]
+        out.loglik += (weights * (chosen - lse)).sum(axis=0)
+        resid = -prob
+        resid[labelled, :, codes[labelled] - 1] += 1.0
+        resid *= weights[:, :, None]
+        flat = resid.reshape(r, f * m)
+        score = (x.T @ flat).reshape(-1, f, m).transpose(1, 0, 2)  # (F, p, m)
+        first = int(self.intercept)
+        out.score[:, first:, :] += score
+        if self.intercept:
+            out.score[:, 0, :] += flat.sum(axis=0).reshape(f, m)
+
+    def memory(self, rows: int, p: int) -> int:
+        """The rows' keys, a block's weights, predictors, probabilities and residuals (each within the block
+        budget), the records."""
+        f, d, m = self.coefs.shape
+        return 8 * rows + 6 * BLOCK_BYTES + 16 * f * d * m
+
+    def record_bytes(self) -> int:
+        """The F scores."""
+        f, d, m = self.coefs.shape
+        return 8 * f * (d * m + 2)
