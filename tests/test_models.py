@@ -351,7 +351,7 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
     own weighted rows (intercept, offset, data weights, all classes present), to rounding."""
     from dmlr.data.rows import Rows
     from dmlr.models.bank import Weighted
-    from dmlr.models.bootstrap import PoissonWeighting
+    from dmlr.models.bootstrap import PoissonReplicates, PoissonWeighting
     from dmlr.oracle.kernels import StatisticsKernel
     from dmlr.oracle.stacked import StackedScoreKernel
     from dmlr.oracle.statistics import Request
@@ -362,12 +362,12 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
                 row_start=1000)  # fmt: skip
     coefs = rng.normal(scale=0.3, size=(7, 5, 3))
     weightings = [PoissonWeighting(4, r) for r in range(7)]
-    stacked = StackedScoreKernel(coefs, True, weightings)(rows)
+    stacked = StackedScoreKernel(coefs, True, PoissonReplicates(4, tuple(range(7))))(rows)
     for f in range(7):
         own = Weighted(StatisticsKernel(coefs[f], Request(), True), weightings[f])(rows)
         assert stacked.loglik[f] == pytest.approx(own.loglik, rel=1e-12)
         np.testing.assert_allclose(stacked.score[f], own.score, rtol=1e-10, atol=1e-9)
         assert stacked.weight_sum[f] == pytest.approx(own.weight_sum, rel=1e-14)
-    columns = StackedScoreKernel(coefs[:, :3], True, weightings, columns=(0, 2))(rows)
+    columns = StackedScoreKernel(coefs[:, :3], True, PoissonReplicates(4, tuple(range(7))), columns=(0, 2))(rows)
     own = Weighted(StatisticsKernel(coefs[2, :3], Request(), True, (0, 2)), weightings[2])(rows)
     np.testing.assert_allclose(columns.score[2], own.score, rtol=1e-10, atol=1e-9)

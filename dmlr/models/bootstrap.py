@@ -33,12 +33,29 @@ from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
 from dmlr.steps.base import flat, unflat
 
-__all__ = ["BootstrapResults", "PoissonWeighting", "bootstrap"]
+__all__ = ["BootstrapResults", "PoissonReplicates", "PoissonWeighting", "bootstrap", "poisson_weights"]
 
 logger = logging.getLogger("dmlr")
 Array = NDArray[np.float64]
 
-_POISSON_CDF = sps.poisson(1.0).cdf(np.arange(30))
+_LANES = 4
+"""Replicates per 64-bit hash: each takes 16 of its bits."""
+_POISSON_TABLE = np.searchsorted(sps.poisson(1.0).cdf(np.arange(30)), (np.arange(2**16) + 0.5) / 2**16, side="right")
+"""Poisson(1) quantile of each 16-bit uniform (u + 1/2) / 2^16: the distribution to within 2^-16 in every cell."""
+_POISSON_TABLE = _POISSON_TABLE.astype(np.float64)
+
+
+def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.int64]) -> Array:
+    """Poisson(1) weights of each key (rows) for each replicate (columns), shape (r, F): replicate ``j`` takes the
+    16-bit lane ``j % 4`` of the hash of ``(seed, key)`` in stream ``j // 4 + 1``, looked up in a table (one hash
+    for four replicates, no search)."""
+    streams = np.unique(replicates // _LANES)
+    hashes = {int(s): row_hash(keys, seed, stream=int(s) + 1) for s in streams}
+    out = np.empty((keys.shape[0], replicates.shape[0]))
+    for i, r in enumerate(replicates):
+        lane = (hashes[int(r) // _LANES] >> np.uint64(16 * (int(r) % _LANES))) & np.uint64(0xFFFF)
+        out[:, i] = _POISSON_TABLE[lane.astype(np.intp)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -70,9 +87,8 @@ class PoissonWeighting:
         return index
 
     def of_keys(self, keys: NDArray[np.int64]) -> Array:
-        """The Poisson(1) weight of each key, shape (r,)."""
-        u = (row_hash(keys, self.seed, stream=self.replicate + 1) >> np.uint64(11)).astype(np.float64) / 2.0**53
-        return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
+        """The Poisson(1) weight of each key, shape (r,) (:func:`poisson_weights`)."""
+        return poisson_weights(keys, self.seed, np.array([self.replicate]))[:, 0]
 
     def __call__(self, rows: Rows) -> Array:
         return self.of_keys(self.keys(rows))
@@ -84,6 +100,30 @@ def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
         return groups.astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF)
     hashed = pd.util.hash_array(np.asarray(groups, dtype=object))
     return (hashed >> np.uint64(1)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PoissonReplicates:
+    """The Poisson weights of several replicates at once, for the stacked scores (:mod:`dmlr.oracle.stacked`).
+
+    Attributes
+    ----------
+    seed : int
+    replicates : tuple of int
+    groups : bool
+    """
+
+    seed: int
+    replicates: tuple[int, ...]
+    groups: bool = False
+
+    def keys(self, rows: Rows) -> NDArray[np.int64]:
+        """As :meth:`PoissonWeighting.keys`."""
+        return PoissonWeighting(self.seed, 0, self.groups).keys(rows)
+
+    def of_keys(self, keys: NDArray[np.int64]) -> Array:
+        """Shape (r, F)."""
+        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -174,14 +214,15 @@ def bootstrap(
     info = _information(passes.engine, result, columns, objective)
     factor = scipy.linalg.cho_factor(info)
     coefs = [result.coef.copy() for _ in range(nrep)]
-    weightings = [PoissonWeighting(seed, r, kind == "cluster") for r in range(nrep)]
+    clustered = kind == "cluster"
     done = np.zeros(nrep, dtype=bool)
     for _ in range(max_iter):
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
         stacked = np.stack([coefs[r] for r in active])
-        record = _scores(passes.engine, result, stacked, [weightings[r] for r in active], columns)
+        weighting = PoissonReplicates(seed, tuple(int(r) for r in active), clustered)
+        record = _scores(passes.engine, result, stacked, weighting, columns)
         for i, r in enumerate(active):
             gradient = record.score[i] - objective.l2 * objective.mask[:, None] * coefs[r]
             if np.abs(gradient).max() / max(float(record.weight_sum[i]), 1.0) < tol:
@@ -234,21 +275,27 @@ def _shared(
 
 
 def _scores(
-    engine: Any, result: MNLogitResults, coefs: Array, weightings: list[PoissonWeighting], columns: Any
+    engine: Any, result: MNLogitResults, coefs: Array, weighting: PoissonReplicates, columns: Any
 ) -> StackedScores:
     """One pass: every active replicate's score (one GEMM each way per row block for all of them)."""
-    kernel = StackedScoreKernel(coefs, result.intercept, weightings, columns)
+    kernel = StackedScoreKernel(coefs, result.intercept, weighting, columns)
     try:
         record: StackedScores = engine.reduce(kernel)
     except WorkerMemoryError as error:
-        low, high = 0, len(weightings)  # the most replicates whose pass fits
+        low, high = 0, len(weighting.replicates)  # the most replicates whose pass fits
         while low < high:
             mid = (low + high + 1) // 2
-            fits = engine.fits_memory(StackedScoreKernel(coefs[:mid], result.intercept, weightings[:mid], columns))
+            fewer = PoissonReplicates(weighting.seed, weighting.replicates[:mid], weighting.groups)
+            fits = engine.fits_memory(StackedScoreKernel(coefs[:mid], result.intercept, fewer, columns))
             low, high = (mid, high) if fits else (low, mid - 1)
         raise WorkerMemoryError(
-            f"{error} A pass of this bootstrap evaluates {len(weightings)} replicates; at most {low} fit a worker: "
-            "use a smaller nrep or give the workers more memory."
+            f"{error} A pass of this bootstrap evaluates {len(weighting.replicates)} replicates; "
+            + (
+                f"at most {low} fit a worker: use a smaller nrep"
+                if low
+                else "not even one fits a worker: stage the data in smaller chunks"
+            )
+            + " or give the workers more memory."
         ) from None
     return record
 

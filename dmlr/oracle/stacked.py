@@ -6,7 +6,6 @@ workers. Used by the bootstrap (:mod:`dmlr.models.bootstrap`), whose replicates 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -21,17 +20,21 @@ __all__ = ["StackedScoreKernel", "StackedScores"]
 
 Array = NDArray[np.float64]
 
-BLOCK_BYTES = 16 * 2**20
+BLOCK_BYTES = 8 * 2**20
 """Budget of a row block's largest temporary (its ``r x F x m`` predictors)."""
 
 
-class KeyedWeighting(Protocol):
-    """A model's row weights as a function of a key per row (its global index, its cluster's id) that every model
-    of the stack shares: the keys are found once per partition, the weights a row block at a time."""
+class StackWeighting(Protocol):
+    """The F models' row weights as functions of a key per row (its global index, its cluster's id) that the
+    models share: the keys are found once per partition, the weights a row block at a time."""
 
-    def keys(self, rows: Rows) -> NDArray[np.int64]: ...
+    def keys(self, rows: Rows) -> NDArray[np.int64]:
+        """One key per row, shape (r,)."""
+        ...
 
-    def of_keys(self, keys: NDArray[np.int64]) -> Array: ...
+    def of_keys(self, keys: NDArray[np.int64]) -> Array:
+        """Each model's weight of each key, shape (r, F)."""
+        ...
 
 
 @dataclass
@@ -70,15 +73,15 @@ class StackedScoreKernel:
     coefs : ndarray, shape (F, d, m)
     intercept : bool
         Whether row 0 of each model's coefficients is the intercept (not stored in the data).
-    weightings : sequence of KeyedWeighting
-        Model f's weight of each row, times the data's weights; the first one's keys serve all of them.
+    weighting : StackWeighting
+        The models' weights of each row (times the data's weights).
     columns : tuple of int, optional
         The data columns the models use (all when ``None``).
     """
 
     coefs: Array
     intercept: bool
-    weightings: Sequence[KeyedWeighting]
+    weighting: StackWeighting
     columns: tuple[int, ...] | None = None
     reads: ClassVar[tuple[str, ...]] = ("x", "codes", "weights", "offset", "groups")
 
@@ -87,13 +90,13 @@ class StackedScoreKernel:
         x = rows.x if self.columns is None else rows.x[:, list(self.columns)]
         check_finite(x, "X", rows.partition, rows.row_start)
         f, d, m = self.coefs.shape
-        keys = self.weightings[0].keys(rows)
+        keys = self.weighting.keys(rows)
         slopes = np.ascontiguousarray(self.coefs[:, int(self.intercept) :].transpose(1, 0, 2).reshape(-1, f * m))
         out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
         step = max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
         for start in range(0, x.shape[0], step):
             stop = min(start + step, x.shape[0])
-            weights = np.stack([w.of_keys(keys[start:stop]) for w in self.weightings], axis=1)  # (r_b, F)
+            weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
             if rows.weights is not None:
                 weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
             out.weight_sum += weights.sum(axis=0)
@@ -133,7 +136,7 @@ class StackedScoreKernel:
         """The rows' keys, a block's weights, predictors, probabilities and residuals (each within the block
         budget), the records."""
         f, d, m = self.coefs.shape
-        return 8 * rows + 6 * BLOCK_BYTES + 16 * f * d * m
+        return 8 * rows + 5 * BLOCK_BYTES + 16 * f * d * m
 
     def record_bytes(self) -> int:
         """The F scores."""
