@@ -49,13 +49,12 @@ def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.i
     """Poisson(1) weights of each key (rows) for each replicate (columns), shape (r, F): replicate ``j`` takes the
     16-bit lane ``j % 4`` of the hash of ``(seed, key)`` in stream ``j // 4 + 1``, looked up in a table (one hash
     for four replicates, no search)."""
-    streams = np.unique(replicates // _LANES)
-    hashes = {int(s): row_hash(keys, seed, stream=int(s) + 1) for s in streams}
-    out = np.empty((keys.shape[0], replicates.shape[0]))
-    for i, r in enumerate(replicates):
-        lane = (hashes[int(r) // _LANES] >> np.uint64(16 * (int(r) % _LANES))) & np.uint64(0xFFFF)
-        out[:, i] = _POISSON_TABLE[lane.astype(np.intp)]
-    return out
+    streams, where = np.unique(replicates // _LANES, return_inverse=True)
+    hashes = np.empty((keys.shape[0], streams.size), dtype=np.uint64)
+    for j, stream in enumerate(streams):
+        hashes[:, j] = row_hash(keys, seed, stream=int(stream) + 1)
+    lanes = hashes.astype("<u8").view("<u2").reshape(keys.shape[0], _LANES * streams.size)  # lane k: bits 16k..
+    return _POISSON_TABLE[lanes[:, where * _LANES + replicates % _LANES]]
 
 
 @dataclass(frozen=True)
