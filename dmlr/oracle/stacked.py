@@ -91,7 +91,8 @@ class StackedScoreKernel:
         check_finite(x, "X", rows.partition, rows.row_start)
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
-        slopes = np.ascontiguousarray(self.coefs[:, int(self.intercept) :].transpose(1, 0, 2).reshape(-1, f * m))
+        first = int(self.intercept)
+        slopes = [np.ascontiguousarray(self.coefs[:, first:, c].T) for c in range(m)]  # class c: (p, F)
         out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
         step = max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
         for start in range(0, x.shape[0], step):
@@ -105,32 +106,41 @@ class StackedScoreKernel:
         return out
 
     def _block(
-        self, x: Array, codes: NDArray[Any], weights: Array, offset: Array | None, slopes: Array, out: StackedScores
+        self,
+        x: Array,
+        codes: NDArray[Any],
+        weights: Array,
+        offset: Array | None,
+        slopes: list[Array],
+        out: StackedScores,
     ) -> None:
-        """Add one row block's log-likelihoods and scores into ``out``."""
+        """Add one row block's log-likelihoods and scores into ``out``; class-major throughout (the predictors of
+        class c for every row and model are one GEMM, the softmax runs on them in place, no transposes)."""
         f, _, m = self.coefs.shape
         r = x.shape[0]
-        eta = (x @ slopes).reshape(r, f, m)
-        if self.intercept:
-            eta += self.coefs[:, 0, :][None, :, :]
-        if offset is not None:
-            eta += offset[:, None, :]
-        prob, lse = softmax(np.ascontiguousarray(eta.transpose(2, 0, 1).reshape(m, r * f)))  # the one softmax
-        prob = prob.reshape(m, r, f).transpose(1, 2, 0)  # (r, F, m)
-        lse = lse.reshape(r, f)
+        eta = np.empty((m, r, f))
+        for c in range(m):
+            np.matmul(x, slopes[c], out=eta[c])
+            if self.intercept:
+                eta[c] += self.coefs[:, 0, c]
+            if offset is not None:
+                eta[c] += offset[:, c : c + 1]
         chosen = np.zeros((r, f))
-        labelled = codes > 0
-        chosen[labelled] = eta[labelled, :, codes[labelled] - 1]
-        out.loglik += (weights * (chosen - lse)).sum(axis=0)
-        resid = -prob
-        resid[labelled, :, codes[labelled] - 1] += 1.0
-        resid *= weights[:, :, None]
-        flat = resid.reshape(r, f * m)
-        score = (x.T @ flat).reshape(-1, f, m).transpose(1, 0, 2)  # (F, p, m)
+        onehot = [(codes == c + 1).astype(np.float64)[:, None] for c in range(m)]  # (r, 1) each
+        for c in range(m):
+            chosen += onehot[c] * eta[c]
+        prob, lse = softmax(eta.reshape(m, r * f))  # the one softmax
+        chosen -= lse.reshape(r, f)
+        out.loglik += np.einsum("rf,rf->f", weights, chosen)
+        resid = prob.reshape(m, r, f)
+        np.negative(resid, out=resid)
         first = int(self.intercept)
-        out.score[:, first:, :] += score
-        if self.intercept:
-            out.score[:, 0, :] += flat.sum(axis=0).reshape(f, m)
+        for c in range(m):
+            resid[c] += onehot[c]
+            resid[c] *= weights
+            out.score[:, first:, c] += (x.T @ resid[c]).T
+            if self.intercept:
+                out.score[:, 0, c] += resid[c].sum(axis=0)
 
     def memory(self, rows: int, p: int) -> int:
         """The rows' keys, a block's weights, predictors, probabilities and residuals (each within the block
