@@ -129,23 +129,31 @@ def cv(
 )  # fmt: skip
 @click.option("--out", "out", required=True, metavar="DIR", help="Directory for table.csv and model-<i>/.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty DIR.")
+@click.option(
+    "--checkpoint", metavar="CKPT",
+    help="Every model writes its state into CKPT after every iteration; the same command after a crash resumes there.",
+)  # fmt: skip
 @storage_option
 @guarded
 @with_cluster_options
 @with_fit_options
 def compare(
-    store: str, models: tuple[str, ...], out: str, overwrite: bool, options: FitOptions, where: ClusterOptions,
-    verbose: bool, storage_options: str | None,
+    store: str, models: tuple[str, ...], out: str, overwrite: bool, checkpoint: str | None, options: FitOptions,
+    where: ClusterOptions, verbose: bool, storage_options: str | None,
 ) -> None:  # fmt: skip
     """Fit several specifications of STORE in one set of passes: nobs, df, log-likelihood, AIC and BIC per model,
     and likelihood-ratio tests of each model against the next when nested."""
     import dmlr
 
     so = parse_storage_options(storage_options)
-    path = _out_dir(out, overwrite)
+    path = _out_dir(out, overwrite or checkpoint is not None)  # a resumed run writes where the first one would
     specs = [{} if m.strip() == "all" else {"features": split_values((m,))} for m in models]
-    with client_for(where, verbose) as client, phases_on_stderr():
-        fitted = dmlr.fit_many(store, models=specs, storage_options=so, client=client, **_fit_options(options))
+    from dmlr.interrupt import terminate_gracefully
+
+    with terminate_gracefully(), client_for(where, verbose) as client, phases_on_stderr():
+        fitted = dmlr.fit_many(
+            store, models=specs, storage_options=so, client=client, checkpoint=checkpoint, **_fit_options(options)
+        )
     table = fitted.table()
     tests = []
     for i in range(len(fitted) - 1):

@@ -240,7 +240,15 @@ def test_the_commands_write_tables_plots_and_models(problem, tmp_path):
     np.testing.assert_allclose(refit.params.to_numpy(), _alone(x, y, best, slice(None)).params.to_numpy(), atol=1e-8)
     assert (tmp_path / "cv" / "cv.png").stat().st_size > 1000
 
-    done = run("compare", store, "--model", "a", "--model", "a,b", "--model", "all", "--out", str(tmp_path / "cmp"))
+    compare = ("compare", store, "--model", "a", "--model", "a,b", "--model", "all", "--out", str(tmp_path / "cmp"))
+    done = run(*compare, "--checkpoint", str(tmp_path / "ck"))
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["model-0", "model-1", "model-2"]
+    again = run(*compare, "--checkpoint", str(tmp_path / "ck"))  # resumed: the same table
+    assert (
+        pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)["llf"].tolist()
+        == pytest.approx([_statsmodels(x, y, c).llf for c in ([0], [0, 1], [0, 1, 2])], rel=1e-10)
+        and "model 0 vs 1" in again.stdout
+    )
     table = pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)
     for i, columns in enumerate([[0], [0, 1], [0, 1, 2]]):
         assert table.loc[i, "llf"] == pytest.approx(_statsmodels(x, y, columns).llf, rel=1e-10)
