@@ -39,7 +39,7 @@ WIDE_PARAMETERS = 2_000
 """Parameters from which inverting the information is announced as a phase (seconds at ``(K - 1) d`` in the
 thousands)."""
 
-__all__ = ["data_token", "fit", "fit_and_save", "fit_passes", "prepare", "scatter_rows"]
+__all__ = ["data_token", "final_request", "fit", "fit_and_save", "fit_passes", "prepare", "scatter_rows"]
 
 
 def fit(
@@ -114,8 +114,7 @@ def fit(
     opts = FitOptions.of(options)
     client, inputs, design, cov = prepare(X, y, weights, offset, groups, feature_names, storage_options, client, opts)
     token = data_token(inputs) if checkpoint is not None else ""
-    probability = opts.weights_type == "probability"
-    final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
+    final = final_request(opts, cov)
     warm, new_from = warm_start_of(start_params, inputs.store)
     if warm is not None and new_from is not None and new_from < design.n_rows:
         new = inputs.rows_from(new_from)
@@ -151,6 +150,12 @@ def prepare(
     cov = opts.covariance(has_weights=inputs.weights is not None, has_groups=inputs.groups is not None)
     design = inputs.design(opts.base, opts.fit_intercept, None if client is None else client_threads(client))
     return client, inputs, design, cov
+
+
+def final_request(opts: FitOptions, cov: str) -> Request:
+    """What a fit's pass at the optimum computes: the information, and the meat for HC0/HC1 covariances."""
+    probability = opts.weights_type == "probability"
+    return Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
 
 
 def data_token(inputs: Inputs) -> str:

@@ -23,7 +23,7 @@ from dmlr.cli_support import (
     with_fit_options,
 )
 from dmlr.errors import InputError
-from dmlr.options import ClusterOptions, FitOptions
+from dmlr.options import ClusterOptions, FitOptions, check_output
 
 __all__ = ["bootstrap", "compare", "cv"]
 
@@ -31,23 +31,19 @@ PLOTS_MISSING = "dmlr: plot not written (install dmlr[report] for matplotlib)"
 
 
 def _out_dir(out: str, overwrite: bool) -> Path:
-    """The output directory, refused when it exists and is not empty (without ``--overwrite``)."""
+    """The output directory, refused when it exists (without ``--overwrite``) as every command's output is."""
+    check_output(out, overwrite, None, "output directory")
     path = Path(out)
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise InputError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
+    from dmlr.pipeline.report import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         click.echo(PLOTS_MISSING, err=True)
-        return None
     return plt
 
 
@@ -58,12 +54,6 @@ def _penalties(text: str) -> list[float]:
         raise InputError(f"--l2 must be comma-separated numbers, got {text!r}") from None
 
 
-def _fit_options(options: FitOptions, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The fit options given on the command line that differ from their defaults (``drop``: set by the command)."""
-    defaults = asdict(FitOptions())
-    return {k: v for k, v in asdict(options).items() if v != defaults[k] and k not in drop}
-
-
 @click.command()
 @click.argument("store")
 @click.option("--folds", type=int, default=5, show_default=True, help="Number of folds (K-fold cross-validation).")
@@ -72,7 +62,7 @@ def _fit_options(options: FitOptions, drop: tuple[str, ...] = ()) -> dict[str, A
 @click.option(
     "--out", "out", required=True, metavar="DIR", help="Directory for scores.csv, summary.csv, cv.png, refit/."
 )
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty DIR.")
+@click.option("--overwrite", is_flag=True, help="Write into an existing DIR.")
 @click.option(
     "--checkpoint", metavar="CKPT",
     help="Every model writes its state into CKPT after every iteration; the same command after a crash, SIGTERM or "
@@ -99,7 +89,7 @@ def cv(
     with terminate_gracefully(), client_for(where, verbose) as client, phases_on_stderr():
         result = dmlr.cross_validate(
             store, folds=folds, l2=penalties, seed=seed, storage_options=so, client=client, checkpoint=checkpoint,
-            **_fit_options(options, ("l2",)),
+            **{k: v for k, v in asdict(options).items() if k != "l2"},
         )  # fmt: skip
     result.scores.to_csv(path / "scores.csv", index=False)
     summary = result.summary_frame()
@@ -128,7 +118,7 @@ def cv(
     help="A model's feature columns, comma-separated (repeat for each model; 'all' for every column).",
 )  # fmt: skip
 @click.option("--out", "out", required=True, metavar="DIR", help="Directory for table.csv and model-<i>/.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty DIR.")
+@click.option("--overwrite", is_flag=True, help="Write into an existing DIR.")
 @click.option(
     "--checkpoint", metavar="CKPT",
     help="Every model writes its state into CKPT after every iteration; the same command after a crash resumes there.",
@@ -152,7 +142,7 @@ def compare(
 
     with terminate_gracefully(), client_for(where, verbose) as client, phases_on_stderr():
         fitted = dmlr.fit_many(
-            store, models=specs, storage_options=so, client=client, checkpoint=checkpoint, **_fit_options(options)
+            store, models=specs, storage_options=so, client=client, checkpoint=checkpoint, **asdict(options)
         )
     table = fitted.table()
     tests = []
@@ -181,7 +171,7 @@ def compare(
 @click.option("--kind", type=click.Choice(["poisson", "cluster"]), default="poisson", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out", required=True, metavar="DIR", help="Directory for bse.csv, conf_int.csv, bootstrap.png.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty DIR.")
+@click.option("--overwrite", is_flag=True, help="Write into an existing DIR.")
 @storage_option
 @guarded
 @with_cluster_options

@@ -185,7 +185,7 @@ def test_bootstrap_replicates_are_weighted_fits_and_their_spread_matches_the_ana
     0.9-1.1 of the model-based one, the cluster bootstrap's within 0.85-1.15 of the cluster-robust one (200
     clusters); the weights do not depend on the partitioning."""
     from dmlr.data.rows import Rows
-    from dmlr.models.bootstrap import PoissonWeighting
+    from dmlr.models.bootstrap import PoissonReplicates
 
     x, y, _ = draw_problem(50_000, 5, 4, seed=3, scale=0.5)
     res = dmlr.fit(x, y, method="newton")
@@ -193,10 +193,9 @@ def test_bootstrap_replicates_are_weighted_fits_and_their_spread_matches_the_ana
     assert boot.params.shape == (400, 6, 3) and boot.converged.all()
     ratio = boot.bse.to_numpy() / res.bse.to_numpy()
     assert ratio.min() > 0.9 and ratio.max() < 1.1, ratio
-    weights = PoissonWeighting(1, 7)(Rows(x=x))
-    halves = np.concatenate(
-        [PoissonWeighting(1, 7)(Rows(x=x[:20_000])), PoissonWeighting(1, 7)(Rows(x=x[20_000:], row_start=20_000))]
-    )
+    replicate = PoissonReplicates(1, (7,))
+    weights = replicate(Rows(x=x))[:, 0]
+    halves = np.concatenate([replicate(Rows(x=x[:20_000])), replicate(Rows(x=x[20_000:], row_start=20_000))])[:, 0]
     np.testing.assert_array_equal(weights, halves)
     assert abs(weights.mean() - 1) < 0.02 and abs(weights.var() - 1) < 0.03  # Poisson(1)
     replicate = dmlr.fit(x, y, weights=weights, method="newton", tol=1e-12)
@@ -233,8 +232,12 @@ def test_the_commands_write_tables_plots_and_models(problem, tmp_path):
 
     run("cv", store, "--folds", "3", "--l2", "0,50", "--seed", "2", "--out", str(tmp_path / "cv"), "--method", "newton")
     scores = pd.read_csv(tmp_path / "cv" / "scores.csv")
-    expected = dmlr.cross_validate(store, folds=3, l2=[0.0, 50.0], seed=2, method="newton").scores
-    pd.testing.assert_frame_equal(scores, expected, rtol=1e-10, atol=1e-12)
+    folds = dmlr.fold_ids(len(y), 3, 2)
+    for row in scores.itertuples():  # each score: the fit of the fold's training rows, scored by scikit-learn
+        test = folds == row.fold
+        proba = _alone(x, y, row.l2, ~test).predict_proba(x[test])
+        assert row.log_loss == pytest.approx(log_loss(y[test], proba, labels=[0, 1, 2]), abs=1e-9)
+        assert row.accuracy == pytest.approx(accuracy_score(y[test], proba.argmax(axis=1)), abs=1e-12)
     refit = dmlr.load(str(tmp_path / "cv" / "refit"))
     best = float(scores.groupby("l2")["log_loss"].mean().idxmin())
     np.testing.assert_allclose(refit.params.to_numpy(), _alone(x, y, best, slice(None)).params.to_numpy(), atol=1e-8)
@@ -243,29 +246,30 @@ def test_the_commands_write_tables_plots_and_models(problem, tmp_path):
     compare = ("compare", store, "--model", "a", "--model", "a,b", "--model", "all", "--out", str(tmp_path / "cmp"))
     done = run(*compare, "--checkpoint", str(tmp_path / "ck"))
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["model-0", "model-1", "model-2"]
-    again = run(*compare, "--checkpoint", str(tmp_path / "ck"))  # resumed: the same table
-    assert (
-        pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)["llf"].tolist()
-        == pytest.approx([_statsmodels(x, y, c).llf for c in ([0], [0, 1], [0, 1, 2])], rel=1e-10)
-        and "model 0 vs 1" in again.stdout
-    )
+    again = run(*compare, "--checkpoint", str(tmp_path / "ck"))  # resumed from the checkpoints: the same table
     table = pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)
     for i, columns in enumerate([[0], [0, 1], [0, 1, 2]]):
         assert table.loc[i, "llf"] == pytest.approx(_statsmodels(x, y, columns).llf, rel=1e-10)
     tests = pd.read_csv(tmp_path / "cmp" / "lr_tests.csv")
-    assert list(tests["df"]) == [2, 2] and "model 0 vs 1: chi2(2)" in done.stdout
+    assert list(tests["df"]) == [2, 2] and "model 0 vs 1: chi2(2)" in done.stdout and "model 0 vs 1" in again.stdout
+
+    from dmlr.data.rows import Rows
+    from dmlr.models.bootstrap import PoissonReplicates
 
     res = dmlr.fit(store, method="newton")
     dmlr.save(res, str(tmp_path / "fit"))
     run("bootstrap", str(tmp_path / "fit"), store, "--nrep", "20", "--seed", "4", "--out", str(tmp_path / "boot"))
+    params = np.load(tmp_path / "boot" / "params.npy")
+    assert params.shape == (20, 4, 2)
+    weights = PoissonReplicates(4, (3,))(Rows(x=x))[:, 0]  # replicate 3: the fit of the rows so weighted
+    weighted = dmlr.fit(x, y, weights=weights, method="newton", tol=1e-12)
+    np.testing.assert_allclose(params[3], weighted.params.to_numpy(), rtol=0, atol=1e-6)
     bse = pd.read_csv(tmp_path / "boot" / "bse.csv", index_col=[0, 1])
-    np.testing.assert_allclose(
-        bse["boot_bse"].to_numpy(), res.bootstrap(nrep=20, seed=4).bse.stack().to_numpy(), rtol=1e-9
-    )
+    np.testing.assert_allclose(bse["boot_bse"].to_numpy(), params.std(axis=0, ddof=1).ravel(), rtol=1e-12)
     np.testing.assert_allclose(bse["bse"].to_numpy(), res.bse.stack().to_numpy(), rtol=1e-12)
     assert np.load(tmp_path / "boot" / "params.npy").shape == (20, 4, 2)
     assert (tmp_path / "boot" / "bootstrap.png").stat().st_size > 1000
-    with pytest.raises(AssertionError, match="not empty"):
+    with pytest.raises(AssertionError, match="already exists; pass --overwrite"):
         run("compare", store, "--model", "a", "--out", str(tmp_path / "cmp"))
 
 
@@ -359,7 +363,7 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
     own weighted rows (intercept, offset, data weights, all classes present), to rounding."""
     from dmlr.data.rows import Rows
     from dmlr.models.bank import Weighted
-    from dmlr.models.bootstrap import PoissonReplicates, PoissonWeighting
+    from dmlr.models.bootstrap import PoissonReplicates
     from dmlr.oracle.kernels import StatisticsKernel
     from dmlr.oracle.stacked import StackedScoreKernel
     from dmlr.oracle.statistics import Request
@@ -369,13 +373,29 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
     rows = Rows(x=x, codes=y.astype(np.int32), weights=rng.uniform(0.5, 2, 5000), offset=rng.normal(size=(5000, 3)),
                 row_start=1000)  # fmt: skip
     coefs = rng.normal(scale=0.3, size=(7, 5, 3))
-    weightings = [PoissonWeighting(4, r) for r in range(7)]
-    stacked = StackedScoreKernel(coefs, True, PoissonReplicates(4, tuple(range(7))))(rows)
+    replicates = PoissonReplicates(4, tuple(range(7)))
+    weightings = [lambda rows, f=f: replicates(rows)[:, f] for f in range(7)]
+    stacked = StackedScoreKernel(coefs, True, replicates)(rows)
     for f in range(7):
         own = Weighted(StatisticsKernel(coefs[f], Request(), True), weightings[f])(rows)
         assert stacked.loglik[f] == pytest.approx(own.loglik, rel=1e-12)
         np.testing.assert_allclose(stacked.score[f], own.score, rtol=1e-10, atol=1e-9)
         assert stacked.weight_sum[f] == pytest.approx(own.weight_sum, rel=1e-14)
-    columns = StackedScoreKernel(coefs[:, :3], True, PoissonReplicates(4, tuple(range(7))), columns=(0, 2))(rows)
+    columns = StackedScoreKernel(coefs[:, :3], True, replicates, columns=(0, 2))(rows)
     own = Weighted(StatisticsKernel(coefs[2, :3], Request(), True, (0, 2)), weightings[2])(rows)
     np.testing.assert_allclose(columns.score[2], own.score, rtol=1e-10, atol=1e-9)
+
+
+def test_a_fold_model_of_probability_weighted_rows_is_the_fit_of_its_rows(problem):
+    """Probability weights: a fold model's nobs counts its training rows and its HC1 errors are those of dmlr.fit of
+    those rows with their weights."""
+    x, y = problem
+    w = np.random.default_rng(6).uniform(0.2, 3.0, len(y))
+    options = {"weights_type": "probability", "method": "newton"}
+    cv = dmlr.cross_validate(x, y, weights=w, folds=3, seed=5, fold_inference=True, refit=False, **options)
+    train = dmlr.fold_ids(len(y), 3, 5) != 1
+    alone = dmlr.fit(x[train], y[train], weights=w[train], **options)
+    res = cv.results(0.0, 1)
+    assert res.cov_type == alone.cov_type == "HC1" and res.nobs == alone.nobs == train.sum()
+    np.testing.assert_allclose(res.params.to_numpy(), alone.params.to_numpy(), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(res.bse.to_numpy(), alone.bse.to_numpy(), rtol=0, atol=1e-6)

@@ -30,10 +30,16 @@ Array = NDArray[np.float64]
 
 
 def build_results(
-    run: FitRun, inputs: Inputs, options: FitOptions, cov: str, input_features: tuple[str, ...]
+    run: FitRun,
+    inputs: Inputs,
+    options: FitOptions,
+    cov: str,
+    input_features: tuple[str, ...],
+    n_rows: int | None = None,
 ) -> MNLogitResults:
     """The results of a fit: coefficients, the covariance of type ``cov``, fit statistics, the data's record
-    (``input_features``: the data columns as given, before dependent ones were dropped)."""
+    (``input_features``: the data columns as given, before dependent ones were dropped; ``n_rows``: the rows fitted
+    when not all of the design's, as for a fold model that weighted the rest 0)."""
     passes, outcome = run.passes, run.outcome
     design = passes.design
     assert design.coding is not None
@@ -45,10 +51,11 @@ def build_results(
         covariance = inverse_information(run.objective.information(final.stats), names)
     info = inputs.info()
     probability = options.weights_type == "probability"
+    n_rows = design.n_rows if n_rows is None else n_rows
     res = MNLogitResults(
         coef=final.coef, covariance=covariance, feature_names=design.model_names, classes=design.coding.classes,
         base=design.coding.base, intercept=design.intercept, llf=final.stats.loglik, llnull=llnull,
-        nobs=float(design.n_rows) if probability else final.stats.weight_sum, n_rows=design.n_rows,
+        nobs=float(n_rows) if probability else final.stats.weight_sum, n_rows=n_rows,
         has_constant=_has_constant(outcome, design.intercept), converged=outcome.converged, n_iter=outcome.n_iter,
         method=outcome.method, history=outcome.history, l2=run.objective.l2,
         dep_name=info["target"] if info and "target" in info else _dep_name(inputs.y), message=outcome.message,

@@ -23,11 +23,21 @@ from numpy.typing import NDArray
 
 from dmlr.data.rows import FIELDS, Rows
 from dmlr.errors import DmlrError, WorkerMemoryError
-from dmlr.oracle.checks import check_finite, check_weights
+from dmlr.oracle.checks import check_rows
 from dmlr.passes.engine import PassEngine
-from dmlr.passes.kernel import Kernel, add_into
+from dmlr.passes.kernel import Kernel, add_into, record_size
 
-__all__ = ["Bank", "BankKernel", "BankRecord", "MemberEngine", "Weighted", "bank_advice", "largest_bank", "run_bank"]
+__all__ = [
+    "Bank",
+    "BankKernel",
+    "BankRecord",
+    "MemberEngine",
+    "Weighted",
+    "largest_fitting",
+    "memory_advice",
+    "reduce_bank",
+    "run_bank",
+]
 
 T = TypeVar("T")
 Weighting = Callable[[Rows], NDArray[np.float64]]
@@ -61,9 +71,9 @@ class Weighted:
 
     def __call__(self, rows: Rows) -> Any:
         w = self.weighting(rows)
+        keep = w > 0  # the model's rows (a row the data weigh 0 stays one of them, as in a fit of its own)
         if rows.weights is not None:
             w = w * np.asarray(rows.weights, dtype=np.float64)
-        keep = w > 0
         request = getattr(self.kernel, "request", None)
         if keep.all() or request is None or not (request.information or request.meat or request.gram):
             return self.kernel(rows.with_blocks(weights=w))
@@ -71,13 +81,9 @@ class Weighted:
             return self.kernel(rows.with_blocks(weights=w))
         # rows of weight 0 add nothing to a statistics record: a pass of second-order statistics (compute-bound)
         # leaves them out (a score pass is bound by reading its rows: copying them would cost what it saves), after
-        # the checks that name a row by its position saw them all
+        # the checks the kernel makes, which name a row by its position, saw them all
         if request.moments and rows.x is not None:
-            check_finite(rows.x, "X", rows.partition, rows.row_start)
-            if rows.offset is not None:
-                check_finite(rows.offset, "offset", rows.partition, rows.row_start)
-        if rows.weights is not None:
-            check_weights(np.asarray(rows.weights, dtype=np.float64), "weights", rows.partition, rows.row_start)
+            check_rows(rows.x, rows.weights, rows.offset, rows.partition, rows.row_start)
         return self.kernel(rows.with_blocks(weights=w).take(keep))
 
     def memory(self, rows: int, p: int) -> int:
@@ -86,8 +92,7 @@ class Weighted:
 
     def record_bytes(self) -> int | None:
         """The inner kernel's record size, when it says."""
-        size = getattr(self.kernel, "record_bytes", None)
-        return int(size()) if callable(size) else None
+        return record_size(self.kernel)
 
 
 def _batching(kernels: Sequence[Any]) -> Any:
@@ -130,20 +135,14 @@ class BankKernel:
         bank's size. A kernel that does not say its record size counts whole."""
         temporaries, records = 0, 0
         for k in self.kernels:
-            size = _record_bytes(k)
+            size = record_size(k)
             temporaries = max(temporaries, int(k.memory(rows, p)))
             records += 2 * size if size is not None else int(k.memory(rows, p))
         return temporaries + records
 
     def record_bytes(self) -> int:
         """Bytes of one bank record (kernels that do not say count 0)."""
-        return sum(_record_bytes(k) or 0 for k in self.kernels)
-
-
-def _record_bytes(kernel: Any) -> int | None:
-    size = getattr(kernel, "record_bytes", None)
-    value = size() if callable(size) else None
-    return None if value is None else int(value)
+        return sum(record_size(k) or 0 for k in self.kernels)
 
 
 @dataclass
@@ -194,8 +193,6 @@ class Bank:
         self._posted: dict[int, Kernel[Any]] = {}
         self._results: dict[int, Any] = {}
         self._failure: BaseException | None = None
-        self.passes = 0
-        self.widths: list[int] = []
 
     def reduce(self, member: int, kernel: Kernel[Any]) -> Any:
         """Post ``member``'s next pass and wait for the bank's pass; that pass's record of ``member``."""
@@ -230,14 +227,6 @@ class Bank:
         """The error that stopped the bank (``None``: none)."""
         return self._failure
 
-    def _reduce(self, kernels: list[Kernel[Any]]) -> BankRecord:
-        """One engine pass of every posted kernel; a worker too small for them says how many models fit."""
-        try:
-            record: BankRecord = self.engine.reduce(BankKernel(tuple(kernels)))
-        except WorkerMemoryError as error:
-            raise WorkerMemoryError(f"{error} {bank_advice(self.engine, kernels)}") from None
-        return record
-
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise BankAborted(f"stopped: another model of the bank failed ({self._failure!r})")
@@ -249,37 +238,43 @@ class Bank:
         members = sorted(self._posted)
         kernels = [self._posted.pop(i) for i in members]
         try:
-            record = self._reduce(kernels)
+            record = reduce_bank(self.engine, kernels)
         except BaseException as error:
             self._failure = error
             self._cond.notify_all()
             raise
-        self.passes += 1
-        self.widths.append(len(members))
         self._results.update(zip(members, record.records, strict=True))
         self._cond.notify_all()
 
 
-def largest_bank(engine: PassEngine, kernels: Sequence[Any]) -> int:
-    """The most of ``kernels`` (in order) whose pass fits every worker (0: not even one)."""
-    low, high = 0, len(kernels)
+def reduce_bank(engine: PassEngine, kernels: Sequence[Any]) -> BankRecord:
+    """One engine pass of ``kernels`` on the same rows; a worker too small for them says how many fit."""
+    try:
+        record: BankRecord = engine.reduce(BankKernel(tuple(kernels)))
+    except WorkerMemoryError as error:
+        advice = memory_advice(engine, len(kernels), lambda k: BankKernel(tuple(kernels[:k])), "models")
+        raise WorkerMemoryError(f"{error} {advice}") from None
+    return record
+
+
+def largest_fitting(engine: PassEngine, n: int, kernel_of: Callable[[int], Any]) -> int:
+    """The largest ``k <= n`` whose pass of ``kernel_of(k)`` (the first ``k`` models of a bank) fits every worker
+    (0: not even one)."""
+    low, high = 0, n
     while low < high:
         mid = (low + high + 1) // 2
-        if engine.fits_memory(BankKernel(tuple(kernels[:mid]))):
-            low = mid
-        else:
-            high = mid - 1
+        low, high = (mid, high) if engine.fits_memory(kernel_of(mid)) else (low, mid - 1)
     return low
 
 
-def bank_advice(engine: PassEngine, kernels: Sequence[Any]) -> str:
-    """What a memory error of a bank's pass adds: how many of its models a pass can evaluate."""
-    most = largest_bank(engine, kernels)
+def memory_advice(engine: PassEngine, n: int, kernel_of: Callable[[int], Any], what: str) -> str:
+    """What a memory error of a pass over ``n`` models adds: how many of them a pass can evaluate."""
+    most = largest_fitting(engine, n, kernel_of)
     if most == 0:
-        return f"A pass of this bank evaluates {len(kernels)} models; not even one fits a worker."
+        return f"A pass here evaluates {n} {what}; not even one fits a worker: stage the data in smaller chunks."
     return (
-        f"A pass of this bank evaluates {len(kernels)} models; at most {most} fit a worker: run fewer models at once "
-        "(fewer penalties or folds per call, a smaller nrep) or give the workers more memory."
+        f"A pass here evaluates {n} {what}; at most {most} fit a worker: run fewer at once (fewer penalties or folds "
+        "per call, a smaller nrep) or give the workers more memory."
     )
 
 
@@ -309,11 +304,6 @@ class MemberEngine:
         record = self.bank.reduce(self.member, posted)
         self.count += 1
         return record
-
-    @property
-    def engine(self) -> PassEngine:
-        """The shared engine."""
-        return self.bank.engine
 
     def __getattr__(self, name: str) -> Any:
         if name in ("derive", "map"):

@@ -5,13 +5,13 @@ Replicate ``r`` weights row ``i`` by a Poisson(1) draw that is a function of ``(
 replicates do not depend on the partitioning. Each replicate starts at the fit's coefficients and iterates
 ``b <- b + H^-1 g_r(b)`` with ``H`` the full sample's penalized information at the fit (one pass, one Cholesky
 factorization): replicates differ from the full sample by ``O(1/sqrt(n))``, so the fixed information converges at
-that rate per pass. A pass evaluates every replicate not yet converged (:class:`~dmlr.models.bank.BankKernel`).
+that rate per pass. A pass evaluates every replicate not yet converged at once
+(:class:`~dmlr.oracle.stacked.StackedScoreKernel`: one GEMM per class for all of them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from dmlr.data.rows import Rows
 from dmlr.data.store import StoreData
 from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
+from dmlr.models.bank import memory_advice
 from dmlr.models.many import shared_data
 from dmlr.models.weightings import row_hash
 from dmlr.oracle.kernels import StatisticsKernel
@@ -33,9 +34,8 @@ from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
 from dmlr.steps.base import flat, unflat
 
-__all__ = ["BootstrapResults", "PoissonReplicates", "PoissonWeighting", "bootstrap", "poisson_weights"]
+__all__ = ["BootstrapResults", "PoissonReplicates", "bootstrap", "poisson_weights"]
 
-logger = logging.getLogger("dmlr")
 Array = NDArray[np.float64]
 
 _LANES = 4
@@ -57,20 +57,30 @@ def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.i
     return _POISSON_TABLE[lanes[:, where * _LANES + replicates % _LANES]]
 
 
+def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
+    """A 63-bit key per cluster id: the id itself for integers, pandas' stable hash for anything else."""
+    if groups.dtype.kind in "iu":
+        return groups.astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF)
+    hashed = pd.util.hash_array(np.asarray(groups, dtype=object))
+    return (hashed >> np.uint64(1)).astype(np.int64)
+
+
 @dataclass(frozen=True)
-class PoissonWeighting:
-    """Replicate ``replicate``'s Poisson(1) weight of each row (of its cluster, with ``groups``).
+class PoissonReplicates:
+    """The Poisson(1) weights of some replicates, each row's (or each cluster's, with ``groups``) a function of
+    ``(seed, replicate, its global index or cluster id)`` only: the stacked scores' weighting
+    (:mod:`dmlr.oracle.stacked`).
 
     Attributes
     ----------
     seed : int
-    replicate : int
+    replicates : tuple of int
     groups : bool
         Draw per cluster id (the rows' ``groups``) instead of per row.
     """
 
     seed: int
-    replicate: int
+    replicates: tuple[int, ...]
     groups: bool = False
 
     @property
@@ -86,43 +96,11 @@ class PoissonWeighting:
         return index
 
     def of_keys(self, keys: NDArray[np.int64]) -> Array:
-        """The Poisson(1) weight of each key, shape (r,) (:func:`poisson_weights`)."""
-        return poisson_weights(keys, self.seed, np.array([self.replicate]))[:, 0]
+        """Each replicate's weight of each key, shape (r, F) (:func:`poisson_weights`)."""
+        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64))
 
     def __call__(self, rows: Rows) -> Array:
         return self.of_keys(self.keys(rows))
-
-
-def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
-    """A 63-bit key per cluster id: the id itself for integers, pandas' stable hash for anything else."""
-    if groups.dtype.kind in "iu":
-        return groups.astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF)
-    hashed = pd.util.hash_array(np.asarray(groups, dtype=object))
-    return (hashed >> np.uint64(1)).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class PoissonReplicates:
-    """The Poisson weights of several replicates at once, for the stacked scores (:mod:`dmlr.oracle.stacked`).
-
-    Attributes
-    ----------
-    seed : int
-    replicates : tuple of int
-    groups : bool
-    """
-
-    seed: int
-    replicates: tuple[int, ...]
-    groups: bool = False
-
-    def keys(self, rows: Rows) -> NDArray[np.int64]:
-        """As :meth:`PoissonWeighting.keys`."""
-        return PoissonWeighting(self.seed, 0, self.groups).keys(rows)
-
-    def of_keys(self, keys: NDArray[np.int64]) -> Array:
-        """Shape (r, F)."""
-        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -223,7 +201,7 @@ def bootstrap(
         weighting = PoissonReplicates(seed, tuple(int(r) for r in active), clustered)
         record = _scores(passes.engine, result, stacked, weighting, columns)
         for i, r in enumerate(active):
-            gradient = record.score[i] - objective.l2 * objective.mask[:, None] * coefs[r]
+            gradient = objective.penalized(coefs[r], record.score[i])
             if np.abs(gradient).max() / max(float(record.weight_sum[i]), 1.0) < tol:
                 done[r] = True
                 continue
@@ -260,7 +238,7 @@ def _shared(
         args["feature_names"] = list(result.input_features or result.data_feature_names)  # arrays carry no names
     if groups is not None:
         options["cov_type"] = "cluster"  # the groups travel with the rows (they weight the cluster bootstrap)
-    shared = shared_data(X, y, args, options, "bootstrap", groups_weigh=True)
+    shared = shared_data(X, y, args, options, "bootstrap")
     design = shared.passes.design
     assert design.coding is not None
     if list(design.coding.classes) != list(result.classes):
@@ -277,25 +255,16 @@ def _scores(
     engine: Any, result: MNLogitResults, coefs: Array, weighting: PoissonReplicates, columns: Any
 ) -> StackedScores:
     """One pass: every active replicate's score (one GEMM each way per row block for all of them)."""
-    kernel = StackedScoreKernel(coefs, result.intercept, weighting, columns)
+
+    def kernel_of(k: int) -> StackedScoreKernel:  # the first k replicates
+        fewer = PoissonReplicates(weighting.seed, weighting.replicates[:k], weighting.groups)
+        return StackedScoreKernel(coefs[:k], result.intercept, fewer, columns)
+
+    n = len(weighting.replicates)
     try:
-        record: StackedScores = engine.reduce(kernel)
+        record: StackedScores = engine.reduce(kernel_of(n))
     except WorkerMemoryError as error:
-        low, high = 0, len(weighting.replicates)  # the most replicates whose pass fits
-        while low < high:
-            mid = (low + high + 1) // 2
-            fewer = PoissonReplicates(weighting.seed, weighting.replicates[:mid], weighting.groups)
-            fits = engine.fits_memory(StackedScoreKernel(coefs[:mid], result.intercept, fewer, columns))
-            low, high = (mid, high) if fits else (low, mid - 1)
-        raise WorkerMemoryError(
-            f"{error} A pass of this bootstrap evaluates {len(weighting.replicates)} replicates; "
-            + (
-                f"at most {low} fit a worker: use a smaller nrep"
-                if low
-                else "not even one fits a worker: stage the data in smaller chunks"
-            )
-            + " or give the workers more memory."
-        ) from None
+        raise WorkerMemoryError(f"{error} {memory_advice(engine, n, kernel_of, 'replicates')}") from None
     return record
 
 

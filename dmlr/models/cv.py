@@ -8,7 +8,6 @@ held-out scores of every fold model come from one more pass, for all of them at 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,9 +17,18 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from dmlr.errors import InputError, WorkerMemoryError
-from dmlr.models.bank import BankKernel, bank_advice
-from dmlr.models.many import Member, Shared, checkpoint_under, fit_members, member_options, shared_data, with_data
+from dmlr.errors import InputError
+from dmlr.models.bank import reduce_bank
+from dmlr.models.many import (
+    Member,
+    Shared,
+    checkpoint_under,
+    fit_members,
+    member_options,
+    refuse_cluster_covariance,
+    shared_data,
+    with_data,
+)
 from dmlr.models.scores import SCORES, HeldOutKernel, scores_of
 from dmlr.models.weightings import FoldWeighting, check_folds, fold_ids
 from dmlr.results.results import MNLogitResults
@@ -166,6 +174,7 @@ def cross_validate(
         raise InputError(f"l2 must list distinct penalties, got {list(penalties)}")
     args = {"weights": weights, "offset": offset, "groups": groups, "feature_names": feature_names, "client": client}
     shared = shared_data(X, y, args | {"storage_options": storage_options}, fit_options, "cross_validate")
+    refuse_cluster_covariance(shared, "cross_validate")
     n_rows = shared.passes.design.n_rows
     check_folds(folds, n_rows)
     cells = [(v, f) for v in penalties for f in range(folds)]
@@ -189,10 +198,7 @@ def cross_validate(
         ]
     fitted = fit_members(shared, members)
     scores = _held_out(shared, [(res, passes.columns) for res, passes in fitted[: len(cells)]], folds, seed, cells)
-    n_train = scores["n_train"].to_numpy()
-    fold_results = {
-        cell: dataclasses.replace(res, n_rows=int(n)) for cell, (res, _), n in zip(cells, fitted, n_train, strict=False)
-    }
+    fold_results = {cell: res for cell, (res, _) in zip(cells, fitted, strict=False)}
     refits = {v: with_data(shared, res, True) for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=False)}
     count = shared.passes.engine.count
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
@@ -207,10 +213,7 @@ def _held_out(
         HeldOutKernel(res.coef, intercept, columns, FoldWeighting(fold, folds, seed, held_out=True))
         for (res, columns), (_, fold) in zip(models, cells, strict=True)
     )
-    try:
-        record = shared.passes.engine.reduce(BankKernel(kernels))
-    except WorkerMemoryError as error:
-        raise WorkerMemoryError(f"{error} {bank_advice(shared.passes.engine, kernels)}") from None
+    record = reduce_bank(shared.passes.engine, kernels)
     n_rows = shared.passes.design.n_rows
     rows = []
     for (v, fold), sums in zip(cells, record.records, strict=True):

@@ -9,13 +9,14 @@ models costs the passes of its slowest model, plus one when a dask ``y``'s class
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import pandas as pd
 
-from dmlr.api import data_token, fit_passes, prepare
+from dmlr.api import data_token, final_request, fit_passes, prepare
 from dmlr.data.inputs import Inputs
 from dmlr.data.labels import check_class_count
 from dmlr.errors import InputError
@@ -30,7 +31,17 @@ from dmlr.passes.engine import PassEngine
 from dmlr.results.hypothesis import ChiSquareTest, lr_test
 from dmlr.results.results import MNLogitResults
 
-__all__ = ["Member", "ModelSet", "Shared", "checkpoint_under", "fit_many", "fit_members", "shared_data", "with_data"]
+__all__ = [
+    "Member",
+    "ModelSet",
+    "Shared",
+    "checkpoint_under",
+    "fit_many",
+    "fit_members",
+    "refuse_cluster_covariance",
+    "shared_data",
+    "with_data",
+]
 
 SHARED_OPTIONS = frozenset(
     {"base", "fit_intercept", "missing", "cov_type", "weights_type", "persist", "split_every", "max_classes"}
@@ -64,6 +75,11 @@ class Shared:
     final: Request
     storage_options: dict[str, Any] | None = None
 
+    @functools.cached_property
+    def token(self) -> str:
+        """What identifies the data in the models' checkpoints (computed once: it hashes in-memory data)."""
+        return data_token(self.inputs)
+
     @property
     def feature_names(self) -> list[str]:
         """The data's feature columns (model columns without ``const``)."""
@@ -71,28 +87,27 @@ class Shared:
         return list(design.model_names[int(design.intercept) :])
 
 
-def shared_data(
-    X: Any, y: Any, fit_args: Mapping[str, Any], options: Mapping[str, Any], where: str, groups_weigh: bool = False
-) -> Shared:
+def shared_data(X: Any, y: Any, fit_args: Mapping[str, Any], options: Mapping[str, Any], where: str) -> Shared:
     """Resolve the data once for a bank of models (``fit_args``: :func:`dmlr.fit`'s data arguments, ``weights``,
     ``offset``, ``groups``, ``feature_names``, ``storage_options``, ``client``): the classes learnt by one pass when
-    a dask ``y``'s are not known. ``groups_weigh``: the groups weight the models' rows (the cluster bootstrap), no
-    cluster-robust covariance is computed from them."""
+    a dask ``y``'s are not known."""
     opts = FitOptions.of(dict(options), where)
     args = {k: fit_args.get(k) for k in ("weights", "offset", "groups", "feature_names", "storage_options", "client")}
     client, inputs, design, cov = prepare(X, y, **args, opts=opts)
-    if cov == "cluster" and not groups_weigh:
-        raise InputError(
-            f"{where}: cov_type='cluster' is not available for a bank of models (its meat takes an exchange between "
-            "workers per model); fit the chosen model with dmlr.fit(..., groups=...)"
-        )
     passes = with_classes(fit_passes(design, inputs, opts, client))
     assert passes.design.coding is not None
     if inputs.store is None:
         check_class_count(passes.design.coding.classes, "y", opts.max_classes)
-    probability = opts.weights_type == "probability"
-    final = Request(information=True, meat=cov in ("HC0", "HC1"), probability_weights=probability)
-    return Shared(opts, inputs, passes, cov, final, args["storage_options"])
+    return Shared(opts, inputs, passes, cov, final_request(opts, cov), args["storage_options"])
+
+
+def refuse_cluster_covariance(shared: Shared, where: str) -> None:
+    """A bank of fits computes no cluster-robust covariance (its meat takes an exchange between workers per model)."""
+    if shared.cov == "cluster":
+        raise InputError(
+            f"{where}: cov_type='cluster' is not available for a bank of models (its meat takes an exchange between "
+            "workers per model); fit the chosen model with dmlr.fit(..., groups=...)"
+        )
 
 
 @dataclass(frozen=True)
@@ -135,13 +150,16 @@ def _fit_member(shared: Shared, member: Member, engine: MemberEngine) -> tuple[M
         passes = passes.without_columns(
             [j for j in range(int(design.intercept), len(names)) if names[j] not in member.features]
         )
-    token = f"{data_token(shared.inputs)} {member.tag} {member.features}" if member.checkpoint is not None else ""
+    token = f"{shared.token} {member.tag} {member.features}" if member.checkpoint is not None else ""
     fitter = Fitter(
         member.options, None, member.checkpoint, token, shared.storage_options, shared.final, check_classes=False
     )
     run = fitter.run(passes)
     used = passes.design.model_names[int(passes.design.intercept) :]
-    res = build_results(run, shared.inputs, member.options, shared.cov, tuple(used))
+    # a weighted model's first pass (second-order statistics) left out the rows its weighting gives 0: its row count
+    # is the model's rows (a fold's training rows), what nobs and the covariance corrections count
+    n_rows = run.outcome.first_stats.n_rows if member.weighting is not None else None
+    res = build_results(run, shared.inputs, member.options, shared.cov, tuple(used), n_rows)
     return res, run.passes
 
 
@@ -271,6 +289,7 @@ def fit_many(
         raise InputError("fit_many needs at least one model")
     args = {"weights": weights, "offset": offset, "groups": groups, "feature_names": feature_names}
     shared = shared_data(X, y, args | {"storage_options": storage_options, "client": client}, options, "fit_many")
+    refuse_cluster_covariance(shared, "fit_many")
     members = []
     for i, model in enumerate(models):
         where = f"fit_many: model {i}"

@@ -11,9 +11,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dmlr.data.rows import Rows
-from dmlr.oracle.checks import check_finite
+from dmlr.oracle.effects import probabilities
 from dmlr.oracle.evaluation import evaluation_sums
-from dmlr.oracle.probabilities import linear_predictor, log_probabilities
 from dmlr.passes.kernel import Sums
 
 __all__ = ["SCORES", "HeldOutKernel", "scores_of"]
@@ -50,11 +49,10 @@ class HeldOutKernel:
         assert rows.x is not None and rows.codes is not None
         held = self.weighting(rows) > 0
         w = np.ones(int(held.sum())) if rows.weights is None else np.asarray(rows.weights[held], dtype=np.float64)
+        # the models' fits checked every row (their first pass): these values are finite
         x = rows.x[held] if self.columns is None else rows.x[held][:, list(self.columns)]
-        check_finite(x, "X", rows.partition, -1)
         offset = None if rows.offset is None else rows.offset[held]
-        q, lse = log_probabilities(linear_predictor(x, self.coef, self.intercept, offset))
-        proba = np.column_stack([np.exp(-lse), q])  # class codes' order: the scores do not depend on it
+        proba, _, _ = probabilities(x, self.coef, self.intercept, offset)  # code order: the scores do not depend on it
         sums = evaluation_sums(proba, np.asarray(rows.codes[held], dtype=np.intp), w, _EDGES)
         return Sums({k: sums[k] for k in ("rows", "weight", "nll", "hits", "brier")})
 

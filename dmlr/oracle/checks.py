@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 
-__all__ = ["check_finite", "check_groups", "check_weights", "where_row"]
+__all__ = ["check_finite", "check_groups", "check_rows", "check_weights", "where_row"]
 
 
 def where_row(row: int, partition: int | None, row_start: int, n: int) -> str:
@@ -77,3 +77,15 @@ def check_groups(groups: NDArray[Any], where: str = "groups", partition: int | N
     if bad.any():
         row = int(np.argmax(bad))
         raise InputError(f"{where} has a missing cluster id at {where_row(row, partition, row_start, groups.shape[0])}")
+
+
+def check_rows(
+    x: NDArray[Any], weights: NDArray[Any] | None, offset: NDArray[Any] | None, partition: int, row_start: int
+) -> None:
+    """The checks of a partition's rows before its statistics: features and offset finite, weights finite and
+    non-negative; the error names the partition and the row."""
+    check_finite(x, "X", partition, row_start)
+    if weights is not None:
+        check_weights(weights, "weights", partition, row_start)
+    if offset is not None:
+        check_finite(offset, "offset", partition, row_start)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from dmlr.data.rows import Rows
 from dmlr.errors import InputError
 from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, statistics_block_rows, statistics_memory
-from dmlr.oracle.checks import check_finite, check_weights
+from dmlr.oracle.checks import check_rows
 from dmlr.oracle.grams import WeightColumns, WeightedGrams
 from dmlr.oracle.probabilities import softmax
 from dmlr.oracle.sample import take_sample
@@ -80,11 +80,7 @@ def partition_statistics(
     if d != p + intercept:
         raise InputError(f"partition {partition}: {p} feature columns but coefficients have {d} rows")
     if request.moments:
-        check_finite(x, "X", partition, row_start)
-        if weights is not None:
-            check_weights(weights, "weights", partition, row_start)
-        if offset is not None:
-            check_finite(offset, "offset", partition, row_start)
+        check_rows(x, weights, offset, partition, row_start)
     every = request.information_every
     if every > 1 and (request.moments or request.gram or request.meat):
         raise ValueError("a pass that samples the information computes no other second-order statistic")

@@ -7,7 +7,7 @@ workers. Used by the bootstrap (:mod:`dmlr.models.bootstrap`), whose replicates 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,11 @@ BLOCK_BYTES = 8 * 2**20
 class StackWeighting(Protocol):
     """The F models' row weights as functions of a key per row (its global index, its cluster's id) that the
     models share: the keys are found once per partition, the weights a row block at a time."""
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Fields of the rows the keys need besides their positions (``"groups"``)."""
+        ...
 
     def keys(self, rows: Rows) -> NDArray[np.int64]:
         """One key per row, shape (r,)."""
@@ -83,7 +88,11 @@ class StackedScoreKernel:
     intercept: bool
     weighting: StackWeighting
     columns: tuple[int, ...] | None = None
-    reads: ClassVar[tuple[str, ...]] = ("x", "codes", "weights", "offset", "groups")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
+        return ("x", "codes", "weights", "offset", *getattr(self.weighting, "reads", ()))
 
     def __call__(self, rows: Rows) -> StackedScores:
         assert rows.x is not None and rows.codes is not None

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from dmlr import interrupt
 from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.passes import faults, progress
-from dmlr.passes.kernel import Counted, Kernel
+from dmlr.passes.kernel import Counted, Kernel, record_size
 from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, bytes_sent, check_workers, trim_and_measure
 from dmlr.passes.plan import Piece, TaskPlan, data_graph, pieces, plan_tasks
 from dmlr.passes.progress import PassProgress
@@ -405,8 +405,7 @@ class PassEngine:
 
     def record_bytes(self, kernel: Kernel[Any]) -> int:
         """Bytes of one record of ``kernel`` (``kernel.record_bytes`` when it says, else small)."""
-        size = getattr(kernel, "record_bytes", None)
-        return int(size()) if callable(size) else 0
+        return record_size(kernel) or 0
 
     def _gather(self, futures: list[Any], token: str) -> list[Counted]:
         """Wait for the pass, failing instead of waiting forever when a worker stays paused for lack of memory;

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from dmlr.data.rows import Rows
 
-__all__ = ["Counted", "Kernel", "Record", "Sums", "add_into", "total"]
+__all__ = ["Counted", "Kernel", "Record", "Sums", "add_into", "record_size", "total"]
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -80,6 +80,13 @@ def add_into(running: R | None, record: R) -> R:
     add_ = getattr(running, "add_", None)
     out: R = add_(record) if add_ is not None else running + record  # type: ignore[operator]
     return out
+
+
+def record_size(kernel: Any) -> int | None:
+    """Bytes of one record of ``kernel`` when it says (``kernel.record_bytes()``), else ``None``."""
+    size = getattr(kernel, "record_bytes", None)
+    value = size() if callable(size) else None
+    return None if value is None else int(value)
 
 
 def total(records: Sequence[R]) -> R:

@@ -26,14 +26,22 @@ __all__ = ["write_report"]
 MAX_COEF_ROWS = 40
 
 
-def _plots(res: MNLogitResults) -> dict[str, bytes]:
-    """PNG bytes of the convergence and coefficient plots ({} without matplotlib)."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the non-interactive Agg backend, or ``None`` without matplotlib (``dmlr[report]``)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _plots(res: MNLogitResults) -> dict[str, bytes]:
+    """PNG bytes of the convergence and coefficient plots ({} without matplotlib)."""
+    plt = pyplot()
+    if plt is None:
         return {}
     steps = [h for h in res.history if h["kind"] != "inference"]
     it = np.array([h["iteration"] for h in steps])
@@ -173,12 +181,8 @@ def _html(
 
 def _margins_plot(margins: MarginalEffects) -> dict[str, bytes]:
     """PNG of the average marginal effects with 95% intervals, one panel row per feature ({} without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return {}
     me, lower, upper = margins.margeff, *margins.limits(0.05)
     rows = list(me.index)[:MAX_COEF_ROWS]

@@ -56,9 +56,13 @@ class Objective:
 
     def gradient(self, coef: Array, stats: Statistics) -> Array:
         """Gradient of :meth:`value` (ascent direction), shape (d, m)."""
+        return self.penalized(coef, stats.score)
+
+    def penalized(self, coef: Array, score: Array) -> Array:
+        """The gradient from the log-likelihood's ``score`` at ``coef`` (both shape (d, m))."""
         if self.l2 == 0.0:
-            return stats.score
-        return stats.score - self.l2 * self.mask[:, None] * coef
+            return score
+        return score - self.l2 * self.mask[:, None] * coef
 
     def information(self, stats: Statistics) -> Array:
         """Minus the Hessian of :meth:`value`, shape (m d, m d).
