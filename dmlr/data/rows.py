@@ -98,8 +98,9 @@ class Rows:
         first = self.row_start + start if self.row_start >= 0 else -1
         return replace(Rows(**parts), partition=self.partition, row_start=first)
 
-    def take(self, keep: NDArray[np.bool_]) -> Rows:
-        """The rows ``keep`` marks (``row_start`` then no longer locates them: set to ``-1``)."""
+    def take(self, keep: NDArray[np.bool_] | NDArray[np.intp]) -> Rows:
+        """The rows ``keep`` marks, or at the positions it lists, in its order (``row_start`` then no longer locates
+        them: set to ``-1``)."""
         parts = {name: value[keep] for name, value in self.arrays().items()}
         return replace(Rows(**parts), partition=self.partition, row_start=-1)
 

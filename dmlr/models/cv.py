@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from dmlr.errors import InputError
 from dmlr.models.bank import reduce_bank
+from dmlr.models.fold_models import FoldSplit, FoldStart, fit_fold_models, fold_result
 from dmlr.models.many import (
     Member,
     Shared,
@@ -177,6 +178,8 @@ def cross_validate(
     refuse_cluster_covariance(shared, "cross_validate")
     n_rows = shared.passes.design.n_rows
     check_folds(folds, n_rows)
+    if not fold_inference and shared.passes.design.offset is None:
+        return _from_full_fits(shared, penalties, folds, seed, refit, checkpoint)
     cells = [(v, f) for v in penalties for f in range(folds)]
     members = [
         Member(
@@ -189,19 +192,53 @@ def cross_validate(
         for v, f in cells
     ]
     if refit:
-        members += [
-            Member(
-                member_options(shared, {"l2": v}, "cross_validate"),
-                checkpoint=checkpoint_under(checkpoint, f"l2-{v:g}-all"),
-            )
-            for v in penalties
-        ]
+        members += _full_members(shared, penalties, checkpoint)
     fitted = fit_members(shared, members)
     scores = _held_out(shared, [(res, passes.columns) for res, passes in fitted[: len(cells)]], folds, seed, cells)
     fold_results = {cell: res for cell, (res, _) in zip(cells, fitted, strict=False)}
     refits = {v: with_data(shared, res, True) for v, (res, _) in zip(penalties, fitted[len(cells) :], strict=False)}
     count = shared.passes.engine.count
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, count)
+
+
+def _full_members(shared: Shared, penalties: tuple[float, ...], checkpoint: str | None) -> list[Member]:
+    """The fits of every row, one per penalty."""
+    return [
+        Member(
+            member_options(shared, {"l2": v}, "cross_validate"),
+            checkpoint=checkpoint_under(checkpoint, f"l2-{v:g}-all"),
+        )
+        for v in penalties
+    ]
+
+
+def _from_full_fits(
+    shared: Shared, penalties: tuple[float, ...], folds: int, seed: int, refit: bool, checkpoint: str | None
+) -> CVResults:
+    """The fits of every row first (their final passes split by fold), then every fold model from its penalty's
+    (:mod:`dmlr.models.fold_models`)."""
+    splits = [FoldSplit(folds, seed) for _ in penalties]
+    members = _full_members(shared, penalties, checkpoint)
+    fitted = fit_members(shared, members, [split.bind for split in splits])
+    starts = [FoldStart.of(res, passes, split) for (res, passes), split in zip(fitted, splits, strict=True)]
+    options = members[0].options
+    models = fit_fold_models(shared.passes.engine, starts, folds, seed, options.tol * 0.1, options.max_iter)
+    n_rows = shared.passes.design.n_rows
+    rows, fold_results = [], {}
+    for model in models:
+        cell = (model.start.result.l2, model.fold)
+        fold_results[cell] = fold_result(model, shared.passes)
+        rows.append(_score_row(cell, scores_of(model.held_sums()), n_rows, folds))
+    scores = pd.DataFrame(rows, columns=["l2", "fold", "n_train", "n_test", *SCORES])
+    refits = {v: with_data(shared, res, True) for v, (res, _) in zip(penalties, fitted, strict=True)} if refit else {}
+    return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, shared.passes.engine.count)
+
+
+def _score_row(cell: tuple[float, int], got: dict[str, Any], n_rows: int, folds: int) -> dict[str, Any]:
+    """A row of the scores table; a fold without rows is refused."""
+    if got["n_test"] == 0:
+        raise InputError(f"fold {cell[1]} has no rows (folds={folds} over {n_rows} rows): use fewer folds")
+    return {"l2": cell[0], "fold": cell[1], "n_train": n_rows - got["n_test"], **got}
 
 
 def _held_out(
@@ -215,10 +252,5 @@ def _held_out(
     )
     record = reduce_bank(shared.passes.engine, kernels)
     n_rows = shared.passes.design.n_rows
-    rows = []
-    for (v, fold), sums in zip(cells, record.records, strict=True):
-        got = scores_of(sums)
-        if got["n_test"] == 0:
-            raise InputError(f"fold {fold} has no rows (folds={folds} over {n_rows} rows): use fewer folds")
-        rows.append({"l2": v, "fold": fold, "n_train": n_rows - got["n_test"], **got})
+    rows = [_score_row(cell, scores_of(sums), n_rows, folds) for cell, sums in zip(cells, record.records, strict=True)]
     return pd.DataFrame(rows, columns=["l2", "fold", "n_train", "n_test", *SCORES])

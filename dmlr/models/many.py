@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -135,10 +135,16 @@ class Member:
     tag: str = ""
 
 
-def fit_members(shared: Shared, members: Sequence[Member]) -> list[tuple[MNLogitResults, FitPasses]]:
+def fit_members(
+    shared: Shared, members: Sequence[Member], engines: Sequence[Callable[[Any], Any] | None] | None = None
+) -> list[tuple[MNLogitResults, FitPasses]]:
     """Fit every member in lockstep over the shared passes: each result with the passes its fit ended with (its
-    columns), in the members' order."""
-    jobs = [lambda engine, m=m: _fit_member(shared, m, engine) for m in members]
+    columns), in the members' order. ``engines``: per member, what wraps its member engine (``None``: nothing)."""
+    wraps = list(engines) if engines is not None else [None] * len(members)
+    jobs = [
+        lambda engine, m=m, w=w: _fit_member(shared, m, engine if w is None else w(engine))
+        for m, w in zip(members, wraps, strict=True)
+    ]
     return run_bank(shared.passes.engine, jobs, [m.weighting for m in members])
 
 

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from dmlr.data.rows import Rows
 from dmlr.errors import InputError
 
-__all__ = ["FoldWeighting", "check_folds", "fold_ids", "folds_of_rows", "row_hash"]
+__all__ = ["FoldStack", "FoldWeighting", "check_folds", "fold_ids", "folds_of_rows", "positions", "row_hash"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -115,11 +115,48 @@ class FoldWeighting:
 
     def __call__(self, rows: Rows) -> NDArray[np.float64]:
         """The weight of each of ``rows`` (shape (r,)); the rows' global positions must be known."""
-        index = rows.row_ids()
-        if index is None:
-            raise InputError(
-                f"partition {rows.partition}: cross-validation needs every partition's size (folds are functions of "
-                "the rows' global positions); compute the chunk sizes first (dask: x.compute_chunk_sizes())"
-            )
-        inside = folds_of_rows(index, self.folds, self.seed) == self.fold
+        inside = folds_of_rows(positions(rows), self.folds, self.seed) == self.fold
         return np.asarray(inside if self.held_out else ~inside, dtype=np.float64)
+
+
+def positions(rows: Rows) -> NDArray[np.int64]:
+    """The rows' global positions, which their folds are functions of."""
+    index = rows.row_ids()
+    if index is None:
+        raise InputError(
+            f"partition {rows.partition}: cross-validation needs every partition's size (folds are functions of "
+            "the rows' global positions); compute the chunk sizes first (dask: x.compute_chunk_sizes())"
+        )
+    return index
+
+
+@dataclass(frozen=True)
+class FoldStack:
+    """The training weights of several fold models at once (a weighting of
+    :class:`~dmlr.oracle.stacked.StackedScoreKernel`): ``1`` on the rows outside each model's fold, ``0`` on it.
+
+    Attributes
+    ----------
+    model_folds : tuple of int
+        The fold each model leaves out.
+    folds : int
+    seed : int
+    """
+
+    model_folds: tuple[int, ...]
+    folds: int
+    seed: int
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Nothing besides the rows' positions."""
+        return ()
+
+    def keys(self, rows: Rows) -> NDArray[np.int64]:
+        """The rows' global positions."""
+        return positions(rows)
+
+    def of_keys(self, keys: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Each model's weight of each row, shape (r, F): 0 where the row is in the model's fold."""
+        fold = folds_of_rows(keys, self.folds, self.seed)
+        return np.asarray(fold[:, None] != np.asarray(self.model_folds)[None, :], dtype=np.float64)

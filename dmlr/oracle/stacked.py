@@ -16,11 +16,15 @@ from dmlr.data.rows import Rows
 from dmlr.oracle.checks import check_finite
 from dmlr.oracle.probabilities import softmax
 
-__all__ = ["StackedScoreKernel", "StackedScores"]
+__all__ = ["HELD_SUMS", "StackedScoreKernel", "StackedScores"]
 
 Array = NDArray[np.float64]
 
-BLOCK_BYTES = 8 * 2**20
+HELD_SUMS = ("rows", "weight", "nll", "hits", "brier")
+"""The held-out sums of :attr:`StackedScores.held`, in its column order."""
+_TINY = np.finfo(np.float64).tiny
+
+BLOCK_BYTES = 4 * 2**20
 """Budget of a row block's largest temporary (its ``r x F x m`` predictors)."""
 
 
@@ -52,20 +56,30 @@ class StackedScores:
     score : ndarray, shape (F, d, m)
         ``X^T V_f (Y - P_f)`` of each model (intercept row first when there is one).
     weight_sum : ndarray, shape (F,)
+    held : ndarray, shape (F, 5), optional
+        With ``held_out``: each model's sums over the rows it weighs 0 (its held-out fold), columns
+        :data:`HELD_SUMS` (rows, the data's weight, negative log-likelihood, hits of the most probable class,
+        Brier score), as :func:`dmlr.oracle.evaluation.evaluation_sums` adds them.
     """
 
     loglik: Array
     score: Array
     weight_sum: Array
+    held: Array | None = None
 
     def __add__(self, other: StackedScores) -> StackedScores:
-        return StackedScores(self.loglik + other.loglik, self.score + other.score, self.weight_sum + other.weight_sum)
+        held = None if self.held is None or other.held is None else self.held + other.held
+        return StackedScores(
+            self.loglik + other.loglik, self.score + other.score, self.weight_sum + other.weight_sum, held
+        )
 
     def add_(self, other: StackedScores) -> StackedScores:
         """Add ``other`` in place."""
         self.loglik += other.loglik
         self.score += other.score
         self.weight_sum += other.weight_sum
+        if self.held is not None and other.held is not None:
+            self.held += other.held
         return self
 
 
@@ -82,12 +96,16 @@ class StackedScoreKernel:
         The models' weights of each row (times the data's weights).
     columns : tuple of int, optional
         The data columns the models use (all when ``None``).
+    held_out : bool
+        The weighting's weights are 0 or 1 (folds): also each model's sums over the rows it weighs 0
+        (:attr:`StackedScores.held`), from the same probabilities.
     """
 
     coefs: Array
     intercept: bool
     weighting: StackWeighting
     columns: tuple[int, ...] | None = None
+    held_out: bool = False
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -102,16 +120,24 @@ class StackedScoreKernel:
         keys = self.weighting.keys(rows)
         first = int(self.intercept)
         slopes = [np.ascontiguousarray(self.coefs[:, first:, c].T) for c in range(m)]  # class c: (p, F)
-        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
+        held = np.zeros((f, len(HELD_SUMS))) if self.held_out else None
+        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), held)
         step = max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
         for start in range(0, x.shape[0], step):
             stop = min(start + step, x.shape[0])
             weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
+            outside = None
+            if self.held_out:
+                outside = (weights == 0).astype(np.float64)
+                out.held[:, 0] += outside.sum(axis=0)  # type: ignore[index]
             if rows.weights is not None:
-                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
+                data_weights = np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
+                weights *= data_weights
+                if outside is not None:
+                    outside *= data_weights
             out.weight_sum += weights.sum(axis=0)
             offset = None if rows.offset is None else rows.offset[start:stop]
-            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out)
+            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out, outside)
         return out
 
     def _block(
@@ -122,9 +148,11 @@ class StackedScoreKernel:
         offset: Array | None,
         slopes: list[Array],
         out: StackedScores,
+        outside: Array | None = None,
     ) -> None:
-        """Add one row block's log-likelihoods and scores into ``out``; class-major throughout (the predictors of
-        class c for every row and model are one GEMM, the softmax runs on them in place, no transposes)."""
+        """Add one row block's log-likelihoods and scores into ``out`` (and the held-out sums of the rows
+        ``outside`` weighs); class-major throughout (the predictors of class c for every row and model are one GEMM,
+        the one softmax runs on all of them, no transposes)."""
         f, _, m = self.coefs.shape
         r = x.shape[0]
         eta = np.empty((m, r, f))
@@ -142,6 +170,8 @@ class StackedScoreKernel:
         chosen -= lse.reshape(r, f)
         out.loglik += np.einsum("rf,rf->f", weights, chosen)
         resid = prob.reshape(m, r, f)
+        if outside is not None:
+            _held_sums(resid, lse.reshape(r, f), chosen, codes, outside, out.held)  # type: ignore[arg-type]
         np.negative(resid, out=resid)
         first = int(self.intercept)
         for c in range(m):
@@ -153,11 +183,38 @@ class StackedScoreKernel:
 
     def memory(self, rows: int, p: int) -> int:
         """The rows' keys, a block's weights, predictors, probabilities and residuals (each within the block
-        budget), the records."""
+        budget; the held-out sums' few more), the records."""
         f, d, m = self.coefs.shape
-        return 8 * rows + 5 * BLOCK_BYTES + 16 * f * d * m
+        return 8 * rows + (7 if self.held_out else 5) * BLOCK_BYTES + 16 * f * (d * m + 5)
 
     def record_bytes(self) -> int:
-        """The F scores."""
+        """The F scores (and held-out sums)."""
         f, d, m = self.coefs.shape
-        return 8 * f * (d * m + 2)
+        return 8 * f * (d * m + 2 + (len(HELD_SUMS) if self.held_out else 0))
+
+
+def _held_sums(prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], held: Array, out: Array) -> None:
+    """Add the held-out sums (:data:`HELD_SUMS` but rows) of a block into ``out`` (F, 5): ``prob`` (m, r, F) the
+    non-base probabilities, ``lse`` and ``log_true`` (r, F) the log-normalizer and the true class's log-probability,
+    ``held`` (r, F) each model's weight of each of its held-out rows (0 on the others, which are skipped). As
+    :func:`dmlr.oracle.evaluation.evaluation_sums`: the most probable class is the first of equal ones in code
+    order (the base first)."""
+    patterns: dict[bytes, list[int]] = {}  # models that hold out the same rows (a fold's, at several penalties)
+    for f in range(held.shape[1]):
+        patterns.setdefault(np.packbits(held[:, f] > 0).tobytes(), []).append(f)
+    for group in patterns.values():
+        models = np.asarray(group, dtype=np.intp)
+        rows = np.flatnonzero(held[:, models[0]])
+        if rows.size == 0:
+            continue
+        w, q = held[np.ix_(rows, models)], prob[:, rows][:, :, models]  # (h, G), (m, h, G)
+        base, p_true = np.exp(-lse[np.ix_(rows, models)]), np.exp(log_true[np.ix_(rows, models)])
+        best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
+        for c in range(q.shape[0]):
+            predicted[q[c] > best] = c + 1
+            np.maximum(best, q[c], out=best)
+            squares += q[c] * q[c]
+        out[models, 1] += w.sum(axis=0)
+        out[models, 2] -= np.einsum("hg,hg->g", w, np.log(np.maximum(p_true, _TINY)))
+        out[models, 3] += np.einsum("hg,hg->g", w, (predicted == codes[rows, None]).astype(np.float64))
+        out[models, 4] += np.einsum("hg,hg->g", w, squares - 2 * p_true + 1)
