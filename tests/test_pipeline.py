@@ -278,6 +278,7 @@ def test_ctrl_c_exits_130_with_an_interrupted_line_and_a_resumable_checkpoint(st
         ({"fit": {"l2_path": [1.0], "l2": 3.0}}, "fit.l2: is chosen by cross-validation"),
         ({"fit": {"l2_path": [1.0], "folds": 1}}, "fit.folds: expected an integer >= 2, got 1"),
         ({"report": {"bootstrap": {"nrep": 1}}}, "report.bootstrap.nrep: expected an integer >= 2, got 1"),
+        ({"report": {"bootstrap": {"steps": 0}}}, "report.bootstrap.steps: expected an integer >= 1, got 0"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, change, field):

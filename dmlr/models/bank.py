@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from dmlr.data.rows import FIELDS, Rows
 from dmlr.errors import DmlrError, WorkerMemoryError
+from dmlr.models.weightings import folds_of_rows, positions
 from dmlr.oracle.checks import check_rows
 from dmlr.passes.engine import PassEngine
 from dmlr.passes.kernel import Kernel, add_into, record_size
@@ -31,6 +32,7 @@ __all__ = [
     "Bank",
     "BankKernel",
     "BankRecord",
+    "FoldSplitKernel",
     "MemberEngine",
     "Weighted",
     "largest_fitting",
@@ -93,6 +95,57 @@ class Weighted:
     def record_bytes(self) -> int | None:
         """The inner kernel's record size, when it says."""
         return record_size(self.kernel)
+
+
+@dataclass(frozen=True)
+class FoldSplitKernel:
+    """``kernel`` on each fold's rows of a partition: one record per fold (:class:`BankRecord`). The rows are
+    ordered by fold once (one copy), each fold's a slice of them, so the split costs the kernel's arithmetic and a
+    copy of the rows.
+
+    Attributes
+    ----------
+    kernel : Kernel
+    folds, seed : int
+    """
+
+    kernel: Any
+    folds: int
+    seed: int
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The inner kernel's."""
+        return tuple(self.kernel.reads)
+
+    @property
+    def batch(self) -> Any:
+        """The inner kernel's batching."""
+        return getattr(self.kernel, "batch", True)
+
+    def __call__(self, rows: Rows) -> BankRecord:
+        fold = folds_of_rows(positions(rows), self.folds, self.seed).astype(np.int16)
+        request = getattr(self.kernel, "request", None)
+        if request is not None and request.moments and rows.x is not None:  # named by position before reordering
+            check_rows(rows.x, rows.weights, rows.offset, rows.partition, rows.row_start)
+        order = np.argsort(fold, kind="stable")
+        bounds = np.searchsorted(fold[order], np.arange(self.folds + 1))
+        ordered = rows.take(order)
+        records = []
+        for g in range(self.folds):
+            part = slice(int(bounds[g]), int(bounds[g + 1]))
+            fields = {name: value[part] for name, value in ordered.arrays().items()}
+            records.append(self.kernel(Rows(**fields, partition=rows.partition, row_start=-1)))
+        return BankRecord(tuple(records))
+
+    def memory(self, rows: int, p: int) -> int:
+        """The inner kernel's, the reordered copy of the rows and the order."""
+        return int(self.kernel.memory(rows, p)) + 8 * rows * (p + 4)
+
+    def record_bytes(self) -> int | None:
+        """A record per fold."""
+        size = record_size(self.kernel)
+        return None if size is None else self.folds * size
 
 
 def _batching(kernels: Sequence[Any]) -> Any:

@@ -3,10 +3,16 @@
 Replicate ``r`` weights row ``i`` by a Poisson(1) draw that is a function of ``(seed, r, i)`` (Chamandy et al.
 2012's bootstrap for data too large to resample), or of ``(seed, r, cluster id)`` for the cluster bootstrap, so the
 replicates do not depend on the partitioning. Each replicate starts at the fit's coefficients and iterates
-``b <- b + H^-1 g_r(b)`` with ``H`` the full sample's penalized information at the fit (one pass, one Cholesky
-factorization): replicates differ from the full sample by ``O(1/sqrt(n))``, so the fixed information converges at
-that rate per pass. A pass evaluates every replicate not yet converged at once
-(:class:`~dmlr.oracle.stacked.StackedScoreKernel`: one GEMM per class for all of them).
+``b <- b + H^-1 g_r(b)`` with ``H`` the full sample's penalized information at the fit (the fit's model-based
+covariance is ``H^-1``; otherwise one pass and one Cholesky factorization): replicates differ from the full sample
+by ``O(1/sqrt(n))``, so the fixed information converges at that rate per pass. The first pass, where every
+replicate is at the fit, computes each row's score once and weights it for all replicates
+(:class:`~dmlr.oracle.replicates.ReplicateScoreKernel`: one GEMM); later passes evaluate every replicate not yet
+converged at once (:class:`~dmlr.oracle.stacked.StackedScoreKernel`: one GEMM per class for all of them).
+
+``steps=k`` stops every replicate after ``k`` steps (Andrews 2002's k-step bootstrap): ``steps=1`` is the one-step
+bootstrap ``b_r = b + H^-1 g_r(b)``, one pass over the data, whose replicates differ from the fully iterated ones by
+``O(1/n)`` against their ``O(1/sqrt(n))`` spread: the same standard errors and intervals to first order.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ import scipy.linalg
 from numpy.typing import NDArray
 from scipy import stats as sps
 
-from dmlr.data.rows import Rows
 from dmlr.data.store import StoreData
 from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
 from dmlr.models.bank import memory_advice
 from dmlr.models.many import shared_data
-from dmlr.models.weightings import row_hash
+from dmlr.models.weightings import PoissonReplicates, poisson_weights
 from dmlr.oracle.kernels import StatisticsKernel
+from dmlr.oracle.replicates import ReplicateScoreKernel
 from dmlr.oracle.stacked import StackedScoreKernel, StackedScores
 from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
@@ -37,70 +43,6 @@ from dmlr.steps.base import flat, unflat
 __all__ = ["BootstrapResults", "PoissonReplicates", "bootstrap", "poisson_weights"]
 
 Array = NDArray[np.float64]
-
-_LANES = 4
-"""Replicates per 64-bit hash: each takes 16 of its bits."""
-_POISSON_TABLE = np.searchsorted(sps.poisson(1.0).cdf(np.arange(30)), (np.arange(2**16) + 0.5) / 2**16, side="right")
-"""Poisson(1) quantile of each 16-bit uniform (u + 1/2) / 2^16: the distribution to within 2^-16 in every cell."""
-_POISSON_TABLE = _POISSON_TABLE.astype(np.float64)
-
-
-def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.int64]) -> Array:
-    """Poisson(1) weights of each key (rows) for each replicate (columns), shape (r, F): replicate ``j`` takes the
-    16-bit lane ``j % 4`` of the hash of ``(seed, key)`` in stream ``j // 4 + 1``, looked up in a table (one hash
-    for four replicates, no search)."""
-    streams, where = np.unique(replicates // _LANES, return_inverse=True)
-    hashes = np.empty((keys.shape[0], streams.size), dtype=np.uint64)
-    for j, stream in enumerate(streams):
-        hashes[:, j] = row_hash(keys, seed, stream=int(stream) + 1)
-    lanes = hashes.astype("<u8").view("<u2").reshape(keys.shape[0], _LANES * streams.size)  # lane k: bits 16k..
-    return _POISSON_TABLE[lanes[:, where * _LANES + replicates % _LANES]]
-
-
-def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
-    """A 63-bit key per cluster id: the id itself for integers, pandas' stable hash for anything else."""
-    if groups.dtype.kind in "iu":
-        return groups.astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF)
-    hashed = pd.util.hash_array(np.asarray(groups, dtype=object))
-    return (hashed >> np.uint64(1)).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class PoissonReplicates:
-    """The Poisson(1) weights of some replicates, each row's (or each cluster's, with ``groups``) a function of
-    ``(seed, replicate, its global index or cluster id)`` only: the stacked scores' weighting
-    (:mod:`dmlr.oracle.stacked`).
-
-    Attributes
-    ----------
-    seed : int
-    replicates : tuple of int
-    groups : bool
-        Draw per cluster id (the rows' ``groups``) instead of per row.
-    """
-
-    seed: int
-    replicates: tuple[int, ...]
-    groups: bool = False
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        """The cluster ids, for the cluster bootstrap."""
-        return ("groups",) if self.groups else ()
-
-    def keys(self, rows: Rows) -> NDArray[np.int64]:
-        """What the weight of each of ``rows`` is a function of: its global index, or its cluster's key."""
-        index = _group_keys(rows.groups) if self.groups and rows.groups is not None else rows.row_ids()
-        if index is None:
-            raise InputError(f"partition {rows.partition}: the bootstrap needs every partition's size")
-        return index
-
-    def of_keys(self, keys: NDArray[np.int64]) -> Array:
-        """Each replicate's weight of each key, shape (r, F) (:func:`poisson_weights`)."""
-        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64))
-
-    def __call__(self, rows: Rows) -> Array:
-        return self.of_keys(self.keys(rows))
 
 
 @dataclass(frozen=True)
@@ -117,8 +59,11 @@ class BootstrapResults:
     kind : str
         ``"poisson"`` or ``"cluster"``.
     converged : ndarray of bool, shape (nrep,)
+        Whether each replicate's gradient fell below ``tol`` (all ``False`` with ``steps``: not checked).
     n_passes : int
-        Passes over the data (the information at the fit and the replicates' iterations).
+        Passes over the data (the information at the fit, when not the fit's own, and the replicates' steps).
+    steps : int, optional
+        The steps each replicate took from the fit (``None``: iterated to convergence).
     """
 
     params: Array
@@ -126,6 +71,7 @@ class BootstrapResults:
     kind: str
     converged: NDArray[np.bool_]
     n_passes: int
+    steps: int | None = None
 
     def cov_params(self) -> pd.DataFrame:
         """The replicates' covariance of the flat class-major parameters, shape (m d, m d), as the fit's."""
@@ -164,6 +110,7 @@ def bootstrap(
     kind: str = "poisson",
     groups: Any = None,
     seed: int = 0,
+    steps: int | None = None,
     weights: Any = None,
     tol: float = 1e-8,
     max_iter: int = 50,
@@ -181,37 +128,38 @@ def bootstrap(
             raise InputError(
                 f"kind='cluster' resamples clusters: groups has {n_groups} distinct id (at least 2 needed)"
             )
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise InputError(f"steps must be None (iterate to convergence) or an integer >= 1, got {steps!r}")
+    own_data = X is None or (
+        isinstance(X, StoreData) and X.checksum == (result.data_info or {}).get("store_checksum", "")
+    )
     X, y = _data_of(result, X, y)
     shared = _shared(result, X, y, weights, groups if kind == "cluster" else None, storage_options, client)
     passes = shared.passes
-    columns = passes.columns
     if kind == "cluster" and passes.engine.data.groups is None:
         raise InputError("kind='cluster' needs groups= (the cluster id of every row)")
     objective = objective_of(passes.design, result.l2)
-    info = _information(passes.engine, result, columns, objective)
-    factor = scipy.linalg.cho_factor(info)
+    solve = _solver(passes.engine, result, passes.columns, objective, own_data)
     coefs = [result.coef.copy() for _ in range(nrep)]
-    clustered = kind == "cluster"
     done = np.zeros(nrep, dtype=bool)
-    for _ in range(max_iter):
+    for it in range(max_iter if steps is None else int(steps)):
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
-        stacked = np.stack([coefs[r] for r in active])
-        weighting = PoissonReplicates(seed, tuple(int(r) for r in active), clustered)
-        record = _scores(passes.engine, result, stacked, weighting, columns)
+        weighting = PoissonReplicates(seed, tuple(int(r) for r in active), kind == "cluster")
+        record = _scores(passes.engine, result, np.stack([coefs[r] for r in active]), weighting, passes.columns, it)
         for i, r in enumerate(active):
             gradient = objective.penalized(coefs[r], record.score[i])
-            if np.abs(gradient).max() / max(float(record.weight_sum[i]), 1.0) < tol:
+            if steps is None and np.abs(gradient).max() / max(float(record.weight_sum[i]), 1.0) < tol:
                 done[r] = True
                 continue
-            coefs[r] = coefs[r] + unflat(scipy.linalg.cho_solve(factor, flat(gradient)), coefs[r].shape[0])
-    if not done.all():
+            coefs[r] = coefs[r] + unflat(solve(flat(gradient)), coefs[r].shape[0])
+    if steps is None and not done.all():
         warn(
             f"{int((~done).sum())} of {nrep} bootstrap replicates did not converge in {max_iter} passes",
             ConvergenceWarning,
         )
-    return BootstrapResults(np.stack(coefs), result, kind, done, passes.engine.count)
+    return BootstrapResults(np.stack(coefs), result, kind, done, passes.engine.count, steps)
 
 
 def _data_of(result: MNLogitResults, X: Any, y: Any) -> tuple[Any, Any]:
@@ -252,12 +200,16 @@ def _shared(
 
 
 def _scores(
-    engine: Any, result: MNLogitResults, coefs: Array, weighting: PoissonReplicates, columns: Any
+    engine: Any, result: MNLogitResults, coefs: Array, weighting: PoissonReplicates, columns: Any, it: int
 ) -> StackedScores:
-    """One pass: every active replicate's score (one GEMM each way per row block for all of them)."""
+    """One pass: every active replicate's score. The first, where every replicate is at the fit, computes each
+    row's score once and weights it for all replicates (one GEMM); later ones one GEMM each way per class for all
+    of them."""
 
-    def kernel_of(k: int) -> StackedScoreKernel:  # the first k replicates
+    def kernel_of(k: int) -> Any:  # the first k replicates
         fewer = PoissonReplicates(weighting.seed, weighting.replicates[:k], weighting.groups)
+        if it == 0:
+            return ReplicateScoreKernel(result.coef, result.intercept, fewer, k, columns)
         return StackedScoreKernel(coefs[:k], result.intercept, fewer, columns)
 
     n = len(weighting.replicates)
@@ -268,7 +220,13 @@ def _scores(
     return record
 
 
-def _information(engine: Any, result: MNLogitResults, columns: Any, objective: Any) -> Array:
-    """The full sample's penalized information at the fit: one pass."""
+def _solver(engine: Any, result: MNLogitResults, columns: Any, objective: Any, own_data: bool) -> Any:
+    """``g -> H^-1 g`` with ``H`` the full sample's penalized information at the fit: the fit's model-based
+    covariance when the replicates resample the fit's own data, else one pass and a Cholesky factorization."""
+    if own_data and result.cov_type == "nonrobust" and result.covariance is not None:
+        covariance = result.covariance
+        if np.all(np.isfinite(covariance)):
+            return lambda g: covariance @ g
     stats = engine.reduce(StatisticsKernel(result.coef, Request(information=True), result.intercept, columns))
-    return np.asarray(objective.information(stats), dtype=np.float64)
+    factor = scipy.linalg.cho_factor(np.asarray(objective.information(stats), dtype=np.float64))
+    return lambda g: scipy.linalg.cho_solve(factor, g)

@@ -27,22 +27,20 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.data.rows import Rows
 from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
 from dmlr.fitting.results import null_loglik
-from dmlr.models.bank import BankKernel, BankRecord, memory_advice
-from dmlr.models.weightings import FoldStack, folds_of_rows, positions
-from dmlr.oracle.checks import check_rows
+from dmlr.models.bank import BankKernel, BankRecord, FoldSplitKernel, memory_advice
+from dmlr.models.weightings import FoldStack
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.stacked import HELD_SUMS, StackedScoreKernel, StackedScores
 from dmlr.oracle.statistics import WITH_INFORMATION, Statistics
-from dmlr.passes.kernel import Sums, record_size
+from dmlr.passes.kernel import Sums
 from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective
 from dmlr.steps.base import flat, unflat
 
-__all__ = ["FoldModel", "FoldSplit", "FoldSplitKernel", "FoldStart", "fit_fold_models", "fold_result", "split_by_fold"]
+__all__ = ["FoldModel", "FoldSplit", "FoldStart", "fit_fold_models", "fold_result", "split_by_fold"]
 
 Array = NDArray[np.float64]
 phases = logging.getLogger("dmlr.phase")
@@ -90,57 +88,6 @@ class FoldSplit:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
-
-
-@dataclass(frozen=True)
-class FoldSplitKernel:
-    """``kernel`` on each fold's rows of a partition: one record per fold (:class:`BankRecord`). The rows are
-    ordered by fold once (one copy), each fold's a slice of them, so the split costs the kernel's arithmetic and a
-    copy of the rows.
-
-    Attributes
-    ----------
-    kernel : Kernel
-    folds, seed : int
-    """
-
-    kernel: Any
-    folds: int
-    seed: int
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        """The inner kernel's."""
-        return tuple(self.kernel.reads)
-
-    @property
-    def batch(self) -> Any:
-        """The inner kernel's batching."""
-        return getattr(self.kernel, "batch", True)
-
-    def __call__(self, rows: Rows) -> BankRecord:
-        fold = folds_of_rows(positions(rows), self.folds, self.seed).astype(np.int16)
-        request = getattr(self.kernel, "request", None)
-        if request is not None and request.moments and rows.x is not None:  # named by position before reordering
-            check_rows(rows.x, rows.weights, rows.offset, rows.partition, rows.row_start)
-        order = np.argsort(fold, kind="stable")
-        bounds = np.searchsorted(fold[order], np.arange(self.folds + 1))
-        ordered = rows.take(order)
-        records = []
-        for g in range(self.folds):
-            part = slice(int(bounds[g]), int(bounds[g + 1]))
-            fields = {name: value[part] for name, value in ordered.arrays().items()}
-            records.append(self.kernel(dataclasses.replace(Rows(**fields), partition=rows.partition, row_start=-1)))
-        return BankRecord(tuple(records))
-
-    def memory(self, rows: int, p: int) -> int:
-        """The inner kernel's, the reordered copy of the rows and the order."""
-        return int(self.kernel.memory(rows, p)) + 8 * rows * (p + 4)
-
-    def record_bytes(self) -> int | None:
-        """A record per fold."""
-        size = record_size(self.kernel)
-        return None if size is None else self.folds * size
 
 
 def split_by_fold(engine: Any, kernel: Any, folds: int, seed: int) -> BankRecord:

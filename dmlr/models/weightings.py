@@ -3,12 +3,16 @@
 A fold of cross-validation and a bootstrap replicate's weight must be the same for a row whatever the cluster, the
 chunking, a resumed run or rows appended to the store later, so they are computed where the rows are, from the
 row's global index: a counter-based hash (SplitMix64's finalizer) of ``(seed, index)`` gives a uniform 64-bit value
-per row, whose top bits pick the fold. NumPy only: this module runs on workers.
+per row, whose top bits pick the fold; a bootstrap replicate's Poisson(1) weight is a 16-bit lane of such a hash in
+the replicate's stream, looked up in a quantile table. NumPy only (no SciPy, no pandas but for labelled clusters):
+this module runs on workers, which import what a pass's kernel and weighting need and nothing more.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,7 +20,19 @@ from numpy.typing import NDArray
 from dmlr.data.rows import Rows
 from dmlr.errors import InputError
 
-__all__ = ["FoldStack", "FoldWeighting", "check_folds", "fold_ids", "folds_of_rows", "positions", "row_hash"]
+__all__ = [
+    "FoldStack",
+    "FoldWeighting",
+    "PoissonReplicates",
+    "check_folds",
+    "fold_ids",
+    "folds_of_rows",
+    "poisson_weights",
+    "positions",
+    "row_hash",
+]
+
+Array = NDArray[np.float64]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -160,3 +176,71 @@ class FoldStack:
         """Each model's weight of each row, shape (r, F): 0 where the row is in the model's fold."""
         fold = folds_of_rows(keys, self.folds, self.seed)
         return np.asarray(fold[:, None] != np.asarray(self.model_folds)[None, :], dtype=np.float64)
+
+
+_LANES = 4
+"""Replicates per 64-bit hash: each takes 16 of its bits."""
+_POISSON_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(30)])
+"""P(N <= k) for N ~ Poisson(1), k = 0 .. 29."""
+_POISSON_TABLE = np.searchsorted(_POISSON_CDF, (np.arange(2**16) + 0.5) / 2**16, side="right").astype(np.float64)
+"""Poisson(1) quantile of each 16-bit uniform (u + 1/2) / 2^16: the distribution to within 2^-16 in every cell."""
+
+
+def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.int64]) -> Array:
+    """Poisson(1) weights of each key (rows) for each replicate (columns), shape (r, F): replicate ``j`` takes the
+    16-bit lane ``j % 4`` of the hash of ``(seed, key)`` in stream ``j // 4 + 1``, looked up in a table (one hash
+    for four replicates, no search)."""
+    streams, where = np.unique(replicates // _LANES, return_inverse=True)
+    hashes = np.empty((keys.shape[0], streams.size), dtype=np.uint64)
+    for j, stream in enumerate(streams):
+        hashes[:, j] = row_hash(keys, seed, stream=int(stream) + 1)
+    lanes = hashes.astype("<u8").view("<u2").reshape(keys.shape[0], _LANES * streams.size)  # lane k: bits 16k..
+    return _POISSON_TABLE[lanes[:, where * _LANES + replicates % _LANES]]
+
+
+def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
+    """A 63-bit key per cluster id: the id itself for integers, pandas' stable hash for anything else."""
+    if groups.dtype.kind in "iu":
+        return groups.astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF)
+    import pandas as pd  # on first use: workers of the cluster bootstrap of labelled clusters only
+
+    hashed = pd.util.hash_array(np.asarray(groups, dtype=object))
+    return (hashed >> np.uint64(1)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PoissonReplicates:
+    """The Poisson(1) weights of some replicates, each row's (or each cluster's, with ``groups``) a function of
+    ``(seed, replicate, its global index or cluster id)`` only: the stacked scores' weighting
+    (:mod:`dmlr.oracle.stacked`).
+
+    Attributes
+    ----------
+    seed : int
+    replicates : tuple of int
+    groups : bool
+        Draw per cluster id (the rows' ``groups``) instead of per row.
+    """
+
+    seed: int
+    replicates: tuple[int, ...]
+    groups: bool = False
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The cluster ids, for the cluster bootstrap."""
+        return ("groups",) if self.groups else ()
+
+    def keys(self, rows: Rows) -> NDArray[np.int64]:
+        """What the weight of each of ``rows`` is a function of: its global index, or its cluster's key."""
+        index = _group_keys(rows.groups) if self.groups and rows.groups is not None else rows.row_ids()
+        if index is None:
+            raise InputError(f"partition {rows.partition}: the bootstrap needs every partition's size")
+        return index
+
+    def of_keys(self, keys: NDArray[np.int64]) -> Array:
+        """Each replicate's weight of each key, shape (r, F) (:func:`poisson_weights`)."""
+        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64))
+
+    def __call__(self, rows: Rows) -> Array:
+        return self.of_keys(self.keys(rows))

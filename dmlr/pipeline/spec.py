@@ -17,6 +17,7 @@
     # fit: {l2_path: [0, 1, 10], folds: 5}  # the penalty chosen by cross-validation, then the fit at the best
     evaluate: {bins: 10}
     report: {format: html}             # html or markdown; bootstrap: {nrep: 200} adds bootstrap standard errors
+                                       #   (steps: 1 for the one-step bootstrap: one pass)
 
 See ``pipelines/README.md`` for every field.
 """
@@ -99,6 +100,7 @@ class BootstrapSection:
     nrep: int = 200
     seed: int = 0
     kind: str = "poisson"
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,11 +259,15 @@ def _selection_section(r: _Reader, fit: Any) -> SelectionSection:
 def _bootstrap_section(r: _Reader, raw: Any) -> BootstrapSection | None:
     if raw is None or raw is False:
         return None
-    b = r.mapping({} if raw is True else raw, "report.bootstrap", ("nrep", "seed", "kind"))
+    b = r.mapping({} if raw is True else raw, "report.bootstrap", ("nrep", "seed", "kind", "steps"))
+    steps = b.get("steps")
     return BootstrapSection(
         nrep=r.typed(b.get("nrep", 200), "report.bootstrap.nrep", int, lambda v: v >= 2, "an integer >= 2"),
         seed=r.typed(b.get("seed", 0), "report.bootstrap.seed", int),
         kind=r.choice(b.get("kind", "poisson"), "report.bootstrap.kind", ("poisson", "cluster")),
+        steps=None
+        if steps is None
+        else r.typed(steps, "report.bootstrap.steps", int, lambda v: v >= 1, "an integer >= 1"),
     )
 
 

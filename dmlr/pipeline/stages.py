@@ -358,7 +358,7 @@ def _report_execute(run: _Run) -> dict[str, Any]:
     if run.spec.report.bootstrap is not None:  # replicates of the fit on the training store, all in each pass
         b = run.spec.report.bootstrap
         train = dmlr.open_store(run.path("data", "train.zarr"), storage_options=run.so or None)
-        boot = res.bootstrap(train, nrep=b.nrep, kind=b.kind, seed=b.seed, client=run.client)
+        boot = res.bootstrap(train, nrep=b.nrep, kind=b.kind, seed=b.seed, steps=b.steps, client=run.client)
     changes = None
     fs_prev, previous = fsspec.core.url_to_fs(run.path("fit", "previous"), **run.so)
     if fs_prev.exists(f"{previous}/COMPLETE"):

@@ -157,6 +157,7 @@ class PostEstimation:
         kind: str = "poisson",
         groups: Any = None,
         seed: int = 0,
+        steps: int | None = None,
         weights: Any = None,
         tol: float = 1e-8,
         max_iter: int = 50,
@@ -169,7 +170,8 @@ class PostEstimation:
         A replicate's weight of a row (of a cluster, ``kind="cluster"``) is a function of ``(seed, replicate, row
         index or cluster id)`` only, the same on any cluster and chunking (Chamandy et al. 2012's Poisson bootstrap
         for data too large to resample). Each replicate starts at this fit's coefficients and iterates with the full
-        sample's information at the fit, factored once (replicates are ``O(1/sqrt(n))`` away from the fit).
+        sample's information at the fit, factored once (replicates are ``O(1/sqrt(n))`` away from the fit); the
+        first pass computes each row's score once for all replicates, later ones every replicate's probabilities.
 
         Parameters
         ----------
@@ -184,6 +186,12 @@ class PostEstimation:
         groups : array-like, shape (n,), optional
             Cluster ids for ``kind="cluster"`` (default a store's staged groups).
         seed : int
+        steps : int, optional
+            Stop every replicate after this many steps from the fit (Andrews 2002's k-step bootstrap). ``steps=1``
+            is the one-step bootstrap ``b + H^-1 g_r(b)``: one pass over the data (the fit's own data and
+            model-based covariance), replicates within ``O(1/n)`` of the iterated ones, whose spread is
+            ``O(1/sqrt(n))``: the same standard errors and intervals to first order, for data where each pass is
+            long. ``None`` (default): iterate every replicate until converged.
         weights : array-like, shape (n,), optional
             The fit's frequency weights, when it had some (they multiply the replicates' weights).
         tol : float
@@ -202,6 +210,6 @@ class PostEstimation:
         from dmlr.models.bootstrap import bootstrap
 
         return bootstrap(
-            self._res, X, y, nrep=nrep, kind=kind, groups=groups, seed=seed, weights=weights, tol=tol,
+            self._res, X, y, nrep=nrep, kind=kind, groups=groups, seed=seed, steps=steps, weights=weights, tol=tol,
             max_iter=max_iter, storage_options=storage_options, client=client,
         )  # fmt: skip

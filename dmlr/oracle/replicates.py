@@ -1,0 +1,106 @@
+"""Log-likelihoods and scores of one model under F row weightings (bootstrap replicates at the fit): each row's
+score is computed once, and the F weighted sums of them are one GEMM against the rows' weights. NumPy only: runs on
+workers.
+
+The score of weighting ``f`` is ``sum_i w_if z_i`` with ``z_i = (y_i - p_i) kron x_i`` the row's score at the
+model's coefficients, so a block's F scores are ``Z^T W`` (``Z`` (r, m d), ``W`` (r, F)): the arithmetic of one
+model's score pass plus a GEMM of width F, against F softmaxes for F different coefficients
+(:class:`~dmlr.oracle.stacked.StackedScoreKernel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlr.data.rows import Rows
+from dmlr.oracle.checks import check_finite
+from dmlr.oracle.probabilities import log_probabilities
+from dmlr.oracle.stacked import BLOCK_BYTES, StackedScores, StackWeighting
+
+__all__ = ["ReplicateScoreKernel"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ReplicateScoreKernel:
+    """The log-likelihood and score of one model under each of F row weightings.
+
+    Attributes
+    ----------
+    coef : ndarray, shape (d, m)
+    intercept : bool
+        Whether row 0 of ``coef`` is the intercept (not stored in the data).
+    weighting : StackWeighting
+        The F weightings of each row (times the data's weights).
+    n_weightings : int
+        F.
+    columns : tuple of int, optional
+        The data columns the model uses (all when ``None``).
+    """
+
+    coef: Array
+    intercept: bool
+    weighting: StackWeighting
+    n_weightings: int
+    columns: tuple[int, ...] | None = None
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
+        return ("x", "codes", "weights", "offset", *getattr(self.weighting, "reads", ()))
+
+    def __call__(self, rows: Rows) -> StackedScores:
+        assert rows.x is not None and rows.codes is not None
+        x = rows.x if self.columns is None else rows.x[:, list(self.columns)]
+        check_finite(x, "X", rows.partition, rows.row_start)
+        d, m = self.coef.shape
+        f = self.n_weightings
+        keys = self.weighting.keys(rows)
+        score = np.zeros((m * d, f))
+        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
+        step = max(1, BLOCK_BYTES // (8 * max(f, m * d)))
+        for start in range(0, x.shape[0], step):
+            stop = min(start + step, x.shape[0])
+            weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
+            if rows.weights is not None:
+                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
+            out.weight_sum += weights.sum(axis=0)
+            offset = None if rows.offset is None else rows.offset[start:stop]
+            z, log_true = self._rows(x[start:stop], rows.codes[start:stop], offset)
+            score += z.T @ weights
+            out.loglik += log_true @ weights
+        out.score[:] = score.reshape(m, d, f).transpose(2, 1, 0)  # class-major rows of Z: (F, d, m)
+        return out
+
+    def _rows(self, x: Array, codes: NDArray[np.int32], offset: Array | None) -> tuple[Array, Array]:
+        """Each row's score ``(y - p) kron [1, x]`` class-major, shape (r, m d), and its log-probability of its
+        class, shape (r,)."""
+        first = int(self.intercept)
+        eta = x @ self.coef[first:]
+        if self.intercept:
+            eta += self.coef[0]
+        if offset is not None:
+            eta += offset
+        prob, lse = log_probabilities(eta)  # (r, m), (r,)
+        r, m = prob.shape
+        onehot = codes[:, None] == np.arange(1, m + 1)[None, :]
+        log_true = np.where(codes > 0, eta[np.arange(r), np.maximum(codes, 1) - 1], 0.0) - lse
+        resid = onehot - prob
+        design = np.column_stack([np.ones(r), x]) if self.intercept else x
+        z = (resid[:, :, None] * design[:, None, :]).reshape(r, -1)  # class c's block: columns c d .. (c + 1) d
+        return z, log_true
+
+    def memory(self, rows: int, p: int) -> int:
+        """The rows' keys, a block's weights, design, probabilities and row scores (each within the block budget),
+        the record."""
+        d, m = self.coef.shape
+        return 8 * rows + 5 * BLOCK_BYTES + 16 * self.n_weightings * (d * m + 2)
+
+    def record_bytes(self) -> int:
+        """The F scores."""
+        d, m = self.coef.shape
+        return 8 * self.n_weightings * (d * m + 2)
