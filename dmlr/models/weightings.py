@@ -191,11 +191,23 @@ def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.i
     16-bit lane ``j % 4`` of the hash of ``(seed, key)`` in stream ``j // 4 + 1``, looked up in a table (one hash
     for four replicates, no search)."""
     streams, where = np.unique(replicates // _LANES, return_inverse=True)
-    hashes = np.empty((keys.shape[0], streams.size), dtype=np.uint64)
-    for j, stream in enumerate(streams):
-        hashes[:, j] = row_hash(keys, seed, stream=int(stream) + 1)
-    lanes = hashes.astype("<u8").view("<u2").reshape(keys.shape[0], _LANES * streams.size)  # lane k: bits 16k..
-    return _POISSON_TABLE[lanes[:, where * _LANES + replicates % _LANES]]
+    hashes = _stream_hashes(keys, seed, streams + 1)
+    lanes = hashes.astype("<u8", copy=False).view("<u2").reshape(keys.shape[0], _LANES * streams.size)  # bits 16k..
+    columns = where * _LANES + replicates % _LANES
+    if np.array_equal(columns, np.arange(columns.size)):  # consecutive replicates from a stream's first: a view
+        return np.take(_POISSON_TABLE, lanes[:, : columns.size])
+    return np.take(_POISSON_TABLE, lanes[:, columns])
+
+
+def _stream_hashes(index: NDArray[np.int64], seed: int, streams: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """:func:`row_hash` of every index in each of ``streams`` at once, shape (r, S)."""
+    with np.errstate(over="ignore"):
+        seeds = np.full(streams.size, seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
+        key = _finalize(seeds * _GOLDEN + streams.astype(np.uint64))
+        z = index.astype(np.uint64)[:, None] + (streams.astype(np.uint64) << np.uint64(40))[None, :]
+        z *= _GOLDEN
+        z += key[None, :]
+        return _finalize(z)
 
 
 def _group_keys(groups: NDArray[Any]) -> NDArray[np.int64]:
