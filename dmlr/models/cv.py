@@ -8,7 +8,9 @@ held-out scores of every fold model come from one more pass, for all of them at 
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +19,14 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from dmlr.errors import InputError
-from dmlr.models.bank import reduce_bank
-from dmlr.models.fold_models import FoldSplit, FoldStart, fit_fold_models, fold_result
+from dmlr.errors import ConvergenceWarning, InputError, warn
+from dmlr.models.bank import reduce_bank, run_bank
+from dmlr.models.fold_models import FoldRun, FoldSplit, fold_result
 from dmlr.models.many import (
     Member,
     Shared,
     checkpoint_under,
+    fit_member,
     fit_members,
     member_options,
     refuse_cluster_covariance,
@@ -35,6 +38,10 @@ from dmlr.models.weightings import FoldWeighting, check_folds, fold_ids
 from dmlr.results.results import MNLogitResults
 
 __all__ = ["CVResults", "cross_validate"]
+
+FOLD_TOL = 0.1
+"""A fold model stops at this fraction of ``tol``: a quasi-Newton iterate that passes it is as close to its
+optimum as a Newton iterate that passes ``tol`` (whose next step is quadratically smaller)."""
 
 
 @dataclass(frozen=True)
@@ -215,20 +222,26 @@ def _full_members(shared: Shared, penalties: tuple[float, ...], checkpoint: str 
 def _from_full_fits(
     shared: Shared, penalties: tuple[float, ...], folds: int, seed: int, refit: bool, checkpoint: str | None
 ) -> CVResults:
-    """The fits of every row first (their final passes split by fold), then every fold model from its penalty's
-    (:mod:`dmlr.models.fold_models`)."""
-    splits = [FoldSplit(folds, seed) for _ in penalties]
+    """The fits of every row (their passes split by fold) and every fold model from its penalty's, all models of
+    one bank (:mod:`dmlr.models.fold_models`)."""
+    board = threading.Condition()
+    splits = [FoldSplit(folds, seed, v, board) for v in penalties]
     members = _full_members(shared, penalties, checkpoint)
-    fitted = fit_members(shared, members, [split.bind for split in splits])
-    starts = [FoldStart.of(res, passes, split) for (res, passes), split in zip(fitted, splits, strict=True)]
     options = members[0].options
-    models = fit_fold_models(shared.passes.engine, starts, folds, seed, options.tol * 0.1, options.max_iter)
+    run = FoldRun(splits, folds, seed, options.tol * FOLD_TOL, options.max_iter)
+    jobs: list[Any] = [
+        split.job(functools.partial(fit_member, shared, m)) for split, m in zip(splits, members, strict=True)
+    ]
+    *fitted, models = run_bank(shared.passes.engine, [*jobs, run], [None] * (len(jobs) + 1))
     n_rows = shared.passes.design.n_rows
     rows, fold_results = [], {}
-    for model in models:
-        cell = (model.start.result.l2, model.fold)
-        fold_results[cell] = fold_result(model, shared.passes)
+    for (i, fold), model in sorted(models.items()):
+        cell = (penalties[i], fold)
+        fold_results[cell] = fold_result(model, fitted[i][0], shared.passes)
         rows.append(_score_row(cell, scores_of(model.held_sums()), n_rows, folds))
+    late = sum(not m.converged for m in models.values())
+    if late:
+        warn(f"{late} of {len(models)} fold models did not converge in {options.max_iter} passes", ConvergenceWarning)
     scores = pd.DataFrame(rows, columns=["l2", "fold", "n_train", "n_test", *SCORES])
     refits = {v: with_data(shared, res, True) for v, (res, _) in zip(penalties, fitted, strict=True)} if refit else {}
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, shared.passes.engine.count)

@@ -19,18 +19,20 @@ import functools
 import logging
 import math
 import operator
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
+from dmlr.data.rows import Rows
+from dmlr.errors import InputError
 from dmlr.fitting.fitter import objective_of
 from dmlr.fitting.results import null_loglik
-from dmlr.models.bank import BankKernel, BankRecord, FoldSplitKernel, memory_advice
+from dmlr.models.bank import BankKernel, FoldSplitKernel
 from dmlr.models.weightings import FoldStack
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.stacked import HELD_SUMS, StackedScoreKernel, StackedScores
@@ -40,7 +42,7 @@ from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective
 from dmlr.steps.base import flat, unflat
 
-__all__ = ["FoldModel", "FoldSplit", "FoldStart", "fit_fold_models", "fold_result", "split_by_fold"]
+__all__ = ["START_DECREMENT", "FoldModel", "FoldRun", "FoldSplit", "FoldStart", "fold_result"]
 
 Array = NDArray[np.float64]
 phases = logging.getLogger("dmlr.phase")
@@ -49,28 +51,92 @@ METHOD = "fixed information from the fit of every row"
 """What a fold model's results say of how it was fitted."""
 
 
+START_DECREMENT = 1e-3
+"""The fit of every row's Newton decrement at a split pass from which its fold models start (its next iterate is
+then the optimum to within ``O(decrement^2)``): their first pass runs alongside the fit's last."""
+
+
+@dataclass(frozen=True)
+class FoldStart:
+    """A pass of a fit of every row split by fold: where its penalty's fold models start.
+
+    Attributes
+    ----------
+    coef : ndarray, shape (d, m)
+        The coefficients of the pass.
+    intercept : bool
+    columns : tuple of int, optional
+        The data columns the fit uses.
+    objective : Objective
+        The penalized objective (the fit's penalty).
+    parts : tuple of Statistics
+        Each fold's record at ``coef``.
+    """
+
+    coef: Array
+    intercept: bool
+    columns: tuple[int, ...] | None
+    objective: Objective
+    parts: tuple[Statistics, ...]
+
+    @staticmethod
+    def of_kernel(kernel: Any, parts: tuple[Statistics, ...], l2: float) -> FoldStart:
+        """The start from a split pass of the fit's statistics kernel."""
+        mask = np.ones(kernel.coef.shape[0])
+        if kernel.intercept:
+            mask[0] = 0.0
+        return FoldStart(np.array(kernel.coef), bool(kernel.intercept), kernel.columns, Objective(l2, mask), parts)
+
+    def training(self, fold: int) -> Statistics:
+        """The record of the rows outside ``fold``."""
+        return functools.reduce(operator.add, [p for g, p in enumerate(self.parts) if g != fold])
+
+    def decrement(self) -> float:
+        """The fit's Newton decrement ``sqrt(g^T H^-1 g / sum(v))`` at :attr:`coef` (``inf``: singular)."""
+        total = functools.reduce(operator.add, self.parts)
+        gradient = flat(self.objective.penalized(self.coef, total.score))
+        try:
+            move = scipy.linalg.cho_solve(scipy.linalg.cho_factor(self.objective.information(total)), gradient)
+        except np.linalg.LinAlgError:
+            return math.inf
+        return math.sqrt(max(float(gradient @ move), 0.0) / max(total.weight_sum, 1e-300))
+
+
 @dataclass
 class FoldSplit:
-    """The pass engine of a fit of every row that splits its passes of second-order statistics by fold: each
-    fold's record separately, their sum for the fit. The last split (the fit's final pass, at its optimum) is kept.
+    """The pass engine of a fit of every row (a model of a bank) that splits its passes of exact second-order
+    statistics by fold: each fold's record separately, their sum for the fit. It tells the fold models' run
+    (:class:`FoldRun`), through ``board``, each pass it has seen and where they may start.
 
     Attributes
     ----------
     folds, seed : int
         The folds (:func:`dmlr.fold_ids`).
+    l2 : float
+        The fit's penalty.
+    board : threading.Condition
+        Shared with the fold models' run.
     engine : MemberEngine
         The fit's engine in its bank (:meth:`bind`).
-    parts : tuple of Statistics, optional
-        Each fold's record of the last split pass.
-    at : ndarray, shape (d, m), optional
-        The coefficients of that pass.
+    latest : FoldStart, optional
+        The last split pass.
+    seen : int
+        Passes of the bank this fit has seen the end of.
+    finished : bool
+        The fit has ended (or failed).
+    final : FoldStart, optional
+        What the fold models need of the fit once it has ended (its coefficients, columns, objective; no parts).
     """
 
     folds: int
     seed: int
+    l2: float
+    board: threading.Condition
     engine: Any = None
-    parts: tuple[Statistics, ...] | None = None
-    at: Array | None = None
+    latest: FoldStart | None = None
+    seen: int = 0
+    finished: bool = False
+    final: FoldStart | None = None
 
     def bind(self, engine: Any) -> FoldSplit:
         """Use ``engine`` (the fit's member engine)."""
@@ -80,55 +146,54 @@ class FoldSplit:
     def reduce(self, kernel: Any) -> Any:
         """One pass of ``kernel``: split by fold when it computes an exact information."""
         request = getattr(kernel, "request", None)
+        start = None
         if request is None or not request.information or request.information_every > 1:
-            return self.engine.reduce(kernel)
-        record = split_by_fold(self.engine, kernel, self.folds, self.seed)
-        self.parts, self.at = tuple(record.records), np.array(kernel.coef)
-        return functools.reduce(operator.add, self.parts)
+            out = self.engine.reduce(kernel)
+        else:
+            record = self.engine.reduce(FoldSplitKernel(kernel, self.folds, self.seed))
+            start = FoldStart.of_kernel(kernel, tuple(record.records), self.l2)
+            out = functools.reduce(operator.add, start.parts)
+        with self.board:
+            self.latest = start or self.latest
+            self.seen += 1
+            self.board.notify_all()
+        return out
 
     def __getattr__(self, name: str) -> Any:
+        if name == "engine":  # not bound yet
+            raise AttributeError(name)
         return getattr(self.engine, name)
 
+    def finish(self, result: MNLogitResults | None, passes: Any = None) -> None:
+        """The fit has ended (``None``: failed)."""
+        with self.board:
+            if result is not None:
+                objective = objective_of(passes.design, self.l2)
+                self.final = FoldStart(result.coef, result.intercept, passes.columns, objective, ())
+            self.finished = True
+            self.board.notify_all()
 
-def split_by_fold(engine: Any, kernel: Any, folds: int, seed: int) -> BankRecord:
-    """One pass of ``kernel`` on each fold's rows: a record per fold."""
-    record: BankRecord = engine.reduce(FoldSplitKernel(kernel, folds, seed))
-    return record
+    def ready(self) -> FoldStart | None:
+        """Where the fold models start, once known: the last split pass when the fit is within
+        :data:`START_DECREMENT` of its optimum or has ended there."""
+        latest = self.latest
+        if latest is None:
+            return None
+        at_end = self.final is not None and np.array_equal(latest.coef, self.final.coef)
+        return latest if at_end or latest.decrement() <= START_DECREMENT else None
 
+    def job(self, fit: Callable[[Any], tuple[MNLogitResults, Any]]) -> Callable[[Any], tuple[MNLogitResults, Any]]:
+        """The bank job of the fit ``fit`` (given its engine): it runs on this split engine and says when it ends."""
 
-@dataclass(frozen=True)
-class FoldStart:
-    """Where the fold models of one penalty start: the fit of every row and its final pass split by fold.
+        def run(engine: Any) -> tuple[MNLogitResults, Any]:
+            done: tuple[MNLogitResults, Any] | None = None
+            try:
+                done = fit(self.bind(engine))
+                return done
+            finally:
+                self.finish(*(done if done is not None else (None, None)))
 
-    Attributes
-    ----------
-    result : MNLogitResults
-        The fit of every row at the penalty.
-    columns : tuple of int, optional
-        The data columns it uses.
-    objective : Objective
-    parts : tuple of Statistics
-        Each fold's record at ``result.coef``.
-    """
-
-    result: MNLogitResults
-    columns: tuple[int, ...] | None
-    objective: Objective
-    parts: tuple[Statistics, ...]
-
-    @staticmethod
-    def of(result: MNLogitResults, passes: Any, split: FoldSplit) -> FoldStart:
-        """The start of a fit whose engine was ``split``: its final pass split by fold, or (a fit without the
-        information at its optimum: ``inference=False``) one more pass that computes it."""
-        parts = split.parts
-        if parts is None or split.at is None or not np.array_equal(split.at, result.coef):
-            kernel = StatisticsKernel(result.coef, WITH_INFORMATION, result.intercept, passes.columns)
-            parts = tuple(split_by_fold(passes.engine, kernel, split.folds, split.seed).records)
-        return FoldStart(result, passes.columns, objective_of(passes.design, result.l2), parts)
-
-    def training(self, fold: int) -> Statistics:
-        """The record of the rows outside ``fold``."""
-        return functools.reduce(operator.add, [p for g, p in enumerate(self.parts) if g != fold])
+        return run
 
 
 @dataclass
@@ -150,6 +215,10 @@ class FoldModel:
         Held-out sums (:data:`~dmlr.oracle.stacked.HELD_SUMS`) at ``coef``.
     n_iter : int
     converged : bool
+    stopped : bool
+        Stopped at ``max_iter`` passes without converging.
+    value : float
+        The penalized log-likelihood at the last point kept (a step that lowers it is halved).
     evaluated : ndarray, shape (d, m), optional
         The coefficients of the last pass (``coef`` once stopped).
     """
@@ -164,6 +233,8 @@ class FoldModel:
     held: Array | None = None
     n_iter: int = 0
     converged: bool = False
+    stopped: bool = False
+    value: float = -math.inf
     evaluated: Array | None = None
     previous: Array | None = None
     last_gradient: Array | None = None
@@ -171,16 +242,17 @@ class FoldModel:
 
     @staticmethod
     def at_start(start: FoldStart, fold: int) -> FoldModel:
-        """Fold ``fold``'s model one step from the fit of every row (its information and score there)."""
+        """Fold ``fold``'s model one step from a pass of the fit of every row (its information and score there)."""
         train = start.training(fold)
         try:
             factor = scipy.linalg.cho_factor(start.objective.information(train))
         except np.linalg.LinAlgError:
             raise InputError(
-                f"the rows outside fold {fold} do not identify the model (l2={start.result.l2:g}: their information "
+                f"the rows outside fold {fold} do not identify the model (l2={start.objective.l2:g}: their information "
                 "is singular); use fewer folds, a penalty, or fold_inference=True (each fold model fitted alone)"
             ) from None
-        model = FoldModel(start, fold, start.result.coef.copy(), factor, train, previous=start.result.coef)
+        model = FoldModel(start, fold, start.coef.copy(), factor, train, previous=start.coef)
+        model.value = start.objective.value(start.coef, train)
         model.step(start.objective.penalized(model.coef, train.score))
         return model
 
@@ -204,20 +276,31 @@ class FoldModel:
             r += s * (alpha - rho * float(y @ r))
         return r
 
-    def update(self, record: StackedScores, i: int, tol: float) -> bool:
-        """Model ``i`` of a stacked pass at :attr:`coef`: keep its values there, and stop when converged (True),
-        else step (:attr:`evaluated` keeps where the values are from)."""
+    def update(self, record: StackedScores, i: int, tol: float, max_iter: int) -> bool:
+        """Model ``i`` of a stacked pass at :attr:`coef`: keep its values there, and stop when converged (True) or
+        after ``max_iter`` passes (:attr:`stopped`), else step (:attr:`evaluated` keeps where the values are
+        from)."""
         assert record.held is not None
         self.n_iter += 1
         self.loglik, self.weight_sum = float(record.loglik[i]), float(record.weight_sum[i])
         self.held, self.evaluated = record.held[i].copy(), self.coef
         gradient = flat(self.start.objective.penalized(self.coef, record.score[i]))
+        objective = self.start.objective
+        value = self.loglik - 0.5 * objective.l2 * float(np.sum(objective.mask[:, None] * self.coef**2))
+        if value < self.value - 1e-10 * (1 + abs(self.value)) and self.n_iter < max_iter:
+            # the step went past the optimum (a fold far from the fit of every row): half of it, no curvature learned
+            # (not a rounding-level change near the optimum, where the sums' order differs from the start's)
+            assert self.previous is not None
+            self.coef = self.previous + 0.5 * (self.coef - self.previous)
+            return False
+        self.value = value
         self._learn(gradient)
         weight = max(self.weight_sum, 1e-300)
         move = self.direction(gradient)
         decrement = math.sqrt(max(float(gradient @ move), 0.0) / weight)
         self.converged = bool(np.abs(gradient).max() / weight <= tol or decrement <= tol)
-        if not self.converged:
+        self.stopped = not self.converged and self.n_iter >= max_iter
+        if not (self.converged or self.stopped):
             self.coef = self.coef + unflat(move, self.coef.shape[0])
         return self.converged
 
@@ -237,44 +320,99 @@ class FoldModel:
         return Sums({name: np.array([v]) for name, v in zip(HELD_SUMS, self.held, strict=True)})
 
 
-def fit_fold_models(
-    engine: Any, starts: Sequence[FoldStart], folds: int, seed: int, tol: float, max_iter: int
-) -> list[FoldModel]:
-    """Every fold model of every start (penalty-major), iterated in lockstep until each has converged."""
-    models = [FoldModel.at_start(start, f) for start in starts for f in range(folds)]
-    active = list(models)
-    phases.info(f"cross-validation: {len(models)} fold models from the fits of every row")
-    for it in range(max_iter):
-        groups = _by_columns(active)
-        records = _stacked_pass(engine, groups, folds, seed)
-        active = [
-            m
-            for group, rec in zip(groups, records, strict=True)
-            for i, m in enumerate(group)
-            if not m.update(rec, i, tol)
-        ]
-        phases.info(f"cross-validation: pass {it + 1} of the fold models, {len(active)} of them still iterating")
-        if not active:
-            return models
-    for m in active:
-        assert m.evaluated is not None
-        m.coef = m.evaluated  # reported where its values were computed
-    warn(f"{len(active)} of {len(models)} fold models did not converge in {max_iter} passes", ConvergenceWarning)
-    return models
+@dataclass(frozen=True)
+class _Nothing:
+    """A pass's kernel for a bank model that has nothing to evaluate yet: a row count."""
+
+    reads: ClassVar[tuple[str, ...]] = ()
+
+    def __call__(self, rows: Rows) -> Sums:
+        return Sums({"rows": np.array([float(rows.n_rows)])})
+
+    def memory(self, rows: int, p: int) -> int:
+        return 0
+
+    def record_bytes(self) -> int:
+        return 8
 
 
-def _stacked_pass(engine: Any, groups: list[list[FoldModel]], folds: int, seed: int) -> tuple[StackedScores, ...]:
-    """One pass: each group's stacked scores; a worker too small says how many fold models fit."""
-    try:
-        record: BankRecord = engine.reduce(BankKernel(tuple(_kernel(group, folds, seed) for group in groups)))
-    except WorkerMemoryError as error:
-        models = [m for group in groups for m in group]
+@dataclass
+class FoldRun:
+    """The fold models of every penalty, as a model of the same bank as the fits of every row: in each pass of the
+    bank it evaluates every fold model started and not yet stopped (stacked scores), so the first of their passes
+    runs alongside the last of the fits' (:data:`START_DECREMENT`). A fit that ended without a split pass at its
+    optimum (``inference=False``) has one run here.
 
-        def first(k: int) -> BankKernel:
-            return BankKernel(tuple(_kernel(group, folds, seed) for group in _by_columns(models[:k])))
+    Attributes
+    ----------
+    splits : list of FoldSplit
+        One per penalty, in order.
+    folds, seed : int
+    tol : float
+        A fold model stops where its gradient or decrement (per unit weight) is at most ``tol``.
+    max_iter : int
+        Passes at most per fold model.
+    models : dict of (int, int) to FoldModel
+        By (penalty's position, fold).
+    """
 
-        raise WorkerMemoryError(f"{error} {memory_advice(engine, len(models), first, 'fold models')}") from None
-    return record.records
+    splits: list[FoldSplit]
+    folds: int
+    seed: int
+    tol: float
+    max_iter: int
+    models: dict[tuple[int, int], FoldModel] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, engine: Any) -> dict[tuple[int, int], FoldModel]:
+        board = self.splits[0].board
+        passes = 0
+        while True:
+            with board:  # every fit has taken in the last pass (its split, if any)
+                board.wait_for(functools.partial(self._caught_up, passes))
+            for i, split in enumerate(self.splits):
+                self._start(i, split.ready())
+            active = [m for m in self.models.values() if not (m.converged or m.stopped)]
+            missing = [i for i, s in enumerate(self.splits) if s.finished and not self._started(i)]
+            if not active and not missing and all(s.finished for s in self.splits):
+                return self.models
+            groups = _by_columns(active)
+            kernels = [_kernel(group, self.folds, self.seed) for group in groups] + [
+                FoldSplitKernel(_final_kernel(self.splits[i]), self.folds, self.seed) for i in missing
+            ]
+            records = engine.reduce(BankKernel(tuple(kernels) or (_Nothing(),))).records
+            passes += 1
+            for group, record in zip(groups, records, strict=False):
+                for j, model in enumerate(group):
+                    model.update(record, j, self.tol, self.max_iter)
+            for i, record in zip(missing, records[len(groups) : len(groups) + len(missing)], strict=True):
+                final = self.splits[i].final
+                assert final is not None
+                self._start(i, dataclasses.replace(final, parts=tuple(record.records)))
+            if active:
+                still = sum(not (m.converged or m.stopped) for m in self.models.values())
+                phases.info(f"cross-validation: fold models' pass {passes}, {still} of them still iterating")
+
+    def _caught_up(self, passes: int) -> bool:
+        """Every fit has seen ``passes`` passes, or ended."""
+        return all(s.finished or s.seen >= passes for s in self.splits)
+
+    def _started(self, i: int) -> bool:
+        return (i, 0) in self.models
+
+    def _start(self, i: int, start: FoldStart | None) -> None:
+        """Start penalty ``i``'s fold models from ``start`` (once)."""
+        if start is None or self._started(i):
+            return
+        for fold in range(self.folds):
+            self.models[(i, fold)] = FoldModel.at_start(start, fold)
+        phases.info(f"cross-validation: {self.folds} fold models of l2={start.objective.l2:g} started")
+
+
+def _final_kernel(split: FoldSplit) -> StatisticsKernel:
+    """The fit's statistics with the information at its optimum, for a fit that ended without them."""
+    final = split.final
+    assert final is not None
+    return StatisticsKernel(final.coef, WITH_INFORMATION, final.intercept, final.columns)
 
 
 def _by_columns(models: list[FoldModel]) -> list[list[FoldModel]]:
@@ -289,12 +427,12 @@ def _kernel(group: list[FoldModel], folds: int, seed: int) -> StackedScoreKernel
     first = group[0].start
     weighting = FoldStack(tuple(m.fold for m in group), folds, seed)
     coefs = np.stack([m.coef for m in group])
-    return StackedScoreKernel(coefs, first.result.intercept, weighting, first.columns, held_out=True)
+    return StackedScoreKernel(coefs, first.intercept, weighting, first.columns, held_out=True)
 
 
-def fold_result(model: FoldModel, passes: Any) -> MNLogitResults:
-    """The results of a fold model (no covariance: its scores need the coefficients only)."""
-    full = model.start.result
+def fold_result(model: FoldModel, full: MNLogitResults, passes: Any) -> MNLogitResults:
+    """The results of a fold model, laid out as the fit of every row ``full`` of its penalty (no covariance: its
+    scores need the coefficients only)."""
     probability = full.weights_type == "probability"
     n_rows = int(model.train.n_rows)
     message = "converged" if model.converged else "did not converge"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from dmlr.fitting.evaluator import FitPasses
 from dmlr.fitting.fitter import Fitter
 from dmlr.fitting.results import build_results
 from dmlr.fitting.setup import with_classes
-from dmlr.models.bank import MemberEngine, Weighting, run_bank
+from dmlr.models.bank import Weighting, run_bank
 from dmlr.options import FitOptions
 from dmlr.oracle.statistics import Request
 from dmlr.passes.engine import PassEngine
@@ -135,20 +135,15 @@ class Member:
     tag: str = ""
 
 
-def fit_members(
-    shared: Shared, members: Sequence[Member], engines: Sequence[Callable[[Any], Any] | None] | None = None
-) -> list[tuple[MNLogitResults, FitPasses]]:
+def fit_members(shared: Shared, members: Sequence[Member]) -> list[tuple[MNLogitResults, FitPasses]]:
     """Fit every member in lockstep over the shared passes: each result with the passes its fit ended with (its
-    columns), in the members' order. ``engines``: per member, what wraps its member engine (``None``: nothing)."""
-    wraps = list(engines) if engines is not None else [None] * len(members)
-    jobs = [
-        lambda engine, m=m, w=w: _fit_member(shared, m, engine if w is None else w(engine))
-        for m, w in zip(members, wraps, strict=True)
-    ]
+    columns), in the members' order."""
+    jobs = [lambda engine, m=m: fit_member(shared, m, engine) for m in members]
     return run_bank(shared.passes.engine, jobs, [m.weighting for m in members])
 
 
-def _fit_member(shared: Shared, member: Member, engine: MemberEngine) -> tuple[MNLogitResults, FitPasses]:
+def fit_member(shared: Shared, member: Member, engine: Any) -> tuple[MNLogitResults, FitPasses]:
+    """One member's fit on ``engine`` (its member engine, or what stands in for it)."""
     passes = dataclasses.replace(shared.passes, engine=cast(PassEngine, engine))  # a stand-in with its interface
     design = passes.design
     if member.features is not None:
