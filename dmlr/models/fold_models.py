@@ -51,9 +51,11 @@ METHOD = "fixed information from the fit of every row"
 """What a fold model's results say of how it was fitted."""
 
 
-START_DECREMENT = 1e-3
-"""The fit of every row's Newton decrement at a split pass from which its fold models start (its next iterate is
-then the optimum to within ``O(decrement^2)``): their first pass runs alongside the fit's last."""
+START_DECREMENT = 1e-2
+"""The fit of every row's Newton decrement at a split pass from which its fold models start: the fit is then in
+Newton's region of quadratic convergence (a pass or two from its optimum), and its information there is as good a
+start for the fold models as at the optimum (both are within ``O(1/sqrt(n))`` of theirs); their first passes run
+alongside the fit's last ones."""
 
 
 @dataclass(frozen=True)
