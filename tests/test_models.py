@@ -261,21 +261,36 @@ def test_bootstrap_replicates_are_weighted_fits_and_their_spread_matches_the_ana
         res.bootstrap(nrep=2, kind="cluster", groups=np.zeros(len(y)))
 
 
-def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor_the_api():
-    """The kernels and weightings of banks, folds and replicates are NumPy only: a worker that unpickles them does not
-    import SciPy's stats, pandas or the driver's modules (measured: 140 MB of RSS per worker when it did). The
-    Poisson(1) table, computed without SciPy, is SciPy's quantile function."""
+def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor_the_api(tmp_path):
+    """The kernels of banks, folds and replicates, pickled as the engine ships them, unpickle in a fresh interpreter
+    without SciPy's stats, pandas or the driver's modules (measured: 140-170 MB of RSS per worker when they did).
+    The Poisson(1) table, computed without SciPy, is SciPy's quantile function."""
+    import pickle
     import subprocess
     import sys
 
     from scipy import stats
 
-    from dmlr.models.weightings import _POISSON_TABLE
+    from dmlr.models.bank import BankKernel, FoldSplitKernel, Idle, Weighted
+    from dmlr.models.weightings import _POISSON_TABLE, FoldStack, FoldWeighting, PoissonReplicates
+    from dmlr.oracle.kernels import StatisticsKernel
+    from dmlr.oracle.replicates import ReplicateScoreKernel
+    from dmlr.oracle.stacked import StackedScoreKernel
+    from dmlr.oracle.statistics import WITH_INFORMATION
 
+    coef = np.zeros((4, 2))
+    kernels = BankKernel((
+        Idle(),
+        FoldSplitKernel(StatisticsKernel(coef, WITH_INFORMATION, True), 5, 0),
+        Weighted(StatisticsKernel(coef, WITH_INFORMATION, True), FoldWeighting(1, 5, 0)),
+        StackedScoreKernel(np.zeros((3, 4, 2)), True, FoldStack((0, 1, 2), 5, 0), held_out=True),
+        ReplicateScoreKernel(coef, True, PoissonReplicates(0, (0, 1)), 2),
+    ))  # fmt: skip
+    (tmp_path / "kernels.pkl").write_bytes(pickle.dumps(kernels))
     code = (
-        "import sys, pickle; import dmlr.models.bank, dmlr.models.weightings, dmlr.models.scores, "
-        "dmlr.oracle.stacked, dmlr.oracle.replicates; "
-        "print(sorted(m for m in ('scipy.stats', 'pandas', 'dmlr.api', 'dmlr.models.bootstrap') if m in sys.modules))"
+        f"import sys, pickle; pickle.loads(open({str(tmp_path / 'kernels.pkl')!r}, 'rb').read()); "
+        "print(sorted(m for m in ('scipy.stats', 'pandas', 'dmlr.api', 'dmlr.fitting', 'dmlr.models.bootstrap', "
+        "'dmlr.models.fold_models') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -26,13 +26,14 @@ from dmlr.errors import DmlrError, WorkerMemoryError
 from dmlr.models.weightings import folds_of_rows, positions
 from dmlr.oracle.checks import check_rows
 from dmlr.passes.engine import PassEngine
-from dmlr.passes.kernel import Kernel, add_into, record_size
+from dmlr.passes.kernel import Kernel, Sums, add_into, record_size
 
 __all__ = [
     "Bank",
     "BankKernel",
     "BankRecord",
     "FoldSplitKernel",
+    "Idle",
     "MemberEngine",
     "Weighted",
     "largest_fitting",
@@ -146,6 +147,28 @@ class FoldSplitKernel:
         """A record per fold."""
         size = record_size(self.kernel)
         return None if size is None else self.folds * size
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The kernel of a bank model with nothing to evaluate in a pass (its models not started yet): a row count.
+    Here, not beside its user, because workers unpickle it: this module imports no driver code."""
+
+    def __call__(self, rows: Rows) -> Sums:
+        return Sums({"rows": np.array([float(rows.n_rows)])})
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Nothing."""
+        return ()
+
+    def memory(self, rows: int, p: int) -> int:
+        """None."""
+        return 0
+
+    def record_bytes(self) -> int:
+        """One number."""
+        return 8
 
 
 def _batching(kernels: Sequence[Any]) -> Any:

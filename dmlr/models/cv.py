@@ -1,9 +1,11 @@
 """K-fold cross-validation of the penalty in one set of passes: :func:`cross_validate`.
 
-Every (penalty, fold) model and, with ``refit``, every penalty's fit of all rows is a model of one bank
-(:mod:`dmlr.models.bank`): each pass reads the data once for all of them. A row's fold is a function of the seed and
-its global index (:func:`~dmlr.models.weightings.fold_ids`), so the folds do not depend on the partitioning. The
-held-out scores of every fold model come from one more pass, for all of them at once.
+By default every penalty's fit of all rows runs first, its passes split by fold, and every (penalty, fold) model
+starts from it once it is near its optimum (:mod:`dmlr.models.fold_models`): all of them are models of one bank
+(:mod:`dmlr.models.bank`), each pass reading the data once for all, the fold models' held-out scores from their
+own passes. With ``fold_inference=True`` (or an offset) every model is instead fitted from scratch in lockstep, and
+the held-out scores of every fold model come from one more pass. A row's fold is a function of the seed and its
+global index (:func:`~dmlr.models.weightings.fold_ids`), so the folds do not depend on the partitioning.
 """
 
 from __future__ import annotations
@@ -145,15 +147,21 @@ def cross_validate(
     seed : int
         Chooses the folds.
     refit : bool
-        Also fit every row at each penalty in the same passes; :attr:`CVResults.refit` is the one at the best.
+        Keep the fit of every row at each penalty; :attr:`CVResults.refit` is the one at the best. By default those
+        fits are where the fold models start, so they are made either way; ``refit=False`` leaves them out of the
+        results (and, with ``fold_inference=True``, out of the passes).
     fold_inference : bool
-        Also compute every fold model's covariance (standard errors of :meth:`CVResults.results`): one information
-        per fold model in its final pass. Off by default: the scores need the coefficients only, and in memory the
-        informations would cost more than the fits (the refits always have their inference).
+        Fit every fold model from scratch, each with its own rule and its exact information in every Newton pass,
+        in lockstep with the others, and compute its covariance (standard errors of :meth:`CVResults.results`).
+        Off by default: fold models then start at the fits of every row and take quasi-Newton steps from the
+        fold's information there, all in stacked passes (the scores need the coefficients only; in memory the
+        informations would cost more than the fits). The refits always have their inference.
     checkpoint : str, optional
-        Directory (local or fsspec URL) of checkpoints: each model writes its state into a subdirectory of its own
-        after every iteration, and the same call after a crash resumes every model where it was (the results equal
-        an uninterrupted run's). The files stay; remove the directory once the results are saved.
+        Directory (local or fsspec URL) of checkpoints: each fit writes its state into a subdirectory of its own
+        after every iteration, and the same call after a crash resumes every fit where it was (the results equal
+        an uninterrupted run's to the fits' tolerance). By default only the fits of every row are checkpointed: the
+        fold models started from them take a few passes, run again. The files stay; remove the directory once the
+        results are saved.
     **fit_options
         Options of :func:`dmlr.fit` shared by every model (``method``, ``tol``, ...; not ``cov_type="cluster"``).
 

@@ -22,17 +22,16 @@ import operator
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-from dmlr.data.rows import Rows
 from dmlr.errors import InputError
 from dmlr.fitting.fitter import objective_of
 from dmlr.fitting.results import null_loglik
-from dmlr.models.bank import BankKernel, FoldSplitKernel
+from dmlr.models.bank import BankKernel, FoldSplitKernel, Idle
 from dmlr.models.weightings import FoldStack
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.stacked import HELD_SUMS, StackedScoreKernel, StackedScores
@@ -322,22 +321,6 @@ class FoldModel:
         return Sums({name: np.array([v]) for name, v in zip(HELD_SUMS, self.held, strict=True)})
 
 
-@dataclass(frozen=True)
-class _Nothing:
-    """A pass's kernel for a bank model that has nothing to evaluate yet: a row count."""
-
-    reads: ClassVar[tuple[str, ...]] = ()
-
-    def __call__(self, rows: Rows) -> Sums:
-        return Sums({"rows": np.array([float(rows.n_rows)])})
-
-    def memory(self, rows: int, p: int) -> int:
-        return 0
-
-    def record_bytes(self) -> int:
-        return 8
-
-
 @dataclass
 class FoldRun:
     """The fold models of every penalty, as a model of the same bank as the fits of every row: in each pass of the
@@ -381,7 +364,7 @@ class FoldRun:
             kernels = [_kernel(group, self.folds, self.seed) for group in groups] + [
                 FoldSplitKernel(_final_kernel(self.splits[i]), self.folds, self.seed) for i in missing
             ]
-            records = engine.reduce(BankKernel(tuple(kernels) or (_Nothing(),))).records
+            records = engine.reduce(BankKernel(tuple(kernels) or (Idle(),))).records
             passes += 1
             for group, record in zip(groups, records, strict=False):
                 for j, model in enumerate(group):
