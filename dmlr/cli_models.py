@@ -175,14 +175,18 @@ def compare(
     help="Stop each replicate after this many steps from the fit (1: the one-step bootstrap, one pass over the "
     "data); default: iterate each replicate to convergence.",
 )  # fmt: skip
+@click.option(
+    "--checkpoint", default=None, metavar="DIR",
+    help="Write the replicates after each pass; the same command after a crash resumes from there.",
+)  # fmt: skip
 @click.option("--out", "out", required=True, metavar="DIR", help="Directory for bse.csv, conf_int.csv, bootstrap.png.")
 @click.option("--overwrite", is_flag=True, help="Write into an existing DIR.")
 @storage_option
 @guarded
 @with_cluster_options
 def bootstrap(
-    result: str, store: str, nrep: int, kind: str, seed: int, steps: int | None, out: str, overwrite: bool,
-    where: ClusterOptions, verbose: bool, storage_options: str | None,
+    result: str, store: str, nrep: int, kind: str, seed: int, steps: int | None, checkpoint: str | None, out: str,
+    overwrite: bool, where: ClusterOptions, verbose: bool, storage_options: str | None,
 ) -> None:  # fmt: skip
     """Bootstrap RESULT on STORE (the rows it was fitted on): NREP Poisson-weighted replicates (per cluster of the
     store's groups with --kind cluster), all evaluated in each pass; bootstrap standard errors and percentile
@@ -194,7 +198,9 @@ def bootstrap(
     res = dmlr.load(result, storage_options=so)
     with client_for(where, verbose) as client, phases_on_stderr():
         data = dmlr.open_store(store, storage_options=so)
-        boot = res.bootstrap(data, nrep=nrep, kind=kind, seed=seed, steps=steps, client=client)
+        boot = res.bootstrap(
+            data, nrep=nrep, kind=kind, seed=seed, steps=steps, client=client, checkpoint=checkpoint
+        )  # fmt: skip
     table = pd.DataFrame({"coef": res.params.stack(), "bse": res.bse.stack(), "boot_bse": boot.bse.stack()})
     table.to_csv(path / "bse.csv")
     intervals = pd.concat({"model": res.conf_int(), "bootstrap": boot.conf_int()}, axis=1)

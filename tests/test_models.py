@@ -298,6 +298,25 @@ def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor
     np.testing.assert_array_equal(_POISSON_TABLE, stats.poisson.ppf(u, 1.0))
 
 
+def test_a_bootstrap_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_replicates(problem, tmp_path):
+    """Checkpoints after each pass: a run whose last checkpoint is lost resumes from the one before and ends with the
+    same replicates; another bootstrap's checkpoints in the directory are not used."""
+    x, y = problem
+    res = dmlr.fit(x, y, method="newton")
+    reference = res.bootstrap(nrep=8, seed=3, tol=1e-10)
+    ckpt = tmp_path / "boot"
+    full = res.bootstrap(nrep=8, seed=3, tol=1e-10, checkpoint=str(ckpt))
+    np.testing.assert_array_equal(full.params, reference.params)
+    files = sorted(ckpt.glob("iter-*"))
+    assert len(files) == 2 and full.n_passes >= 3
+    files[-1].unlink()  # the last pass's checkpoint never written: a crash during it
+    resumed = res.bootstrap(nrep=8, seed=3, tol=1e-10, checkpoint=str(ckpt))
+    np.testing.assert_allclose(resumed.params, reference.params, rtol=0, atol=1e-12)
+    assert resumed.n_passes == full.n_passes and resumed.converged.all()
+    other = res.bootstrap(nrep=8, seed=4, tol=1e-10, checkpoint=str(ckpt))  # another seed: starts anew
+    np.testing.assert_array_equal(other.params, res.bootstrap(nrep=8, seed=4, tol=1e-10).params)
+
+
 def test_the_one_step_bootstrap_is_the_fit_plus_the_inverse_hessian_times_each_replicates_score(problem):
     """steps=1: each replicate is b + (-H)^-1 sum_i w_ri s_i(b), with statsmodels' Hessian and per-row scores at the
     fit; steps=2 takes one more step from there (a weighted statsmodels score at the first step's coefficients)."""

@@ -18,6 +18,7 @@ bootstrap ``b_r = b + H^-1 g_r(b)``, one pass over the data, whose replicates di
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import scipy.linalg
 from numpy.typing import NDArray
 from scipy import stats as sps
 
+from dmlr.checkpoint import Checkpointer, DriverState, fingerprint
 from dmlr.data.store import StoreData
 from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
@@ -36,7 +38,7 @@ from dmlr.models.weightings import PoissonReplicates, poisson_weights
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.replicates import ReplicateScoreKernel
 from dmlr.oracle.stacked import StackedScoreKernel, StackedScores
-from dmlr.oracle.statistics import Request
+from dmlr.oracle.statistics import Request, Statistics
 from dmlr.results.results import MNLogitResults
 from dmlr.steps.base import flat, unflat
 
@@ -116,6 +118,7 @@ def bootstrap(
     max_iter: int = 50,
     storage_options: dict[str, Any] | None = None,
     client: Any = None,
+    checkpoint: str | None = None,
 ) -> BootstrapResults:
     """:meth:`MNLogitResults.bootstrap <dmlr.results.results.MNLogitResults.bootstrap>`."""
     if isinstance(nrep, bool) or not isinstance(nrep, (int, np.integer)) or nrep < 2:
@@ -140,9 +143,10 @@ def bootstrap(
         raise InputError("kind='cluster' needs groups= (the cluster id of every row)")
     objective = objective_of(passes.design, result.l2)
     solve = _solver(passes.engine, result, passes.columns, objective, own_data)
-    coefs = [result.coef.copy() for _ in range(nrep)]
-    done = np.zeros(nrep, dtype=bool)
-    for it in range(max_iter if steps is None else int(steps)):
+    identity = {"nrep": int(nrep), "kind": kind, "seed": seed, "steps": steps, "tol": tol, "data": shared.token}
+    saver = _Saver.of(checkpoint, result, identity, storage_options)
+    coefs, done, first, before = saver.resume(result.coef, nrep)
+    for it in range(first, max_iter if steps is None else int(steps)):
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
@@ -154,12 +158,45 @@ def bootstrap(
                 done[r] = True
                 continue
             coefs[r] = coefs[r] + unflat(solve(flat(gradient)), coefs[r].shape[0])
+        saver.save(it + 1, coefs, done, before + passes.engine.count)
     if steps is None and not done.all():
         warn(
             f"{int((~done).sum())} of {nrep} bootstrap replicates did not converge in {max_iter} passes",
             ConvergenceWarning,
         )
-    return BootstrapResults(np.stack(coefs), result, kind, done, passes.engine.count, steps)
+    return BootstrapResults(np.stack(coefs), result, kind, done, before + passes.engine.count, steps)
+
+
+@dataclass
+class _Saver:
+    """The bootstrap's checkpoints (:class:`~dmlr.checkpoint.Checkpointer`: atomic, checksummed files, another
+    run's removed): every replicate's coefficients and whether it has converged, after each pass."""
+
+    checkpointer: Checkpointer | None
+
+    @staticmethod
+    def of(directory: str | None, result: MNLogitResults, identity: dict[str, Any], storage: Any) -> _Saver:
+        if directory is None:
+            return _Saver(None)
+        fit = hashlib.sha256(np.ascontiguousarray(result.coef).tobytes()).hexdigest()
+        return _Saver(Checkpointer(str(directory), fingerprint(what="bootstrap", fit=fit, **identity),
+                                   storage_options=storage))  # fmt: skip
+
+    def resume(self, coef: Array, nrep: int) -> tuple[list[Array], NDArray[np.bool_], int, int]:
+        """The replicates' coefficients, convergence, next pass and passes so far: a checkpoint's or the start."""
+        state = self.checkpointer.load() if self.checkpointer is not None else None
+        if state is None:
+            return [coef.copy() for _ in range(nrep)], np.zeros(nrep, dtype=bool), 0, 0
+        coefs = state.rule_state["coefs"]
+        return [c.copy() for c in coefs], state.rule_state["done"].astype(bool), state.iteration, state.passes
+
+    def save(self, iteration: int, coefs: list[Array], done: NDArray[np.bool_], passes: int) -> None:
+        if self.checkpointer is None:
+            return
+        d, m = coefs[0].shape
+        empty = Statistics(0, 0.0, 0.0, np.zeros((d, m)), np.zeros(m + 1))  # the loop's fields: not a fit's state
+        rule = {"coefs": np.stack(coefs), "done": done.astype(np.float64)}
+        self.checkpointer.save(DriverState(iteration, passes, coefs[0], empty, empty, [], rule))
 
 
 def _data_of(result: MNLogitResults, X: Any, y: Any) -> tuple[Any, Any]:

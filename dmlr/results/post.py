@@ -163,6 +163,7 @@ class PostEstimation:
         max_iter: int = 50,
         storage_options: dict[str, Any] | None = None,
         client: Any = None,
+        checkpoint: str | None = None,
     ) -> BootstrapResults:
         """Bootstrap the coefficients: ``nrep`` replicates, each the fit of the rows weighted by Poisson(1) draws,
         all replicates evaluated in every pass over the data.
@@ -200,6 +201,10 @@ class PostEstimation:
             Passes at most for the replicates.
         storage_options, client
             As for :func:`dmlr.fit`.
+        checkpoint : str, optional
+            Directory (local or fsspec URL): every replicate's coefficients are written there after each pass, and
+            the same call after a crash resumes from the last pass written (the same replicates, the same result).
+            The files stay; remove the directory once the results are saved.
 
         Returns
         -------
@@ -211,5 +216,5 @@ class PostEstimation:
 
         return bootstrap(
             self._res, X, y, nrep=nrep, kind=kind, groups=groups, seed=seed, steps=steps, weights=weights, tol=tol,
-            max_iter=max_iter, storage_options=storage_options, client=client,
+            max_iter=max_iter, storage_options=storage_options, client=client, checkpoint=checkpoint,
         )  # fmt: skip
