@@ -19,8 +19,9 @@ Second table: predicted probabilities (``res.get_prediction``) at 20 fixed point
 rows (``rho = 0``): the share of the true probabilities inside their 95% delta-method intervals.
 
 Third table (``--bootstrap-reps``, default 200 replications): the Poisson bootstrap's 95% percentile intervals
-(``res.bootstrap(nrep=--nrep)``) on independent rows, and the cluster bootstrap's on clustered rows (``rho``), the
-share of true coefficients inside, next to the model-based and cluster-robust Wald intervals of the same fits.
+(``res.bootstrap(nrep=--nrep)``, iterated and one-step) on independent rows, and the cluster bootstrap's on
+clustered rows (``rho``), the share of true coefficients inside, next to the model-based and cluster-robust Wald
+intervals of the same fits.
 """
 
 from __future__ import annotations
@@ -107,13 +108,16 @@ def bootstrap_coverage(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed + 1)
     truth = TRUE.ravel(order="F")
     q = scipy.stats.norm.ppf(0.975)
-    hits = {"bootstrap": 0, "wald": 0, "cluster bootstrap": 0, "cluster-robust wald": 0}
+    hits = dict.fromkeys(["bootstrap", "one-step bootstrap", "wald", "cluster bootstrap",
+                          "one-step cluster bootstrap", "cluster-robust wald"], 0)  # fmt: skip
     start = time.perf_counter()
     for r in range(args.bootstrap_reps):
         x, y, groups = draw(rng, args.clusters, args.size, 0.0)
         res = dmlr.fit(x, y, method="newton")
         ci = res.bootstrap(nrep=args.nrep, seed=r).conf_int(method="percentile").to_numpy()
         hits["bootstrap"] += int(np.sum((ci[:, 0] <= truth) & (truth <= ci[:, 1])))
+        ci = res.bootstrap(nrep=args.nrep, seed=r, steps=1).conf_int(method="percentile").to_numpy()
+        hits["one-step bootstrap"] += int(np.sum((ci[:, 0] <= truth) & (truth <= ci[:, 1])))
         hits["wald"] += int(
             np.sum(np.abs(res.coef.ravel(order="F") - truth) <= q * res.bse.to_numpy().ravel(order="F"))
         )
@@ -121,6 +125,8 @@ def bootstrap_coverage(args: argparse.Namespace) -> None:
         res = dmlr.fit(x, y, groups=groups, method="newton")
         ci = res.bootstrap(nrep=args.nrep, kind="cluster", groups=groups, seed=r).conf_int().to_numpy()
         hits["cluster bootstrap"] += int(np.sum((ci[:, 0] <= truth) & (truth <= ci[:, 1])))
+        ci = res.bootstrap(nrep=args.nrep, kind="cluster", groups=groups, seed=r, steps=1).conf_int().to_numpy()
+        hits["one-step cluster bootstrap"] += int(np.sum((ci[:, 0] <= truth) & (truth <= ci[:, 1])))
         se = res.bse.to_numpy().ravel(order="F")
         hits["cluster-robust wald"] += int(np.sum(np.abs(res.coef.ravel(order="F") - truth) <= q * se))
     total = args.bootstrap_reps * truth.size

@@ -65,8 +65,8 @@ def _penalties(text: str) -> list[float]:
 @click.option("--overwrite", is_flag=True, help="Write into an existing DIR.")
 @click.option(
     "--checkpoint", metavar="CKPT",
-    help="Every model writes its state into CKPT after every iteration; the same command after a crash, SIGTERM or "
-    "Ctrl-C resumes every model there.",
+    help="Every fit of all rows writes its state into CKPT after every iteration; the same command after a crash, "
+    "SIGTERM or Ctrl-C resumes them there (the fold models, started from them, take a few passes again).",
 )  # fmt: skip
 @storage_option
 @guarded
@@ -76,9 +76,9 @@ def cv(
     store: str, folds: int, l2: str, seed: int, out: str, overwrite: bool, checkpoint: str | None,
     options: FitOptions, where: ClusterOptions, verbose: bool, storage_options: str | None,
 ) -> None:  # fmt: skip
-    """Cross-validate the penalty on STORE: every (penalty, fold) model and every penalty's fit of all rows share
-    each pass; held-out log-loss, accuracy and Brier score per fold, their means and standard errors per penalty,
-    and the fit of all rows at the best penalty (saved to DIR/refit)."""
+    """Cross-validate the penalty on STORE: every penalty's fit of all rows and every (penalty, fold) model, started
+    from it, share each pass; held-out log-loss, accuracy and Brier score per fold, their means and standard errors
+    per penalty, and the fit of all rows at the best penalty (saved to DIR/refit)."""
     import dmlr
 
     so = parse_storage_options(storage_options)

@@ -354,6 +354,8 @@ class FoldRun:
         while True:
             with board:  # every fit has taken in the last pass (its split, if any)
                 board.wait_for(functools.partial(self._caught_up, passes))
+            if any(s.finished and s.final is None for s in self.splits):
+                return self.models  # a fit failed: the bank raises its error
             for i, split in enumerate(self.splits):
                 self._start(i, split.ready())
             active = [m for m in self.models.values() if not (m.converged or m.stopped)]

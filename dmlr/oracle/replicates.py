@@ -16,9 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dmlr.data.rows import Rows
-from dmlr.oracle.checks import check_finite
 from dmlr.oracle.probabilities import log_probabilities
-from dmlr.oracle.stacked import BLOCK_BYTES, StackedScores, StackWeighting
+from dmlr.oracle.stacked import BLOCK_BYTES, StackedScores, StackWeighting, checked_columns, weighted_reads
 
 __all__ = ["ReplicateScoreKernel"]
 
@@ -51,12 +50,11 @@ class ReplicateScoreKernel:
     @property
     def reads(self) -> tuple[str, ...]:
         """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
-        return ("x", "codes", "weights", "offset", *getattr(self.weighting, "reads", ()))
+        return weighted_reads(self.weighting)
 
     def __call__(self, rows: Rows) -> StackedScores:
-        assert rows.x is not None and rows.codes is not None
-        x = rows.x if self.columns is None else rows.x[:, list(self.columns)]
-        check_finite(x, "X", rows.partition, rows.row_start)
+        x = checked_columns(rows, self.columns)
+        assert rows.codes is not None
         d, m = self.coef.shape
         f = self.n_weightings
         keys = self.weighting.keys(rows)

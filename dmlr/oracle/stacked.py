@@ -28,6 +28,21 @@ BLOCK_BYTES = 4 * 2**20
 """Budget of a row block's largest temporary (its ``r x F x m`` predictors)."""
 
 
+def weighted_reads(weighting: Any) -> tuple[str, ...]:
+    """What a kernel of weighted scores reads: the rows, their labels, weights and offset, and what its weighting
+    reads (cluster ids)."""
+    return ("x", "codes", "weights", "offset", *getattr(weighting, "reads", ()))
+
+
+def checked_columns(rows: Rows, columns: tuple[int, ...] | None) -> Array:
+    """The model's columns of the rows' features (all when ``None``), checked finite (the partition and row of a bad
+    value named)."""
+    assert rows.x is not None and rows.codes is not None
+    x = rows.x if columns is None else rows.x[:, list(columns)]
+    check_finite(x, "X", rows.partition, rows.row_start)
+    return x
+
+
 class StackWeighting(Protocol):
     """The F models' row weights as functions of a key per row (its global index, its cluster's id) that the
     models share: the keys are found once per partition, the weights a row block at a time."""
@@ -110,12 +125,11 @@ class StackedScoreKernel:
     @property
     def reads(self) -> tuple[str, ...]:
         """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
-        return ("x", "codes", "weights", "offset", *getattr(self.weighting, "reads", ()))
+        return weighted_reads(self.weighting)
 
     def __call__(self, rows: Rows) -> StackedScores:
-        assert rows.x is not None and rows.codes is not None
-        x = rows.x if self.columns is None else rows.x[:, list(self.columns)]
-        check_finite(x, "X", rows.partition, rows.row_start)
+        x = checked_columns(rows, self.columns)
+        assert rows.codes is not None
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
         first = int(self.intercept)
