@@ -177,9 +177,9 @@ class StackedScoreKernel:
             if offset is not None:
                 eta[c] += offset[:, c : c + 1]
         chosen = np.zeros((r, f))
-        onehot = [(codes == c + 1).astype(np.float64)[:, None] for c in range(m)]  # (r, 1) each
+        of_class = [np.flatnonzero(codes == c + 1) for c in range(m)]  # the rows of each non-base class
         for c in range(m):
-            chosen += onehot[c] * eta[c]
+            chosen[of_class[c]] = eta[c, of_class[c]]
         prob, lse = softmax(eta.reshape(m, r * f))  # the one softmax
         chosen -= lse.reshape(r, f)
         out.loglik += np.einsum("rf,rf->f", weights, chosen)
@@ -189,7 +189,7 @@ class StackedScoreKernel:
         np.negative(resid, out=resid)
         first = int(self.intercept)
         for c in range(m):
-            resid[c] += onehot[c]
+            resid[c, of_class[c]] += 1.0
             resid[c] *= weights
             out.score[:, first:, c] += (x.T @ resid[c]).T
             if self.intercept:
@@ -221,8 +221,9 @@ def _held_sums(prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], he
         rows = np.flatnonzero(held[:, models[0]])
         if rows.size == 0:
             continue
-        w, q = held[np.ix_(rows, models)], prob[:, rows][:, :, models]  # (h, G), (m, h, G)
-        base, p_true = np.exp(-lse[np.ix_(rows, models)]), np.exp(log_true[np.ix_(rows, models)])
+        # whole rows first (contiguous copies), then the group's models: (h, G) and (m, h, G)
+        w, q = held[rows][:, models], prob[:, rows][:, :, models]
+        base, p_true = np.exp(-lse[rows][:, models]), np.exp(log_true[rows][:, models])
         best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
         for c in range(q.shape[0]):
             predicted[q[c] > best] = c + 1
