@@ -173,3 +173,30 @@ def test_pieces_of_a_map_depend_on_the_rows_not_the_partitioning():
         )  # fmt: skip
         assert sorted(float(p.counts[0]) for p in pieces) == expected, rows
         assert sum(expected) == 10_000
+
+
+def test_a_pass_leaves_the_objects_made_before_it_out_of_full_collections_and_hands_them_back():
+    """old_objects_frozen: gc.freeze while the outermost pass runs (nested and concurrent ones share it), then every
+    object is back in the collector's generations, and garbage made meanwhile is still collected."""
+    import gc
+    import weakref
+
+    from dmlr.passes.scheduler import old_objects_frozen
+
+    class Node:
+        pass
+
+    assert gc.get_freeze_count() == 0
+    with old_objects_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000
+        with old_objects_frozen():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen  # the inner pass did not hand them back early
+        cycle = Node()
+        cycle.self = cycle  # garbage in a cycle, made during the pass
+        ref = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert ref() is None
+    assert gc.get_freeze_count() == 0

@@ -39,7 +39,7 @@ from dmlr.passes.kernel import Counted, Kernel, record_size
 from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, bytes_sent, check_workers, trim_and_measure
 from dmlr.passes.plan import Piece, TaskPlan, data_graph, pieces, plan_tasks
 from dmlr.passes.progress import PassProgress
-from dmlr.passes.scheduler import keep_tasks_in_place, where_function
+from dmlr.passes.scheduler import keep_tasks_in_place, old_objects_frozen, where_function
 from dmlr.passes.task import (
     BATCH_ROWS,
     BlocksMoved,
@@ -294,7 +294,11 @@ class PassEngine:
         """
         interrupt.check()
         start = time.perf_counter()
-        result = self._local(kernel) if self.client is None else self._retrying(lambda: self._submit(kernel))
+        if self.client is None:
+            result = self._local(kernel)
+        else:
+            with old_objects_frozen():
+                result = self._retrying(lambda: self._submit(kernel))
         self.seconds += time.perf_counter() - start
         self.count += 1
         self._check_counts(result)
