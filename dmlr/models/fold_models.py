@@ -41,7 +41,16 @@ from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective
 from dmlr.steps.base import flat, unflat
 
-__all__ = ["START_DECREMENT", "FoldModel", "FoldRun", "FoldSplit", "FoldStart", "fold_result"]
+__all__ = [
+    "SPLIT_DECREMENT",
+    "START_DECREMENT",
+    "FoldModel",
+    "FoldRun",
+    "FoldSplit",
+    "FoldStart",
+    "decrement_of",
+    "fold_result",
+]
 
 Array = NDArray[np.float64]
 phases = logging.getLogger("dmlr.phase")
@@ -55,6 +64,12 @@ START_DECREMENT = 1e-2
 Newton's region of quadratic convergence (a pass or two from its optimum), and its information there is as good a
 start for the fold models as at the optimum (both are within ``O(1/sqrt(n))`` of theirs); their first passes run
 alongside the fit's last ones."""
+
+
+SPLIT_DECREMENT = 1.0
+"""A fit's passes are split by fold once the decrement of its last exact information is at most this (Newton's
+quadratic phase, where :data:`START_DECREMENT` is a pass or two away): the split costs a copy of the rows, which the
+passes far from the optimum would not use."""
 
 
 @dataclass(frozen=True)
@@ -83,24 +98,35 @@ class FoldStart:
     @staticmethod
     def of_kernel(kernel: Any, parts: tuple[Statistics, ...], l2: float) -> FoldStart:
         """The start from a split pass of the fit's statistics kernel."""
-        mask = np.ones(kernel.coef.shape[0])
-        if kernel.intercept:
-            mask[0] = 0.0
-        return FoldStart(np.array(kernel.coef), bool(kernel.intercept), kernel.columns, Objective(l2, mask), parts)
+        return FoldStart(np.array(kernel.coef), bool(kernel.intercept), kernel.columns, _objective(kernel, l2), parts)
 
     def training(self, fold: int) -> Statistics:
         """The record of the rows outside ``fold``."""
         return functools.reduce(operator.add, [p for g, p in enumerate(self.parts) if g != fold])
 
+    @functools.cached_property
     def decrement(self) -> float:
-        """The fit's Newton decrement ``sqrt(g^T H^-1 g / sum(v))`` at :attr:`coef` (``inf``: singular)."""
-        total = functools.reduce(operator.add, self.parts)
-        gradient = flat(self.objective.penalized(self.coef, total.score))
-        try:
-            move = scipy.linalg.cho_solve(scipy.linalg.cho_factor(self.objective.information(total)), gradient)
-        except np.linalg.LinAlgError:
-            return math.inf
-        return math.sqrt(max(float(gradient @ move), 0.0) / max(total.weight_sum, 1e-300))
+        """The fit's Newton decrement at :attr:`coef` (:func:`decrement_of`)."""
+        return decrement_of(self.objective, self.coef, functools.reduce(operator.add, self.parts))
+
+
+def _objective(kernel: Any, l2: float) -> Objective:
+    """The penalized objective of a fit's statistics kernel (its intercept, row 0, unpenalized)."""
+    mask = np.ones(kernel.coef.shape[0])
+    if kernel.intercept:
+        mask[0] = 0.0
+    return Objective(l2, mask)
+
+
+def decrement_of(objective: Objective, coef: Array, stats: Statistics) -> float:
+    """The Newton decrement ``sqrt(g^T H^-1 g / sum(v))`` of a record with the information at ``coef`` (``inf``:
+    singular)."""
+    gradient = flat(objective.penalized(coef, stats.score))
+    try:
+        move = scipy.linalg.cho_solve(scipy.linalg.cho_factor(objective.information(stats)), gradient)
+    except np.linalg.LinAlgError:
+        return math.inf
+    return math.sqrt(max(float(gradient @ move), 0.0) / max(stats.weight_sum, 1e-300))
 
 
 @dataclass
@@ -127,6 +153,8 @@ class FoldSplit:
         The fit has ended (or failed).
     final : FoldStart, optional
         What the fold models need of the fit once it has ended (its coefficients, columns, objective; no parts).
+    far : bool
+        The last exact information's decrement was above :data:`SPLIT_DECREMENT`: the next pass is not split.
     """
 
     folds: int
@@ -138,6 +166,7 @@ class FoldSplit:
     seen: int = 0
     finished: bool = False
     final: FoldStart | None = None
+    far: bool = False
 
     def bind(self, engine: Any) -> FoldSplit:
         """Use ``engine`` (the fit's member engine)."""
@@ -145,15 +174,21 @@ class FoldSplit:
         return self
 
     def reduce(self, kernel: Any) -> Any:
-        """One pass of ``kernel``: split by fold when it computes an exact information."""
+        """One pass of ``kernel``: split by fold when it computes an exact information near the optimum (not the
+        first pass; the last exact information's decrement at most :data:`SPLIT_DECREMENT`)."""
         request = getattr(kernel, "request", None)
+        exact = request is not None and request.information and request.information_every <= 1
+        first = request is not None and request.moments
         start = None
-        if request is None or not request.information or request.information_every > 1:
-            out = self.engine.reduce(kernel)
-        else:
+        if exact and not (first or self.far):
             record = self.engine.reduce(FoldSplitKernel(kernel, self.folds, self.seed))
             start = FoldStart.of_kernel(kernel, tuple(record.records), self.l2)
             out = functools.reduce(operator.add, start.parts)
+            self.far = start.decrement > SPLIT_DECREMENT
+        else:
+            out = self.engine.reduce(kernel)
+            if exact:
+                self.far = decrement_of(_objective(kernel, self.l2), kernel.coef, out) > SPLIT_DECREMENT
         with self.board:
             self.latest = start or self.latest
             self.seen += 1
@@ -181,7 +216,7 @@ class FoldSplit:
         if latest is None:
             return None
         at_end = self.final is not None and np.array_equal(latest.coef, self.final.coef)
-        return latest if at_end or latest.decrement() <= START_DECREMENT else None
+        return latest if at_end or latest.decrement <= START_DECREMENT else None
 
     def job(self, fit: Callable[[Any], tuple[MNLogitResults, Any]]) -> Callable[[Any], tuple[MNLogitResults, Any]]:
         """The bank job of the fit ``fit`` (given its engine): it runs on this split engine and says when it ends."""
