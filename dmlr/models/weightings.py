@@ -172,6 +172,12 @@ class FoldStack:
         """The rows' global positions."""
         return positions(rows)
 
+    @property
+    def held_groups(self) -> list[NDArray[np.intp]]:
+        """The models that hold out the same rows (those of one fold), in groups."""
+        folds = np.asarray(self.model_folds)
+        return [np.flatnonzero(folds == g) for g in np.unique(folds)]
+
     def of_keys(self, keys: NDArray[np.int64]) -> NDArray[np.float64]:
         """Each model's weight of each row, shape (r, F): 0 where the row is in the model's fold."""
         fold = folds_of_rows(keys, self.folds, self.seed)

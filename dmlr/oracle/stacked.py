@@ -185,7 +185,8 @@ class StackedScoreKernel:
         out.loglik += np.einsum("rf,rf->f", weights, chosen)
         resid = prob.reshape(m, r, f)
         if outside is not None:
-            _held_sums(resid, lse.reshape(r, f), chosen, codes, outside, out.held)  # type: ignore[arg-type]
+            groups = getattr(self.weighting, "held_groups", None)  # models of the same fold, when the weighting knows
+            _held_sums(resid, lse.reshape(r, f), chosen, codes, outside, out.held, groups)  # type: ignore[arg-type]
         np.negative(resid, out=resid)
         first = int(self.intercept)
         for c in range(m):
@@ -207,23 +208,22 @@ class StackedScoreKernel:
         return 8 * f * (d * m + 2 + (len(HELD_SUMS) if self.held_out else 0))
 
 
-def _held_sums(prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], held: Array, out: Array) -> None:
+def _held_sums(
+    prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], held: Array, out: Array, groups: Any = None
+) -> None:
     """Add the held-out sums (:data:`HELD_SUMS` but rows) of a block into ``out`` (F, 5): ``prob`` (m, r, F) the
     non-base probabilities, ``lse`` and ``log_true`` (r, F) the log-normalizer and the true class's log-probability,
-    ``held`` (r, F) each model's weight of each of its held-out rows (0 on the others, which are skipped). As
+    ``held`` (r, F) each model's weight of each of its held-out rows (0 on the others, which are skipped);
+    ``groups``: the models that hold out the same rows (found here when ``None``). As
     :func:`dmlr.oracle.evaluation.evaluation_sums`: the most probable class is the first of equal ones in code
     order (the base first)."""
-    patterns: dict[bytes, list[int]] = {}  # models that hold out the same rows (a fold's, at several penalties)
-    for f in range(held.shape[1]):
-        patterns.setdefault(np.packbits(held[:, f] > 0).tobytes(), []).append(f)
-    for group in patterns.values():
-        models = np.asarray(group, dtype=np.intp)
+    for models in groups if groups is not None else _same_rows(held):
         rows = np.flatnonzero(held[:, models[0]])
         if rows.size == 0:
             continue
-        # whole rows first (contiguous copies), then the group's models: (h, G) and (m, h, G)
-        w, q = held[rows][:, models], prob[:, rows][:, :, models]
-        base, p_true = np.exp(-lse[rows][:, models]), np.exp(log_true[rows][:, models])
+        at = np.ix_(rows, models)  # (h, G); prob's (m, h, G)
+        w, q = held[at], prob[np.ix_(np.arange(prob.shape[0]), rows, models)]
+        base, p_true = np.exp(-lse[at]), np.exp(log_true[at])
         best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
         for c in range(q.shape[0]):
             predicted[q[c] > best] = c + 1
@@ -233,3 +233,11 @@ def _held_sums(prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], he
         out[models, 2] -= np.einsum("hg,hg->g", w, np.log(np.maximum(p_true, _TINY)))
         out[models, 3] += np.einsum("hg,hg->g", w, (predicted == codes[rows, None]).astype(np.float64))
         out[models, 4] += np.einsum("hg,hg->g", w, squares - 2 * p_true + 1)
+
+
+def _same_rows(held: Array) -> list[NDArray[np.intp]]:
+    """The models (columns of ``held``) that hold out the same rows, in groups."""
+    patterns: dict[bytes, list[int]] = {}
+    for f in range(held.shape[1]):
+        patterns.setdefault(np.packbits(held[:, f] > 0).tobytes(), []).append(f)
+    return [np.asarray(group, dtype=np.intp) for group in patterns.values()]
