@@ -188,11 +188,13 @@ def test_a_pass_leaves_the_objects_made_before_it_out_of_full_collections_and_ha
 
     assert gc.get_freeze_count() == 0
     with old_objects_frozen():
-        frozen = gc.get_freeze_count()
+        frozen = gc.get_freeze_count()  # (other threads may free some of them meanwhile: the count only falls)
         assert frozen > 1000
+        made = [[] for _ in range(20_000)]  # tracked objects made during the pass: not frozen by a nested pass
         with old_objects_frozen():
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen  # the inner pass did not hand them back early
+            assert gc.get_freeze_count() <= frozen
+        assert gc.get_freeze_count() > frozen - 1000  # the inner pass did not hand them back early
+        del made
         cycle = Node()
         cycle.self = cycle  # garbage in a cycle, made during the pass
         ref = weakref.ref(cycle)
