@@ -11,7 +11,8 @@ and renamed into place, so a crash leaves either the old set or the new file com
 fails its checksum on reading and the previous checkpoint is used. The newest ``keep`` files are kept.
 
 Every checkpoint carries a *fingerprint* of the data and the fit options; one written by a different fit (other
-data, method, penalty, partitioning) is never resumed from.
+data, method, penalty, partitioning) is never resumed from. Runs that are not a fitting loop (the bootstrap's
+replicates) write :class:`Snapshot` s, named arrays, in the same files with the same guarantees.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
@@ -35,7 +36,9 @@ from dmlr.data.writing import replace_file
 from dmlr.interrupt import critical
 from dmlr.oracle.statistics import Statistics
 
-__all__ = ["Checkpointer", "DriverState", "fingerprint"]
+__all__ = ["Checkpointer", "DriverState", "Snapshot", "fingerprint"]
+
+T = TypeVar("T", "DriverState", "Snapshot")
 
 logger = logging.getLogger("dmlr")
 
@@ -97,23 +100,27 @@ def _encode(state: DriverState, fp: str) -> bytes:
     for key, value in state.rule_state.items():
         arrays[f"rule.{key}"] = value
     meta = {
-        "format": FORMAT,
-        "fingerprint": fp,
         "fit_state": state.fit_state,
         "iteration": state.iteration,
         "passes": state.passes,
         "history": state.history,
         "scalars": scalars,
     }
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return _pack(arrays, meta, fp)
+
+
+def _pack(arrays: dict[str, Any], meta: dict[str, Any], fp: str) -> bytes:
+    """A checkpoint file's bytes: the arrays and the JSON ``meta`` (with the format and fingerprint) as an npz,
+    behind the magic and the payload's SHA-256."""
+    meta = {"format": FORMAT, "fingerprint": fp, **meta}
     buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)
+    np.savez(buf, allow_pickle=False, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     payload = buf.getvalue()
     return MAGIC + hashlib.sha256(payload).digest() + payload
 
 
-def _decode(blob: bytes) -> tuple[str, DriverState]:
-    """Parse and verify a checkpoint file; raises ``ValueError`` naming what is wrong."""
+def _unpack(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arrays and ``meta`` of a checkpoint file, verified; raises ``ValueError`` naming what is wrong."""
     head = len(MAGIC) + 32
     if len(blob) < head or not blob.startswith(MAGIC):
         raise ValueError(f"not a dmlr checkpoint or truncated header ({len(blob)} bytes)")
@@ -128,6 +135,44 @@ def _decode(blob: bytes) -> tuple[str, DriverState]:
             f"written by an earlier dmlr (checkpoint format {meta.get('format', 1)}, this dmlr writes {FORMAT}): "
             "the fit starts anew"
         )
+    return arrays, meta
+
+
+@dataclass
+class Snapshot:
+    """The state of a run that is not a fitting loop (the bootstrap's replicates) after ``iteration`` passes of it:
+    named arrays, written and found as a fit's checkpoints are.
+
+    Attributes
+    ----------
+    iteration : int
+    passes : int
+        Passes over the data so far.
+    arrays : dict of str to ndarray
+    """
+
+    iteration: int
+    passes: int
+    arrays: dict[str, Array]
+
+
+def _encode_snapshot(snapshot: Snapshot, fp: str) -> bytes:
+    meta = {"snapshot": True, "iteration": snapshot.iteration, "passes": snapshot.passes}
+    return _pack(dict(snapshot.arrays), meta, fp)
+
+
+def _decode_snapshot(blob: bytes) -> tuple[str, Snapshot]:
+    arrays, meta = _unpack(blob)
+    if not meta.get("snapshot"):
+        raise ValueError("a fit's checkpoint, not a snapshot")
+    return str(meta["fingerprint"]), Snapshot(int(meta["iteration"]), int(meta["passes"]), arrays)
+
+
+def _decode(blob: bytes) -> tuple[str, DriverState]:
+    """Parse and verify a checkpoint file; raises ``ValueError`` naming what is wrong."""
+    arrays, meta = _unpack(blob)
+    if meta.get("snapshot"):
+        raise ValueError("a snapshot, not a fit's checkpoint")
     scalars = meta["scalars"]
 
     def stats(prefix: str) -> Statistics:
@@ -213,8 +258,14 @@ class Checkpointer:
 
         A SIGTERM that arrives while writing takes effect once the file is complete.
         """
-        blob = _encode(state, self.fingerprint)
-        final = self.path(state.iteration)
+        return self._write(state.iteration, _encode(state, self.fingerprint))
+
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """Write ``snapshot`` as :meth:`save` writes a fit's state; returns the file's path."""
+        return self._write(snapshot.iteration, _encode_snapshot(snapshot, self.fingerprint))
+
+    def _write(self, iteration: int, blob: bytes) -> str:
+        final = self.path(iteration)
         with critical():
             self._fs.makedirs(self._root, exist_ok=True)
             tmp = f"{self._root}/.tmp-{uuid.uuid4().hex}"
@@ -234,11 +285,18 @@ class Checkpointer:
         Invalid files (truncated, corrupted) are reported and skipped, falling back to the previous one;
         checkpoints of another fit (fingerprint differs) are reported and removed.
         """
+        return self._read(_decode)
+
+    def load_snapshot(self) -> Snapshot | None:
+        """The newest valid snapshot of this run, or ``None`` (as :meth:`load`)."""
+        return self._read(_decode_snapshot)
+
+    def _read(self, decode: Callable[[bytes], tuple[str, T]]) -> T | None:
         for tmp in self._fs.glob(f"{self._root}/.tmp-*") if self._fs.exists(self._root) else []:
             self._fs.rm(tmp)  # a write cut short before its rename
         for iteration, path in reversed(self._files()):
             try:
-                fp, state = _decode(self._fs.cat_file(path))
+                fp, state = decode(self._fs.cat_file(path))
             except Exception as exc:
                 self._event("checkpoint_invalid", iteration=iteration, path=path, reason=str(exc))
                 continue

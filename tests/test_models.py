@@ -226,7 +226,7 @@ def test_bootstrap_replicates_are_weighted_fits_and_their_spread_matches_the_ana
     0.9-1.1 of the model-based one, the cluster bootstrap's within 0.85-1.15 of the cluster-robust one (200
     clusters); the weights do not depend on the partitioning."""
     from dmlr.data.rows import Rows
-    from dmlr.models.bootstrap import PoissonReplicates
+    from dmlr.models.weightings import PoissonReplicates
 
     x, y, _ = draw_problem(50_000, 5, 4, seed=3, scale=0.5)
     res = dmlr.fit(x, y, method="newton")
@@ -284,7 +284,7 @@ def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor
         FoldSplitKernel(StatisticsKernel(coef, WITH_INFORMATION, True), 5, 0),
         Weighted(StatisticsKernel(coef, WITH_INFORMATION, True), FoldWeighting(1, 5, 0)),
         StackedScoreKernel(np.zeros((3, 4, 2)), True, FoldStack((0, 1, 2), 5, 0), held_out=True),
-        ReplicateScoreKernel(coef, True, PoissonReplicates(0, (0, 1)), 2),
+        ReplicateScoreKernel(coef, True, PoissonReplicates(0, (0, 1))),
     ))  # fmt: skip
     (tmp_path / "kernels.pkl").write_bytes(pickle.dumps(kernels))
     code = (
@@ -321,7 +321,7 @@ def test_the_one_step_bootstrap_is_the_fit_plus_the_inverse_hessian_times_each_r
     """steps=1: each replicate is b + (-H)^-1 sum_i w_ri s_i(b), with statsmodels' Hessian and per-row scores at the
     fit; steps=2 takes one more step from there (a weighted statsmodels score at the first step's coefficients)."""
     from dmlr.data.rows import Rows
-    from dmlr.models.bootstrap import PoissonReplicates
+    from dmlr.models.weightings import PoissonReplicates
 
     x, y = problem
     res = dmlr.fit(x, y, method="newton", tol=1e-12)
@@ -380,7 +380,7 @@ def test_the_commands_write_tables_plots_and_models(problem, tmp_path):
     assert list(tests["df"]) == [2, 2] and "model 0 vs 1: chi2(2)" in done.stdout and "model 0 vs 1" in again.stdout
 
     from dmlr.data.rows import Rows
-    from dmlr.models.bootstrap import PoissonReplicates
+    from dmlr.models.weightings import PoissonReplicates
 
     res = dmlr.fit(store, method="newton")
     dmlr.save(res, str(tmp_path / "fit"))
@@ -494,9 +494,8 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
     own weighted rows (intercept, offset, data weights, all classes present), to rounding."""
     from dmlr.data.rows import Rows
     from dmlr.models.bank import Weighted
-    from dmlr.models.bootstrap import PoissonReplicates
     from dmlr.models.scores import HeldOutKernel
-    from dmlr.models.weightings import FoldStack, FoldWeighting
+    from dmlr.models.weightings import FoldStack, FoldWeighting, PoissonReplicates
     from dmlr.oracle.kernels import StatisticsKernel
     from dmlr.oracle.stacked import HELD_SUMS, StackedScoreKernel
     from dmlr.oracle.statistics import Request

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from dmlr.checkpoint import Checkpointer
 from dmlr.data.design import Design
 from dmlr.data.labels import check_class_count
@@ -70,10 +68,7 @@ class FitRun:
 
 def objective_of(design: Design, l2: float) -> Objective:
     """The ridge objective of a design (the intercept, model column 0, unpenalized)."""
-    mask = np.ones(design.n_columns)
-    if design.intercept:
-        mask[0] = 0.0
-    return Objective(float(l2), mask)
+    return Objective.ridge(l2, design.n_columns, design.intercept)
 
 
 @dataclass

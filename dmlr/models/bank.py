@@ -132,12 +132,9 @@ class FoldSplitKernel:
         order = np.argsort(fold, kind="stable")
         bounds = np.searchsorted(fold[order], np.arange(self.folds + 1))
         ordered = rows.take(order)
-        records = []
-        for g in range(self.folds):
-            part = slice(int(bounds[g]), int(bounds[g + 1]))
-            fields = {name: value[part] for name, value in ordered.arrays().items()}
-            records.append(self.kernel(Rows(**fields, partition=rows.partition, row_start=-1)))
-        return BankRecord(tuple(records))
+        return BankRecord(
+            tuple(self.kernel(ordered.slice(int(bounds[g]), int(bounds[g + 1]))) for g in range(self.folds))
+        )
 
     def memory(self, rows: int, p: int) -> int:
         """The inner kernel's, the reordered copy of the rows and the order."""

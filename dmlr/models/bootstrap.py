@@ -28,21 +28,21 @@ import scipy.linalg
 from numpy.typing import NDArray
 from scipy import stats as sps
 
-from dmlr.checkpoint import Checkpointer, DriverState, fingerprint
+from dmlr.checkpoint import Checkpointer, Snapshot, fingerprint
 from dmlr.data.store import StoreData
 from dmlr.errors import ConvergenceWarning, InputError, WorkerMemoryError, warn
 from dmlr.fitting.fitter import objective_of
 from dmlr.models.bank import memory_advice
 from dmlr.models.many import shared_data
-from dmlr.models.weightings import PoissonReplicates, poisson_weights
+from dmlr.models.weightings import PoissonReplicates
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.replicates import ReplicateScoreKernel
 from dmlr.oracle.stacked import StackedScoreKernel, StackedScores
-from dmlr.oracle.statistics import Request, Statistics
+from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
 from dmlr.steps.base import flat, unflat
 
-__all__ = ["BootstrapResults", "PoissonReplicates", "bootstrap", "poisson_weights"]
+__all__ = ["BootstrapResults", "bootstrap"]
 
 Array = NDArray[np.float64]
 
@@ -184,19 +184,16 @@ class _Saver:
 
     def resume(self, coef: Array, nrep: int) -> tuple[list[Array], NDArray[np.bool_], int, int]:
         """The replicates' coefficients, convergence, next pass and passes so far: a checkpoint's or the start."""
-        state = self.checkpointer.load() if self.checkpointer is not None else None
+        state = self.checkpointer.load_snapshot() if self.checkpointer is not None else None
         if state is None:
             return [coef.copy() for _ in range(nrep)], np.zeros(nrep, dtype=bool), 0, 0
-        coefs = state.rule_state["coefs"]
-        return [c.copy() for c in coefs], state.rule_state["done"].astype(bool), state.iteration, state.passes
+        coefs = state.arrays["coefs"]
+        return [c.copy() for c in coefs], state.arrays["done"].astype(bool), state.iteration, state.passes
 
     def save(self, iteration: int, coefs: list[Array], done: NDArray[np.bool_], passes: int) -> None:
-        if self.checkpointer is None:
-            return
-        d, m = coefs[0].shape
-        empty = Statistics(0, 0.0, 0.0, np.zeros((d, m)), np.zeros(m + 1))  # the loop's fields: not a fit's state
-        rule = {"coefs": np.stack(coefs), "done": done.astype(np.float64)}
-        self.checkpointer.save(DriverState(iteration, passes, coefs[0], empty, empty, [], rule))
+        if self.checkpointer is not None:
+            arrays = {"coefs": np.stack(coefs), "done": done.astype(np.float64)}
+            self.checkpointer.save_snapshot(Snapshot(iteration, passes, arrays))
 
 
 def _data_of(result: MNLogitResults, X: Any, y: Any) -> tuple[Any, Any]:
@@ -246,7 +243,7 @@ def _scores(
     def kernel_of(k: int) -> Any:  # the first k replicates
         fewer = PoissonReplicates(weighting.seed, weighting.replicates[:k], weighting.groups)
         if it == 0:
-            return ReplicateScoreKernel(result.coef, result.intercept, fewer, k, columns)
+            return ReplicateScoreKernel(result.coef, result.intercept, fewer, columns)
         return StackedScoreKernel(coefs[:k], result.intercept, fewer, columns)
 
     n = len(weighting.replicates)

@@ -20,6 +20,7 @@ import logging
 import math
 import operator
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,8 @@ from dmlr.oracle.statistics import WITH_INFORMATION, Statistics
 from dmlr.passes.kernel import Sums
 from dmlr.results.results import MNLogitResults
 from dmlr.steps import Objective
-from dmlr.steps.base import flat, unflat
+from dmlr.steps.base import flat
+from dmlr.steps.lbfgs import InformationSolver, Pair, add_pair, two_loop
 
 __all__ = [
     "SPLIT_DECREMENT",
@@ -111,11 +113,8 @@ class FoldStart:
 
 
 def _objective(kernel: Any, l2: float) -> Objective:
-    """The penalized objective of a fit's statistics kernel (its intercept, row 0, unpenalized)."""
-    mask = np.ones(kernel.coef.shape[0])
-    if kernel.intercept:
-        mask[0] = 0.0
-    return Objective(l2, mask)
+    """The penalized objective of a fit's statistics kernel."""
+    return Objective.ridge(l2, kernel.coef.shape[0], kernel.intercept)
 
 
 def decrement_of(objective: Objective, coef: Array, stats: Statistics) -> float:
@@ -234,15 +233,16 @@ class FoldSplit:
 
 @dataclass
 class FoldModel:
-    """One fold model's iteration and outcome.
+    """One fold model's iteration and outcome: L-BFGS's two-loop recursion (:func:`~dmlr.steps.lbfgs.two_loop`)
+    around its exact information at the start, every pair kept.
 
     Attributes
     ----------
     start : FoldStart
     fold : int
     coef : ndarray, shape (d, m)
-    factor : tuple
-        The Cholesky factor of its penalized information at the start.
+    solver : InformationSolver
+        Its penalized information at the start, factored.
     train : Statistics
         Its training rows' record at the start (rows, class weights).
     loglik, weight_sum : float
@@ -255,100 +255,68 @@ class FoldModel:
         Stopped at ``max_iter`` passes without converging.
     value : float
         The penalized log-likelihood at the last point kept (a step that lowers it is halved).
-    evaluated : ndarray, shape (d, m), optional
-        The coefficients of the last pass (``coef`` once stopped).
+    kept, gradient : ndarray, shape (d, m)
+        The last point kept and its gradient (the start's, until a pass is kept).
+    pairs : deque
+        The BFGS pairs ``(s, y, 1 / s^T y)``.
     """
 
     start: FoldStart
     fold: int
     coef: Array
-    factor: Any
+    solver: InformationSolver
     train: Statistics
+    kept: Array
+    gradient: Array
+    value: float
     loglik: float = math.nan
     weight_sum: float = math.nan
     held: Array | None = None
     n_iter: int = 0
     converged: bool = False
     stopped: bool = False
-    value: float = -math.inf
-    evaluated: Array | None = None
-    previous: Array | None = None
-    last_gradient: Array | None = None
-    pairs: list[tuple[Array, Array, float]] = dataclasses.field(default_factory=list)
+    pairs: deque[Pair] = dataclasses.field(default_factory=deque)
 
     @staticmethod
     def at_start(start: FoldStart, fold: int) -> FoldModel:
         """Fold ``fold``'s model one step from a pass of the fit of every row (its information and score there)."""
         train = start.training(fold)
         try:
-            factor = scipy.linalg.cho_factor(start.objective.information(train))
+            solver = InformationSolver.exact(start.objective.information(train))
         except np.linalg.LinAlgError:
             raise InputError(
                 f"the rows outside fold {fold} do not identify the model (l2={start.objective.l2:g}: their information "
                 "is singular); use fewer folds, a penalty, or fold_inference=True (each fold model fitted alone)"
             ) from None
-        model = FoldModel(start, fold, start.coef.copy(), factor, train, previous=start.coef)
-        model.value = start.objective.value(start.coef, train)
-        model.step(start.objective.penalized(model.coef, train.score))
-        return model
-
-    def step(self, gradient: Array) -> None:
-        """Move by ``H^-1 gradient`` (the first step, from the fit of every row)."""
-        self.last_gradient = flat(gradient)
-        self.coef = self.coef + unflat(self.direction(self.last_gradient), self.coef.shape[0])
-
-    def direction(self, gradient: Array) -> Array:
-        """``B^-1 gradient`` (flat): ``B`` the information at the start updated by BFGS with every step's change
-        of gradient so far (the two-loop recursion, ``H^-1`` its first matrix), so the steps converge
-        superlinearly from the start's accurate information."""
-        q = gradient.copy()
-        alphas = []
-        for s, y, rho in reversed(self.pairs):
-            alpha = rho * float(s @ q)
-            q -= alpha * y
-            alphas.append(alpha)
-        r = np.asarray(scipy.linalg.cho_solve(self.factor, q))
-        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas), strict=True):
-            r += s * (alpha - rho * float(y @ r))
-        return r
+        gradient = start.objective.penalized(start.coef, train.score)
+        value = start.objective.value(start.coef, train)
+        return FoldModel(start, fold, start.coef + solver.solve(gradient), solver, train, start.coef, gradient, value)
 
     def update(self, record: StackedScores, i: int, tol: float, max_iter: int) -> bool:
         """Model ``i`` of a stacked pass at :attr:`coef`: keep its values there, and stop when converged (True) or
-        after ``max_iter`` passes (:attr:`stopped`), else step (:attr:`evaluated` keeps where the values are
-        from)."""
+        after ``max_iter`` passes (:attr:`stopped`), else step."""
         assert record.held is not None
         self.n_iter += 1
         self.loglik, self.weight_sum = float(record.loglik[i]), float(record.weight_sum[i])
-        self.held, self.evaluated = record.held[i].copy(), self.coef
-        gradient = flat(self.start.objective.penalized(self.coef, record.score[i]))
+        self.held = record.held[i].copy()
         objective = self.start.objective
-        value = self.loglik - 0.5 * objective.l2 * float(np.sum(objective.mask[:, None] * self.coef**2))
+        value = self.loglik - objective.penalty(self.coef)
         if value < self.value - 1e-10 * (1 + abs(self.value)) and self.n_iter < max_iter:
             # the step went past the optimum (a fold far from the fit of every row): half of it, no curvature learned
             # (not a rounding-level change near the optimum, where the sums' order differs from the start's)
-            assert self.previous is not None
-            self.coef = self.previous + 0.5 * (self.coef - self.previous)
+            self.coef = self.kept + 0.5 * (self.coef - self.kept)
             return False
-        self.value = value
-        self._learn(gradient)
+        gradient = objective.penalized(self.coef, record.score[i])
+        add_pair(self.pairs, self.coef - self.kept, self.gradient - gradient)
+        self.kept, self.gradient, self.value = self.coef, gradient, value
+        move = two_loop(gradient, self.pairs, self.solver.solve, scaled=False)
         weight = max(self.weight_sum, 1e-300)
-        move = self.direction(gradient)
-        decrement = math.sqrt(max(float(gradient @ move), 0.0) / weight)
+        decrement = math.sqrt(max(float(np.vdot(gradient, move)), 0.0) / weight)
         self.converged = bool(np.abs(gradient).max() / weight <= tol or decrement <= tol)
         self.stopped = not self.converged and self.n_iter >= max_iter
         if not (self.converged or self.stopped):
-            self.coef = self.coef + unflat(move, self.coef.shape[0])
+            self.coef = self.coef + move
         return self.converged
-
-    def _learn(self, gradient: Array) -> None:
-        """Add the last step and its change of gradient (``H s = g_old - g_new``) as a BFGS pair, when curved."""
-        assert self.evaluated is not None and self.last_gradient is not None
-        if self.previous is not None:
-            s, y = flat(self.evaluated - self.previous), self.last_gradient - gradient
-            curvature = float(s @ y)
-            if curvature > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(y)):
-                self.pairs.append((s, y, 1.0 / curvature))
-        self.previous, self.last_gradient = self.evaluated, gradient
 
     def held_sums(self) -> Sums:
         """The held-out sums as :func:`~dmlr.models.scores.scores_of` reads them."""

@@ -55,10 +55,7 @@ def row_hash(index: NDArray[np.int64], seed: int, stream: int = 0) -> NDArray[np
     -------
     ndarray of uint64, shape (r,)
     """
-    with np.errstate(over="ignore"):
-        key = _finalize(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) * _GOLDEN + np.uint64(stream))[0]
-        z = (index.astype(np.uint64) + np.uint64(stream << 40)) * _GOLDEN + key
-        return _finalize(z)
+    return _stream_hashes(index, seed, np.array([stream], dtype=np.int64))[:, 0]
 
 
 def _finalize(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
@@ -168,6 +165,11 @@ class FoldStack:
         """Nothing besides the rows' positions."""
         return ()
 
+    @property
+    def size(self) -> int:
+        """The models weighted."""
+        return len(self.model_folds)
+
     def keys(self, rows: Rows) -> NDArray[np.int64]:
         """The rows' global positions."""
         return positions(rows)
@@ -206,7 +208,8 @@ def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.i
 
 
 def _stream_hashes(index: NDArray[np.int64], seed: int, streams: NDArray[np.int64]) -> NDArray[np.uint64]:
-    """:func:`row_hash` of every index in each of ``streams`` at once, shape (r, S)."""
+    """:func:`row_hash` of every index in each of ``streams`` at once, shape (r, S): the counter ``index + stream *
+    2**40`` times the golden ratio plus the key (the finalizer of ``seed * golden + stream``), finalized."""
     with np.errstate(over="ignore"):
         seeds = np.full(streams.size, seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
         key = _finalize(seeds * _GOLDEN + streams.astype(np.uint64))
@@ -248,6 +251,11 @@ class PoissonReplicates:
     def reads(self) -> tuple[str, ...]:
         """The cluster ids, for the cluster bootstrap."""
         return ("groups",) if self.groups else ()
+
+    @property
+    def size(self) -> int:
+        """The replicates weighted."""
+        return len(self.replicates)
 
     def keys(self, rows: Rows) -> NDArray[np.int64]:
         """What the weight of each of ``rows`` is a function of: its global index, or its cluster's key."""

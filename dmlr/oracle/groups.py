@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from dmlr.data.rows import Rows
 from dmlr.oracle.blocks import DEFAULT_BLOCK_BYTES, block_rows
 from dmlr.oracle.checks import check_groups
-from dmlr.oracle.probabilities import linear_predictor, softmax
+from dmlr.oracle.probabilities import row_scores
 from dmlr.passes.kernel import total
 
 __all__ = [
@@ -97,18 +97,13 @@ def _score_sums(
     step = block_rows(x.shape[0], m * d, block_bytes)
     for s in range(0, x.shape[0], step):
         e = min(s + step, x.shape[0])
-        eta = linear_predictor(x[s:e], coef, intercept, None if offset is None else offset[s:e])
-        prob, _ = softmax(np.ascontiguousarray(eta.T))
-        resid = -prob.T
-        hit = codes[s:e] > 0
-        resid[np.nonzero(hit)[0], codes[s:e][hit] - 1] += 1.0
+        scores, _ = row_scores(x[s:e], codes[s:e], coef, intercept, None if offset is None else offset[s:e])
         if weights is not None:
-            resid *= weights[s:e, None]
-        design = np.column_stack([np.ones(e - s), x[s:e]]) if intercept else x[s:e]
+            scores *= weights[s:e, None]
         which = inverse[s:e]
-        order = slice(None) if _in_order(which) else np.argsort(which, kind="stable")
-        which = which[order]
-        scores = (resid[order, :, None] * design[order, None, :]).reshape(e - s, m * d)
+        if not _in_order(which):
+            order = np.argsort(which, kind="stable")
+            which, scores = which[order], scores[order]
         starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
         sums[which[starts]] += np.add.reduceat(scores, starts, axis=0)
     return sums

@@ -7,10 +7,12 @@ holding row-major predictors transpose. Stable for any logit: the shift includes
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["linear_predictor", "log_probabilities", "softmax"]
+__all__ = ["linear_predictor", "log_probabilities", "row_scores", "softmax"]
 
 Array = NDArray[np.float64]
 
@@ -69,3 +71,36 @@ def log_probabilities(eta: Array) -> tuple[Array, Array]:
     """:func:`softmax` of row-major predictors: ``prob`` (r, m) and ``lse`` (r,) from ``eta`` of shape (r, m)."""
     prob, lse = softmax(np.ascontiguousarray(eta.T))
     return prob.T, lse
+
+
+def row_scores(
+    x: Array, codes: NDArray[np.integer[Any]], coef: Array, intercept: bool, offset: Array | None = None
+) -> tuple[Array, Array]:
+    """Each row's score and log-probability of its class.
+
+    Parameters
+    ----------
+    x : ndarray, shape (r, p)
+    codes : ndarray of int, shape (r,)
+        Class codes (0: the base).
+    coef : ndarray, shape (d, m)
+    intercept : bool
+    offset : ndarray, shape (r, m), optional
+
+    Returns
+    -------
+    scores : ndarray, shape (r, m d)
+        ``(y_i - p_i) kron [1, x_i]``, class-major (class ``c``'s block: columns ``c d .. (c + 1) d``), unweighted.
+    log_true : ndarray, shape (r,)
+        ``log p_{i, y_i}``.
+    """
+    eta = linear_predictor(x, coef, intercept, offset)
+    prob, lse = log_probabilities(eta)
+    r = x.shape[0]
+    resid = -prob
+    hit = np.flatnonzero(codes > 0)
+    resid[hit, codes[hit] - 1] += 1.0
+    log_true = -lse
+    log_true[hit] += eta[hit, codes[hit] - 1]
+    design = np.column_stack([np.ones(r), x]) if intercept else x
+    return (resid[:, :, None] * design[:, None, :]).reshape(r, -1), log_true

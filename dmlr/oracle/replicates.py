@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dmlr.data.rows import Rows
-from dmlr.oracle.probabilities import log_probabilities
+from dmlr.oracle.probabilities import row_scores
 from dmlr.oracle.stacked import BLOCK_BYTES, StackedScores, StackWeighting, checked_columns, weighted_reads
 
 __all__ = ["ReplicateScoreKernel"]
@@ -35,8 +35,6 @@ class ReplicateScoreKernel:
         Whether row 0 of ``coef`` is the intercept (not stored in the data).
     weighting : StackWeighting
         The F weightings of each row (times the data's weights).
-    n_weightings : int
-        F.
     columns : tuple of int, optional
         The data columns the model uses (all when ``None``).
     """
@@ -44,7 +42,6 @@ class ReplicateScoreKernel:
     coef: Array
     intercept: bool
     weighting: StackWeighting
-    n_weightings: int
     columns: tuple[int, ...] | None = None
 
     @property
@@ -56,7 +53,7 @@ class ReplicateScoreKernel:
         x = checked_columns(rows, self.columns)
         assert rows.codes is not None
         d, m = self.coef.shape
-        f = self.n_weightings
+        f = self.weighting.size
         keys = self.weighting.keys(rows)
         score = np.zeros((m * d, f))
         out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
@@ -68,37 +65,19 @@ class ReplicateScoreKernel:
                 weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
             out.weight_sum += weights.sum(axis=0)
             offset = None if rows.offset is None else rows.offset[start:stop]
-            z, log_true = self._rows(x[start:stop], rows.codes[start:stop], offset)
+            z, log_true = row_scores(x[start:stop], rows.codes[start:stop], self.coef, self.intercept, offset)
             score += z.T @ weights
             out.loglik += log_true @ weights
         out.score[:] = score.reshape(m, d, f).transpose(2, 1, 0)  # class-major rows of Z: (F, d, m)
         return out
 
-    def _rows(self, x: Array, codes: NDArray[np.int32], offset: Array | None) -> tuple[Array, Array]:
-        """Each row's score ``(y - p) kron [1, x]`` class-major, shape (r, m d), and its log-probability of its
-        class, shape (r,)."""
-        first = int(self.intercept)
-        eta = x @ self.coef[first:]
-        if self.intercept:
-            eta += self.coef[0]
-        if offset is not None:
-            eta += offset
-        prob, lse = log_probabilities(eta)  # (r, m), (r,)
-        r, m = prob.shape
-        onehot = codes[:, None] == np.arange(1, m + 1)[None, :]
-        log_true = np.where(codes > 0, eta[np.arange(r), np.maximum(codes, 1) - 1], 0.0) - lse
-        resid = onehot - prob
-        design = np.column_stack([np.ones(r), x]) if self.intercept else x
-        z = (resid[:, :, None] * design[:, None, :]).reshape(r, -1)  # class c's block: columns c d .. (c + 1) d
-        return z, log_true
-
     def memory(self, rows: int, p: int) -> int:
         """The rows' keys, a block's weights, design, probabilities and row scores (each within the block budget),
         the record."""
         d, m = self.coef.shape
-        return 8 * rows + 5 * BLOCK_BYTES + 16 * self.n_weightings * (d * m + 2)
+        return 8 * rows + 5 * BLOCK_BYTES + 16 * self.weighting.size * (d * m + 2)
 
     def record_bytes(self) -> int:
         """The F scores."""
         d, m = self.coef.shape
-        return 8 * self.n_weightings * (d * m + 2)
+        return 8 * self.weighting.size * (d * m + 2)

@@ -1,7 +1,8 @@
 """Log-likelihoods and scores of F models of the same columns at once: the F linear predictors of a row block are one
 GEMM against the stacked coefficients and the F scores one GEMM back, so a pass reads each block of ``X`` once for
 every model (a score pass is bound by reading ``X``: F separate kernels read it F times). NumPy only: runs on
-workers. Used by the bootstrap (:mod:`dmlr.models.bootstrap`), whose replicates differ by their row weights only.
+workers. Used by the bootstrap (:mod:`dmlr.models.bootstrap`), whose replicates differ by their row weights only,
+and by cross-validation's fold models (:mod:`dmlr.models.fold_models`), with their held-out scores.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class StackWeighting(Protocol):
     @property
     def reads(self) -> tuple[str, ...]:
         """Fields of the rows the keys need besides their positions (``"groups"``)."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """F, the models weighted."""
         ...
 
     def keys(self, rows: Rows) -> NDArray[np.int64]:
@@ -112,8 +118,9 @@ class StackedScoreKernel:
     columns : tuple of int, optional
         The data columns the models use (all when ``None``).
     held_out : bool
-        The weighting's weights are 0 or 1 (folds): also each model's sums over the rows it weighs 0
-        (:attr:`StackedScores.held`), from the same probabilities.
+        The weighting's weights are 0 or 1 (folds, :class:`~dmlr.models.weightings.FoldStack`, whose
+        ``held_groups`` lists the models that hold out the same rows): also each model's sums over the rows it
+        weighs 0 (:attr:`StackedScores.held`), from the same probabilities.
     """
 
     coefs: Array
@@ -135,6 +142,7 @@ class StackedScoreKernel:
         first = int(self.intercept)
         slopes = [np.ascontiguousarray(self.coefs[:, first:, c].T) for c in range(m)]  # class c: (p, F)
         held = np.zeros((f, len(HELD_SUMS))) if self.held_out else None
+        groups = self.weighting.held_groups if self.held_out else None  # type: ignore[attr-defined]
         out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), held)
         step = max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
         for start in range(0, x.shape[0], step):
@@ -151,7 +159,7 @@ class StackedScoreKernel:
                     outside *= data_weights
             out.weight_sum += weights.sum(axis=0)
             offset = None if rows.offset is None else rows.offset[start:stop]
-            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out, outside)
+            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out, outside, groups)
         return out
 
     def _block(
@@ -163,10 +171,12 @@ class StackedScoreKernel:
         slopes: list[Array],
         out: StackedScores,
         outside: Array | None = None,
+        groups: Any = None,
     ) -> None:
         """Add one row block's log-likelihoods and scores into ``out`` (and the held-out sums of the rows
-        ``outside`` weighs); class-major throughout (the predictors of class c for every row and model are one GEMM,
-        the one softmax runs on all of them, no transposes)."""
+        ``outside`` weighs, ``groups`` the models that hold out the same rows); class-major throughout (the
+        predictors of class c for every row and model are one GEMM, the one softmax runs on all of them, no
+        transposes)."""
         f, _, m = self.coefs.shape
         r = x.shape[0]
         eta = np.empty((m, r, f))
@@ -185,7 +195,6 @@ class StackedScoreKernel:
         out.loglik += np.einsum("rf,rf->f", weights, chosen)
         resid = prob.reshape(m, r, f)
         if outside is not None:
-            groups = getattr(self.weighting, "held_groups", None)  # models of the same fold, when the weighting knows
             _held_sums(resid, lse.reshape(r, f), chosen, codes, outside, out.held, groups)  # type: ignore[arg-type]
         np.negative(resid, out=resid)
         first = int(self.intercept)
@@ -209,15 +218,15 @@ class StackedScoreKernel:
 
 
 def _held_sums(
-    prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], held: Array, out: Array, groups: Any = None
+    prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], held: Array, out: Array, groups: Any
 ) -> None:
     """Add the held-out sums (:data:`HELD_SUMS` but rows) of a block into ``out`` (F, 5): ``prob`` (m, r, F) the
     non-base probabilities, ``lse`` and ``log_true`` (r, F) the log-normalizer and the true class's log-probability,
     ``held`` (r, F) each model's weight of each of its held-out rows (0 on the others, which are skipped);
-    ``groups``: the models that hold out the same rows (found here when ``None``). As
+    ``groups``: the models that hold out the same rows (index arrays). As
     :func:`dmlr.oracle.evaluation.evaluation_sums`: the most probable class is the first of equal ones in code
     order (the base first)."""
-    for models in groups if groups is not None else _same_rows(held):
+    for models in groups:
         rows = np.flatnonzero(held[:, models[0]])
         if rows.size == 0:
             continue
@@ -233,11 +242,3 @@ def _held_sums(
         out[models, 2] -= np.einsum("hg,hg->g", w, np.log(np.maximum(p_true, _TINY)))
         out[models, 3] += np.einsum("hg,hg->g", w, (predicted == codes[rows, None]).astype(np.float64))
         out[models, 4] += np.einsum("hg,hg->g", w, squares - 2 * p_true + 1)
-
-
-def _same_rows(held: Array) -> list[NDArray[np.intp]]:
-    """The models (columns of ``held``) that hold out the same rows, in groups."""
-    patterns: dict[bytes, list[int]] = {}
-    for f in range(held.shape[1]):
-        patterns.setdefault(np.packbits(held[:, f] > 0).tobytes(), []).append(f)
-    return [np.asarray(group, dtype=np.intp) for group in patterns.values()]

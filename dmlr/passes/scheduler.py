@@ -1,6 +1,7 @@
-"""Functions the pass engine runs on the Dask scheduler, each pickled by value (defined inside a function) so that
-a scheduler without dmlr installed can run them; a scheduler that runs no functions sent to it is asked the
-standard way, or left as it is."""
+"""What the pass engine does about the Dask scheduler: functions it runs there, each pickled by value (defined
+inside a function) so that a scheduler without dmlr installed can run them (a scheduler that runs no functions sent
+to it is asked the standard way, or left as it is); and, in the driver, the garbage collector kept off the objects of
+an in-process (LocalCluster) scheduler while a pass runs."""
 
 from __future__ import annotations
 

@@ -48,11 +48,24 @@ class Objective:
     l2: float
     mask: Array
 
+    @classmethod
+    def ridge(cls, l2: float, n_columns: int, intercept: bool) -> Objective:
+        """The ridge objective of ``n_columns`` model columns, column 0 (the intercept, when there is one)
+        unpenalized."""
+        mask = np.ones(n_columns)
+        if intercept:
+            mask[0] = 0.0
+        return cls(float(l2), mask)
+
+    def penalty(self, coef: Array) -> float:
+        """``l2 / 2`` times the sum of the penalized coefficients' squares (``coef`` shape (d, m))."""
+        if self.l2 == 0.0:
+            return 0.0
+        return 0.5 * self.l2 * float(np.sum(self.mask[:, None] * coef**2))
+
     def value(self, coef: Array, stats: Statistics) -> float:
         """Penalized log-likelihood at ``coef`` (shape (d, m))."""
-        if self.l2 == 0.0:
-            return stats.loglik
-        return stats.loglik - 0.5 * self.l2 * float(np.sum(self.mask[:, None] * coef**2))
+        return stats.loglik - self.penalty(coef)
 
     def gradient(self, coef: Array, stats: Statistics) -> Array:
         """Gradient of :meth:`value` (ascent direction), shape (d, m)."""

@@ -14,6 +14,7 @@ length always ascends.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from dmlr.steps.bohning import BoundRule
 from dmlr.steps.kronecker import FrequencySolver
 from dmlr.steps.newton import shifted_cholesky
 
-__all__ = ["REFRESH_AFTER", "InformationSolver", "QuasiNewtonRule", "lbfgs_settings"]
+__all__ = ["REFRESH_AFTER", "InformationSolver", "Pair", "QuasiNewtonRule", "add_pair", "lbfgs_settings", "two_loop"]
 
 REFRESH_AFTER = 2
 """The pass evaluating the second direction's step estimates the information (a later second refresh saved one pass
@@ -53,12 +54,49 @@ class InformationSolver:
         (factor, _), _ = shifted_cholesky(information)
         return cls(np.triu(factor))
 
+    @classmethod
+    def exact(cls, information: Array) -> InformationSolver:
+        """Factor ``information`` as it is (``numpy.linalg.LinAlgError`` when not positive definite)."""
+        return cls(scipy.linalg.cholesky(information))
+
     def solve(self, s: Array) -> Array:
         """``I^{-1} S`` for ``S`` of shape (d, m) (class-major flattening)."""
         return unflat(scipy.linalg.cho_solve((self.factor, False), flat(s)), s.shape[0])
 
 
 Array = NDArray[np.float64]
+Pair = tuple[Array, Array, float]
+
+
+def two_loop(gradient: Array, pairs: Iterable[Pair], solve: Callable[[Array], Array], scaled: bool) -> Array:
+    """``H_k gradient`` by the L-BFGS two-loop recursion: ``H_0 = solve`` (an inverse information or
+    preconditioner, on (d, m) arrays) corrected by the pairs ``(s, y, 1 / s^T y)``, oldest first; ``scaled``: ``H_0``
+    times ``s^T y / y^T H_0 y`` of the newest pair (for a rough ``H_0``; an exact information needs none)."""
+    pairs = list(pairs)
+    q = gradient.copy()
+    alphas = []
+    for s, y, rho in reversed(pairs):
+        a = rho * float(np.vdot(s, q))
+        q -= a * y
+        alphas.append(a)
+    r = solve(q)
+    if scaled and pairs:
+        s, y, _ = pairs[-1]
+        r *= float(np.vdot(s, y)) / float(np.vdot(y, solve(y)))
+    for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
+        b = rho * float(np.vdot(y, r))
+        r += (a - b) * s
+    return r
+
+
+def add_pair(pairs: deque[Pair], s: Array, y: Array, memory: int | None = None) -> None:
+    """Keep the pair ``(s, y)`` (a step and the decrease of the gradient along it) when it has curvature
+    (``s^T y > 1e-12 |s| |y|``), at most ``memory`` pairs (the oldest dropped)."""
+    sy = float(np.vdot(s, y))
+    if sy > 1e-12 * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
+        pairs.append((s, y, 1.0 / sy))
+        while memory is not None and len(pairs) > memory:
+            pairs.popleft()
 
 
 @dataclass
@@ -116,20 +154,7 @@ class QuasiNewtonRule:
         request = Request(information=True, information_every=self.refresh_every) if refresh else SCORE_ONLY
         solver = self.precond or self.bound.solver
         assert solver is not None
-        q = it.gradient.copy()
-        alphas = []
-        for s, y, rho in reversed(self._pairs):
-            a = rho * float(np.vdot(s, q))
-            q -= a * y
-            alphas.append(a)
-        r = solver.solve(q)
-        if self._pairs:
-            s, y, _ = self._pairs[-1]
-            r *= float(np.vdot(s, y)) / float(np.vdot(y, solver.solve(y)))
-        for (s, y, rho), a in zip(self._pairs, reversed(alphas), strict=True):
-            b = rho * float(np.vdot(y, r))
-            r += (a - b) * s
-        return Direction(r, request=request)
+        return Direction(two_loop(it.gradient, self._pairs, solver.solve, scaled=True), request=request)
 
     def state(self) -> dict[str, Array]:
         """The bound's factors and the correction pairs stacked: ``s``, ``y`` of shape (pairs, d, m)."""
@@ -167,10 +192,4 @@ class QuasiNewtonRule:
         self._accepted += 1
         if new.stats.information is not None and self.refresh_every:
             self.precond = InformationSolver.of(self.bound.objective.information(new.stats))
-        s = new.coef - old.coef
-        y = old.gradient - new.gradient
-        sy = float(np.vdot(s, y))
-        if sy > 1e-12 * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
-            self._pairs.append((s, y, 1.0 / sy))
-            while len(self._pairs) > self.memory:
-                self._pairs.popleft()
+        add_pair(self._pairs, new.coef - old.coef, old.gradient - new.gradient, self.memory)
