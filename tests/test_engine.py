@@ -181,7 +181,7 @@ def test_a_pass_leaves_the_objects_made_before_it_out_of_full_collections_and_ha
     import gc
     import weakref
 
-    from dmlr.passes.scheduler import old_objects_frozen
+    from dmlr.passes.memory import old_objects_frozen
 
     class Node:
         pass

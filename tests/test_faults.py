@@ -120,8 +120,8 @@ def test_a_task_killed_beside_the_culprit_is_not_named(fault_cluster):
     poisoned, y = _poisoned_problem(7)
     design = build_design(poisoned, y, classes=np.arange(3))
     engine = PassEngine(design.rows, fault_cluster, hold=True, transform=design.transform)
-    (plan,) = [p for p in engine.plans if 2 in [s.index for s in p.partitions]]
-    position = {s.index: j for j, s in enumerate(plan.partitions)}
+    (plan,) = [p for p in engine.plans if 2 in [s.number for s in p.partitions]]
+    position = {s.number: j for j, s in enumerate(plan.partitions)}
     innocent = next(i for i in position if i != 2)
     assert not faults.partition_kills(engine, plan, position[innocent])
     assert faults.partition_kills(engine, plan, position[2])

@@ -50,7 +50,7 @@ def _persisted(design, client):
 def test_groups_cover_every_partition_once_in_row_order(problem, parts, threads):
     design = _design(*problem, parts)
     groups = plan_tasks(design.rows, threads)
-    indices = [p.index for g in groups for p in g.partitions]
+    indices = [p.number for g in groups for p in g.partitions]
     assert indices == list(range(design.n_partitions))
     assert len(groups) == min(threads, design.n_partitions)
     assert sum(g.rows for g in groups) == design.n_rows
@@ -66,7 +66,7 @@ def test_groups_follow_the_workers_holding_the_blocks(problem):
     groups = plan_tasks(design.rows, {"tcp://a:1": 2, "tcp://b:1": 1}, homes)
     for g in groups:
         assert {homes[p.keys["x"]] for p in g.partitions} == {g.worker}
-    assert sorted(p.index for g in groups for p in g.partitions) == list(range(10))
+    assert sorted(p.number for g in groups for p in g.partitions) == list(range(10))
     assert sum(g.worker == "tcp://a:1" for g in groups) == 2
 
 

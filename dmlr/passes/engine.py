@@ -36,10 +36,17 @@ from dmlr import interrupt
 from dmlr.errors import ClusterError, DmlrError, WorkerMemoryError
 from dmlr.passes import faults, progress
 from dmlr.passes.kernel import Counted, Kernel, record_size
-from dmlr.passes.memory import PROCESS_BASELINE, WorkingSet, bytes_sent, check_workers, trim_and_measure
+from dmlr.passes.memory import (
+    PROCESS_BASELINE,
+    WorkingSet,
+    bytes_sent,
+    check_workers,
+    old_objects_frozen,
+    trim_and_measure,
+)
 from dmlr.passes.plan import Piece, TaskPlan, data_graph, pieces, plan_tasks
 from dmlr.passes.progress import PassProgress
-from dmlr.passes.scheduler import keep_tasks_in_place, old_objects_frozen, where_function
+from dmlr.passes.scheduler import keep_tasks_in_place, where_function
 from dmlr.passes.task import (
     BATCH_ROWS,
     BlocksMoved,
@@ -140,6 +147,7 @@ class PassEngine:
 
     # -- set-up, once per engine (and again after the input is shipped anew) -----------------------------------
 
+    @old_objects_frozen()
     def _set_data(self, data: RowData) -> None:
         self.data = data
         self._checked_bytes = -1

@@ -95,11 +95,11 @@ def _isolate(engine: PassEngine, plan: TaskPlan) -> int | None:
     if not named:
         return None
     if len(plan.partitions) == 1 or partition_kills(engine, plan, named[0]):
-        return plan.partitions[named[0]].index
+        return plan.partitions[named[0]].number
     for j in range(len(plan.partitions)):
         if j != named[0] and partition_kills(engine, plan, j):
-            return plan.partitions[j].index
-    return plan.partitions[named[0]].index
+            return plan.partitions[j].number
+    return plan.partitions[named[0]].number
 
 
 class _Probe:

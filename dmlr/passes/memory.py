@@ -8,9 +8,12 @@ worker's threads, with what a worker can use before distributed pauses it, and r
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
-from collections.abc import Mapping
+import gc
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ __all__ = [
     "bound_shuffle_buffers",
     "bytes_sent",
     "check_workers",
+    "old_objects_frozen",
     "release_freed_memory",
     "trim_and_measure",
     "tune_worker_allocator",
@@ -221,3 +225,34 @@ def bound_shuffle_buffers(dask_worker: Any = None) -> dict[str, str]:
     settings = {"distributed.p2p.comm.buffer": f"{comm} B", "distributed.p2p.storage.buffer": f"{storage} B"}
     dask.config.set(settings)
     return settings
+
+
+class _Freezes:
+    """How many passes are inside :func:`old_objects_frozen` (the outermost freezes and unfreezes)."""
+
+    lock = threading.Lock()
+    depth = 0
+
+
+@contextlib.contextmanager
+def old_objects_frozen() -> Iterator[None]:
+    """While a pass (or a task of one) runs, leave the objects that existed before it out of the cyclic garbage
+    collector's full collections (``gc.freeze``), then hand them back (``gc.unfreeze``; nested and concurrent passes:
+    the outermost).
+
+    A process holding many small objects (a driver with a LocalCluster's scheduler; a worker holding ten thousand
+    persisted blocks and the state of their keys) would walk them all in a full collection, which the objects a pass
+    over many partitions makes are enough to trigger, in the driver while it waits and in a worker while it
+    evaluates. The objects made during the pass are still collected as usual.
+    """
+    with _Freezes.lock:
+        _Freezes.depth += 1
+        if _Freezes.depth == 1:
+            gc.freeze()
+    try:
+        yield
+    finally:
+        with _Freezes.lock:
+            _Freezes.depth -= 1
+            if _Freezes.depth == 0:
+                gc.unfreeze()

@@ -1,17 +1,14 @@
 """What the pass engine does about the Dask scheduler: functions it runs there, each pickled by value (defined
 inside a function) so that a scheduler without dmlr installed can run them (a scheduler that runs no functions sent
-to it is asked the standard way, or left as it is); and, in the driver, the garbage collector kept off the objects of
-an in-process (LocalCluster) scheduler while a pass runs."""
+to it is asked the standard way, or left as it is)."""
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import threading
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-__all__ = ["PASS_TASKS", "keep_tasks_in_place", "old_objects_frozen", "where_function"]
+__all__ = ["PASS_TASKS", "keep_tasks_in_place", "where_function"]
 
 
 PASS_TASKS = ("dmlr-data", "dmlr-pass", "dmlr-piece", "dmlr-combine")
@@ -63,32 +60,3 @@ def where_function(keys: Sequence[Hashable]) -> Callable[..., tuple[list[str], l
         return addresses, out
 
     return where
-
-
-class _Freezes:
-    """How many passes are inside :func:`old_objects_frozen` (the outermost freezes and unfreezes)."""
-
-    lock = threading.Lock()
-    depth = 0
-
-
-@contextlib.contextmanager
-def old_objects_frozen() -> Iterator[None]:
-    """While a pass runs, leave the objects that existed before it out of the cyclic garbage collector's full
-    collections (``gc.freeze``), then hand them back (``gc.unfreeze``; nested and concurrent passes: the outermost).
-
-    A driver that holds a LocalCluster's scheduler holds hundreds of thousands of objects; a pass over 10,000
-    partitions makes enough new ones to trigger a full collection, which walks them all (0.3-0.6 s measured here,
-    in some of the passes of a fit). The objects made during the pass are still collected as usual.
-    """
-    with _Freezes.lock:
-        _Freezes.depth += 1
-        if _Freezes.depth == 1:
-            gc.freeze()
-    try:
-        yield
-    finally:
-        with _Freezes.lock:
-            _Freezes.depth -= 1
-            if _Freezes.depth == 0:
-                gc.unfreeze()

@@ -24,7 +24,7 @@ from dask.sizeof import sizeof
 from dmlr.data.rows import FIELDS, Rows
 from dmlr.errors import DmlrError, InputError
 from dmlr.passes.kernel import Counted, Kernel, add_into
-from dmlr.passes.memory import release_freed_memory, tune_worker_allocator
+from dmlr.passes.memory import old_objects_frozen, release_freed_memory, tune_worker_allocator
 from dmlr.passes.plan import PartitionSpec, TaskPlan, computed, split_graph
 
 __all__ = [
@@ -119,7 +119,7 @@ def _rows(spec: PartitionSpec, blocks: dict[str, Any]) -> Rows:
     if "x" in blocks:
         blocks["x"] = np.asarray(blocks["x"], dtype=np.float64)  # float32 stores are widened here
     arrays: dict[str, Any] = {k: np.asarray(v) for k, v in blocks.items()}
-    return Rows(**arrays, partition=spec.index, row_start=spec.row_start)
+    return Rows(**arrays, partition=spec.number, row_start=spec.row_start)
 
 
 @sizeof.register(TaskData)  # type: ignore[untyped-decorator]
@@ -130,6 +130,7 @@ def _sizeof_task(data: TaskData) -> int:
     return 1024 + graphs + data.owned
 
 
+@old_objects_frozen()
 def make_task_data(
     plan: TaskPlan, leaves: list[Any] | None = None, hold: bool = False, transform: RowsTransform | None = None
 ) -> TaskData:
@@ -210,6 +211,7 @@ def _values(graph: dict[Key, Any], keys: list[Key]) -> list[Any]:
     return list(dask.core.get(needed, keys)) if keys else []
 
 
+@old_objects_frozen()
 def derive_task_data(data: TaskData, transform: RowsTransform) -> TaskData:
     """The same task's data with ``transform`` applied from now on (held rows transformed once, here: a batch of
     small partitions at a time, each partition alone when the batch has an error to name)."""
@@ -361,6 +363,7 @@ def _join(items: list[tuple[int, Rows]]) -> tuple[list[int], Rows]:
     return [i for i, _ in items], Rows.concat([r for _, r in items])
 
 
+@old_objects_frozen()
 def run_task(
     data: TaskData,
     kernel: Kernel[Any],
