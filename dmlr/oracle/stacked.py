@@ -23,7 +23,7 @@ Array = NDArray[np.float64]
 
 HELD_SUMS = ("rows", "weight", "nll", "hits", "brier")
 """The held-out sums of :attr:`StackedScores.held`, in its column order."""
-_TINY = np.finfo(np.float64).tiny
+_LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
 
 BLOCK_BYTES = 4 * 2**20
 """Budget of a row block's largest temporary (its ``r x F x m`` predictors)."""
@@ -232,13 +232,14 @@ def _held_sums(
             continue
         at = np.ix_(rows, models)  # (h, G); prob's (m, h, G)
         w, q = held[at], prob[np.ix_(np.arange(prob.shape[0]), rows, models)]
-        base, p_true = np.exp(-lse[at]), np.exp(log_true[at])
+        log_p = log_true[at]
+        base, p_true = np.exp(-lse[at]), np.exp(log_p)
         best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
         for c in range(q.shape[0]):
             predicted[q[c] > best] = c + 1
             np.maximum(best, q[c], out=best)
             squares += q[c] * q[c]
         out[models, 1] += w.sum(axis=0)
-        out[models, 2] -= np.einsum("hg,hg->g", w, np.log(np.maximum(p_true, _TINY)))
+        out[models, 2] -= np.einsum("hg,hg->g", w, np.maximum(log_p, _LOG_TINY))  # log max(p, tiny)
         out[models, 3] += np.einsum("hg,hg->g", w, (predicted == codes[rows, None]).astype(np.float64))
         out[models, 4] += np.einsum("hg,hg->g", w, squares - 2 * p_true + 1)
