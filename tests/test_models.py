@@ -438,6 +438,34 @@ def test_a_killed_cross_validation_resumes_and_ends_with_the_uninterrupted_resul
     np.testing.assert_allclose(refit.params.to_numpy(), reference.refit.params.to_numpy(), rtol=0, atol=1e-10)
 
 
+def test_a_bank_whose_working_models_left_makes_no_pass_for_the_idle_one():
+    """The fold models' run waits idle in the bank while the fits of every row iterate; when the last fit leaves
+    without posting (it converged, or was resumed converged from its checkpoint), the idle member alone made a pass
+    that read nothing and counted no rows, which the engine's row check took for a lost partition (seen once, in a
+    resumed cross-validation). No pass is made now, and the idle member carries on."""
+    import threading
+    import time
+
+    from dmlr.data.design import RowData, rows_of
+    from dmlr.models.bank import Bank, BankKernel, Idle
+    from dmlr.passes.engine import PassEngine
+
+    x, y, _ = draw_problem(1000, 3, 3, seed=5)
+    engine = PassEngine(RowData(x=rows_of(x, 250), codes=rows_of(y.astype(np.int32), 250)))
+    bank = Bank(engine, 2)
+    got: dict = {}
+    idle = threading.Thread(target=lambda: got.update(record=bank.reduce(1, BankKernel((Idle(),)))))
+    idle.start()
+    deadline = time.monotonic() + 10
+    while 1 not in bank._posted and time.monotonic() < deadline:  # the idle member waits for member 0
+        time.sleep(0.01)
+    bank.leave(0)  # member 0 ends without posting
+    idle.join(10)
+    assert not idle.is_alive() and bank.failure is None, bank.failure
+    assert engine.count == 0  # no pass over the data
+    assert got["record"].records[0].values["rows"][0] == 0.0
+
+
 @pytest.mark.cluster
 def test_a_bank_too_large_for_its_workers_says_how_many_models_fit():
     """The memory check knows the bank's size: 200 Newton models of 255 parameters (an information record of
