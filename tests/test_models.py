@@ -466,6 +466,43 @@ def test_a_bank_whose_working_models_left_makes_no_pass_for_the_idle_one():
     assert got["record"].records[0].values["rows"][0] == 0.0
 
 
+@pytest.mark.parametrize("stop", [2, 3, 5])
+def test_a_cross_validation_of_the_default_method_stopped_after_any_pass_resumes_to_the_same_results(
+    tmp_path, monkeypatch, stop
+):
+    """The killed-run test above uses Böhning (slow enough to be killed mid-run from outside); with the default
+    method (Newton here: 6 passes) the run is stopped inside, after ``stop`` passes of the bank, and resumed from its
+    checkpoints: the held-out scores and the refit equal the uninterrupted run's (1e-10). The fold models start again
+    from the resumed fits (they have no checkpoints), so their coefficients agree to their tolerance (1e-8)."""
+    from dmlr.passes.engine import PassEngine
+
+    x, y, _ = draw_problem(20_000, 3, 3, seed=31, scale=0.3)
+    store = str(tmp_path / "s.zarr")
+    dmlr.stage_arrays(x, y, store, chunk_rows=2500)
+    options = {"folds": 3, "l2": [0.0, 5.0], "tol": 1e-8}
+    reference = dmlr.cross_validate(store, **options)
+    real, calls = PassEngine.reduce, []
+
+    def stopping(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > stop:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PassEngine, "reduce", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        dmlr.cross_validate(store, checkpoint=str(tmp_path / "ckpt"), **options)
+    monkeypatch.setattr(PassEngine, "reduce", real)
+    resumed = dmlr.cross_validate(store, checkpoint=str(tmp_path / "ckpt"), **options)
+    pd.testing.assert_frame_equal(resumed.scores, reference.scores, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(resumed.refit.params.to_numpy(), reference.refit.params.to_numpy(), rtol=0, atol=1e-10)
+    for l2 in options["l2"]:
+        for fold in range(3):
+            np.testing.assert_allclose(
+                resumed.results(l2, fold).params.to_numpy(), reference.results(l2, fold).params.to_numpy(), atol=1e-8
+            )
+
+
 @pytest.mark.cluster
 def test_a_bank_too_large_for_its_workers_says_how_many_models_fit():
     """The memory check knows the bank's size: 200 Newton models of 255 parameters (an information record of
