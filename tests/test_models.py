@@ -586,6 +586,8 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
         np.testing.assert_allclose(held.held[f], expected, rtol=1e-12)
         own = Weighted(StatisticsKernel(coefs[f], Request(), True), FoldWeighting(fold, 3, 9))(rows)
         assert held.loglik[f] == pytest.approx(own.loglik, rel=1e-12)
+        np.testing.assert_allclose(held.score[f], own.score, rtol=1e-10, atol=1e-9)
+        assert held.weight_sum[f] == pytest.approx(own.weight_sum, rel=1e-14)
     columns = StackedScoreKernel(coefs[:, :3], True, replicates, columns=(0, 2))(rows)
     own = Weighted(StatisticsKernel(coefs[2, :3], Request(), True, (0, 2)), weightings[2])(rows)
     np.testing.assert_allclose(columns.score[2], own.score, rtol=1e-10, atol=1e-9)

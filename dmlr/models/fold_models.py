@@ -174,12 +174,15 @@ class FoldSplit:
 
     def reduce(self, kernel: Any) -> Any:
         """One pass of ``kernel``: split by fold when it computes an exact information near the optimum (not the
-        first pass; the last exact information's decrement at most :data:`SPLIT_DECREMENT`)."""
+        first pass; the last exact information's decrement at most :data:`SPLIT_DECREMENT`), until a split pass
+        is where the fold models start (:meth:`ready`: they take the first such pass, so later splits would go
+        unused)."""
         request = getattr(kernel, "request", None)
         exact = request is not None and request.information and request.information_every <= 1
         first = request is not None and request.moments
+        started = self.latest is not None and self.latest.decrement <= START_DECREMENT
         start = None
-        if exact and not (first or self.far):
+        if exact and not (first or self.far or started):
             record = self.engine.reduce(FoldSplitKernel(kernel, self.folds, self.seed))
             start = FoldStart.of_kernel(kernel, tuple(record.records), self.l2)
             out = functools.reduce(operator.add, start.parts)

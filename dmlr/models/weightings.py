@@ -174,15 +174,13 @@ class FoldStack:
         """The rows' global positions."""
         return positions(rows)
 
-    @property
-    def held_groups(self) -> list[NDArray[np.intp]]:
-        """The models that hold out the same rows (those of one fold), in groups."""
-        folds = np.asarray(self.model_folds)
-        return [np.flatnonzero(folds == g) for g in np.unique(folds)]
+    def folds_of(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The fold of each row, shape (r,)."""
+        return folds_of_rows(keys, self.folds, self.seed)
 
     def of_keys(self, keys: NDArray[np.int64]) -> NDArray[np.float64]:
         """Each model's weight of each row, shape (r, F): 0 where the row is in the model's fold."""
-        fold = folds_of_rows(keys, self.folds, self.seed)
+        fold = self.folds_of(keys)
         return np.asarray(fold[:, None] != np.asarray(self.model_folds)[None, :], dtype=np.float64)
 
 

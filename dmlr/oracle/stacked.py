@@ -118,9 +118,9 @@ class StackedScoreKernel:
     columns : tuple of int, optional
         The data columns the models use (all when ``None``).
     held_out : bool
-        The weighting's weights are 0 or 1 (folds, :class:`~dmlr.models.weightings.FoldStack`, whose
-        ``held_groups`` lists the models that hold out the same rows): also each model's sums over the rows it
-        weighs 0 (:attr:`StackedScores.held`), from the same probabilities.
+        The weighting is a stack of fold models (:class:`~dmlr.models.weightings.FoldStack`: each model weighs 0
+        the rows of its fold, ``model_folds``, and 1 the others; ``folds_of`` gives each row's fold): also each
+        model's sums over the rows of its fold (:attr:`StackedScores.held`), from the same probabilities.
     """
 
     coefs: Array
@@ -134,49 +134,64 @@ class StackedScoreKernel:
         """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
         return weighted_reads(self.weighting)
 
+    @property
+    def _step(self) -> int:
+        """Rows of a block."""
+        f, _, m = self.coefs.shape
+        return max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
+
+    def _slopes(self) -> list[Array]:
+        """Each class's slopes of every model, shape (p, F)."""
+        first = int(self.intercept)
+        return [np.ascontiguousarray(self.coefs[:, first:, c].T) for c in range(self.coefs.shape[2])]
+
     def __call__(self, rows: Rows) -> StackedScores:
         x = checked_columns(rows, self.columns)
+        if self.held_out:
+            return self._by_fold(rows, x)
         assert rows.codes is not None
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
-        first = int(self.intercept)
-        slopes = [np.ascontiguousarray(self.coefs[:, first:, c].T) for c in range(m)]  # class c: (p, F)
-        held = np.zeros((f, len(HELD_SUMS))) if self.held_out else None
-        groups = self.weighting.held_groups if self.held_out else None  # type: ignore[attr-defined]
-        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), held)
-        step = max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
-        for start in range(0, x.shape[0], step):
-            stop = min(start + step, x.shape[0])
+        slopes = self._slopes()
+        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
+        for start in range(0, x.shape[0], self._step):
+            stop = min(start + self._step, x.shape[0])
             weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
-            outside = None
-            if self.held_out:
-                outside = (weights == 0).astype(np.float64)
-                out.held[:, 0] += outside.sum(axis=0)  # type: ignore[index]
             if rows.weights is not None:
-                data_weights = np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
-                weights *= data_weights
-                if outside is not None:
-                    outside *= data_weights
+                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
             out.weight_sum += weights.sum(axis=0)
             offset = None if rows.offset is None else rows.offset[start:stop]
-            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out, outside, groups)
+            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out)
         return out
 
-    def _block(
-        self,
-        x: Array,
-        codes: NDArray[Any],
-        weights: Array,
-        offset: Array | None,
-        slopes: list[Array],
-        out: StackedScores,
-        outside: Array | None = None,
-        groups: Any = None,
-    ) -> None:
-        """Add one row block's log-likelihoods and scores into ``out`` (and the held-out sums of the rows
-        ``outside`` weighs, ``groups`` the models that hold out the same rows); class-major throughout (the
-        predictors of class c for every row and model are one GEMM, the one softmax runs on all of them, no
-        transposes)."""
+    def _by_fold(self, rows: Rows, x: Array) -> StackedScores:
+        """The held-out form (fold models, 0/1 weights): the rows of each fold a block at a time, which the models
+        holding that fold out score and the others train on, so that neither an (r, F) weight matrix nor a gather
+        of each model's held-out rows is needed."""
+        assert rows.codes is not None
+        f, d, m = self.coefs.shape
+        stack: Any = self.weighting
+        fold = stack.folds_of(stack.keys(rows))
+        order = np.argsort(fold, kind="stable")
+        bounds = np.searchsorted(fold[order], np.arange(stack.folds + 1))
+        model_folds = np.asarray(stack.model_folds)
+        slopes = self._slopes()
+        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), np.zeros((f, len(HELD_SUMS))))
+        for g in range(stack.folds):
+            held = np.flatnonzero(model_folds == g)
+            for start in range(int(bounds[g]), int(bounds[g + 1]), self._step):
+                at = order[start : min(start + self._step, int(bounds[g + 1]))]
+                weights = None if rows.weights is None else np.asarray(rows.weights[at], dtype=np.float64)
+                offset = None if rows.offset is None else rows.offset[at]
+                self._fold_block(x[at], rows.codes[at], weights, offset, slopes, held, out)
+        return out
+
+    def _probabilities(
+        self, x: Array, codes: NDArray[Any], offset: Array | None, slopes: list[Array]
+    ) -> tuple[Array, Array, Array, list[NDArray[np.intp]]]:
+        """A row block's probabilities (m, r, F), log-normalizers and true-class log-probabilities (r, F), and the
+        rows of each non-base class; class-major throughout (the predictors of class c for every row and model are
+        one GEMM, the one softmax runs on all of them, no transposes)."""
         f, _, m = self.coefs.shape
         r = x.shape[0]
         eta = np.empty((m, r, f))
@@ -192,24 +207,66 @@ class StackedScoreKernel:
             chosen[of_class[c]] = eta[c, of_class[c]]
         prob, lse = softmax(eta.reshape(m, r * f))  # the one softmax
         chosen -= lse.reshape(r, f)
-        out.loglik += np.einsum("rf,rf->f", weights, chosen)
-        resid = prob.reshape(m, r, f)
-        if outside is not None:
-            _held_sums(resid, lse.reshape(r, f), chosen, codes, outside, out.held, groups)  # type: ignore[arg-type]
-        np.negative(resid, out=resid)
+        return prob.reshape(m, r, f), lse.reshape(r, f), chosen, of_class
+
+    def _add_scores(
+        self, x: Array, prob: Array, of_class: list[NDArray[np.intp]], weights: Array | None, held: Any, out: Array
+    ) -> None:
+        """Add ``X^T W (Y - P)`` of each model into ``out`` (F, d, m), ``prob`` overwritten by the residuals;
+        ``weights`` (r, F) or (r, 1), ``held`` the models that take no part (their residuals zeroed)."""
         first = int(self.intercept)
-        for c in range(m):
+        resid = np.negative(prob, out=prob)
+        for c in range(prob.shape[0]):
             resid[c, of_class[c]] += 1.0
-            resid[c] *= weights
-            out.score[:, first:, c] += (x.T @ resid[c]).T
+            if weights is not None:
+                resid[c] *= weights
+            if held is not None:
+                resid[c][:, held] = 0.0
+            out[:, first:, c] += (x.T @ resid[c]).T
             if self.intercept:
-                out.score[:, 0, c] += resid[c].sum(axis=0)
+                out[:, 0, c] += resid[c].sum(axis=0)
+
+    def _block(
+        self,
+        x: Array,
+        codes: NDArray[Any],
+        weights: Array,
+        offset: Array | None,
+        slopes: list[Array],
+        out: StackedScores,
+    ) -> None:
+        """Add one row block's log-likelihoods and scores into ``out``, ``weights`` (r, F) each model's."""
+        prob, _, chosen, of_class = self._probabilities(x, codes, offset, slopes)
+        out.loglik += np.einsum("rf,rf->f", weights, chosen)
+        self._add_scores(x, prob, of_class, weights, None, out.score)
+
+    def _fold_block(
+        self,
+        x: Array,
+        codes: NDArray[Any],
+        weights: Array | None,
+        offset: Array | None,
+        slopes: list[Array],
+        held: NDArray[np.intp],
+        out: StackedScores,
+    ) -> None:
+        """Add a block of one fold's rows: the held-out sums of the models ``held`` (which hold the fold out), the
+        log-likelihoods, scores and weight sums of the others; ``weights`` the data's (``None``: 1)."""
+        prob, lse, chosen, of_class = self._probabilities(x, codes, offset, slopes)
+        total = float(x.shape[0]) if weights is None else float(weights.sum())
+        assert out.held is not None
+        out.held[held] += _held_block(prob[:, :, held], lse[:, held], chosen[:, held], codes, weights)
+        chosen[:, held] = 0.0
+        out.loglik += chosen.sum(axis=0) if weights is None else weights @ chosen
+        out.weight_sum += total
+        out.weight_sum[held] -= total
+        self._add_scores(x, prob, of_class, None if weights is None else weights[:, None], held, out.score)
 
     def memory(self, rows: int, p: int) -> int:
-        """The rows' keys, a block's weights, predictors, probabilities and residuals (each within the block
-        budget; the held-out sums' few more), the records."""
+        """The rows' keys (held out: and their folds and order), a block's weights, predictors, probabilities and
+        residuals (each within the block budget; the held-out sums' few more), the records."""
         f, d, m = self.coefs.shape
-        return 8 * rows + (7 if self.held_out else 5) * BLOCK_BYTES + 16 * f * (d * m + 5)
+        return (24 if self.held_out else 8) * rows + 6 * BLOCK_BYTES + 16 * f * (d * m + 5)
 
     def record_bytes(self) -> int:
         """The F scores (and held-out sums)."""
@@ -217,29 +274,26 @@ class StackedScoreKernel:
         return 8 * f * (d * m + 2 + (len(HELD_SUMS) if self.held_out else 0))
 
 
-def _held_sums(
-    prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], held: Array, out: Array, groups: Any
-) -> None:
-    """Add the held-out sums (:data:`HELD_SUMS` but rows) of a block into ``out`` (F, 5): ``prob`` (m, r, F) the
-    non-base probabilities, ``lse`` and ``log_true`` (r, F) the log-normalizer and the true class's log-probability,
-    ``held`` (r, F) each model's weight of each of its held-out rows (0 on the others, which are skipped);
-    ``groups``: the models that hold out the same rows (index arrays). As
+def _held_block(prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], weights: Array | None) -> Array:
+    """The held-out sums (:data:`HELD_SUMS`) of G models over a block of rows they all hold out, shape (G, 5):
+    ``prob`` (m, r, G) the non-base probabilities, ``lse`` and ``log_true`` (r, G) the log-normalizer and the true
+    class's log-probability, ``weights`` (r,) the data's (``None``: 1). As
     :func:`dmlr.oracle.evaluation.evaluation_sums`: the most probable class is the first of equal ones in code
     order (the base first)."""
-    for models in groups:
-        rows = np.flatnonzero(held[:, models[0]])
-        if rows.size == 0:
-            continue
-        at = np.ix_(rows, models)  # (h, G); prob's (m, h, G)
-        w, q = held[at], prob[np.ix_(np.arange(prob.shape[0]), rows, models)]
-        log_p = log_true[at]
-        base, p_true = np.exp(-lse[at]), np.exp(log_p)
-        best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
-        for c in range(q.shape[0]):
-            predicted[q[c] > best] = c + 1
-            np.maximum(best, q[c], out=best)
-            squares += q[c] * q[c]
-        out[models, 1] += w.sum(axis=0)
-        out[models, 2] -= np.einsum("hg,hg->g", w, np.maximum(log_p, _LOG_TINY))  # log max(p, tiny)
-        out[models, 3] += np.einsum("hg,hg->g", w, (predicted == codes[rows, None]).astype(np.float64))
-        out[models, 4] += np.einsum("hg,hg->g", w, squares - 2 * p_true + 1)
+    r, g = lse.shape
+    base, p_true = np.exp(-lse), np.exp(log_true)
+    best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
+    for c in range(prob.shape[0]):
+        predicted[prob[c] > best] = c + 1
+        np.maximum(best, prob[c], out=best)
+        squares += prob[c] * prob[c]
+    terms = np.stack(
+        [np.maximum(log_true, _LOG_TINY), predicted == codes[:, None], squares - 2 * p_true + 1], axis=1
+    )  # (r, 3, G)
+    sums = terms.sum(axis=0) if weights is None else np.einsum("r,rkg->kg", weights, terms)
+    out = np.empty((g, len(HELD_SUMS)))
+    out[:, 0] = r
+    out[:, 1] = r if weights is None else weights.sum()
+    out[:, 2] = -sums[0]
+    out[:, 3:] = sums[1:].T
+    return out
