@@ -178,10 +178,14 @@ class FoldStack:
         """The fold of each row, shape (r,)."""
         return folds_of_rows(keys, self.folds, self.seed)
 
-    def of_keys(self, keys: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Each model's weight of each row, shape (r, F): 0 where the row is in the model's fold."""
-        fold = self.folds_of(keys)
+    def mask(self, fold: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Each model's weight of rows in folds ``fold`` (r,), shape (r, F): 0 where the row is in the model's
+        fold."""
         return np.asarray(fold[:, None] != np.asarray(self.model_folds)[None, :], dtype=np.float64)
+
+    def of_keys(self, keys: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Each model's weight of each row, shape (r, F)."""
+        return self.mask(self.folds_of(keys))
 
 
 _LANES = 4

@@ -147,43 +147,33 @@ class StackedScoreKernel:
 
     def __call__(self, rows: Rows) -> StackedScores:
         x = checked_columns(rows, self.columns)
-        if self.held_out:
-            return self._by_fold(rows, x)
         assert rows.codes is not None
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
         slopes = self._slopes()
-        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f))
+        stack: Any = self.weighting
+        holders = _holders(np.asarray(stack.model_folds), stack.folds) if self.held_out else None
+        held = np.zeros((f, len(HELD_SUMS))) if self.held_out else None
+        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), held)
         for start in range(0, x.shape[0], self._step):
             stop = min(start + self._step, x.shape[0])
-            weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
-            if rows.weights is not None:
-                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
+            data_weights = None if rows.weights is None else np.asarray(rows.weights[start:stop], dtype=np.float64)
+            if holders is None:
+                weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
+                models = None
+            else:  # fold models: the fold of each row gives both its 0/1 weights and the models holding it out
+                fold = stack.folds_of(keys[start:stop])
+                weights, models = stack.mask(fold), holders[fold]
+            if data_weights is not None:
+                weights *= data_weights[:, None]
             out.weight_sum += weights.sum(axis=0)
             offset = None if rows.offset is None else rows.offset[start:stop]
-            self._block(x[start:stop], rows.codes[start:stop], weights, offset, slopes, out)
-        return out
-
-    def _by_fold(self, rows: Rows, x: Array) -> StackedScores:
-        """The held-out form (fold models, 0/1 weights): the rows of each fold a block at a time, which the models
-        holding that fold out score and the others train on, so that neither an (r, F) weight matrix nor a gather
-        of each model's held-out rows is needed."""
-        assert rows.codes is not None
-        f, d, m = self.coefs.shape
-        stack: Any = self.weighting
-        fold = stack.folds_of(stack.keys(rows))
-        order = np.argsort(fold, kind="stable")
-        bounds = np.searchsorted(fold[order], np.arange(stack.folds + 1))
-        model_folds = np.asarray(stack.model_folds)
-        slopes = self._slopes()
-        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), np.zeros((f, len(HELD_SUMS))))
-        for g in range(stack.folds):
-            held = np.flatnonzero(model_folds == g)
-            for start in range(int(bounds[g]), int(bounds[g + 1]), self._step):
-                at = order[start : min(start + self._step, int(bounds[g + 1]))]
-                weights = None if rows.weights is None else np.asarray(rows.weights[at], dtype=np.float64)
-                offset = None if rows.offset is None else rows.offset[at]
-                self._fold_block(x[at], rows.codes[at], weights, offset, slopes, held, out)
+            codes = rows.codes[start:stop]
+            prob, lse, chosen, of_class = self._probabilities(x[start:stop], codes, offset, slopes)
+            out.loglik += np.einsum("rf,rf->f", weights, chosen)
+            if models is not None:
+                out.held += _held_rows(prob, lse, chosen, codes, models, data_weights)  # type: ignore[operator]
+            self._add_scores(x[start:stop], prob, of_class, weights, out.score)
         return out
 
     def _probabilities(
@@ -209,64 +199,23 @@ class StackedScoreKernel:
         chosen -= lse.reshape(r, f)
         return prob.reshape(m, r, f), lse.reshape(r, f), chosen, of_class
 
-    def _add_scores(
-        self, x: Array, prob: Array, of_class: list[NDArray[np.intp]], weights: Array | None, held: Any, out: Array
-    ) -> None:
-        """Add ``X^T W (Y - P)`` of each model into ``out`` (F, d, m), ``prob`` overwritten by the residuals;
-        ``weights`` (r, F) or (r, 1), ``held`` the models that take no part (their residuals zeroed)."""
+    def _add_scores(self, x: Array, prob: Array, of_class: list[NDArray[np.intp]], weights: Array, out: Array) -> None:
+        """Add ``X^T W_f (Y - P_f)`` of each model into ``out`` (F, d, m), ``weights`` (r, F) each model's;
+        ``prob`` is overwritten by the residuals."""
         first = int(self.intercept)
         resid = np.negative(prob, out=prob)
         for c in range(prob.shape[0]):
             resid[c, of_class[c]] += 1.0
-            if weights is not None:
-                resid[c] *= weights
-            if held is not None:
-                resid[c][:, held] = 0.0
+            resid[c] *= weights
             out[:, first:, c] += (x.T @ resid[c]).T
             if self.intercept:
                 out[:, 0, c] += resid[c].sum(axis=0)
 
-    def _block(
-        self,
-        x: Array,
-        codes: NDArray[Any],
-        weights: Array,
-        offset: Array | None,
-        slopes: list[Array],
-        out: StackedScores,
-    ) -> None:
-        """Add one row block's log-likelihoods and scores into ``out``, ``weights`` (r, F) each model's."""
-        prob, _, chosen, of_class = self._probabilities(x, codes, offset, slopes)
-        out.loglik += np.einsum("rf,rf->f", weights, chosen)
-        self._add_scores(x, prob, of_class, weights, None, out.score)
-
-    def _fold_block(
-        self,
-        x: Array,
-        codes: NDArray[Any],
-        weights: Array | None,
-        offset: Array | None,
-        slopes: list[Array],
-        held: NDArray[np.intp],
-        out: StackedScores,
-    ) -> None:
-        """Add a block of one fold's rows: the held-out sums of the models ``held`` (which hold the fold out), the
-        log-likelihoods, scores and weight sums of the others; ``weights`` the data's (``None``: 1)."""
-        prob, lse, chosen, of_class = self._probabilities(x, codes, offset, slopes)
-        total = float(x.shape[0]) if weights is None else float(weights.sum())
-        assert out.held is not None
-        out.held[held] += _held_block(prob[:, :, held], lse[:, held], chosen[:, held], codes, weights)
-        chosen[:, held] = 0.0
-        out.loglik += chosen.sum(axis=0) if weights is None else weights @ chosen
-        out.weight_sum += total
-        out.weight_sum[held] -= total
-        self._add_scores(x, prob, of_class, None if weights is None else weights[:, None], held, out.score)
-
     def memory(self, rows: int, p: int) -> int:
-        """The rows' keys (held out: and their folds and order), a block's weights, predictors, probabilities and
-        residuals (each within the block budget; the held-out sums' few more), the records."""
+        """The rows' keys, a block's weights, predictors, probabilities and residuals (each within the block
+        budget; the held-out sums' few more), the records."""
         f, d, m = self.coefs.shape
-        return (24 if self.held_out else 8) * rows + 6 * BLOCK_BYTES + 16 * f * (d * m + 5)
+        return 8 * rows + (7 if self.held_out else 5) * BLOCK_BYTES + 16 * f * (d * m + 5)
 
     def record_bytes(self) -> int:
         """The F scores (and held-out sums)."""
@@ -274,26 +223,43 @@ class StackedScoreKernel:
         return 8 * f * (d * m + 2 + (len(HELD_SUMS) if self.held_out else 0))
 
 
-def _held_block(prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], weights: Array | None) -> Array:
-    """The held-out sums (:data:`HELD_SUMS`) of G models over a block of rows they all hold out, shape (G, 5):
-    ``prob`` (m, r, G) the non-base probabilities, ``lse`` and ``log_true`` (r, G) the log-normalizer and the true
-    class's log-probability, ``weights`` (r,) the data's (``None``: 1). As
+def _holders(model_folds: NDArray[np.int64], folds: int) -> NDArray[np.intp]:
+    """The models holding out each fold, shape (folds, G), padded with -1 (G: the most models of one fold)."""
+    lists = [np.flatnonzero(model_folds == g) for g in range(folds)]
+    out = np.full((folds, max(1, max(len(m) for m in lists))), -1, dtype=np.intp)
+    for g, models in enumerate(lists):
+        out[g, : len(models)] = models
+    return out
+
+
+def _held_rows(
+    prob: Array, lse: Array, log_true: Array, codes: NDArray[Any], models: NDArray[np.intp], weights: Array | None
+) -> Array:
+    """The held-out sums (:data:`HELD_SUMS`) of a block of rows, shape (F, 5): ``prob`` (m, r, F) the non-base
+    probabilities, ``lse`` and ``log_true`` (r, F) the log-normalizer and the true class's log-probability,
+    ``models`` (r, G) the models holding each row out (-1: none), ``weights`` (r,) the data's (``None``: 1). Only
+    the (row, model) pairs held out are gathered (one per row and fold model of a penalty). As
     :func:`dmlr.oracle.evaluation.evaluation_sums`: the most probable class is the first of equal ones in code
     order (the base first)."""
-    r, g = lse.shape
-    base, p_true = np.exp(-lse), np.exp(log_true)
+    valid = models >= 0
+    at = np.where(valid, models, 0)
+    q = np.take_along_axis(prob, at[None], axis=2)  # (m, r, G)
+    log_p = np.take_along_axis(log_true, at, axis=1)
+    base, p_true = np.exp(-np.take_along_axis(lse, at, axis=1)), np.exp(log_p)
     best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
-    for c in range(prob.shape[0]):
-        predicted[prob[c] > best] = c + 1
-        np.maximum(best, prob[c], out=best)
-        squares += prob[c] * prob[c]
-    terms = np.stack(
-        [np.maximum(log_true, _LOG_TINY), predicted == codes[:, None], squares - 2 * p_true + 1], axis=1
-    )  # (r, 3, G)
-    sums = terms.sum(axis=0) if weights is None else np.einsum("r,rkg->kg", weights, terms)
-    out = np.empty((g, len(HELD_SUMS)))
-    out[:, 0] = r
-    out[:, 1] = r if weights is None else weights.sum()
-    out[:, 2] = -sums[0]
-    out[:, 3:] = sums[1:].T
-    return out
+    for c in range(q.shape[0]):
+        predicted[q[c] > best] = c + 1
+        np.maximum(best, q[c], out=best)
+        squares += q[c] * q[c]
+    w = valid.astype(np.float64)
+    if weights is not None:
+        w *= weights[:, None]
+    terms = (
+        valid.astype(np.float64),
+        w,
+        -w * np.maximum(log_p, _LOG_TINY),  # log max(p, tiny)
+        w * (predicted == codes[:, None]),
+        w * (squares - 2 * p_true + 1),
+    )
+    flat = at.ravel()
+    return np.column_stack([np.bincount(flat, weights=t.ravel(), minlength=prob.shape[2]) for t in terms])
