@@ -466,6 +466,42 @@ def test_a_bank_whose_working_models_left_makes_no_pass_for_the_idle_one():
     assert got["record"].records[0].values["rows"][0] == 0.0
 
 
+def test_models_posting_the_same_kernel_in_a_pass_share_one_evaluation():
+    """The fits of every row at several penalties all start at W = 0: their first passes are the same kernel, which
+    a bank evaluates once, each model getting its own copy of the record (equal to the kernel's pass alone)."""
+    import threading
+
+    from dmlr.data.design import RowData, rows_of
+    from dmlr.models.bank import Bank
+    from dmlr.oracle.kernels import StatisticsKernel
+    from dmlr.oracle.statistics import Request
+    from dmlr.passes.engine import PassEngine
+
+    x, y, _ = draw_problem(1000, 3, 3, seed=6)
+    data = RowData(x=rows_of(x, 250), codes=rows_of(y.astype(np.int32), 250))
+    engine = PassEngine(data)
+    evaluated = []
+    real = engine.reduce
+    engine.reduce = lambda kernel, *a, **k: (evaluated.append(len(kernel.kernels)), real(kernel, *a, **k))[1]
+    same = StatisticsKernel(np.zeros((4, 2)), Request(), True)
+    other = StatisticsKernel(np.full((4, 2), 0.1), Request(), True)
+    bank, got = Bank(engine, 3), {}
+    posts = [
+        threading.Thread(target=lambda i=i, k=k: got.update({i: bank.reduce(i, k)}))
+        for i, k in enumerate([same, other, StatisticsKernel(np.zeros((4, 2)), Request(), True)])
+    ]
+    for thread in posts:
+        thread.start()
+    for thread in posts:
+        thread.join(30)
+    assert evaluated == [2] and bank.failure is None  # one pass, two distinct kernels
+    for i, kernel in ((0, same), (1, other), (2, same)):
+        alone = PassEngine(data).reduce(kernel)
+        np.testing.assert_array_equal(got[i].score, alone.score)
+        assert got[i].loglik == alone.loglik
+    assert got[0] is not got[2] and got[0].score is not got[2].score
+
+
 @pytest.mark.parametrize("stop", [2, 3, 5])
 def test_a_cross_validation_of_the_default_method_stopped_after_any_pass_resumes_to_the_same_results(
     tmp_path, monkeypatch, stop

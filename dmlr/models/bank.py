@@ -12,6 +12,8 @@ results do not depend on scheduling.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -314,14 +316,39 @@ class Bank:
             self._results.update((i, k(Rows())) for i, k in zip(members, kernels, strict=True))
             self._cond.notify_all()
             return
+        unique, where = _distinct(kernels)
         try:
-            record = reduce_bank(self.engine, kernels)
+            record = reduce_bank(self.engine, unique)
         except BaseException as error:
             self._failure = error
             self._cond.notify_all()
             raise
-        self._results.update(zip(members, record.records, strict=True))
+        handed: set[int] = set()
+        for member, j in zip(members, where, strict=True):  # a record posted twice: each model gets its own copy
+            self._results[member] = record.records[j] if j not in handed else copy.deepcopy(record.records[j])
+            handed.add(j)
         self._cond.notify_all()
+
+
+def _distinct(kernels: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """The kernels of a pass, each evaluated once when several models posted the same one (equal pickles: e.g. the
+    first pass of the fits of every row at several penalties, all at the same start), and where each model's is."""
+    seen: dict[bytes, int] = {}
+    unique: list[Any] = []
+    where: list[int] = []
+    for kernel in kernels:
+        try:
+            key: bytes | None = pickle.dumps(kernel, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # not picklable (a local run): evaluated as it is
+            key = None
+        if key is not None and key in seen:
+            where.append(seen[key])
+            continue
+        if key is not None:
+            seen[key] = len(unique)
+        where.append(len(unique))
+        unique.append(kernel)
+    return unique, where
 
 
 def reduce_bank(engine: PassEngine, kernels: Sequence[Any]) -> BankRecord:
