@@ -189,7 +189,7 @@ class FoldSplit:
             self.far = start.decrement > SPLIT_DECREMENT
         else:
             out = self.engine.reduce(kernel)
-            if exact:
+            if exact and not started:  # (once started, no pass is split again: no decrement needed)
                 self.far = decrement_of(_objective(kernel, self.l2), kernel.coef, out) > SPLIT_DECREMENT
         with self.board:
             self.latest = start or self.latest

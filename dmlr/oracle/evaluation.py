@@ -4,7 +4,7 @@ calibration table (NumPy only: runs on workers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,9 +14,17 @@ from dmlr.oracle.checks import check_finite
 from dmlr.oracle.probabilities import linear_predictor, log_probabilities
 from dmlr.passes.kernel import Sums
 
-__all__ = ["EvaluationKernel"]
+__all__ = ["EvaluationKernel", "evaluation_sums", "row_terms"]
 
 Array = NDArray[np.float64]
+
+
+def row_terms(proba: Array, codes: NDArray[np.integer[Any]]) -> tuple[Array, NDArray[np.intp], Array]:
+    """Per row of ``proba`` (r, K) and ``codes`` (r,), positions among its columns: the probability of its class,
+    the most probable class (the first of equal ones in column order) and the Brier score
+    ``sum_c (p_c - 1[c = y])^2 = sum_c p_c^2 - 2 p_y + 1``."""
+    p_true = proba[np.arange(proba.shape[0]), codes]
+    return p_true, np.argmax(proba, axis=1), (proba**2).sum(axis=1) - 2 * p_true + 1
 
 
 def evaluation_sums(proba: Array, codes: NDArray[np.int32], weights: Array | None, edges: Array) -> dict[str, Array]:
@@ -24,8 +32,7 @@ def evaluation_sums(proba: Array, codes: NDArray[np.int32], weights: Array | Non
     confusion counts (true x predicted), calibration bins."""
     n, k = proba.shape
     w = np.ones(n) if weights is None else weights
-    p_true = proba[np.arange(n), codes]
-    pred = np.argmax(proba, axis=1)
+    p_true, pred, brier = row_terms(proba, codes)
     conf = proba[np.arange(n), pred]
     hit = (pred == codes).astype(np.float64)
     confusion = np.zeros((k, k))
@@ -39,7 +46,7 @@ def evaluation_sums(proba: Array, codes: NDArray[np.int32], weights: Array | Non
         "weight": np.array([w.sum()]),
         "nll": np.array([-(w * np.log(np.maximum(p_true, np.finfo(np.float64).tiny))).sum()]),
         "hits": np.array([(w * hit).sum()]),
-        "brier": np.array([(w * ((proba**2).sum(axis=1) - 2 * p_true + 1)).sum()]),
+        "brier": np.array([(w * brier).sum()]),
         "confusion": confusion,
         "bin_weight": np.bincount(bins, weights=w, minlength=nb),
         "bin_conf": np.bincount(bins, weights=w * conf, minlength=nb),

@@ -8,16 +8,17 @@ and by cross-validation's fold models (:mod:`dmlr.models.fold_models`), with the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dmlr.data.rows import Rows
 from dmlr.oracle.checks import check_finite
+from dmlr.oracle.evaluation import row_terms
 from dmlr.oracle.probabilities import softmax
 
-__all__ = ["HELD_SUMS", "StackedScoreKernel", "StackedScores"]
+__all__ = ["HELD_SUMS", "HeldOutStack", "StackedScoreKernel", "StackedScores"]
 
 Array = NDArray[np.float64]
 
@@ -64,6 +65,29 @@ class StackWeighting(Protocol):
 
     def of_keys(self, keys: NDArray[np.int64]) -> Array:
         """Each model's weight of each key, shape (r, F)."""
+        ...
+
+
+class HeldOutStack(StackWeighting, Protocol):
+    """Fold models' weights (:class:`~dmlr.models.weightings.FoldStack`): each model weighs 0 the rows of its fold
+    and 1 the others."""
+
+    @property
+    def model_folds(self) -> tuple[int, ...]:
+        """The fold each model holds out."""
+        ...
+
+    @property
+    def folds(self) -> int:
+        """The number of folds."""
+        ...
+
+    def folds_of(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The fold of each key (row), shape (r,)."""
+        ...
+
+    def mask(self, fold: NDArray[np.int64]) -> Array:
+        """Each model's weight of rows in folds ``fold``, shape (r, F)."""
         ...
 
 
@@ -118,9 +142,8 @@ class StackedScoreKernel:
     columns : tuple of int, optional
         The data columns the models use (all when ``None``).
     held_out : bool
-        The weighting is a stack of fold models (:class:`~dmlr.models.weightings.FoldStack`: each model weighs 0
-        the rows of its fold, ``model_folds``, and 1 the others; ``folds_of`` gives each row's fold): also each
-        model's sums over the rows of its fold (:attr:`StackedScores.held`), from the same probabilities.
+        The weighting is a :class:`HeldOutStack` (fold models): also each model's sums over the rows of its fold
+        (:attr:`StackedScores.held`), from the same probabilities.
     """
 
     coefs: Array
@@ -151,7 +174,7 @@ class StackedScoreKernel:
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
         slopes = self._slopes()
-        stack: Any = self.weighting
+        stack = cast(HeldOutStack, self.weighting)
         holders = _holders(np.asarray(stack.model_folds), stack.folds) if self.held_out else None
         held = np.zeros((f, len(HELD_SUMS))) if self.held_out else None
         out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), held)
@@ -238,28 +261,20 @@ def _held_rows(
     """The held-out sums (:data:`HELD_SUMS`) of a block of rows, shape (F, 5): ``prob`` (m, r, F) the non-base
     probabilities, ``lse`` and ``log_true`` (r, F) the log-normalizer and the true class's log-probability,
     ``models`` (r, G) the models holding each row out (-1: none), ``weights`` (r,) the data's (``None``: 1). Only
-    the (row, model) pairs held out are gathered (one per row and fold model of a penalty). As
-    :func:`dmlr.oracle.evaluation.evaluation_sums`: the most probable class is the first of equal ones in code
-    order (the base first)."""
+    the (row, model) pairs held out are gathered (one per row and fold model of a penalty), scored as the
+    evaluation scores rows (:func:`~dmlr.oracle.evaluation.row_terms`, classes in code order: the most probable is
+    the first of equal ones, the base first) and added per model."""
     valid = models >= 0
     at = np.where(valid, models, 0)
-    q = np.take_along_axis(prob, at[None], axis=2)  # (m, r, G)
-    log_p = np.take_along_axis(log_true, at, axis=1)
-    base, p_true = np.exp(-np.take_along_axis(lse, at, axis=1)), np.exp(log_p)
-    best, predicted, squares = base.copy(), np.zeros(base.shape, dtype=np.intp), base * base
-    for c in range(q.shape[0]):
-        predicted[q[c] > best] = c + 1
-        np.maximum(best, q[c], out=best)
-        squares += q[c] * q[c]
-    w = valid.astype(np.float64)
+    r, g = at.shape
+    base = np.exp(-np.take_along_axis(lse, at, axis=1))  # (r, G)
+    pairs = np.concatenate([base[None], np.take_along_axis(prob, at[None], axis=2)])  # (K, r, G)
+    true = np.repeat(codes, g)
+    _, predicted, brier = row_terms(pairs.reshape(pairs.shape[0], r * g).T, true)
+    w = valid.ravel().astype(np.float64)
     if weights is not None:
-        w *= weights[:, None]
-    terms = (
-        valid.astype(np.float64),
-        w,
-        -w * np.maximum(log_p, _LOG_TINY),  # log max(p, tiny)
-        w * (predicted == codes[:, None]),
-        w * (squares - 2 * p_true + 1),
-    )
+        w *= np.repeat(weights, g)
+    log_p = np.take_along_axis(log_true, at, axis=1).ravel()  # as evaluated: log max(p, tiny), without exp and log
+    terms = (valid.ravel(), w, -w * np.maximum(log_p, _LOG_TINY), w * (predicted == true), w * brier)
     flat = at.ravel()
-    return np.column_stack([np.bincount(flat, weights=t.ravel(), minlength=prob.shape[2]) for t in terms])
+    return np.column_stack([np.bincount(flat, weights=t, minlength=prob.shape[2]) for t in terms])

@@ -146,9 +146,9 @@ def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> 
     (the cost is linear in the graph, not in graph x sets)."""
     dependencies: dict[Key, Any] = {}
     out = []
+    leaf = (np.ndarray, _future_type())  # persisted blocks and arrays: no dependencies
     for keys in key_sets:
         found = {k: graph[k] for k in keys if k in graph}
-        leaf = (np.ndarray, _future_type())
         if all(isinstance(v, leaf) for v in found.values()):  # persisted: no walk
             out.append(found)
             continue
@@ -160,7 +160,7 @@ def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> 
                 continue
             value = part[key] = graph[key]
             if key not in dependencies:
-                simple = isinstance(value, np.ndarray) or _is_future(value)
+                simple = isinstance(value, leaf)
                 dependencies[key] = () if simple else get_dependencies(graph, key)  # type: ignore[call-overload]
             stack.extend(d for d in dependencies[key] if d in graph and d not in part)
         out.append(part)
@@ -170,11 +170,8 @@ def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> 
 _FUTURE: list[type] = []
 
 
-def _is_future(value: Any) -> bool:
-    return isinstance(value, _future_type())
-
-
 def _future_type() -> type:
+    """``distributed.Future`` (imported on first use: plans are also made without distributed's client)."""
     if not _FUTURE:
         from distributed import Future
 
