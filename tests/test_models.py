@@ -121,6 +121,49 @@ def test_fold_models_started_at_the_fit_of_every_row_are_the_fits_of_their_train
     assert weighted.scores.log_loss[2] == pytest.approx(expected, rel=1e-12)
 
 
+def test_penalties_near_the_lead_start_their_fold_models_from_its_fit_and_the_best_is_refitted_warm(problem):
+    """Penalties within LEAD_DISTANCE of the median's (here 0.2: the W = 0 information's smallest diagonal entry is
+    ~657) make no fit of every row of their own: one fit leads, every fold model starts from it; the refit at the
+    best penalty starts at the lead's. Every model still equals dmlr.fit's Newton on its rows."""
+    x, y = problem
+    l2s = [0.0, 0.2, 0.6]
+    cv = dmlr.cross_validate(x, y, folds=4, l2=l2s, seed=3)
+    folds = dmlr.fold_ids(len(y), 4, 3)
+    for row in cv.scores.itertuples():
+        alone = _alone(x, y, row.l2, folds != row.fold)
+        res = cv.results(row.l2, row.fold)
+        np.testing.assert_allclose(res.params.values, alone.params.values, rtol=0, atol=1e-8)
+        assert res.l2 == row.l2 and res.converged
+        assert row.log_loss == pytest.approx(log_loss(y[folds == row.fold], alone.predict_proba(x[folds == row.fold])))
+    assert set(cv.refits) == {0.2, cv.best_l2}  # the lead's fit and the best's
+    refit = _alone(x, y, cv.best_l2, slice(None))
+    np.testing.assert_allclose(cv.refit.params.values, refit.params.values, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(cv.refit.bse.values, refit.bse.values, rtol=0, atol=1e-8)
+    lead_only = dmlr.cross_validate(x, y, folds=4, l2=[0.2], seed=3, refit=False)
+    three = dmlr.cross_validate(x, y, folds=4, l2=l2s, seed=3, refit=False)
+    assert three.n_passes == lead_only.n_passes and not three.refits  # the penalties near the lead cost no pass
+    pd.testing.assert_frame_equal(three.scores, cv.scores, check_exact=False, rtol=1e-10)
+
+
+def test_without_a_penalty_a_design_with_dependent_columns_gets_its_own_fit_of_every_row(problem):
+    """A fit without penalty drops a dependent column that a penalty keeps: the zero penalty's fold models cannot
+    start from the lead's fit (penalized, every column), so the zero penalty's own fit goes on after the first
+    pass and its fold models equal dmlr.fit's with the column dropped."""
+    x, y = problem
+    wide = np.column_stack([x, x[:, 0] + 2.0 * x[:, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dropped column
+        cv = dmlr.cross_validate(wide, y, folds=3, l2=[0.0, 0.2], seed=1, collinear="drop", refit=False)
+        folds = dmlr.fold_ids(len(y), 3, 1)
+        for row in cv.scores.itertuples():
+            rows = folds != row.fold
+            alone = dmlr.fit(wide[rows], y[rows], l2=row.l2, method="newton", collinear="drop")
+            res = cv.results(row.l2, row.fold)
+            assert list(res.params.index) == list(alone.params.index)
+            assert len(res.params) == (4 if row.l2 == 0 else 5)
+            np.testing.assert_allclose(res.params.values, alone.params.values, rtol=0, atol=1e-8)
+
+
 def test_the_bootstrap_of_a_fit_of_named_arrays_finds_its_columns(problem):
     x, y = problem
     res = dmlr.fit(x, y, feature_names=["a", "b", "c"], method="newton")

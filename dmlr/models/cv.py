@@ -10,6 +10,7 @@ global index (:func:`~dmlr.models.weightings.fold_ids`), so the folds do not dep
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -22,6 +23,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from dmlr.errors import ConvergenceWarning, InputError, warn
+from dmlr.fitting.refit import warm_start_of
 from dmlr.models.bank import reduce_bank, run_bank
 from dmlr.models.fold_models import FoldRun, FoldSplit, fold_result
 from dmlr.models.many import (
@@ -92,8 +94,7 @@ class CVResults:
     @property
     def best_l2(self) -> float:
         """The penalty with the smallest mean held-out log-loss (the first of equal ones)."""
-        means = self.scores.groupby("l2", sort=False)["log_loss"].mean()
-        return float(means.idxmin())  # type: ignore[arg-type]
+        return _best(self.scores)
 
     def results(self, l2: float, fold: int) -> MNLogitResults:
         """The model of penalty ``l2`` trained without fold ``fold`` (with standard errors when the run had
@@ -230,29 +231,61 @@ def _full_members(shared: Shared, penalties: tuple[float, ...], checkpoint: str 
 def _from_full_fits(
     shared: Shared, penalties: tuple[float, ...], folds: int, seed: int, refit: bool, checkpoint: str | None
 ) -> CVResults:
-    """The fits of every row (their passes split by fold) and every fold model from its penalty's, all models of
-    one bank (:mod:`dmlr.models.fold_models`)."""
+    """The lead fit of every row (its passes split by fold) and every fold model of every penalty from it, all
+    models of one bank (:mod:`dmlr.models.fold_models`); with ``refit``, the fit of every row at the best penalty
+    after, warm-started at the lead's."""
     board = threading.Condition()
-    splits = [FoldSplit(folds, seed, v, board) for v in penalties]
-    members = _full_members(shared, penalties, checkpoint)
+    lead = lead_penalty(penalties)
+    splits = [FoldSplit(folds, seed, v, board, serves=(j,), lead=None if j == lead else penalties[lead]) for j, v in
+              enumerate(penalties)]  # fmt: skip
+    splits.insert(0, splits.pop(lead))  # the lead first; the others leave after the first pass when near it
+    members = _full_members(shared, tuple(s.l2 for s in splits), checkpoint)
     options = members[0].options
-    run = FoldRun(splits, folds, seed, options.tol * FOLD_TOL, options.max_iter)
+    run = FoldRun(splits, penalties, folds, seed, options.tol * FOLD_TOL, options.max_iter)
     jobs: list[Any] = [
         split.job(functools.partial(fit_member, shared, m)) for split, m in zip(splits, members, strict=True)
     ]
     *fitted, models = run_bank(shared.passes.engine, [*jobs, run], [None] * (len(jobs) + 1))
     n_rows = shared.passes.design.n_rows
     rows, fold_results = [], {}
-    for (i, fold), model in sorted(models.items()):
-        cell = (penalties[i], fold)
-        fold_results[cell] = fold_result(model, fitted[i][0], shared.passes)
+    for (j, fold), model in sorted(models.items()):
+        cell = (penalties[j], fold)
+        fold_results[cell] = fold_result(model, fitted[run.origin[j]][0], shared.passes)
         rows.append(_score_row(cell, scores_of(model.held_sums()), n_rows, folds))
     late = sum(not m.converged for m in models.values())
     if late:
         warn(f"{late} of {len(models)} fold models did not converge in {options.max_iter} passes", ConvergenceWarning)
     scores = pd.DataFrame(rows, columns=["l2", "fold", "n_train", "n_test", *SCORES])
-    refits = {v: with_data(shared, res, True) for v, (res, _) in zip(penalties, fitted, strict=True)} if refit else {}
+    full = {s.l2: done[0] for s, done in zip(splits, fitted, strict=True) if done is not None}
+    refits = _refits(shared, full, _best(scores), penalties[lead], checkpoint) if refit else {}
     return CVResults(scores, penalties, folds, seed, n_rows, fold_results, refits, shared.passes.engine.count)
+
+
+def lead_penalty(penalties: Sequence[float]) -> int:
+    """The position of the penalty whose fit of every row leads a cross-validation: the median of the positive
+    penalties (the lower one of two; a penalty identifies every coefficient, and the median is nearest the others),
+    or the only one, ``0``."""
+    positive = sorted(v for v in penalties if v > 0)
+    if not positive:
+        return list(penalties).index(min(penalties))
+    return list(penalties).index(positive[(len(positive) - 1) // 2])
+
+
+def _best(scores: pd.DataFrame) -> float:
+    """The penalty with the smallest mean held-out log-loss (:attr:`CVResults.best_l2`'s rule)."""
+    return float(scores.groupby("l2", sort=False)["log_loss"].mean().idxmin())  # type: ignore[arg-type]
+
+
+def _refits(
+    shared: Shared, full: dict[float, MNLogitResults], best: float, lead: float, checkpoint: str | None
+) -> dict[float, MNLogitResults]:
+    """The fits of every row made (the lead's, a backup's) and, when none is at ``best``, the fit at ``best`` warm
+    started at the lead's (a few passes: it is near)."""
+    if best not in full:
+        member = _full_members(shared, (best,), checkpoint)[0]
+        warm, _ = warm_start_of(full[lead], None)
+        full[best] = fit_members(shared, [dataclasses.replace(member, warm=warm)])[0][0]
+    return {v: with_data(shared, res, True) for v, res in full.items()}
 
 
 def _score_row(cell: tuple[float, int], got: dict[str, Any], n_rows: int, folds: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
+from dmlr.diagnostics import dependent_columns
 from dmlr.errors import InputError
 from dmlr.fitting.fitter import objective_of
 from dmlr.fitting.results import null_loglik
@@ -74,6 +75,13 @@ quadratic phase, where :data:`START_DECREMENT` is a pass or two away): the split
 passes far from the optimum would not use."""
 
 
+LEAD_DISTANCE = 1e-3
+"""Penalties whose difference from the lead's is at most this fraction of the smallest diagonal entry of the
+penalized information at ``W = 0`` have their fold models start from the lead's fit of every row (:func:`near_lead`):
+the optimum then moves by about that fraction of a coefficient's size, less than a fold's rows move it when a fold
+has fewer than ~1,000,000 rows, so their fold models take as many passes as from a fit of their own."""
+
+
 @dataclass(frozen=True)
 class FoldStart:
     """A pass of a fit of every row split by fold: where its penalty's fold models start.
@@ -101,6 +109,12 @@ class FoldStart:
     def of_kernel(kernel: Any, parts: tuple[Statistics, ...], l2: float) -> FoldStart:
         """The start from a split pass of the fit's statistics kernel."""
         return FoldStart(np.array(kernel.coef), bool(kernel.intercept), kernel.columns, _objective(kernel, l2), parts)
+
+    def at_l2(self, l2: float) -> FoldStart:
+        """The same pass as the start of another penalty's fold models (each steps from here on its own objective)."""
+        if l2 == self.objective.l2:
+            return self
+        return dataclasses.replace(self, objective=Objective.ridge(l2, self.coef.shape[0], self.intercept))
 
     def training(self, fold: int) -> Statistics:
         """The record of the rows outside ``fold``."""
@@ -154,6 +168,14 @@ class FoldSplit:
         What the fold models need of the fit once it has ended (its coefficients, columns, objective; no parts).
     far : bool
         The last exact information's decrement was above :data:`SPLIT_DECREMENT`: the next pass is not split.
+    serves : tuple of int
+        The penalties (positions in the run's list) whose fold models start from this fit.
+    lead : float, optional
+        A backup: the fit of every row at another penalty than the lead fit's (``lead``). It leaves after the first
+        pass (shared with the lead's, and so free) when its fold models can start from the lead's fit
+        (:func:`near_lead`), and goes on as the fit of its penalty otherwise.
+    declined : bool
+        The backup left: its penalties' fold models start from the lead's fit.
     """
 
     folds: int
@@ -166,6 +188,9 @@ class FoldSplit:
     finished: bool = False
     final: FoldStart | None = None
     far: bool = False
+    serves: tuple[int, ...] = ()
+    lead: float | None = None
+    declined: bool = False
 
     def bind(self, engine: Any) -> FoldSplit:
         """Use ``engine`` (the fit's member engine)."""
@@ -191,6 +216,10 @@ class FoldSplit:
             out = self.engine.reduce(kernel)
             if exact and not started:  # (once started, no pass is split again: no decrement needed)
                 self.far = decrement_of(_objective(kernel, self.l2), kernel.coef, out) > SPLIT_DECREMENT
+        if first and self.lead is not None and near_lead(out, self.l2, self.lead, kernel.intercept):
+            with self.board:
+                self.declined = True
+            raise _Declined
         with self.board:
             self.latest = start or self.latest
             self.seen += 1
@@ -220,18 +249,44 @@ class FoldSplit:
         at_end = self.final is not None and np.array_equal(latest.coef, self.final.coef)
         return latest if at_end or latest.decrement <= START_DECREMENT else None
 
-    def job(self, fit: Callable[[Any], tuple[MNLogitResults, Any]]) -> Callable[[Any], tuple[MNLogitResults, Any]]:
-        """The bank job of the fit ``fit`` (given its engine): it runs on this split engine and says when it ends."""
+    def job(
+        self, fit: Callable[[Any], tuple[MNLogitResults, Any]]
+    ) -> Callable[[Any], tuple[MNLogitResults, Any] | None]:
+        """The bank job of the fit ``fit`` (given its engine): it runs on this split engine and says when it ends
+        (``None``: a backup that was not needed)."""
 
-        def run(engine: Any) -> tuple[MNLogitResults, Any]:
+        def run(engine: Any) -> tuple[MNLogitResults, Any] | None:
             done: tuple[MNLogitResults, Any] | None = None
             try:
                 done = fit(self.bind(engine))
                 return done
+            except _Declined:
+                return None
             finally:
                 self.finish(*(done if done is not None else (None, None)))
 
         return run
+
+
+class _Declined(Exception):
+    """A backup fit of every row is not needed (:attr:`FoldSplit.lead`): it leaves its bank."""
+
+
+def near_lead(first: Statistics, l2: float, lead: float, intercept: bool) -> bool:
+    """Whether the fold models of penalty ``l2`` start from the fit of every row at ``lead`` rather than from their
+    own, decided from the first pass's record (at ``W = 0``, with its Gram matrix): not when ``l2 = 0`` and the
+    design has dependent columns (which a fit without penalty drops or refuses, where a penalty keeps them), nor
+    when the penalties differ by more than :data:`LEAD_DISTANCE` of the smallest diagonal entry of the penalized
+    information at ``W = 0`` (the change of penalty then moves the optimum enough that the fold models' first
+    step from the lead's would leave them several passes from theirs)."""
+    if first.gram is None:
+        return False
+    gram = first.full_gram()
+    if l2 == 0.0 and dependent_columns(gram, [str(j) for j in range(gram.shape[0])]):
+        return False
+    k = first.score.shape[1] + 1
+    diagonal = np.diag(gram)[int(intercept) :] * (k - 1) / k**2  # the information's at W = 0: p = 1/K for every class
+    return bool(diagonal.size == 0 or abs(l2 - lead) <= LEAD_DISTANCE * float(diagonal.min()))
 
 
 @dataclass
@@ -337,7 +392,10 @@ class FoldRun:
     Attributes
     ----------
     splits : list of FoldSplit
-        One per penalty, in order.
+        The fits of every row, the lead first: each penalty's fold models start from the fit that serves it
+        (:attr:`FoldSplit.serves`; a declined backup's from the lead's).
+    l2s : tuple of float
+        The penalties.
     folds, seed : int
     tol : float
         A fold model stops where its gradient or decrement (per unit weight) is at most ``tol``.
@@ -345,14 +403,18 @@ class FoldRun:
         Passes at most per fold model.
     models : dict of (int, int) to FoldModel
         By (penalty's position, fold).
+    origin : dict of int to int
+        The fit (position in :attr:`splits`) each started penalty's fold models started from.
     """
 
     splits: list[FoldSplit]
+    l2s: tuple[float, ...]
     folds: int
     seed: int
     tol: float
     max_iter: int
     models: dict[tuple[int, int], FoldModel] = dataclasses.field(default_factory=dict)
+    origin: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def __call__(self, engine: Any) -> dict[tuple[int, int], FoldModel]:
         board = self.splits[0].board
@@ -360,12 +422,12 @@ class FoldRun:
         while True:
             with board:  # every fit has taken in the last pass (its split, if any)
                 board.wait_for(functools.partial(self._caught_up, passes))
-            if any(s.finished and s.final is None for s in self.splits):
+            if any(s.finished and s.final is None and not s.declined for s in self.splits):
                 return self.models  # a fit failed: the bank raises its error
             for i, split in enumerate(self.splits):
                 self._start(i, split.ready())
             active = [m for m in self.models.values() if not (m.converged or m.stopped)]
-            missing = [i for i, s in enumerate(self.splits) if s.finished and not self._started(i)]
+            missing = [i for i, s in enumerate(self.splits) if s.final is not None and not self._began(i)]
             if not active and not missing and all(s.finished for s in self.splits):
                 return self.models
             groups = _by_columns(active)
@@ -389,16 +451,27 @@ class FoldRun:
         """Every fit has seen ``passes`` passes, or ended."""
         return all(s.finished or s.seen >= passes for s in self.splits)
 
-    def _started(self, i: int) -> bool:
-        return (i, 0) in self.models
+    def _began(self, i: int) -> bool:
+        """Fit ``i``'s fold models have started."""
+        return i in self.origin.values()
+
+    def _served(self, i: int) -> tuple[int, ...]:
+        """The penalties whose fold models start from fit ``i``: its own, and the lead's those of declined backups."""
+        if i > 0:
+            return () if self.splits[i].declined else self.splits[i].serves
+        return tuple(j for s in self.splits if s is self.splits[0] or s.declined for j in s.serves)
 
     def _start(self, i: int, start: FoldStart | None) -> None:
-        """Start penalty ``i``'s fold models from ``start`` (once)."""
-        if start is None or self._started(i):
+        """Start the fold models of the penalties fit ``i`` serves from ``start`` (each once)."""
+        if start is None:
             return
-        for fold in range(self.folds):
-            self.models[(i, fold)] = FoldModel.at_start(start, fold)
-        phases.info(f"cross-validation: {self.folds} fold models of l2={start.objective.l2:g} started")
+        for j in self._served(i):
+            if j in self.origin:
+                continue
+            self.origin[j] = i
+            for fold in range(self.folds):
+                self.models[(j, fold)] = FoldModel.at_start(start.at_l2(self.l2s[j]), fold)
+            phases.info(f"cross-validation: {self.folds} fold models of l2={self.l2s[j]:g} started")
 
 
 def _final_kernel(split: FoldSplit) -> StatisticsKernel:
@@ -424,13 +497,13 @@ def _kernel(group: list[FoldModel], folds: int, seed: int) -> StackedScoreKernel
 
 
 def fold_result(model: FoldModel, full: MNLogitResults, passes: Any) -> MNLogitResults:
-    """The results of a fold model, laid out as the fit of every row ``full`` of its penalty (no covariance: its
-    scores need the coefficients only)."""
+    """The results of a fold model, laid out as the fit of every row ``full`` it started from, at its own penalty
+    (no covariance: its scores need the coefficients only)."""
     probability = full.weights_type == "probability"
     n_rows = int(model.train.n_rows)
     message = "converged" if model.converged else "did not converge"
     return dataclasses.replace(
-        full, coef=model.coef, covariance=None, llf=model.loglik,
+        full, coef=model.coef, covariance=None, llf=model.loglik, l2=model.start.objective.l2,
         llnull=null_loglik(passes, model.train.class_weights, has_offset=False),
         nobs=float(n_rows) if probability else model.weight_sum, n_rows=n_rows, converged=model.converged,
         n_iter=model.n_iter, method=METHOD, history=[], message=f"{message} ({model.n_iter} passes)", refit=None,

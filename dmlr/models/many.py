@@ -22,6 +22,7 @@ from dmlr.data.labels import check_class_count
 from dmlr.errors import InputError
 from dmlr.fitting.evaluator import FitPasses
 from dmlr.fitting.fitter import Fitter
+from dmlr.fitting.refit import WarmStart
 from dmlr.fitting.results import build_results
 from dmlr.fitting.setup import with_classes
 from dmlr.models.bank import Weighting, run_bank
@@ -126,6 +127,8 @@ class Member:
         from it (:class:`~dmlr.checkpoint.Checkpointer`).
     tag : str
         What, besides the data and options, identifies the model in its checkpoints' fingerprint (its fold).
+    warm : WarmStart, optional
+        Where its fit starts (``start_params``; ``None``: where :func:`dmlr.fit` starts).
     """
 
     options: FitOptions
@@ -133,6 +136,7 @@ class Member:
     weighting: Weighting | None = None
     checkpoint: str | None = None
     tag: str = ""
+    warm: WarmStart | None = None
 
 
 def fit_members(shared: Shared, members: Sequence[Member]) -> list[tuple[MNLogitResults, FitPasses]]:
@@ -153,7 +157,14 @@ def fit_member(shared: Shared, member: Member, engine: Any) -> tuple[MNLogitResu
         )
     token = f"{shared.token} {member.tag} {member.features}" if member.checkpoint is not None else ""
     fitter = Fitter(
-        member.options, None, member.checkpoint, token, shared.storage_options, shared.final, check_classes=False
+        member.options,
+        None,
+        member.checkpoint,
+        token,
+        shared.storage_options,
+        shared.final,
+        check_classes=False,
+        warm=member.warm,
     )
     run = fitter.run(passes)
     used = passes.design.model_names[int(passes.design.intercept) :]

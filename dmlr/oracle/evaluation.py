@@ -14,7 +14,7 @@ from dmlr.oracle.checks import check_finite
 from dmlr.oracle.probabilities import linear_predictor, log_probabilities
 from dmlr.passes.kernel import Sums
 
-__all__ = ["EvaluationKernel", "evaluation_sums", "row_terms"]
+__all__ = ["EvaluationKernel", "class_terms", "evaluation_sums", "row_terms"]
 
 Array = NDArray[np.float64]
 
@@ -22,9 +22,22 @@ Array = NDArray[np.float64]
 def row_terms(proba: Array, codes: NDArray[np.integer[Any]]) -> tuple[Array, NDArray[np.intp], Array]:
     """Per row of ``proba`` (r, K) and ``codes`` (r,), positions among its columns: the probability of its class,
     the most probable class (the first of equal ones in column order) and the Brier score
-    ``sum_c (p_c - 1[c = y])^2 = sum_c p_c^2 - 2 p_y + 1``."""
-    p_true = proba[np.arange(proba.shape[0]), codes]
-    return p_true, np.argmax(proba, axis=1), (proba**2).sum(axis=1) - 2 * p_true + 1
+    ``sum_c (p_c - 1[c = y])^2 = sum_c p_c^2 - 2 p_y + 1``. :func:`class_terms` of ``proba.T``."""
+    return class_terms(proba.T, codes)
+
+
+def class_terms(proba: Array, codes: NDArray[np.integer[Any]]) -> tuple[Array, NDArray[np.intp], Array]:
+    """:func:`row_terms` of class-major probabilities ``proba`` (K, r): a loop over the K classes, each step a
+    vector operation over the rows (NumPy's argmax and sums along a short last axis run a loop per row)."""
+    p_true = np.take_along_axis(proba, np.asarray(codes, dtype=np.intp)[None], axis=0)[0]
+    predicted = np.zeros(proba.shape[1], dtype=np.intp)
+    most = proba[0].copy()
+    squares = proba[0] ** 2
+    for c in range(1, proba.shape[0]):
+        predicted[proba[c] > most] = c  # strictly: the first of equal ones stays
+        np.maximum(most, proba[c], out=most)
+        squares += proba[c] ** 2
+    return p_true, predicted, squares - 2 * p_true + 1
 
 
 def evaluation_sums(proba: Array, codes: NDArray[np.int32], weights: Array | None, edges: Array) -> dict[str, Array]:
