@@ -1,11 +1,14 @@
 """K-fold cross-validation of the penalty in one set of passes: :func:`cross_validate`.
 
-By default every penalty's fit of all rows runs first, its passes split by fold, and every (penalty, fold) model
-starts from it once it is near its optimum (:mod:`dmlr.models.fold_models`): all of them are models of one bank
-(:mod:`dmlr.models.bank`), each pass reading the data once for all, the fold models' held-out scores from their
-own passes. With ``fold_inference=True`` (or an offset) every model is instead fitted from scratch in lockstep, and
-the held-out scores of every fold model come from one more pass. A row's fold is a function of the seed and its
-global index (:func:`~dmlr.models.weightings.fold_ids`), so the folds do not depend on the partitioning.
+By default one fit of every row leads (:func:`lead_penalty`), its passes split by fold, and every (penalty, fold)
+model starts from it once it is near its optimum (:mod:`dmlr.models.fold_models`); a penalty too far from the lead's
+(or ``l2 = 0`` on a design with dependent columns) has a fit of every row of its own, its fold models starting from
+it. All of them are models of one bank (:mod:`dmlr.models.bank`), each pass reading the data once for all, the
+fold models' held-out scores from their own passes; the refit at the best penalty, when no fit was made there,
+follows, warm-started at the lead's. With ``fold_inference=True`` (or an offset) every model is instead fitted from
+scratch in lockstep, and the held-out scores of every fold model come from one more pass. A row's fold is a
+function of the seed and its global index (:func:`~dmlr.models.weightings.fold_ids`), so the folds do not depend
+on the partitioning.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from numpy.typing import NDArray
 from dmlr.errors import ConvergenceWarning, InputError, warn
 from dmlr.fitting.refit import warm_start_of
 from dmlr.models.bank import reduce_bank, run_bank
-from dmlr.models.fold_models import FoldRun, FoldSplit, fold_result
+from dmlr.models.fold_models import FoldRun, fold_result
+from dmlr.models.fold_split import FoldSplit
 from dmlr.models.many import (
     Member,
     Shared,
@@ -64,6 +68,8 @@ class CVResults:
     n_rows : int
     refit : MNLogitResults, optional
         The fit of every row at :attr:`best_l2` (``None`` with ``refit=False``).
+    refits : dict of float to MNLogitResults
+        The fits of every row made, by penalty (the lead's, those of penalties far from it, the refit).
     n_passes : int
         Passes over the data for the whole run.
     """
@@ -148,9 +154,10 @@ def cross_validate(
     seed : int
         Chooses the folds.
     refit : bool
-        Keep the fit of every row at each penalty; :attr:`CVResults.refit` is the one at the best. By default those
-        fits are where the fold models start, so they are made either way; ``refit=False`` leaves them out of the
-        results (and, with ``fold_inference=True``, out of the passes).
+        Fit every row at the best penalty (:attr:`CVResults.refit`). By default the fold models start from the
+        lead's fit of every row (and from the fits of penalties far from it), kept in :attr:`CVResults.refits`;
+        when none is at the best penalty, a fit warm-started at the lead's follows the fold models (a few passes).
+        ``refit=False`` keeps none (with ``fold_inference=True``, it also leaves the fits out of the passes).
     fold_inference : bool
         Fit every fold model from scratch, each with its own rule and its exact information in every Newton pass,
         in lockstep with the others, and compute its covariance (standard errors of :meth:`CVResults.results`).
