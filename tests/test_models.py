@@ -164,6 +164,20 @@ def test_without_a_penalty_a_design_with_dependent_columns_gets_its_own_fit_of_e
             np.testing.assert_allclose(res.params.values, alone.params.values, rtol=0, atol=1e-8)
 
 
+def test_fold_models_that_stop_at_their_first_evaluation_are_scored_at_their_coefficients(problem):
+    """A fold model's first evaluation (one step from the fit of every row) computes no held-out sums; with a loose
+    tol every fold model stops there, and one more evaluation at the same coefficients scores its held-out rows."""
+    x, y = problem
+    cv = dmlr.cross_validate(x, y, folds=3, l2=[1.0], seed=2, tol=1e-2, refit=False)
+    folds = dmlr.fold_ids(len(y), 3, 2)
+    for row in cv.scores.itertuples():
+        res, test = cv.results(1.0, row.fold), folds == row.fold
+        assert res.n_iter == 1 and res.converged
+        own = res.predict_proba(x[test])
+        assert row.log_loss == pytest.approx(log_loss(y[test], own, labels=[0, 1, 2]), rel=1e-12)
+        assert row.accuracy == pytest.approx(accuracy_score(y[test], own.argmax(axis=1)), abs=1e-12)
+
+
 def test_the_bootstrap_of_a_fit_of_named_arrays_finds_its_columns(problem):
     x, y = problem
     res = dmlr.fit(x, y, feature_names=["a", "b", "c"], method="newton")
@@ -551,8 +565,9 @@ def test_a_cross_validation_of_the_default_method_stopped_after_any_pass_resumes
 ):
     """The killed-run test above uses Böhning (slow enough to be killed mid-run from outside); with the default
     method (Newton here: 6 passes) the run is stopped inside, after ``stop`` passes of the bank, and resumed from its
-    checkpoints: the held-out scores and the refit equal the uninterrupted run's (1e-10). The fold models start again
-    from the resumed fits (they have no checkpoints), so their coefficients agree to their tolerance (1e-8)."""
+    checkpoints: the held-out scores and the refit equal the uninterrupted run's (1e-10), the fold models' coefficients
+    bit for bit. Their start is kept when they start, so a run stopped after it resumes them from the same start
+    (the same steps); one stopped before finds the same start as the first run would have."""
     from dmlr.passes.engine import PassEngine
 
     x, y, _ = draw_problem(20_000, 3, 3, seed=31, scale=0.3)
@@ -577,9 +592,8 @@ def test_a_cross_validation_of_the_default_method_stopped_after_any_pass_resumes
     np.testing.assert_allclose(resumed.refit.params.to_numpy(), reference.refit.params.to_numpy(), rtol=0, atol=1e-10)
     for l2 in options["l2"]:
         for fold in range(3):
-            np.testing.assert_allclose(
-                resumed.results(l2, fold).params.to_numpy(), reference.results(l2, fold).params.to_numpy(), atol=1e-8
-            )
+            got, want = resumed.results(l2, fold).params.to_numpy(), reference.results(l2, fold).params.to_numpy()
+            np.testing.assert_array_equal(got, want)  # the same steps from the same start
 
 
 @pytest.mark.cluster

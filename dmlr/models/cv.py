@@ -29,7 +29,7 @@ from dmlr.errors import ConvergenceWarning, InputError, warn
 from dmlr.fitting.refit import warm_start_of
 from dmlr.models.bank import reduce_bank, run_bank
 from dmlr.models.fold_models import FoldRun, fold_result
-from dmlr.models.fold_split import FoldSplit
+from dmlr.models.fold_split import FoldSplit, StartFiles
 from dmlr.models.many import (
     Member,
     Shared,
@@ -167,9 +167,10 @@ def cross_validate(
     checkpoint : str, optional
         Directory (local or fsspec URL) of checkpoints: each fit writes its state into a subdirectory of its own
         after every iteration, and the same call after a crash resumes every fit where it was (the results equal
-        an uninterrupted run's to the fits' tolerance). By default only the fits of every row are checkpointed: the
-        fold models started from them take a few passes, run again. The files stay; remove the directory once the
-        results are saved.
+        an uninterrupted run's to the fits' tolerance). By default the fits of every row are checkpointed, and the
+        fold models' start from each when they start: a resumed run starts them there again (their few passes run
+        again, to the same coefficients bit for bit). The files stay; remove the directory once the results are
+        saved.
     **fit_options
         Options of :func:`dmlr.fit` shared by every model (``method``, ``tol``, ...; not ``cov_type="cluster"``).
 
@@ -248,7 +249,8 @@ def _from_full_fits(
     splits.insert(0, splits.pop(lead))  # the lead first; the others leave after the first pass when near it
     members = _full_members(shared, tuple(s.l2 for s in splits), checkpoint)
     options = members[0].options
-    run = FoldRun(splits, penalties, folds, seed, options.tol * FOLD_TOL, options.max_iter)
+    files = None if checkpoint is None else StartFiles(checkpoint, shared.token, folds, seed, shared.storage_options)
+    run = FoldRun(splits, penalties, folds, seed, options.tol * FOLD_TOL, options.max_iter, files)
     jobs: list[Any] = [
         split.job(functools.partial(fit_member, shared, m)) for split, m in zip(splits, members, strict=True)
     ]

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from dmlr.errors import InputError
 from dmlr.fitting.results import null_loglik
 from dmlr.models.bank import BankKernel, FoldSplitKernel, Idle
-from dmlr.models.fold_split import FoldSplit, FoldStart
+from dmlr.models.fold_split import FoldSplit, FoldStart, StartFiles
 from dmlr.models.weightings import FoldStack
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.stacked import HELD_SUMS, StackedScoreKernel, StackedScores
@@ -111,11 +111,15 @@ class FoldModel:
 
     def update(self, record: StackedScores, i: int, tol: float, max_iter: int) -> bool:
         """Model ``i`` of a stacked pass at :attr:`coef`: keep its values there, and stop when converged (True) or
-        after ``max_iter`` passes (:attr:`stopped`), else step."""
-        assert record.held is not None
+        after ``max_iter`` passes (:attr:`stopped`), else step. A model that stopped in a pass without held-out sums
+        is evaluated again at the same coefficients for them (:meth:`wants_held`)."""
+        if self.converged or self.stopped:
+            assert record.held is not None
+            self.held = record.held[i].copy()
+            return self.converged
         self.n_iter += 1
         self.loglik, self.weight_sum = float(record.loglik[i]), float(record.weight_sum[i])
-        self.held = record.held[i].copy()
+        self.held = None if record.held is None else record.held[i].copy()
         objective = self.start.objective
         value = self.loglik - objective.penalty(self.coef)
         if value < self.value - 1e-10 * (1 + abs(self.value)) and self.n_iter < max_iter:
@@ -134,6 +138,18 @@ class FoldModel:
         if not (self.converged or self.stopped):
             self.coef = self.coef + move
         return self.converged
+
+    @property
+    def working(self) -> bool:
+        """It needs a pass: still iterating, or stopped without its held-out sums."""
+        return not (self.converged or self.stopped) or self.held is None
+
+    @property
+    def wants_held(self) -> bool:
+        """Its next pass computes its held-out sums: not at its first evaluation, one step from the fit of every row,
+        which is rarely where it stops (``O(1/n)`` from its optimum, where ``tol`` mostly asks for less; one that
+        stops there is evaluated again for them, :attr:`working`): those sums cost a quarter of a stacked pass."""
+        return self.n_iter > 0 or self.converged or self.stopped
 
     def held_sums(self) -> Sums:
         """The held-out sums as :func:`~dmlr.models.scores.scores_of` reads them."""
@@ -160,6 +176,8 @@ class FoldRun:
         A fold model stops where its gradient or decrement (per unit weight) is at most ``tol``.
     max_iter : int
         Passes at most per fold model.
+    files : StartFiles, optional
+        Keeps each fit's start for the fold models (a checkpointed run): a resumed run starts from it.
     models : dict of (int, int) to FoldModel
         By (penalty's position, fold).
     origin : dict of int to int
@@ -172,12 +190,14 @@ class FoldRun:
     seed: int
     tol: float
     max_iter: int
+    files: StartFiles | None = None
     models: dict[tuple[int, int], FoldModel] = dataclasses.field(default_factory=dict)
     origin: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def __call__(self, engine: Any) -> dict[tuple[int, int], FoldModel]:
         board = self.splits[0].board
         passes = 0
+        self._resume()
         while True:
             with board:  # every fit has taken in the last pass (its split, if any)
                 board.wait_for(functools.partial(self._caught_up, passes))
@@ -185,12 +205,12 @@ class FoldRun:
                 return self.models  # a fit failed: the bank raises its error
             for i, split in enumerate(self.splits):
                 self._start(i, split.ready())
-            active = [m for m in self.models.values() if not (m.converged or m.stopped)]
+            active = [m for m in self.models.values() if m.working]
             missing = [i for i, s in enumerate(self.splits) if s.final is not None and not self._began(i)]
             if not active and not missing and all(s.finished for s in self.splits):
                 return self.models
             groups = _by_columns(active)
-            kernels = [_kernel(group, self.folds, self.seed) for group in groups] + [
+            kernels = [_kernel(group, self.folds, self.seed, group[0].wants_held) for group in groups] + [
                 FoldSplitKernel(_final_kernel(self.splits[i]), self.folds, self.seed) for i in missing
             ]
             records = engine.reduce(BankKernel(tuple(kernels) or (Idle(),))).records
@@ -220,13 +240,28 @@ class FoldRun:
             return () if self.splits[i].declined else self.splits[i].serves
         return tuple(j for s in self.splits if s is self.splits[0] or s.declined for j in s.serves)
 
-    def _start(self, i: int, start: FoldStart | None) -> None:
-        """Start the fold models of the penalties fit ``i`` serves from ``start`` (each once)."""
+    def _resume(self) -> None:
+        """Start the fold models from the starts a previous run kept (its fits then split no pass again)."""
+        if self.files is None:
+            return
+        for i, split in enumerate(self.splits):
+            kept = self.files.load(split)
+            if kept is not None:
+                with split.board:
+                    split.latest = kept
+                self._start(i, kept, keep=False)
+                phases.info(f"cross-validation: the fold models of l2={split.l2:g}'s fit resumed from its kept start")
+
+    def _start(self, i: int, start: FoldStart | None, keep: bool = True) -> None:
+        """Start the fold models of the penalties fit ``i`` serves from ``start`` (each once; the start kept for a
+        resumed run the first time)."""
         if start is None:
             return
         for j in self._served(i):
             if j in self.origin:
                 continue
+            if keep and self.files is not None and not self._began(i):
+                self.files.save(self.splits[i], start)
             self.origin[j] = i
             for fold in range(self.folds):
                 self.models[(j, fold)] = FoldModel.at_start(start.at_l2(self.l2s[j]), fold)
@@ -241,18 +276,19 @@ def _final_kernel(split: FoldSplit) -> StatisticsKernel:
 
 
 def _by_columns(models: list[FoldModel]) -> list[list[FoldModel]]:
-    """The models grouped by the columns they use (one stacked kernel per group)."""
+    """The models grouped by the columns they use and whether they want held-out sums (one stacked kernel per
+    group)."""
     groups: dict[Any, list[FoldModel]] = {}
     for m in models:
-        groups.setdefault(m.start.columns, []).append(m)
+        groups.setdefault((m.start.columns, m.wants_held), []).append(m)
     return list(groups.values())
 
 
-def _kernel(group: list[FoldModel], folds: int, seed: int) -> StackedScoreKernel:
+def _kernel(group: list[FoldModel], folds: int, seed: int, held_out: bool) -> StackedScoreKernel:
     first = group[0].start
     weighting = FoldStack(tuple(m.fold for m in group), folds, seed)
     coefs = np.stack([m.coef for m in group])
-    return StackedScoreKernel(coefs, first.intercept, weighting, first.columns, held_out=True)
+    return StackedScoreKernel(coefs, first.intercept, weighting, first.columns, held_out=held_out)
 
 
 def fold_result(model: FoldModel, full: MNLogitResults, passes: Any) -> MNLogitResults:

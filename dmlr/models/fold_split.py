@@ -17,6 +17,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
+from dmlr.checkpoint import Checkpointer, Snapshot, fingerprint
 from dmlr.diagnostics import dependent_columns
 from dmlr.fitting.fitter import objective_of
 from dmlr.models.bank import FoldSplitKernel
@@ -31,6 +32,7 @@ __all__ = [
     "START_DECREMENT",
     "FoldSplit",
     "FoldStart",
+    "StartFiles",
     "decrement_of",
     "near_lead",
 ]
@@ -263,3 +265,56 @@ def near_lead(first: Statistics, l2: float, lead: float, intercept: bool) -> boo
     k = first.score.shape[1] + 1
     diagonal = np.diag(gram)[int(intercept) :] * (k - 1) / k**2  # the information's at W = 0: p = 1/K for every class
     return bool(diagonal.size == 0 or abs(l2 - lead) <= LEAD_DISTANCE * float(diagonal.min()))
+
+
+@dataclass(frozen=True)
+class StartFiles:
+    """Where the fold models' starts are kept between runs of a checkpointed cross-validation: one snapshot per fit
+    of every row, written when its fold models start (:class:`~dmlr.checkpoint.Checkpointer`: atomic, checksummed).
+    A resumed run starts them from it at once, so they take the same steps as in the first run (their coefficients
+    are the uninterrupted run's, not only within its tolerance) and the resumed fit does not split its passes again.
+
+    Attributes
+    ----------
+    directory : str
+        The run's checkpoint directory.
+    token : str
+        Identifies the data.
+    folds, seed : int
+    storage_options : dict, optional
+    """
+
+    directory: str
+    token: str
+    folds: int
+    seed: int
+    storage_options: dict[str, Any] | None = None
+
+    def _checkpointer(self, split: FoldSplit) -> Checkpointer:
+        identity = {"what": "fold start", "data": self.token, "folds": self.folds, "seed": self.seed}
+        return Checkpointer(
+            f"{self.directory.rstrip('/')}/l2-{split.l2:g}-start", fingerprint(**identity, l2=split.l2),
+            storage_options=self.storage_options,
+        )  # fmt: skip
+
+    def save(self, split: FoldSplit, start: FoldStart) -> None:
+        """Keep ``start``, the fold models' start from ``split``'s fit."""
+        arrays = {"coef": start.coef, "mask": start.objective.mask, "intercept": np.asarray(float(start.intercept))}
+        if start.columns is not None:
+            arrays["columns"] = np.asarray(start.columns, dtype=np.int64)
+        for g, part in enumerate(start.parts):
+            more, scalars = part.to_arrays(f"part{g}")
+            arrays |= more | {f"scalar.{key}": np.asarray(value) for key, value in scalars.items()}
+        self._checkpointer(split).save_snapshot(Snapshot(0, 0, arrays))
+
+    def load(self, split: FoldSplit) -> FoldStart | None:
+        """The start kept for ``split``'s fold models, or ``None``."""
+        snapshot = self._checkpointer(split).load_snapshot()
+        if snapshot is None:
+            return None
+        arrays = snapshot.arrays
+        scalars = {key[len("scalar.") :]: v.item() for key, v in arrays.items() if key.startswith("scalar.")}
+        parts = tuple(Statistics.from_arrays(f"part{g}", arrays, scalars) for g in range(self.folds))
+        columns = tuple(int(c) for c in arrays["columns"]) if "columns" in arrays else None
+        objective = Objective(split.l2, arrays["mask"])
+        return FoldStart(arrays["coef"], bool(arrays["intercept"]), columns, objective, parts)
