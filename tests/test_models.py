@@ -559,21 +559,27 @@ def test_models_posting_the_same_kernel_in_a_pass_share_one_evaluation():
     assert got[0] is not got[2] and got[0].score is not got[2].score
 
 
-@pytest.mark.parametrize("stop", [2, 3, 5])
+@pytest.mark.parametrize(
+    ("l2", "stop"),
+    [((0.0, 5.0), 2), ((0.0, 5.0), 3), ((0.0, 5.0), 5), ((0.0, 0.05, 0.2), 4), ((0.0, 0.05, 0.2), 7),
+     ((0.0, 0.05, 0.2), 8)],
+)  # fmt: skip
 def test_a_cross_validation_of_the_default_method_stopped_after_any_pass_resumes_to_the_same_results(
-    tmp_path, monkeypatch, stop
+    tmp_path, monkeypatch, l2, stop
 ):
     """The killed-run test above uses Böhning (slow enough to be killed mid-run from outside); with the default
     method (Newton here: 6 passes) the run is stopped inside, after ``stop`` passes of the bank, and resumed from its
-    checkpoints: the held-out scores and the refit equal the uninterrupted run's (1e-10), the fold models' coefficients
-    bit for bit. Their start is kept when they start, so a run stopped after it resumes them from the same start
-    (the same steps); one stopped before finds the same start as the first run would have."""
+    checkpoints: the held-out scores and the refit equal the uninterrupted run's (1e-10), the fold models'
+    coefficients bit for bit. Their start is kept when they start, so a run stopped after it resumes them from the
+    same start (the same steps); one stopped before finds the same start as the first run would have. Two fits of
+    every row (l2 0 and 5: far apart) or one leading three near penalties, whose best (0.2) is refitted warm after
+    the fold models (9 passes: stopped before the fold models start, after they stop, and during the refit)."""
     from dmlr.passes.engine import PassEngine
 
     x, y, _ = draw_problem(20_000, 3, 3, seed=31, scale=0.3)
     store = str(tmp_path / "s.zarr")
     dmlr.stage_arrays(x, y, store, chunk_rows=2500)
-    options = {"folds": 3, "l2": [0.0, 5.0], "tol": 1e-8}
+    options = {"folds": 3, "l2": list(l2), "tol": 1e-8}
     reference = dmlr.cross_validate(store, **options)
     real, calls = PassEngine.reduce, []
 
@@ -590,9 +596,9 @@ def test_a_cross_validation_of_the_default_method_stopped_after_any_pass_resumes
     resumed = dmlr.cross_validate(store, checkpoint=str(tmp_path / "ckpt"), **options)
     pd.testing.assert_frame_equal(resumed.scores, reference.scores, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(resumed.refit.params.to_numpy(), reference.refit.params.to_numpy(), rtol=0, atol=1e-10)
-    for l2 in options["l2"]:
+    for v in l2:
         for fold in range(3):
-            got, want = resumed.results(l2, fold).params.to_numpy(), reference.results(l2, fold).params.to_numpy()
+            got, want = resumed.results(v, fold).params.to_numpy(), reference.results(v, fold).params.to_numpy()
             np.testing.assert_array_equal(got, want)  # the same steps from the same start
 
 

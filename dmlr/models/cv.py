@@ -290,10 +290,11 @@ def _refits(
 ) -> dict[float, MNLogitResults]:
     """The fits of every row made (the lead's, a backup's) and, when none is at ``best``, the fit at ``best`` warm
     started at the lead's (a few passes: it is near)."""
-    if best not in full:
-        member = _full_members(shared, (best,), checkpoint)[0]
+    if best not in full:  # its own checkpoints: a backup that left (at its first pass: none) must not resume them
+        member = _full_members(shared, (best,), None)[0]
         warm, _ = warm_start_of(full[lead], None)
-        full[best] = fit_members(shared, [dataclasses.replace(member, warm=warm)])[0][0]
+        place = checkpoint_under(checkpoint, f"l2-{best:g}-refit")
+        full[best] = fit_members(shared, [dataclasses.replace(member, warm=warm, checkpoint=place)])[0][0]
     return {v: with_data(shared, res, True) for v, res in full.items()}
 
 

@@ -206,7 +206,7 @@ class FoldRun:
             for i, split in enumerate(self.splits):
                 self._start(i, split.ready())
             active = [m for m in self.models.values() if m.working]
-            missing = [i for i, s in enumerate(self.splits) if s.final is not None and not self._began(i)]
+            missing = [i for i, s in enumerate(self.splits) if s.final is not None and self._unstarted(i)]
             if not active and not missing and all(s.finished for s in self.splits):
                 return self.models
             groups = _by_columns(active)
@@ -230,6 +230,10 @@ class FoldRun:
         """Every fit has seen ``passes`` passes, or ended."""
         return all(s.finished or s.seen >= passes for s in self.splits)
 
+    def _unstarted(self, i: int) -> bool:
+        """Fit ``i`` serves a penalty whose fold models have not started (from it or, resumed, from a kept start)."""
+        return any(j not in self.origin for j in self._served(i))
+
     def _began(self, i: int) -> bool:
         """Fit ``i``'s fold models have started."""
         return i in self.origin.values()
@@ -241,27 +245,27 @@ class FoldRun:
         return tuple(j for s in self.splits if s is self.splits[0] or s.declined for j in s.serves)
 
     def _resume(self) -> None:
-        """Start the fold models from the starts a previous run kept (its fits then split no pass again)."""
+        """Start the fold models from the starts a previous run kept, each penalty's where and in the order it
+        started then (the stacked kernels the same, so the same steps bit for bit; the fits split no pass again)."""
         if self.files is None:
             return
         for i, split in enumerate(self.splits):
             kept = self.files.load(split)
             if kept is not None:
                 with split.board:
-                    split.latest = kept
-                self._start(i, kept, keep=False)
+                    split.latest = kept[0]
+                self._start(i, kept[0], kept[1])
                 phases.info(f"cross-validation: the fold models of l2={split.l2:g}'s fit resumed from its kept start")
 
-    def _start(self, i: int, start: FoldStart | None, keep: bool = True) -> None:
-        """Start the fold models of the penalties fit ``i`` serves from ``start`` (each once; the start kept for a
-        resumed run the first time)."""
+    def _start(self, i: int, start: FoldStart | None, kept: tuple[int, ...] | None = None) -> None:
+        """Start the fold models of the penalties fit ``i`` serves from ``start`` (each once; ``kept``: those a
+        previous run started there, from its kept start), and keep the start for a resumed run the first time."""
         if start is None:
             return
-        for j in self._served(i):
-            if j in self.origin:
-                continue
-            if keep and self.files is not None and not self._began(i):
-                self.files.save(self.splits[i], start)
+        new = [j for j in (self._served(i) if kept is None else kept) if j not in self.origin]
+        if new and kept is None and self.files is not None and not self._began(i):
+            self.files.save(self.splits[i], start, tuple(new))
+        for j in new:
             self.origin[j] = i
             for fold in range(self.folds):
                 self.models[(j, fold)] = FoldModel.at_start(start.at_l2(self.l2s[j]), fold)

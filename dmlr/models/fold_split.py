@@ -297,9 +297,11 @@ class StartFiles:
             storage_options=self.storage_options,
         )  # fmt: skip
 
-    def save(self, split: FoldSplit, start: FoldStart) -> None:
-        """Keep ``start``, the fold models' start from ``split``'s fit."""
+    def save(self, split: FoldSplit, start: FoldStart, penalties: tuple[int, ...]) -> None:
+        """Keep ``start``, the fold models' start from ``split``'s fit, and the penalties (positions, in the order
+        their models started) that started there."""
         arrays = {"coef": start.coef, "mask": start.objective.mask, "intercept": np.asarray(float(start.intercept))}
+        arrays["penalties"] = np.asarray(penalties, dtype=np.int64)
         if start.columns is not None:
             arrays["columns"] = np.asarray(start.columns, dtype=np.int64)
         for g, part in enumerate(start.parts):
@@ -307,8 +309,8 @@ class StartFiles:
             arrays |= more | {f"scalar.{key}": np.asarray(value) for key, value in scalars.items()}
         self._checkpointer(split).save_snapshot(Snapshot(0, 0, arrays))
 
-    def load(self, split: FoldSplit) -> FoldStart | None:
-        """The start kept for ``split``'s fold models, or ``None``."""
+    def load(self, split: FoldSplit) -> tuple[FoldStart, tuple[int, ...]] | None:
+        """The start kept for ``split``'s fold models and the penalties that started there, or ``None``."""
         snapshot = self._checkpointer(split).load_snapshot()
         if snapshot is None:
             return None
@@ -317,4 +319,5 @@ class StartFiles:
         parts = tuple(Statistics.from_arrays(f"part{g}", arrays, scalars) for g in range(self.folds))
         columns = tuple(int(c) for c in arrays["columns"]) if "columns" in arrays else None
         objective = Objective(split.l2, arrays["mask"])
-        return FoldStart(arrays["coef"], bool(arrays["intercept"]), columns, objective, parts)
+        start = FoldStart(arrays["coef"], bool(arrays["intercept"]), columns, objective, parts)
+        return start, tuple(int(j) for j in arrays["penalties"])
