@@ -90,13 +90,21 @@ class DriverState:
     fit_state: dict[str, Any] = field(default_factory=dict)
 
 
-def _encode(state: DriverState, fp: str) -> bytes:
-    arrays: dict[str, Any] = {"coef": state.coef}
+def _records(named: dict[str, Statistics]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Statistics records as named arrays and JSON scalars, each under its name (:meth:`Statistics.to_arrays`; a row
+    sample serves a fit's start only, which a checkpoint is past)."""
+    arrays: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
-    for prefix, stats in (("stats", state.stats), ("first", state.first_stats)):
-        more, values = stats.to_arrays(prefix)  # a row sample serves the start only, which a checkpoint is past
+    for prefix, stats in named.items():
+        more, values = stats.to_arrays(prefix)
         arrays.update(more)
         scalars.update(values)
+    return arrays, scalars
+
+
+def _encode(state: DriverState, fp: str) -> bytes:
+    arrays, scalars = _records({"stats": state.stats, "first": state.first_stats})
+    arrays["coef"] = state.coef
     for key, value in state.rule_state.items():
         arrays[f"rule.{key}"] = value
     meta = {
@@ -149,23 +157,31 @@ class Snapshot:
     passes : int
         Passes over the data so far.
     arrays : dict of str to ndarray
+    records : dict of str to Statistics
+        Statistics records, stored as a fit's checkpoint stores its own.
     """
 
     iteration: int
     passes: int
     arrays: dict[str, Array]
+    records: dict[str, Statistics] = field(default_factory=dict)
 
 
 def _encode_snapshot(snapshot: Snapshot, fp: str) -> bytes:
-    meta = {"snapshot": True, "iteration": snapshot.iteration, "passes": snapshot.passes}
-    return _pack(dict(snapshot.arrays), meta, fp)
+    arrays, scalars = _records(snapshot.records)
+    meta = {"snapshot": True, "iteration": snapshot.iteration, "passes": snapshot.passes, "scalars": scalars,
+            "records": list(snapshot.records)}  # fmt: skip
+    return _pack(arrays | dict(snapshot.arrays), meta, fp)
 
 
 def _decode_snapshot(blob: bytes) -> tuple[str, Snapshot]:
     arrays, meta = _unpack(blob)
     if not meta.get("snapshot"):
         raise ValueError("a fit's checkpoint, not a snapshot")
-    return str(meta["fingerprint"]), Snapshot(int(meta["iteration"]), int(meta["passes"]), arrays)
+    names = list(meta.get("records", []))
+    records = {name: Statistics.from_arrays(name, arrays, meta["scalars"]) for name in names}
+    own = {k: v for k, v in arrays.items() if k.split(".", 1)[0] not in names}
+    return str(meta["fingerprint"]), Snapshot(int(meta["iteration"]), int(meta["passes"]), own, records)
 
 
 def _decode(blob: bytes) -> tuple[str, DriverState]:

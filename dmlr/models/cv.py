@@ -248,12 +248,13 @@ def _from_full_fits(
               enumerate(penalties)]  # fmt: skip
     splits.insert(0, splits.pop(lead))  # the lead first; the others leave after the first pass when near it
     files = None if checkpoint is None else StartFiles(checkpoint, shared.token, folds, seed, shared.storage_options)
-    kept = None if files is None else files.load(splits[0])
-    if kept is not None:  # resumed: the backups that left then (their penalties started at the lead's) are not run
-        splits = [s for s in splits if s is splits[0] or not set(s.serves) <= set(kept[1])]
+    lead_kept = None if files is None else files.load(splits[0])
+    if lead_kept is not None:  # resumed: the backups that left then (their penalties started at the lead's) are not run
+        splits = [s for s in splits if s is splits[0] or not set(s.serves) <= set(lead_kept[1])]
+    kept = [] if files is None else [lead_kept, *(files.load(s) for s in splits[1:])]
     members = _full_members(shared, tuple(s.l2 for s in splits), checkpoint)
     options = members[0].options
-    run = FoldRun(splits, penalties, folds, seed, options.tol * FOLD_TOL, options.max_iter, files)
+    run = FoldRun(splits, penalties, folds, seed, options.tol * FOLD_TOL, options.max_iter, files, kept)
     jobs: list[Any] = [
         split.job(functools.partial(fit_member, shared, m)) for split, m in zip(splits, members, strict=True)
     ]

@@ -102,7 +102,7 @@ class FoldModel:
             solver = InformationSolver.exact(start.objective.information(train))
         except np.linalg.LinAlgError:
             raise InputError(
-                f"the rows outside fold {fold} do not identify the model (l2={start.objective.l2:g}: their information "
+                f"the rows outside fold {fold} do not identify the model (l2={start.l2:g}: their information "
                 "is singular); use fewer folds, a penalty, or fold_inference=True (each fold model fitted alone)"
             ) from None
         gradient = start.objective.penalized(start.coef, train.score)
@@ -177,7 +177,9 @@ class FoldRun:
     max_iter : int
         Passes at most per fold model.
     files : StartFiles, optional
-        Keeps each fit's start for the fold models (a checkpointed run): a resumed run starts from it.
+        Keeps each fit's start for the fold models (a checkpointed run).
+    kept : list, optional
+        A resumed run's: per fit, the start a previous run kept and the penalties that started there, or ``None``.
     models : dict of (int, int) to FoldModel
         By (penalty's position, fold).
     origin : dict of int to int
@@ -191,6 +193,7 @@ class FoldRun:
     tol: float
     max_iter: int
     files: StartFiles | None = None
+    kept: list[tuple[FoldStart, tuple[int, ...]] | None] = dataclasses.field(default_factory=list)
     models: dict[tuple[int, int], FoldModel] = dataclasses.field(default_factory=dict)
     origin: dict[int, int] = dataclasses.field(default_factory=dict)
 
@@ -247,10 +250,7 @@ class FoldRun:
     def _resume(self) -> None:
         """Start the fold models from the starts a previous run kept, each penalty's where and in the order it
         started then (the stacked kernels the same, so the same steps bit for bit; the fits split no pass again)."""
-        if self.files is None:
-            return
-        for i, split in enumerate(self.splits):
-            kept = self.files.load(split)
+        for i, (split, kept) in enumerate(zip(self.splits, self.kept, strict=False)):
             if kept is not None:
                 with split.board:
                     split.latest = kept[0]
@@ -302,7 +302,7 @@ def fold_result(model: FoldModel, full: MNLogitResults, passes: Any) -> MNLogitR
     n_rows = int(model.train.n_rows)
     message = "converged" if model.converged else "did not converge"
     return dataclasses.replace(
-        full, coef=model.coef, covariance=None, llf=model.loglik, l2=model.start.objective.l2,
+        full, coef=model.coef, covariance=None, llf=model.loglik, l2=model.start.l2,
         llnull=null_loglik(passes, model.train.class_weights, has_offset=False),
         nobs=float(n_rows) if probability else model.weight_sum, n_rows=n_rows, converged=model.converged,
         n_iter=model.n_iter, method=METHOD, history=[], message=f"{message} ({model.n_iter} passes)", refit=None,

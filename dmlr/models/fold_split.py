@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 
 from dmlr.checkpoint import Checkpointer, Snapshot, fingerprint
 from dmlr.diagnostics import dependent_columns
-from dmlr.fitting.fitter import objective_of
 from dmlr.models.bank import FoldSplitKernel
 from dmlr.oracle.statistics import Statistics
 from dmlr.results.results import MNLogitResults
@@ -71,8 +70,8 @@ class FoldStart:
     intercept : bool
     columns : tuple of int, optional
         The data columns the fit uses.
-    objective : Objective
-        The penalized objective (the fit's penalty).
+    l2 : float
+        The penalty of the models starting here (at first the fit's own).
     parts : tuple of Statistics
         Each fold's record at ``coef``.
     """
@@ -80,19 +79,22 @@ class FoldStart:
     coef: Array
     intercept: bool
     columns: tuple[int, ...] | None
-    objective: Objective
+    l2: float
     parts: tuple[Statistics, ...]
 
     @staticmethod
     def of_kernel(kernel: Any, parts: tuple[Statistics, ...], l2: float) -> FoldStart:
         """The start from a split pass of the fit's statistics kernel."""
-        return FoldStart(np.array(kernel.coef), bool(kernel.intercept), kernel.columns, _objective(kernel, l2), parts)
+        return FoldStart(np.array(kernel.coef), bool(kernel.intercept), kernel.columns, l2, parts)
+
+    @functools.cached_property
+    def objective(self) -> Objective:
+        """The penalized objective at :attr:`l2` (the intercept, when there is one, unpenalized)."""
+        return Objective.ridge(self.l2, self.coef.shape[0], self.intercept)
 
     def at_l2(self, l2: float) -> FoldStart:
         """The same pass as the start of another penalty's fold models (each steps from here on its own objective)."""
-        if l2 == self.objective.l2:
-            return self
-        return dataclasses.replace(self, objective=Objective.ridge(l2, self.coef.shape[0], self.intercept))
+        return self if l2 == self.l2 else dataclasses.replace(self, l2=l2)
 
     def training(self, fold: int) -> Statistics:
         """The record of the rows outside ``fold``."""
@@ -102,11 +104,6 @@ class FoldStart:
     def decrement(self) -> float:
         """The fit's Newton decrement at :attr:`coef` (:func:`decrement_of`)."""
         return decrement_of(self.objective, self.coef, functools.reduce(operator.add, self.parts))
-
-
-def _objective(kernel: Any, l2: float) -> Objective:
-    """The penalized objective of a fit's statistics kernel."""
-    return Objective.ridge(l2, kernel.coef.shape[0], kernel.intercept)
 
 
 def decrement_of(objective: Objective, coef: Array, stats: Statistics) -> float:
@@ -143,7 +140,7 @@ class FoldSplit:
     finished : bool
         The fit has ended (or failed).
     final : FoldStart, optional
-        What the fold models need of the fit once it has ended (its coefficients, columns, objective; no parts).
+        What the fold models need of the fit once it has ended (its coefficients, columns, penalty; no parts).
     far : bool
         The last exact information's decrement was above :data:`SPLIT_DECREMENT`: the next pass is not split.
     serves : tuple of int
@@ -193,7 +190,7 @@ class FoldSplit:
         else:
             out = self.engine.reduce(kernel)
             if exact and not started:  # (once started, no pass is split again: no decrement needed)
-                self.far = decrement_of(_objective(kernel, self.l2), kernel.coef, out) > SPLIT_DECREMENT
+                self.far = FoldStart.of_kernel(kernel, (out,), self.l2).decrement > SPLIT_DECREMENT
         if first and self.lead is not None and near_lead(out, self.l2, self.lead, kernel.intercept):
             with self.board:
                 self.declined = True
@@ -213,8 +210,7 @@ class FoldSplit:
         """The fit has ended (``None``: failed)."""
         with self.board:
             if result is not None:
-                objective = objective_of(passes.design, self.l2)
-                self.final = FoldStart(result.coef, result.intercept, passes.columns, objective, ())
+                self.final = FoldStart(result.coef, result.intercept, passes.columns, self.l2, ())
             self.finished = True
             self.board.notify_all()
 
@@ -300,14 +296,12 @@ class StartFiles:
     def save(self, split: FoldSplit, start: FoldStart, penalties: tuple[int, ...]) -> None:
         """Keep ``start``, the fold models' start from ``split``'s fit, and the penalties (positions, in the order
         their models started) that started there."""
-        arrays = {"coef": start.coef, "mask": start.objective.mask, "intercept": np.asarray(float(start.intercept))}
+        arrays = {"coef": start.coef, "intercept": np.asarray(start.intercept)}
         arrays["penalties"] = np.asarray(penalties, dtype=np.int64)
         if start.columns is not None:
             arrays["columns"] = np.asarray(start.columns, dtype=np.int64)
-        for g, part in enumerate(start.parts):
-            more, scalars = part.to_arrays(f"part{g}")
-            arrays |= more | {f"scalar.{key}": np.asarray(value) for key, value in scalars.items()}
-        self._checkpointer(split).save_snapshot(Snapshot(0, 0, arrays))
+        parts = {f"part{g}": part for g, part in enumerate(start.parts)}
+        self._checkpointer(split).save_snapshot(Snapshot(0, 0, arrays, parts))
 
     def load(self, split: FoldSplit) -> tuple[FoldStart, tuple[int, ...]] | None:
         """The start kept for ``split``'s fold models and the penalties that started there, or ``None``."""
@@ -315,9 +309,7 @@ class StartFiles:
         if snapshot is None:
             return None
         arrays = snapshot.arrays
-        scalars = {key[len("scalar.") :]: v.item() for key, v in arrays.items() if key.startswith("scalar.")}
-        parts = tuple(Statistics.from_arrays(f"part{g}", arrays, scalars) for g in range(self.folds))
+        parts = tuple(snapshot.records[f"part{g}"] for g in range(self.folds))
         columns = tuple(int(c) for c in arrays["columns"]) if "columns" in arrays else None
-        objective = Objective(split.l2, arrays["mask"])
-        start = FoldStart(arrays["coef"], bool(arrays["intercept"]), columns, objective, parts)
+        start = FoldStart(arrays["coef"], bool(arrays["intercept"]), columns, split.l2, parts)
         return start, tuple(int(j) for j in arrays["penalties"])

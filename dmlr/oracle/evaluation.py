@@ -14,21 +14,16 @@ from dmlr.oracle.checks import check_finite
 from dmlr.oracle.probabilities import linear_predictor, log_probabilities
 from dmlr.passes.kernel import Sums
 
-__all__ = ["EvaluationKernel", "class_terms", "evaluation_sums", "row_terms"]
+__all__ = ["EvaluationKernel", "class_terms", "evaluation_sums"]
 
 Array = NDArray[np.float64]
 
 
-def row_terms(proba: Array, codes: NDArray[np.integer[Any]]) -> tuple[Array, NDArray[np.intp], Array]:
-    """Per row of ``proba`` (r, K) and ``codes`` (r,), positions among its columns: the probability of its class,
-    the most probable class (the first of equal ones in column order) and the Brier score
-    ``sum_c (p_c - 1[c = y])^2 = sum_c p_c^2 - 2 p_y + 1``. :func:`class_terms` of ``proba.T``."""
-    return class_terms(proba.T, codes)
-
-
 def class_terms(proba: Array, codes: NDArray[np.integer[Any]]) -> tuple[Array, NDArray[np.intp], Array]:
-    """:func:`row_terms` of class-major probabilities ``proba`` (K, r): a loop over the K classes, each step a
-    vector operation over the rows (NumPy's argmax and sums along a short last axis run a loop per row)."""
+    """Per row, from class-major probabilities ``proba`` (K, r) and ``codes`` (r,) (positions among the classes):
+    the probability of its class, the most probable class (the first of equal ones in class order) and the Brier
+    score ``sum_c (p_c - 1[c = y])^2 = sum_c p_c^2 - 2 p_y + 1``. A loop over the K classes, each step a vector
+    operation over the rows (NumPy's argmax and sums along a short last axis run a loop per row)."""
     p_true = np.take_along_axis(proba, np.asarray(codes, dtype=np.intp)[None], axis=0)[0]
     predicted = np.zeros(proba.shape[1], dtype=np.intp)
     most = proba[0].copy()
@@ -45,7 +40,7 @@ def evaluation_sums(proba: Array, codes: NDArray[np.int32], weights: Array | Non
     confusion counts (true x predicted), calibration bins."""
     n, k = proba.shape
     w = np.ones(n) if weights is None else weights
-    p_true, pred, brier = row_terms(proba, codes)
+    p_true, pred, brier = class_terms(proba.T, codes)
     conf = proba[np.arange(n), pred]
     hit = (pred == codes).astype(np.float64)
     confusion = np.zeros((k, k))

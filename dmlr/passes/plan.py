@@ -167,16 +167,12 @@ def split_graph(graph: Mapping[Key, Any], key_sets: Sequence[Sequence[Key]]) -> 
     return out
 
 
-_FUTURE: list[type] = []
-
-
+@functools.cache
 def _future_type() -> type:
     """``distributed.Future`` (imported on first use: plans are also made without distributed's client)."""
-    if not _FUTURE:
-        from distributed import Future
+    from distributed import Future
 
-        _FUTURE.append(Future)
-    return _FUTURE[0]
+    return Future
 
 
 def _task(specs: Sequence[PartitionSpec], sub: dict[Key, Any], worker: str | None) -> TaskPlan:
