@@ -355,6 +355,30 @@ def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor
     np.testing.assert_array_equal(_POISSON_TABLE, stats.poisson.ppf(u, 1.0))
 
 
+def test_bootstrap_replicates_converge_on_a_large_sample_without_a_pass_to_confirm_it():
+    """n 1M: the fixed information contracts each replicate's gradient by ~1e-2 a step, so after the second step the
+    gradient it leaves is predicted below tol / 10 and no third step's pass is made (3 passes, not 4); every
+    replicate's gradient at its coefficients, computed here from its Poisson weights with NumPy, is below tol."""
+    from dmlr.data.rows import Rows
+    from dmlr.models.weightings import PoissonReplicates
+
+    x, y, _ = draw_problem(1_000_000, 2, 3, seed=3, scale=0.5)
+    res = dmlr.fit(x, y, method="newton")
+    boot = res.bootstrap(nrep=20, seed=1, tol=1e-8)
+    assert boot.converged.all() and boot.n_passes == 3
+    design = np.column_stack([np.ones(len(y)), x])
+    weights = PoissonReplicates(1, tuple(range(20)))(Rows(x=x))
+    sizes = []
+    for r in range(20):
+        eta = np.column_stack([np.zeros(len(y)), design @ boot.params[r]])
+        prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        resid = (y[:, None] == np.arange(1, 3)) - prob[:, 1:]
+        gradient = design.T @ (weights[:, r : r + 1] * resid)
+        sizes.append(np.abs(gradient).max() / weights[:, r].sum())
+    assert max(sizes) < 1e-8, sizes
+
+
 def test_a_bootstrap_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_replicates(problem, tmp_path):
     """Checkpoints after each pass: a run whose last checkpoint is lost resumes from the one before and ends with the
     same replicates; another bootstrap's checkpoints in the directory are not used."""
@@ -690,6 +714,36 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
     columns = StackedScoreKernel(coefs[:, :3], True, replicates, columns=(0, 2))(rows)
     own = Weighted(StatisticsKernel(coefs[2, :3], Request(), True, (0, 2)), weightings[2])(rows)
     np.testing.assert_allclose(columns.score[2], own.score, rtol=1e-10, atol=1e-9)
+
+
+def test_the_scores_of_models_near_a_center_equal_each_models_own_pass():
+    """The bootstrap's later passes (the center's probabilities reweighted by exp(z)): each model's score equals the
+    statistics kernel's of its own weighted rows (intercept or not, offset, data weights); a block where some model
+    is far from the center (|z| > 30, where exp(z) would lose digits) takes the stacked softmax and equals it too."""
+    from dmlr.data.rows import Rows
+    from dmlr.models.bank import Weighted
+    from dmlr.models.weightings import PoissonReplicates
+    from dmlr.oracle.kernels import StatisticsKernel
+    from dmlr.oracle.replicates import NearScoreKernel
+    from dmlr.oracle.statistics import Request
+
+    x, y, _ = draw_problem(5000, 4, 4, seed=13)
+    rng = np.random.default_rng(4)
+    rows = Rows(x=x, codes=y.astype(np.int32), weights=rng.uniform(0.5, 2, 5000), offset=rng.normal(size=(5000, 3)),
+                row_start=300)  # fmt: skip
+    replicates = PoissonReplicates(5, tuple(range(3, 9)))
+    for intercept, far in ((True, False), (False, False), (True, True)):
+        d = 4 + intercept
+        center = rng.normal(scale=0.5, size=(d, 3))
+        coefs = center + rng.normal(scale=0.05, size=(6, d, 3))
+        if far:
+            coefs[2, -1] += 12.0  # |z| up to ~45 on the rows with the largest x
+        near = NearScoreKernel(center, coefs, intercept, replicates)(rows)
+        assert near.loglik is None
+        for f in range(6):
+            own = Weighted(StatisticsKernel(coefs[f], Request(), intercept), lambda r, f=f: replicates(r)[:, f])(rows)
+            np.testing.assert_allclose(near.score[f], own.score, rtol=1e-10, atol=1e-9)
+            assert near.weight_sum[f] == pytest.approx(own.weight_sum, rel=1e-14)
 
 
 def test_a_fold_model_of_probability_weighted_rows_is_the_fit_of_its_rows(problem):

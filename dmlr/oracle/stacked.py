@@ -98,7 +98,9 @@ class StackedScores:
 
     Attributes
     ----------
-    loglik : ndarray, shape (F,)
+    loglik : ndarray, shape (F,), or None
+        ``None`` from a kernel that does not compute it
+        (:class:`~dmlr.oracle.replicates.NearScoreKernel`).
     score : ndarray, shape (F, d, m)
         ``X^T V_f (Y - P_f)`` of each model (intercept row first when there is one).
     weight_sum : ndarray, shape (F,)
@@ -108,20 +110,20 @@ class StackedScores:
         Brier score), as :func:`dmlr.oracle.evaluation.evaluation_sums` adds them.
     """
 
-    loglik: Array
+    loglik: Array | None
     score: Array
     weight_sum: Array
     held: Array | None = None
 
     def __add__(self, other: StackedScores) -> StackedScores:
         held = None if self.held is None or other.held is None else self.held + other.held
-        return StackedScores(
-            self.loglik + other.loglik, self.score + other.score, self.weight_sum + other.weight_sum, held
-        )
+        loglik = None if self.loglik is None or other.loglik is None else self.loglik + other.loglik
+        return StackedScores(loglik, self.score + other.score, self.weight_sum + other.weight_sum, held)
 
     def add_(self, other: StackedScores) -> StackedScores:
         """Add ``other`` in place."""
-        self.loglik += other.loglik
+        if self.loglik is not None and other.loglik is not None:
+            self.loglik += other.loglik
         self.score += other.score
         self.weight_sum += other.weight_sum
         if self.held is not None and other.held is not None:
@@ -178,7 +180,8 @@ class StackedScoreKernel:
         stack = cast(HeldOutStack, self.weighting)
         holders = _holders(np.asarray(stack.model_folds), stack.folds) if self.held_out else None
         held = np.zeros((f, len(HELD_SUMS))) if self.held_out else None
-        out = StackedScores(np.zeros(f), np.zeros((f, d, m)), np.zeros(f), held)
+        loglik = np.zeros(f)
+        out = StackedScores(loglik, np.zeros((f, d, m)), np.zeros(f), held)
         for start in range(0, x.shape[0], self._step):
             stop = min(start + self._step, x.shape[0])
             data_weights = None if rows.weights is None else np.asarray(rows.weights[start:stop], dtype=np.float64)
@@ -194,7 +197,7 @@ class StackedScoreKernel:
             offset = None if rows.offset is None else rows.offset[start:stop]
             codes = rows.codes[start:stop]
             prob, lse, chosen, of_class = self._probabilities(x[start:stop], codes, offset, slopes)
-            out.loglik += np.einsum("rf,rf->f", weights, chosen)
+            loglik += np.einsum("rf,rf->f", weights, chosen)
             if models is not None:
                 out.held += _held_rows(prob, lse, chosen, codes, models, data_weights)  # type: ignore[operator]
             self._add_scores(x[start:stop], prob, of_class, weights, out.score)
