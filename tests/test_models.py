@@ -364,12 +364,12 @@ def test_bootstrap_replicates_converge_on_a_large_sample_without_a_pass_to_confi
 
     x, y, _ = draw_problem(1_000_000, 2, 3, seed=3, scale=0.5)
     res = dmlr.fit(x, y, method="newton")
-    boot = res.bootstrap(nrep=20, seed=1, tol=1e-8)
+    boot = res.bootstrap(nrep=10, seed=1, tol=1e-8)
     assert boot.converged.all() and boot.n_passes == 3
     design = np.column_stack([np.ones(len(y)), x])
-    weights = PoissonReplicates(1, tuple(range(20)))(Rows(x=x))
+    weights = PoissonReplicates(1, tuple(range(10)))(Rows(x=x))
     sizes = []
-    for r in range(20):
+    for r in range(10):
         eta = np.column_stack([np.zeros(len(y)), design @ boot.params[r]])
         prob = np.exp(eta - eta.max(axis=1, keepdims=True))
         prob /= prob.sum(axis=1, keepdims=True)
