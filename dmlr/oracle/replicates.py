@@ -186,12 +186,14 @@ class NearScoreKernel:
         eta = linear_predictor(design, self.center, False, offset)  # the design has the intercept's column
         _, lse = softmax(np.ascontiguousarray(eta.T))  # the center's log-normalizer (r,)
         total, scale = terms[m], terms[m + 1]
-        np.exp(-lse, out=total[:, 0])  # the base's probability, whose z is 0
-        total[:] = total[:, :1]
+        base = np.exp(-lse)[:, None]  # the base's probability, whose z is 0
         for c in range(m):
             np.matmul(np.column_stack([design, eta[:, c] - lse]), shifted[c], out=terms[c])  # z + log p_c
             np.exp(terms[c], out=terms[c])  # p_c exp(z_c): the normalizer's term
-            total += terms[c]
+            if c == 0:
+                np.add(terms[c], base, out=total)
+            else:
+                total += terms[c]
         np.divide(weights, total, out=scale)
         for c in range(m):
             terms[c] *= scale  # w p_fc
