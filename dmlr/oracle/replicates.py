@@ -27,6 +27,7 @@ from dmlr.data.rows import Rows
 from dmlr.oracle.probabilities import linear_predictor, row_scores, softmax
 from dmlr.oracle.stacked import (
     BLOCK_BYTES,
+    StackedKernel,
     StackedScoreKernel,
     StackedScores,
     StackWeighting,
@@ -105,7 +106,7 @@ as near: ``exp(30)`` times a probability neither overflows nor loses the others'
 
 
 @dataclass(frozen=True)
-class NearScoreKernel:
+class NearScoreKernel(StackedKernel):
     """The scores of F models near a center model, each under its own row weights (bootstrap replicates after
     their first step); no log-likelihoods (:attr:`StackedScores.loglik` is ``None``).
 
@@ -127,17 +128,6 @@ class NearScoreKernel:
     intercept: bool
     weighting: StackWeighting
     columns: tuple[int, ...] | None = None
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
-        return weighted_reads(self.weighting)
-
-    @property
-    def _step(self) -> int:
-        """Rows of a block: its ``m x r x F`` array within the block budget."""
-        f, _, m = self.coefs.shape
-        return max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
 
     def __call__(self, rows: Rows) -> StackedScores:
         x = checked_columns(rows, self.columns)

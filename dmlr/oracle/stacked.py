@@ -18,7 +18,7 @@ from dmlr.oracle.checks import check_finite
 from dmlr.oracle.evaluation import class_terms
 from dmlr.oracle.probabilities import softmax
 
-__all__ = ["HELD_SUMS", "HeldOutStack", "StackedScoreKernel", "StackedScores"]
+__all__ = ["HELD_SUMS", "HeldOutStack", "StackedKernel", "StackedScoreKernel", "StackedScores"]
 
 Array = NDArray[np.float64]
 
@@ -131,8 +131,27 @@ class StackedScores:
         return self
 
 
+class StackedKernel:
+    """What kernels of F models stacked share: the rows they read and their row blocks (a block's ``m x r x F``
+    array within the block budget)."""
+
+    coefs: Array
+    weighting: StackWeighting
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
+        return weighted_reads(self.weighting)
+
+    @property
+    def _step(self) -> int:
+        """Rows of a block."""
+        f, _, m = self.coefs.shape
+        return max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
+
+
 @dataclass(frozen=True)
-class StackedScoreKernel:
+class StackedScoreKernel(StackedKernel):
     """The log-likelihood and score of F models that share their columns and differ by coefficients and row weights.
 
     Attributes
@@ -154,17 +173,6 @@ class StackedScoreKernel:
     weighting: StackWeighting
     columns: tuple[int, ...] | None = None
     held_out: bool = False
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
-        return weighted_reads(self.weighting)
-
-    @property
-    def _step(self) -> int:
-        """Rows of a block."""
-        f, _, m = self.coefs.shape
-        return max(1, BLOCK_BYTES // (8 * f * max(m, 1)))
 
     def _slopes(self) -> list[Array]:
         """Each class's slopes of every model, shape (p, F)."""
