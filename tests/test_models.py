@@ -420,6 +420,8 @@ def test_the_one_step_bootstrap_is_the_fit_plus_the_inverse_hessian_times_each_r
         np.testing.assert_allclose(two.params[r].ravel(order="F"), second, rtol=0, atol=1e-10)
     with pytest.raises(InputError, match="steps must be None"):
         res.bootstrap(nrep=2, steps=0)
+    with pytest.raises(InputError, match="tol must be a number > 0, got 0"):
+        res.bootstrap(nrep=2, tol=0)
 
 
 @pytest.mark.cluster

@@ -44,6 +44,7 @@ from dmlr.fitting.fitter import objective_of
 from dmlr.models.bank import memory_advice
 from dmlr.models.many import shared_data
 from dmlr.models.weightings import PoissonReplicates
+from dmlr.options import FitOptions
 from dmlr.oracle.kernels import StatisticsKernel
 from dmlr.oracle.replicates import NearScoreKernel, ReplicateScoreKernel
 from dmlr.oracle.stacked import StackedScores
@@ -147,6 +148,7 @@ def bootstrap(
             )
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise InputError(f"steps must be None (iterate to convergence) or an integer >= 1, got {steps!r}")
+    FitOptions(tol=tol, max_iter=max_iter)  # checked as dmlr.fit checks them (tol > 0: the gradients' sizes divide)
     own_data = X is None or (
         isinstance(X, StoreData) and X.checksum == (result.data_info or {}).get("store_checksum", "")
     )
