@@ -177,7 +177,7 @@ def bootstrap(
                 continue
             coefs[r] = coefs[r] + unflat(solve(flat(gradient)), coefs[r].shape[0])
             # the gradient this step leaves, predicted from the contraction of the last one (the fixed information
-            # contracts by O(1/sqrt(n)) a step): below tol / 10, the replicate needs no pass to confirm it
+            # contracts by O(1/sqrt(n)) a step): below PREDICTED * tol, the replicate needs no pass to confirm it
             contraction = size / norms[r]  # NaN after the first pass
             done[r] = steps is None and contraction < 0.5 and size * contraction < PREDICTED * tol
             norms[r] = size

@@ -214,7 +214,7 @@ class FoldRun:
             if not active and not missing and all(s.finished for s in self.splits):
                 return self.models
             groups = _by_columns(active)
-            kernels = [_kernel(group, self.folds, self.seed, group[0].wants_held) for group in groups] + [
+            kernels = [_kernel(group, self.folds, self.seed) for group in groups] + [
                 FoldSplitKernel(_final_kernel(self.splits[i]), self.folds, self.seed) for i in missing
             ]
             records = engine.reduce(BankKernel(tuple(kernels) or (Idle(),))).records
@@ -289,11 +289,13 @@ def _by_columns(models: list[FoldModel]) -> list[list[FoldModel]]:
     return list(groups.values())
 
 
-def _kernel(group: list[FoldModel], folds: int, seed: int, held_out: bool) -> StackedScoreKernel:
+def _kernel(group: list[FoldModel], folds: int, seed: int) -> StackedScoreKernel:
+    """The stacked kernel of a group of :func:`_by_columns` (its models share columns and whether they want
+    held-out sums)."""
     first = group[0].start
     weighting = FoldStack(tuple(m.fold for m in group), folds, seed)
     coefs = np.stack([m.coef for m in group])
-    return StackedScoreKernel(coefs, first.intercept, weighting, first.columns, held_out=held_out)
+    return StackedScoreKernel(coefs, first.intercept, weighting, first.columns, held_out=group[0].wants_held)
 
 
 def fold_result(model: FoldModel, full: MNLogitResults, passes: Any) -> MNLogitResults:

@@ -190,7 +190,8 @@ class FoldSplit:
         else:
             out = self.engine.reduce(kernel)
             if exact and not started:  # (once started, no pass is split again: no decrement needed)
-                self.far = FoldStart.of_kernel(kernel, (out,), self.l2).decrement > SPLIT_DECREMENT
+                objective = Objective.ridge(self.l2, kernel.coef.shape[0], kernel.intercept)
+                self.far = decrement_of(objective, kernel.coef, out) > SPLIT_DECREMENT
         if first and self.lead is not None and near_lead(out, self.l2, self.lead, kernel.intercept):
             with self.board:
                 self.declined = True

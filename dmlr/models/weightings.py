@@ -59,14 +59,9 @@ def row_hash(index: NDArray[np.int64], seed: int, stream: int = 0) -> NDArray[np
 
 
 def _finalize(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """SplitMix64's output function, in place (one temporary)."""
-    shifted = np.empty_like(z)
-    for bits, factor in ((30, _M1), (27, _M2), (31, None)):
-        np.right_shift(z, np.uint64(bits), out=shifted)
-        z ^= shifted
-        if factor is not None:
-            z *= factor
-    return z
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
 
 
 def folds_of_rows(index: NDArray[np.int64], folds: int, seed: int) -> NDArray[np.int64]:

@@ -10,7 +10,7 @@ Near the fit, replicate ``f``'s probabilities are the fit's reweighted: with ``z
 replicates differ from the fit by ``O(1/sqrt(n))``), ``p_ifc = p_ic exp(z_ifc) / s_if`` and ``s_if = sum_k p_ik
 exp(z_ifk)`` (the base's ``z`` is 0). Exact, and stable while ``|z|`` stays moderate (the fit's probabilities
 carry the shift a softmax needs), so :class:`NearScoreKernel` needs no maximum, no logarithm and no intercept
-additions per model: about 1.5x faster than the stacked kernel, which takes over for a block where some ``|z|``
+additions per model: about 1.6x faster than the stacked kernel, which takes over for a block where some ``|z|``
 exceeds :data:`NEAR`.
 """
 

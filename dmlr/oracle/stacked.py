@@ -121,8 +121,10 @@ class StackedScores:
         return StackedScores(loglik, self.score + other.score, self.weight_sum + other.weight_sum, held)
 
     def add_(self, other: StackedScores) -> StackedScores:
-        """Add ``other`` in place."""
-        if self.loglik is not None and other.loglik is not None:
+        """Add ``other`` in place (no log-likelihoods when either has none, as :meth:`__add__`)."""
+        if self.loglik is None or other.loglik is None:
+            self.loglik = None
+        else:
             self.loglik += other.loglik
         self.score += other.score
         self.weight_sum += other.weight_sum
