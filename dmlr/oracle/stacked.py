@@ -121,7 +121,7 @@ class StackedScores:
         return StackedScores(loglik, self.score + other.score, self.weight_sum + other.weight_sum, held)
 
     def add_(self, other: StackedScores) -> StackedScores:
-        """Add ``other`` in place (no log-likelihoods when either has none, as :meth:`__add__`)."""
+        """Add ``other`` in place (no log-likelihoods when either has none, as with ``+``)."""
         if self.loglik is None or other.loglik is None:
             self.loglik = None
         else:
