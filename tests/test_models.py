@@ -331,7 +331,7 @@ def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor
     from dmlr.models.bank import BankKernel, FoldSplitKernel, Idle, Weighted
     from dmlr.models.weightings import _POISSON_TABLE, FoldStack, FoldWeighting, PoissonReplicates
     from dmlr.oracle.kernels import StatisticsKernel
-    from dmlr.oracle.replicates import ReplicateScoreKernel
+    from dmlr.oracle.replicates import DepartureKernel, ReplicateScoreKernel
     from dmlr.oracle.stacked import StackedScoreKernel
     from dmlr.oracle.statistics import WITH_INFORMATION
 
@@ -342,6 +342,7 @@ def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor
         Weighted(StatisticsKernel(coef, WITH_INFORMATION, True), FoldWeighting(1, 5, 0)),
         StackedScoreKernel(np.zeros((3, 4, 2)), True, FoldStack((0, 1, 2), 5, 0), held_out=True),
         ReplicateScoreKernel(coef, True, PoissonReplicates(0, (0, 1))),
+        DepartureKernel(coef, np.zeros((2, 4, 2)), True, PoissonReplicates(0, (0, 1))),
     ))  # fmt: skip
     (tmp_path / "kernels.pkl").write_bytes(pickle.dumps(kernels))
     code = (
@@ -355,28 +356,41 @@ def test_what_a_worker_unpickles_for_many_models_imports_neither_scipy_stats_nor
     np.testing.assert_array_equal(_POISSON_TABLE, stats.poisson.ppf(u, 1.0))
 
 
-def test_bootstrap_replicates_converge_on_a_large_sample_without_a_pass_to_confirm_it():
+def test_bootstrap_replicates_converge_on_a_large_sample_without_a_pass_to_confirm_it(monkeypatch):
     """n 1M: the fixed information contracts each replicate's gradient by ~1e-2 a step, so after the second step the
     gradient it leaves is predicted below tol / 10 and no third step's pass is made (3 passes, not 4); every
-    replicate's gradient at its coefficients, computed here from its Poisson weights with NumPy, is below tol."""
+    replicate's gradient at its coefficients, computed here from its Poisson weights with NumPy, is below tol. With
+    tol 1e-7 the later passes sum the departures in single precision (their rounding stays under tol / 10), and the
+    gradients are below that tol too."""
     from dmlr.data.rows import Rows
     from dmlr.models.weightings import PoissonReplicates
+    from dmlr.oracle import replicates
 
     x, y, _ = draw_problem(1_000_000, 2, 3, seed=3, scale=0.5)
     res = dmlr.fit(x, y, method="newton")
-    boot = res.bootstrap(nrep=10, seed=1, tol=1e-8)
-    assert boot.converged.all() and boot.n_passes == 3
     design = np.column_stack([np.ones(len(y)), x])
     weights = PoissonReplicates(1, tuple(range(10)))(Rows(x=x))
-    sizes = []
-    for r in range(10):
-        eta = np.column_stack([np.zeros(len(y)), design @ boot.params[r]])
-        prob = np.exp(eta - eta.max(axis=1, keepdims=True))
-        prob /= prob.sum(axis=1, keepdims=True)
-        resid = (y[:, None] == np.arange(1, 3)) - prob[:, 1:]
-        gradient = design.T @ (weights[:, r : r + 1] * resid)
-        sizes.append(np.abs(gradient).max() / weights[:, r].sum())
-    assert max(sizes) < 1e-8, sizes
+
+    def gradient_sizes(params):
+        sizes = []
+        for r in range(10):
+            eta = np.column_stack([np.zeros(len(y)), design @ params[r]])
+            prob = np.exp(eta - eta.max(axis=1, keepdims=True))
+            prob /= prob.sum(axis=1, keepdims=True)
+            resid = (y[:, None] == np.arange(1, 3)) - prob[:, 1:]
+            gradient = design.T @ (weights[:, r : r + 1] * resid)
+            sizes.append(np.abs(gradient).max() / weights[:, r].sum())
+        return np.array(sizes)
+
+    single = []
+    original = replicates._single_departures
+    monkeypatch.setattr(replicates, "_single_departures", lambda *a: single.append(1) or original(*a))
+    boot = res.bootstrap(nrep=10, seed=1, tol=1e-8)
+    assert boot.converged.all() and boot.n_passes == 3 and not single
+    assert gradient_sizes(boot.params).max() < 1e-8
+    loose = res.bootstrap(nrep=10, seed=1, tol=1e-7)
+    assert loose.converged.all() and single
+    assert gradient_sizes(loose.params).max() < 1e-7
 
 
 def test_a_bootstrap_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_replicates(problem, tmp_path):
@@ -718,15 +732,18 @@ def test_the_stacked_scores_of_many_models_equal_each_models_own_pass():
     np.testing.assert_allclose(columns.score[2], own.score, rtol=1e-10, atol=1e-9)
 
 
-def test_the_scores_of_models_near_a_center_equal_each_models_own_pass():
-    """The bootstrap's later passes (the center's probabilities reweighted by exp(z)): each model's score equals the
-    statistics kernel's of its own weighted rows (intercept or not, offset, data weights); a block where some model
-    is far from the center (|z| > 30, where exp(z) would lose digits) takes the stacked softmax and equals it too."""
+def test_the_departures_of_models_near_a_center_are_the_differences_of_their_own_passes():
+    """The bootstrap's later passes take each model's departure from the center, sum_i w_if (p_if - p_i) x_i: the
+    center's score under the model's weights minus the model's own, each from the statistics kernel of the weighted
+    rows (intercept or not, offset, data weights). Near models (|z| < 0.05) in single precision, within
+    SINGLE_ERROR of the departures' size (the bound the bootstrap's choice of precision rests on); farther ones
+    (|z| ~ 1) in double precision; a block where some model is far (|z| > 30, where exp(z) would lose digits) from
+    the stacked softmax."""
     from dmlr.data.rows import Rows
     from dmlr.models.bank import Weighted
     from dmlr.models.weightings import PoissonReplicates
     from dmlr.oracle.kernels import StatisticsKernel
-    from dmlr.oracle.replicates import NearScoreKernel
+    from dmlr.oracle.replicates import SINGLE_ERROR, DepartureKernel
     from dmlr.oracle.statistics import Request
 
     x, y, _ = draw_problem(5000, 4, 4, seed=13)
@@ -734,18 +751,42 @@ def test_the_scores_of_models_near_a_center_equal_each_models_own_pass():
     rows = Rows(x=x, codes=y.astype(np.int32), weights=rng.uniform(0.5, 2, 5000), offset=rng.normal(size=(5000, 3)),
                 row_start=300)  # fmt: skip
     replicates = PoissonReplicates(5, tuple(range(3, 9)))
-    for intercept, far in ((True, False), (False, False), (True, True)):
+
+    def score(coef, f, intercept):
+        return Weighted(StatisticsKernel(coef, Request(), intercept), lambda r: replicates(r)[:, f])(rows)
+
+    for intercept, spread, far, rtol in ((True, 1e-3, False, SINGLE_ERROR), (False, 1e-3, False, SINGLE_ERROR),
+                                         (True, 0.05, False, 1e-11), (True, 0.05, True, 1e-11)):  # fmt: skip
         d = 4 + intercept
         center = rng.normal(scale=0.5, size=(d, 3))
-        coefs = center + rng.normal(scale=0.05, size=(6, d, 3))
+        coefs = center + rng.normal(scale=spread, size=(6, d, 3))
         if far:
             coefs[2, -1] += 12.0  # |z| up to ~45 on the rows with the largest x
-        near = NearScoreKernel(center, coefs, intercept, replicates)(rows)
-        assert near.loglik is None
+        departures = DepartureKernel(center, coefs, intercept, replicates)(rows).score
         for f in range(6):
-            own = Weighted(StatisticsKernel(coefs[f], Request(), intercept), lambda r, f=f: replicates(r)[:, f])(rows)
-            np.testing.assert_allclose(near.score[f], own.score, rtol=1e-10, atol=1e-9)
-            assert near.weight_sum[f] == pytest.approx(own.weight_sum, rel=1e-14)
+            reference = score(center, f, intercept).score - score(coefs[f], f, intercept).score
+            error = np.abs(departures[f] - reference).max() / np.abs(reference).max()
+            assert error <= rtol, (intercept, spread, far, f, error)
+
+
+def test_the_series_of_expm1_is_within_single_precision_where_the_departures_use_it():
+    """The degree series_degree picks for |z| <= bound: the truncated series of expm1 is within float32's unit
+    roundoff of expm1 (relative, over the whole interval, in double precision); None past the largest degree."""
+    import math
+
+    from dmlr.oracle.replicates import MAX_DEGREE, series_degree
+
+    assert series_degree(0.0) == 2 and series_degree(0.05) == 4 and series_degree(1.0) is None
+    for bound in (1e-4, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2):
+        degree = series_degree(bound)
+        assert degree is not None and degree <= MAX_DEGREE
+        z = np.linspace(-bound, bound, 20001)
+        z = z[z != 0]
+        series = sum(z**k / math.factorial(k) for k in range(1, degree + 1))
+        assert np.max(np.abs(series / np.expm1(z) - 1)) <= 2.0**-24, bound
+        if degree > 2:  # and the degree below would not do
+            lower = sum(z**k / math.factorial(k) for k in range(1, degree))
+            assert np.max(np.abs(lower / np.expm1(z) - 1)) > 2.0**-25, bound
 
 
 def test_a_fold_model_of_probability_weighted_rows_is_the_fit_of_its_rows(problem):

@@ -46,7 +46,7 @@ from dmlr.models.many import shared_data
 from dmlr.models.weightings import PoissonReplicates
 from dmlr.options import FitOptions
 from dmlr.oracle.kernels import StatisticsKernel
-from dmlr.oracle.replicates import NearScoreKernel, ReplicateScoreKernel
+from dmlr.oracle.replicates import SINGLE_ERROR, DepartureKernel, Departures, ReplicateScoreKernel
 from dmlr.oracle.stacked import StackedScores
 from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
@@ -160,18 +160,26 @@ def bootstrap(
     objective = objective_of(passes.design, result.l2)
     solve = _solver(passes.engine, result, passes.columns, objective, own_data)
     identity = {"nrep": int(nrep), "kind": kind, "seed": seed, "steps": steps, "tol": tol, "data": shared.token,
-                "rule": "predicted"}  # fmt: skip
+                "rule": "predicted", "scores": "departures"}  # fmt: skip
     saver = _Saver.of(checkpoint, result, identity, storage_options)
-    coefs, done, norms, first, before = saver.resume(result.coef, nrep)
-    for it in range(first, max_iter if steps is None else int(steps)):
+    state = saver.resume(result.coef, nrep)
+    coefs, done, norms, before = state.coefs, state.done, state.norms, state.passes
+    for it in range(state.iteration, max_iter if steps is None else int(steps)):
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
         weighting = PoissonReplicates(seed, tuple(int(r) for r in active), kind == "cluster")
-        record = _scores(passes.engine, result, np.stack([coefs[r] for r in active]), weighting, passes.columns, it)
+        single = it > 0 and _single_is_enough(state, active, tol)
+        record = _scores(passes.engine, result, np.stack([coefs[r] for r in active]), weighting, passes.columns, it,
+                         single)  # fmt: skip
         for i, r in enumerate(active):
-            gradient = objective.penalized(coefs[r], record.score[i])
-            size = np.abs(gradient).max() / max(float(record.weight_sum[i]), 1.0)
+            if isinstance(record, StackedScores):  # the first pass, every replicate at the fit: its score there
+                state.base[r], state.weight_sum[r] = record.score[i], record.weight_sum[i]
+                score = state.base[r]
+            else:  # later passes: the score at the fit minus the departure from it
+                score = state.base[r] - record.score[i]
+            gradient = objective.penalized(coefs[r], score)
+            size = np.abs(gradient).max() / max(float(state.weight_sum[r]), 1.0)
             if steps is None and size < tol:
                 done[r] = True
                 continue
@@ -181,7 +189,8 @@ def bootstrap(
             contraction = size / norms[r]  # NaN after the first pass
             done[r] = steps is None and contraction < 0.5 and size * contraction < PREDICTED * tol
             norms[r] = size
-        saver.save(it + 1, coefs, done, norms, before + passes.engine.count)
+        state.iteration, state.passes = it + 1, before + passes.engine.count
+        saver.save(state)
     if steps is None and not done.all():
         warn(
             f"{int((~done).sum())} of {nrep} bootstrap replicates did not converge in {max_iter} passes",
@@ -191,9 +200,31 @@ def bootstrap(
 
 
 @dataclass
+class _State:
+    """Where the bootstrap stands: every replicate's coefficients, whether it has converged, its last gradient size,
+    its score at the fit and weight sum (from the first pass), the next pass and the passes made."""
+
+    coefs: list[Array]
+    done: NDArray[np.bool_]
+    norms: Array
+    base: Array
+    weight_sum: Array
+    iteration: int = 0
+    passes: int = 0
+
+
+def _single_is_enough(state: _State, active: NDArray[np.intp], tol: float) -> bool:
+    """Whether the departures' single-precision rounding stays under a tenth of ``tol`` for every active replicate:
+    it is below :data:`~dmlr.oracle.replicates.SINGLE_ERROR` times the departures' size, which the scores at the
+    fit bound (they are the departures of an unpenalized fit's converged replicates; larger with a penalty)."""
+    sizes = np.abs(state.base[active]).max(axis=(1, 2)) / np.maximum(state.weight_sum[active], 1.0)
+    return bool(SINGLE_ERROR * sizes.max(initial=0.0) <= 0.1 * tol)
+
+
+@dataclass
 class _Saver:
     """The bootstrap's checkpoints (:class:`~dmlr.checkpoint.Checkpointer`: atomic, checksummed files, another
-    run's removed): every replicate's coefficients and whether it has converged, after each pass."""
+    run's removed): the :class:`_State`'s arrays after each pass."""
 
     checkpointer: Checkpointer | None
 
@@ -205,20 +236,22 @@ class _Saver:
         return _Saver(Checkpointer(str(directory), fingerprint(what="bootstrap", fit=fit, **identity),
                                    storage_options=storage))  # fmt: skip
 
-    def resume(self, coef: Array, nrep: int) -> tuple[list[Array], NDArray[np.bool_], Array, int, int]:
-        """The replicates' coefficients, convergence, last gradient sizes, next pass and passes so far: a
-        checkpoint's or the start."""
-        state = self.checkpointer.load_snapshot() if self.checkpointer is not None else None
-        if state is None:
-            return [coef.copy() for _ in range(nrep)], np.zeros(nrep, dtype=bool), np.full(nrep, np.nan), 0, 0
-        arrays = state.arrays
-        coefs, done, norms = arrays["coefs"], arrays["done"].astype(bool), arrays["norms"].copy()
-        return [c.copy() for c in coefs], done, norms, state.iteration, state.passes
+    def resume(self, coef: Array, nrep: int) -> _State:
+        """A checkpoint's state, or the start."""
+        snapshot = self.checkpointer.load_snapshot() if self.checkpointer is not None else None
+        if snapshot is None:
+            coefs = [coef.copy() for _ in range(nrep)]
+            return _State(coefs, np.zeros(nrep, dtype=bool), np.full(nrep, np.nan), np.zeros((nrep, *coef.shape)),
+                          np.zeros(nrep))  # fmt: skip
+        a = {name: array.copy() for name, array in snapshot.arrays.items()}
+        coefs, done = list(a["coefs"]), a["done"].astype(bool)
+        return _State(coefs, done, a["norms"], a["base"], a["weight_sum"], snapshot.iteration, snapshot.passes)
 
-    def save(self, iteration: int, coefs: list[Array], done: NDArray[np.bool_], norms: Array, passes: int) -> None:
+    def save(self, state: _State) -> None:
         if self.checkpointer is not None:
-            arrays = {"coefs": np.stack(coefs), "done": done.astype(np.float64), "norms": norms}
-            self.checkpointer.save_snapshot(Snapshot(iteration, passes, arrays))
+            arrays = {"coefs": np.stack(state.coefs), "done": state.done.astype(np.float64), "norms": state.norms,
+                      "base": state.base, "weight_sum": state.weight_sum}  # fmt: skip
+            self.checkpointer.save_snapshot(Snapshot(state.iteration, state.passes, arrays))
 
 
 def _data_of(result: MNLogitResults, X: Any, y: Any) -> tuple[Any, Any]:
@@ -259,21 +292,27 @@ def _shared(
 
 
 def _scores(
-    engine: Any, result: MNLogitResults, coefs: Array, weighting: PoissonReplicates, columns: Any, it: int
-) -> StackedScores:
-    """One pass: every active replicate's score. The first, where every replicate is at the fit, computes each
-    row's score once and weights it for all replicates (one GEMM); later ones one GEMM each way per class for all
-    of them."""
+    engine: Any,
+    result: MNLogitResults,
+    coefs: Array,
+    weighting: PoissonReplicates,
+    columns: Any,
+    it: int,
+    single: bool,
+) -> StackedScores | Departures:
+    """One pass: every active replicate's score at the fit (the first pass: each row's score once, weighted for all
+    replicates by one GEMM), or its departure from the fit's (later passes: one GEMM each way per class for all of
+    them, in single precision where ``single`` and the block is near)."""
 
     def kernel_of(k: int) -> Any:  # the first k replicates
         fewer = PoissonReplicates(weighting.seed, weighting.replicates[:k], weighting.groups)
         if it == 0:
             return ReplicateScoreKernel(result.coef, result.intercept, fewer, columns)
-        return NearScoreKernel(result.coef, coefs[:k], result.intercept, fewer, columns)
+        return DepartureKernel(result.coef, coefs[:k], result.intercept, fewer, columns, single)
 
     n = len(weighting.replicates)
     try:
-        record: StackedScores = engine.reduce(kernel_of(n))
+        record: StackedScores | Departures = engine.reduce(kernel_of(n))
     except WorkerMemoryError as error:
         raise WorkerMemoryError(f"{error} {memory_advice(engine, n, kernel_of, 'replicates')}") from None
     return record

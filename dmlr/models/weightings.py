@@ -183,9 +183,9 @@ class FoldStack:
         fold."""
         return np.asarray(fold[:, None] != np.asarray(self.model_folds)[None, :], dtype=np.float64)
 
-    def of_keys(self, keys: NDArray[np.int64]) -> NDArray[np.float64]:
+    def of_keys(self, keys: NDArray[np.int64], dtype: type = np.float64) -> NDArray[Any]:
         """Each model's weight of each row, shape (r, F)."""
-        return self.mask(self.folds_of(keys))
+        return self.mask(self.folds_of(keys)).astype(dtype, copy=False)
 
 
 _LANES = 4
@@ -194,9 +194,15 @@ _POISSON_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(30)]
 """P(N <= k) for N ~ Poisson(1), k = 0 .. 29."""
 _POISSON_TABLE = np.searchsorted(_POISSON_CDF, (np.arange(2**16) + 0.5) / 2**16, side="right").astype(np.float64)
 """Poisson(1) quantile of each 16-bit uniform (u + 1/2) / 2^16: the distribution to within 2^-16 in every cell."""
+_POISSON_TABLES: dict[np.dtype[Any], NDArray[Any]] = {
+    np.dtype(t): _POISSON_TABLE.astype(t) for t in (np.float64, np.float32)
+}
+"""The table in each precision the weights are asked for."""
 
 
-def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.int64]) -> Array:
+def poisson_weights(
+    keys: NDArray[np.int64], seed: int, replicates: NDArray[np.int64], dtype: type = np.float64
+) -> NDArray[Any]:
     """Poisson(1) weights of each key (rows) for each replicate (columns), shape (r, F): replicate ``j`` takes the
     16-bit lane ``j % 4`` of the hash of ``(seed, key)`` in stream ``j // 4 + 1``, looked up in a table (one hash
     for four replicates, no search)."""
@@ -204,9 +210,10 @@ def poisson_weights(keys: NDArray[np.int64], seed: int, replicates: NDArray[np.i
     hashes = _stream_hashes(keys, seed, streams + 1)
     lanes = hashes.astype("<u8", copy=False).view("<u2").reshape(keys.shape[0], _LANES * streams.size)  # bits 16k..
     columns = where * _LANES + replicates % _LANES
+    table = _POISSON_TABLES[np.dtype(dtype)]
     if np.array_equal(columns, np.arange(columns.size)):  # consecutive replicates from a stream's first: a view
-        return np.take(_POISSON_TABLE, lanes[:, : columns.size])
-    return np.take(_POISSON_TABLE, lanes[:, columns])
+        return np.take(table, lanes[:, : columns.size])
+    return np.take(table, lanes[:, columns])
 
 
 def _stream_hashes(index: NDArray[np.int64], seed: int, streams: NDArray[np.int64]) -> NDArray[np.uint64]:
@@ -215,9 +222,9 @@ def _stream_hashes(index: NDArray[np.int64], seed: int, streams: NDArray[np.int6
     with np.errstate(over="ignore"):
         seeds = np.full(streams.size, seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
         key = _finalize(seeds * _GOLDEN + streams.astype(np.uint64))
-        z = index.astype(np.uint64)[:, None] + (streams.astype(np.uint64) << np.uint64(40))[None, :]
-        z *= _GOLDEN
-        z += key[None, :]
+        # the row's part plus the stream's (wrapping arithmetic distributes): one operation per (row, stream)
+        offsets = (streams.astype(np.uint64) << np.uint64(40)) * _GOLDEN + key
+        z = (index.astype(np.uint64) * _GOLDEN)[:, None] + offsets[None, :]
         return _finalize(z)
 
 
@@ -266,9 +273,10 @@ class PoissonReplicates:
             raise InputError(f"partition {rows.partition}: the bootstrap needs every partition's size")
         return index
 
-    def of_keys(self, keys: NDArray[np.int64]) -> Array:
-        """Each replicate's weight of each key, shape (r, F) (:func:`poisson_weights`)."""
-        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64))
+    def of_keys(self, keys: NDArray[np.int64], dtype: type = np.float64) -> NDArray[Any]:
+        """Each replicate's weight of each key, shape (r, F), of ``dtype`` (float64 or float32;
+        :func:`poisson_weights`)."""
+        return poisson_weights(keys, self.seed, np.asarray(self.replicates, dtype=np.int64), dtype)
 
     def __call__(self, rows: Rows) -> Array:
         return self.of_keys(self.keys(rows))

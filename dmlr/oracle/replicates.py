@@ -16,7 +16,7 @@ exceeds :data:`NEAR`.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from dmlr.oracle.stacked import (
     weighted_reads,
 )
 
-__all__ = ["NEAR", "NearScoreKernel", "ReplicateScoreKernel"]
+__all__ = ["NEAR", "DepartureKernel", "Departures", "ReplicateScoreKernel", "series_degree"]
 
 Array = NDArray[np.float64]
 
@@ -101,14 +101,56 @@ class ReplicateScoreKernel:
 
 
 NEAR = 30.0
-"""The largest ``|z|`` (a model's linear predictor minus the center's) a block of :class:`NearScoreKernel` takes
+"""The largest ``|z|`` (a model's linear predictor minus the center's) a block of :class:`DepartureKernel` takes
 as near: ``exp(30)`` times a probability neither overflows nor loses the others' digits."""
+
+SINGLE_ERROR = 1e-6
+"""Bound on the rounding of :class:`DepartureKernel`'s single precision, relative to the departures' size (measured
+3e-8 on 15M rows): the bootstrap takes it where that stays under a tenth of its ``tol``."""
+
+SUM_ROWS = 64
+"""Rows a single-precision sum runs over before it is added in double precision."""
+
+MAX_DEGREE = 6
+"""The highest degree of the series of ``expm1`` a single-precision block uses (``|z|`` up to about 0.2)."""
+
+
+@dataclass
+class Departures:
+    """Each model's departure from the center: ``sum_i w_if (p_if - p_i) kron x_i``, shape (F, d, m). A model's score
+    under its weights is the center's score under the same weights minus its departure."""
+
+    score: Array
+
+    def __add__(self, other: Departures) -> Departures:
+        return Departures(self.score + other.score)
+
+    def add_(self, other: Departures) -> Departures:
+        """Add ``other`` in place."""
+        self.score += other.score
+        return self
+
+
+def series_degree(bound: float) -> int | None:
+    """The degree of the Taylor series of ``expm1`` whose truncation, relative to ``expm1(z)`` for ``|z| <= bound``
+    (at most ``|z|^k e^(2|z|) / (k + 1)!``), is under single precision's unit roundoff; ``None`` above
+    :data:`MAX_DEGREE`."""
+    for k in range(2, MAX_DEGREE + 1):
+        if bound**k * math.exp(2 * bound) / math.factorial(k + 1) <= 2.0**-24:
+            return k
+    return None
 
 
 @dataclass(frozen=True)
-class NearScoreKernel(StackedKernel):
-    """The scores of F models near a center model, each under its own row weights (bootstrap replicates after
-    their first step); no log-likelihoods (:attr:`StackedScores.loglik` is ``None``).
+class DepartureKernel(StackedKernel):
+    """The departures of F models near a center model (the bootstrap's replicates after their first step), each
+    under its own row weights: :class:`Departures`, from which the bootstrap takes each model's score.
+
+    With ``z_fc = x^T (b_fc - b_c)`` and ``e = expm1(z)``, ``p_fc - p_c = p_c (e_fc - E_f) / (1 + E_f)``, ``E_f =
+    sum_k p_k e_fk``: no softmax per model. Near (every ``|z|`` of a block below ~0.2) the departures are computed
+    in single precision with ``e`` from its series (``single``; their rounding is relative to their size, which
+    shrinks with ``1/sqrt(n)``, :data:`SINGLE_ERROR`), else in double precision from the center's probabilities
+    reweighted by ``exp(z)``; a block where some ``|z|`` exceeds :data:`NEAR` takes the stacked softmax.
 
     Attributes
     ----------
@@ -121,6 +163,8 @@ class NearScoreKernel(StackedKernel):
         The F models' weights of each row (times the data's weights).
     columns : tuple of int, optional
         The data columns the models use (all when ``None``).
+    single : bool
+        Whether blocks near enough use single precision.
     """
 
     center: Array
@@ -128,32 +172,35 @@ class NearScoreKernel(StackedKernel):
     intercept: bool
     weighting: StackWeighting
     columns: tuple[int, ...] | None = None
+    single: bool = True
 
-    def __call__(self, rows: Rows) -> StackedScores:
+    def __call__(self, rows: Rows) -> Departures:
         x = checked_columns(rows, self.columns)
         assert rows.codes is not None
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
         shifts = self.coefs - self.center
-        reach = float(np.abs(shifts).max(initial=0.0))  # |z| <= the row's L1 norm times it
-        # each class's shifts (d, F) and a last row of ones that adds the center's log-probability
-        shifted = [np.vstack([shifts[:, :, c].T, np.ones((1, f))]) for c in range(m)]
-        work = np.empty((m + 2, self._step, f))  # each class's terms, the normalizers, the weights over them
-        out = StackedScores(None, np.zeros((f, d, m)), np.zeros(f))
+        spans = np.abs(shifts).transpose(1, 0, 2).reshape(d, f * m)  # |z| <= a block's column maxima times these
+        shifts32 = [np.ascontiguousarray(shifts[:, :, c].T, dtype=np.float32) for c in range(m)]  # (d, F) each
+        out = Departures(np.zeros((f, d, m)))
         for start in range(0, x.shape[0], self._step):
             stop = min(start + self._step, x.shape[0])
             design = np.column_stack([np.ones(stop - start), x[start:stop]]) if self.intercept else x[start:stop]
-            if reach * np.abs(design).sum(axis=1).max(initial=0.0) > NEAR and self._far(design, shifts):
-                far = StackedScoreKernel(self.coefs, self.intercept, self.weighting, self.columns)
-                out.add_(dataclasses.replace(far(rows.slice(start, stop)), loglik=None))  # its softmax's shift
+            bound = float((np.abs(design).max(axis=0) @ spans).max(initial=0.0))
+            if bound > NEAR and self._far(design, shifts):
+                out.add_(self._stacked(rows.slice(start, stop)))
                 continue
-            weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
+            degree = series_degree(bound) if self.single else None
+            weights = self.weighting.of_keys(keys[start:stop], np.float64 if degree is None else np.float32)
             if rows.weights is not None:
-                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
-            out.weight_sum += weights.sum(axis=0)
+                weights *= np.asarray(rows.weights[start:stop], dtype=weights.dtype)[:, None]
             offset = None if rows.offset is None else rows.offset[start:stop]
-            terms = work[:, : stop - start]
-            self._add_scores(design, rows.codes[start:stop], offset, weights, shifted, terms, out.score)
+            eta = linear_predictor(design, self.center, False, offset)  # the design has the intercept's column
+            prob, lse = softmax(np.ascontiguousarray(eta.T))  # the center's (m, r)
+            if degree is not None:
+                out.score += _single_departures(design, prob, weights, shifts32, degree)
+            else:
+                out.score += _double_departures(design, eta, lse, prob, weights, shifts)
         return out
 
     @staticmethod
@@ -161,34 +208,12 @@ class NearScoreKernel(StackedKernel):
         """Whether some model's ``|z|`` exceeds :data:`NEAR` on these rows."""
         return any(np.abs(design @ shifts[:, :, c].T).max() > NEAR for c in range(shifts.shape[2]))
 
-    def _add_scores(
-        self,
-        design: Array,
-        codes: NDArray[Any],
-        offset: Array | None,
-        weights: Array,
-        shifted: list[Array],
-        terms: Array,
-        out: Array,
-    ) -> None:
-        """Add ``X^T W_f (Y - P_f)`` of each model into ``out`` (F, d, m); ``terms`` (m + 2, r, F) is work space."""
-        m = out.shape[2]
-        eta = linear_predictor(design, self.center, False, offset)  # the design has the intercept's column
-        _, lse = softmax(np.ascontiguousarray(eta.T))  # the center's log-normalizer (r,)
-        total, scale = terms[m], terms[m + 1]
-        base = np.exp(-lse)[:, None]  # the base's probability, whose z is 0
-        for c in range(m):
-            np.matmul(np.column_stack([design, eta[:, c] - lse]), shifted[c], out=terms[c])  # z + log p_c
-            np.exp(terms[c], out=terms[c])  # p_c exp(z_c): the normalizer's term
-            if c == 0:
-                np.add(terms[c], base, out=total)
-            else:
-                total += terms[c]
-        np.divide(weights, total, out=scale)
-        for c in range(m):
-            terms[c] *= scale  # w p_fc
-            np.subtract(terms[c], weights, out=terms[c], where=(codes == c + 1)[:, None])  # -w (y_c - p_fc)
-            out[:, :, c] -= (design.T @ terms[c]).T
+    def _stacked(self, rows: Rows) -> Departures:
+        """The departures of rows where some model is far: the center's scores under the models' weights minus the
+        models' own, each from its softmax."""
+        models = StackedScoreKernel(self.coefs, self.intercept, self.weighting, self.columns)(rows)
+        center = ReplicateScoreKernel(self.center, self.intercept, self.weighting, self.columns)(rows)
+        return Departures(center.score - models.score)
 
     def memory(self, rows: int, p: int) -> int:
         """The rows' keys, a block's weights and work arrays (within ``m + 3`` block budgets), the records."""
@@ -196,6 +221,73 @@ class NearScoreKernel(StackedKernel):
         return 8 * rows + (m + 4) * BLOCK_BYTES + 16 * f * (d * m + 2)
 
     def record_bytes(self) -> int:
-        """The F scores."""
+        """The F departures."""
         f, d, m = self.coefs.shape
-        return 8 * f * (d * m + 1)
+        return 8 * f * d * m
+
+
+def _single_departures(
+    design: Array, prob: Array, weights: NDArray[Any], shifts: list[NDArray[Any]], degree: int
+) -> Array:
+    """A block's departures (F, d, m) in single precision, ``expm1(z)`` from its series of ``degree`` (GEMMs and
+    arithmetic on (r, F) arrays of float32; each block's sums added in double); ``shifts`` each class's (d, F)."""
+    m = len(shifts)
+    (r, d), f = design.shape, shifts[0].shape[1]
+    x32 = design.astype(np.float32)
+    p32 = prob.T.astype(np.float32)  # (r, m)
+    e = np.empty((m, r, f), dtype=np.float32)
+    total, scale = np.empty((r, f), dtype=np.float32), np.empty((r, f), dtype=np.float32)
+    for c in range(m):
+        z = np.matmul(x32, shifts[c], out=scale)
+        np.multiply(z, np.float32(1 / math.factorial(degree)), out=e[c])  # Horner: e = z (1 + z (1/2 + ...))
+        for k in range(degree - 1, 0, -1):
+            e[c] += np.float32(1 / math.factorial(k))
+            e[c] *= z
+        if c == 0:
+            np.multiply(e[c], p32[:, :1], out=total)
+        else:
+            np.multiply(e[c], p32[:, c : c + 1], out=scale)
+            total += scale  # E = sum_k p_k e_k
+    np.add(total, np.float32(1.0), out=scale)
+    np.divide(weights, scale, out=scale)  # w / (1 + E)
+    out = np.empty((f, d, m))
+    for c in range(m):
+        e[c] -= total
+        e[c] *= scale  # w (p_fc - p_c) / p_c
+        out[:, :, c] = _row_sums(x32 * p32[:, c : c + 1], e[c]).T
+    return out
+
+
+def _row_sums(a: NDArray[np.float32], b: NDArray[np.float32]) -> Array:
+    """``a^T b`` (a (r, d), b (r, F)) summed in float32 over runs of :data:`SUM_ROWS` rows and in double across
+    them (one batched GEMM): the rounding of a single-precision sum grows with its terms."""
+    r = a.shape[0]
+    full = r - r % SUM_ROWS
+    runs = np.matmul(
+        a[:full].reshape(-1, SUM_ROWS, a.shape[1]).transpose(0, 2, 1), b[:full].reshape(-1, SUM_ROWS, b.shape[1])
+    )
+    out = runs.sum(axis=0, dtype=np.float64)
+    if full < r:
+        out += a[full:].T @ b[full:]
+    return out
+
+
+def _double_departures(design: Array, eta: Array, lse: Array, prob: Array, weights: Array, shifts: Array) -> Array:
+    """A block's departures (F, d, m) in double precision: each model's probabilities the center's reweighted,
+    ``p_fc = p_c exp(z_fc) / s_f``, ``s_f = sum_k p_k exp(z_fk)`` (``log p_c`` folded into the GEMM that makes
+    ``z``), minus the center's."""
+    f, d, m = shifts.shape
+    r = design.shape[0]
+    terms = np.empty((m, r, f))
+    total = np.exp(-lse)[:, None] + np.zeros((1, f))  # the base's probability, whose z is 0
+    for c in range(m):
+        shifted = np.vstack([shifts[:, :, c].T, np.ones((1, f))])  # the last row adds the center's log-probability
+        np.matmul(np.column_stack([design, eta[:, c] - lse]), shifted, out=terms[c])
+        np.exp(terms[c], out=terms[c])  # p_c exp(z_c)
+        total += terms[c]
+    np.divide(weights, total, out=total)
+    out = np.empty((f, d, m))
+    for c in range(m):
+        terms[c] *= total  # w p_fc
+        out[:, :, c] = (design.T @ terms[c] - (design * prob[c][:, None]).T @ weights).T
+    return out

@@ -64,8 +64,8 @@ class StackWeighting(Protocol):
         """One key per row, shape (r,)."""
         ...
 
-    def of_keys(self, keys: NDArray[np.int64]) -> Array:
-        """Each model's weight of each key, shape (r, F)."""
+    def of_keys(self, keys: NDArray[np.int64], dtype: type = np.float64) -> NDArray[Any]:
+        """Each model's weight of each key, shape (r, F), of ``dtype`` (float64 or float32)."""
         ...
 
 
