@@ -15,11 +15,16 @@ Tables printed:
    whole cross-validation (5 folds x 1 and 3 penalties) and a 200-replicate bootstrap against one fit of the store:
    ``--repeat`` rounds of every job (interleaved: a slow spell of the shared machine slows a round, not one job),
    medians and each round's ratio.
+
+Run the store table in the project's own environment (``make demo``'s), not the ``bench`` extra's: dask-ml brings
+``sparse``, which dask.array imports in every worker, and numba with it (~100 MiB more per worker): 500 MB workers
+then refuse the store's passes (a memory error naming the worker).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -84,6 +89,9 @@ def store_table(gb: float, workers: int, memory_limit: str, folder: str, repeat:
     from dmlr.cluster import connected
     from dmlr.synthetic import make_mnlogit
 
+    if importlib.util.find_spec("sparse") is not None:
+        print("note: `sparse` is installed (the bench extra's dask-ml brings it): every worker imports it and numba "
+              "(~100 MiB more each); run the store table in an environment without it")  # fmt: skip
     p = 10
     n = int(gb * 1e9 / (8 * p))
     path = os.path.join(folder, f"mm-{n}x{p}.zarr")

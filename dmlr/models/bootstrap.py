@@ -7,9 +7,11 @@ replicates do not depend on the partitioning. Each replicate starts at the fit's
 covariance is ``H^-1``; otherwise one pass and one Cholesky factorization): replicates differ from the full sample
 by ``O(1/sqrt(n))``, so the fixed information converges at that rate per pass. The first pass, where every
 replicate is at the fit, computes each row's score once and weights it for all replicates
-(:class:`~dmlr.oracle.replicates.ReplicateScoreKernel`: one GEMM); later passes evaluate every replicate not yet
-converged at once, as the fit's probabilities reweighted (:class:`~dmlr.oracle.replicates.NearScoreKernel`: one
-GEMM each way per class for all of them).
+(:class:`~dmlr.oracle.replicates.ReplicateScoreKernel`: one GEMM), and keeps each replicate's score there and its
+weight sum; later passes evaluate every replicate not yet converged at once, as its departure from that score
+(:class:`~dmlr.oracle.replicates.DepartureKernel`: one GEMM each way per class for all of them), in single
+precision where its rounding (at most :data:`~dmlr.oracle.replicates.SINGLE_ERROR` of the departures, which the
+scores at the fit bound) stays under ``tol / 10``: on large samples, whose departures shrink with ``1/sqrt(n)``.
 
 A replicate has converged when its gradient (max-abs, over its weight sum) is below ``tol``, or when the gradient
 its last step leaves is predicted below ``PREDICTED * tol``: a fixed-information iteration contracts the gradient
@@ -173,12 +175,7 @@ def bootstrap(
         record = _scores(passes.engine, result, np.stack([coefs[r] for r in active]), weighting, passes.columns, it,
                          single)  # fmt: skip
         for i, r in enumerate(active):
-            if isinstance(record, StackedScores):  # the first pass, every replicate at the fit: its score there
-                state.base[r], state.weight_sum[r] = record.score[i], record.weight_sum[i]
-                score = state.base[r]
-            else:  # later passes: the score at the fit minus the departure from it
-                score = state.base[r] - record.score[i]
-            gradient = objective.penalized(coefs[r], score)
+            gradient = objective.penalized(coefs[r], state.score(int(r), record, i))
             size = np.abs(gradient).max() / max(float(state.weight_sum[r]), 1.0)
             if steps is None and size < tol:
                 done[r] = True
@@ -211,6 +208,14 @@ class _State:
     weight_sum: Array
     iteration: int = 0
     passes: int = 0
+
+    def score(self, r: int, record: StackedScores | Departures, i: int) -> Array:
+        """Replicate ``r``'s score from a pass's record (its ``i``-th model): at the fit in the first pass (kept, with
+        the weight sum), else the score at the fit minus the departure from it."""
+        if isinstance(record, StackedScores):
+            self.base[r], self.weight_sum[r] = record.score[i], record.weight_sum[i]
+            return self.base[r]
+        return self.base[r] - record.score[i]
 
 
 def _single_is_enough(state: _State, active: NDArray[np.intp], tol: float) -> bool:

@@ -1,17 +1,20 @@
-"""Scores of bootstrap replicates: of one model under F row weightings (the replicates at the fit), and of F models
-near one (the replicates after their first step). NumPy only: runs on workers.
+"""Scores of bootstrap replicates: of one model under F row weightings (the replicates at the fit), and the
+departures from it of F models near it (the replicates after their first step). NumPy only: runs on workers.
 
 The score of weighting ``f`` is ``sum_i w_if z_i`` with ``z_i = (y_i - p_i) kron x_i`` the row's score at the
 model's coefficients, so a block's F scores are ``Z^T W`` (``Z`` (r, m d), ``W`` (r, F)): the arithmetic of one
 model's score pass plus a GEMM of width F, against F softmaxes for F different coefficients
 (:class:`~dmlr.oracle.stacked.StackedScoreKernel`).
 
-Near the fit, replicate ``f``'s probabilities are the fit's reweighted: with ``z_if = x_i^T (b_f - b)`` (small: the
-replicates differ from the fit by ``O(1/sqrt(n))``), ``p_ifc = p_ic exp(z_ifc) / s_if`` and ``s_if = sum_k p_ik
-exp(z_ifk)`` (the base's ``z`` is 0). Exact, and stable while ``|z|`` stays moderate (the fit's probabilities
-carry the shift a softmax needs), so :class:`NearScoreKernel` needs no maximum, no logarithm and no intercept
-additions per model: about 1.6x faster than the stacked kernel, which takes over for a block where some ``|z|``
-exceeds :data:`NEAR`.
+Near the fit, replicate ``f``'s score is its score at the fit (the first pass's) minus its departure ``sum_i w_if
+(p_if - p_i) kron x_i``. With ``z_ifc = x_i^T (b_fc - b_c)`` (small: the replicates differ from the fit by
+``O(1/sqrt(n))``) and ``e = expm1(z)``, ``p_ifc - p_ic = p_ic (e_ifc - E_if) / (1 + E_if)``, ``E_if = sum_k p_ik
+e_ifk`` (the base's ``z`` is 0): no softmax, maximum or logarithm per model. The departures are as small as the
+``z``, so single precision keeps their digits relative to their size (:data:`SINGLE_ERROR`), where the score itself
+would lose them against its ``O(n)`` terms: :class:`DepartureKernel` sums them in float32 (``e`` from its Taylor
+series, float32 GEMMs summed in double every 64 rows) where a block's ``|z|`` stays under ~0.2, in double precision
+from the fit's probabilities reweighted by ``exp(z)`` farther, and by the stacked softmax past :data:`NEAR`. On a
+416k-row partition with 200 replicates: 0.59-0.61 s single, 0.94-0.97 s double, 1.47-1.58 s stacked.
 """
 
 from __future__ import annotations

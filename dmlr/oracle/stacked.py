@@ -98,9 +98,7 @@ class StackedScores:
 
     Attributes
     ----------
-    loglik : ndarray, shape (F,), or None
-        ``None`` from a kernel that does not compute it
-        (:class:`~dmlr.oracle.replicates.NearScoreKernel`).
+    loglik : ndarray, shape (F,)
     score : ndarray, shape (F, d, m)
         ``X^T V_f (Y - P_f)`` of each model (intercept row first when there is one).
     weight_sum : ndarray, shape (F,)
@@ -110,22 +108,20 @@ class StackedScores:
         Brier score), as :func:`dmlr.oracle.evaluation.evaluation_sums` adds them.
     """
 
-    loglik: Array | None
+    loglik: Array
     score: Array
     weight_sum: Array
     held: Array | None = None
 
     def __add__(self, other: StackedScores) -> StackedScores:
         held = None if self.held is None or other.held is None else self.held + other.held
-        loglik = None if self.loglik is None or other.loglik is None else self.loglik + other.loglik
-        return StackedScores(loglik, self.score + other.score, self.weight_sum + other.weight_sum, held)
+        return StackedScores(
+            self.loglik + other.loglik, self.score + other.score, self.weight_sum + other.weight_sum, held
+        )
 
     def add_(self, other: StackedScores) -> StackedScores:
-        """Add ``other`` in place (no log-likelihoods when either has none, as with ``+``)."""
-        if self.loglik is None or other.loglik is None:
-            self.loglik = None
-        else:
-            self.loglik += other.loglik
+        """Add ``other`` in place."""
+        self.loglik += other.loglik
         self.score += other.score
         self.weight_sum += other.weight_sum
         if self.held is not None and other.held is not None:
