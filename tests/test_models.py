@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import dask.array as da
@@ -383,8 +384,8 @@ def test_bootstrap_replicates_converge_on_a_large_sample_without_a_pass_to_confi
         return np.array(sizes)
 
     single = []
-    original = replicates._single_departures
-    monkeypatch.setattr(replicates, "_single_departures", lambda *a: single.append(1) or original(*a))
+    original = replicates._Near.departures
+    monkeypatch.setattr(replicates._Near, "departures", lambda *a: single.append(1) or original(*a))
     boot = res.bootstrap(nrep=10, seed=1, tol=1e-8)
     assert boot.converged.all() and boot.n_passes == 3 and not single
     assert gradient_sizes(boot.params).max() < 1e-8
@@ -736,9 +737,10 @@ def test_the_departures_of_models_near_a_center_are_the_differences_of_their_own
     """The bootstrap's later passes take each model's departure from the center, sum_i w_if (p_if - p_i) x_i: the
     center's score under the model's weights minus the model's own, each from the statistics kernel of the weighted
     rows (intercept or not, offset, data weights). Near models (|z| < 0.05) in single precision, within
-    SINGLE_ERROR of the departures' size (the bound the bootstrap's choice of precision rests on); farther ones
-    (|z| ~ 1) in double precision; a block where some model is far (|z| > 30, where exp(z) would lose digits) from
-    the stacked softmax."""
+    SINGLE_ERROR of the departures' size (the bound the bootstrap's choice of precision rests on), also where a
+    column sits far from 0 (year-like values: z is summed from centered columns, else 5e-5 of the departures were
+    lost); farther ones (|z| ~ 1) in double precision; a block where some model is far (|z| > 30, where exp(z) would
+    lose digits) from the stacked softmax."""
     from dmlr.data.rows import Rows
     from dmlr.models.bank import Weighted
     from dmlr.models.weightings import PoissonReplicates
@@ -752,21 +754,27 @@ def test_the_departures_of_models_near_a_center_are_the_differences_of_their_own
                 row_start=300)  # fmt: skip
     replicates = PoissonReplicates(5, tuple(range(3, 9)))
 
-    def score(coef, f, intercept):
-        return Weighted(StatisticsKernel(coef, Request(), intercept), lambda r: replicates(r)[:, f])(rows)
+    located = dataclasses.replace(rows, x=x + np.array([2000.0, 0.0, 0.0, 0.0]))  # the first column around 2000
 
-    for intercept, spread, far, rtol in ((True, 1e-3, False, SINGLE_ERROR), (False, 1e-3, False, SINGLE_ERROR),
-                                         (True, 0.05, False, 1e-11), (True, 0.05, True, 1e-11)):  # fmt: skip
+    def score(data, coef, f, intercept):
+        return Weighted(StatisticsKernel(coef, Request(), intercept), lambda r: replicates(r)[:, f])(data)
+
+    cases = ((True, 1e-3, rows, SINGLE_ERROR), (False, 1e-3, rows, SINGLE_ERROR), (True, 1e-5, located, SINGLE_ERROR),
+             (True, 0.05, rows, 1e-11), (True, 0.05, None, 1e-11))  # fmt: skip
+    for intercept, spread, data, rtol in cases:
         d = 4 + intercept
         center = rng.normal(scale=0.5, size=(d, 3))
         coefs = center + rng.normal(scale=spread, size=(6, d, 3))
-        if far:
-            coefs[2, -1] += 12.0  # |z| up to ~45 on the rows with the largest x
-        departures = DepartureKernel(center, coefs, intercept, replicates)(rows).score
+        if data is None:  # far: |z| up to ~45 on the rows with the largest x
+            data, coefs[2, -1] = rows, coefs[2, -1] + 12.0
+        if data is located:  # the same models of the located column: each intercept takes its shift
+            center[0] -= 2000.0 * center[1]
+            coefs[:, 0] -= 2000.0 * coefs[:, 1]
+        departures = DepartureKernel(center, coefs, intercept, replicates)(data).score
         for f in range(6):
-            reference = score(center, f, intercept).score - score(coefs[f], f, intercept).score
+            reference = score(data, center, f, intercept).score - score(data, coefs[f], f, intercept).score
             error = np.abs(departures[f] - reference).max() / np.abs(reference).max()
-            assert error <= rtol, (intercept, spread, far, f, error)
+            assert error <= rtol, (intercept, spread, f, error)
 
 
 def test_the_series_of_expm1_is_within_single_precision_where_the_departures_use_it():

@@ -11,10 +11,11 @@ Near the fit, replicate ``f``'s score is its score at the fit (the first pass's)
 ``O(1/sqrt(n))``) and ``e = expm1(z)``, ``p_ifc - p_ic = p_ic (e_ifc - E_if) / (1 + E_if)``, ``E_if = sum_k p_ik
 e_ifk`` (the base's ``z`` is 0): no softmax, maximum or logarithm per model. The departures are as small as the
 ``z``, so single precision keeps their digits relative to their size (:data:`SINGLE_ERROR`), where the score itself
-would lose them against its ``O(n)`` terms: :class:`DepartureKernel` sums them in float32 (``e`` from its Taylor
-series, float32 GEMMs summed in double every 64 rows) where a block's ``|z|`` stays under ~0.2, in double precision
+would lose them against its ``O(n)`` terms: :class:`DepartureKernel` sums them in float32 (``z`` from the columns
+centered at the partition's means, ``e`` from its Taylor series, float32 GEMMs summed in double every 64 rows)
+where a block's ``|z|`` stays under ~0.2, in double precision
 from the fit's probabilities reweighted by ``exp(z)`` farther, and by the stacked softmax past :data:`NEAR`. On a
-416k-row partition with 200 replicates: 0.59-0.61 s single, 0.94-0.97 s double, 1.47-1.58 s stacked.
+416k-row partition with 200 replicates: 0.62-0.68 s single, 0.94-0.97 s double, 1.47-1.58 s stacked.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ as near: ``exp(30)`` times a probability neither overflows nor loses the others'
 
 SINGLE_ERROR = 1e-6
 """Bound on the rounding of :class:`DepartureKernel`'s single precision, relative to the departures' size (measured
-3e-8 on 15M rows): the bootstrap takes it where that stays under a tenth of its ``tol``."""
+3-8e-8, with columns centered or around 2000): the bootstrap takes it where that stays under a tenth of its
+``tol``."""
 
 SUM_ROWS = 64
 """Rows a single-precision sum runs over before it is added in double precision."""
@@ -183,14 +185,14 @@ class DepartureKernel(StackedKernel):
         f, d, m = self.coefs.shape
         keys = self.weighting.keys(rows)
         shifts = self.coefs - self.center
-        spans = np.abs(shifts).transpose(1, 0, 2).reshape(d, f * m)  # |z| <= a block's column maxima times these
-        shifts32 = [np.ascontiguousarray(shifts[:, :, c].T, dtype=np.float32) for c in range(m)]  # (d, F) each
+        near = _Near.of(x, shifts, self.intercept)
         out = Departures(np.zeros((f, d, m)))
-        for start in range(0, x.shape[0], self._step):
-            stop = min(start + self._step, x.shape[0])
-            design = np.column_stack([np.ones(stop - start), x[start:stop]]) if self.intercept else x[start:stop]
-            bound = float((np.abs(design).max(axis=0) @ spans).max(initial=0.0))
-            if bound > NEAR and self._far(design, shifts):
+        step = max(SUM_ROWS, self._step - self._step % SUM_ROWS)  # whole runs of single-precision sums
+        for start in range(0, x.shape[0], step):
+            stop = min(start + step, x.shape[0])
+            centered = x[start:stop] - near.mid
+            bound = float((np.abs(centered).max(axis=0, initial=0.0) @ near.spans + near.reach).max())
+            if bound > NEAR and self._far(x[start:stop], shifts):
                 out.add_(self._stacked(rows.slice(start, stop)))
                 continue
             degree = series_degree(bound) if self.single else None
@@ -198,17 +200,21 @@ class DepartureKernel(StackedKernel):
             if rows.weights is not None:
                 weights *= np.asarray(rows.weights[start:stop], dtype=weights.dtype)[:, None]
             offset = None if rows.offset is None else rows.offset[start:stop]
-            eta = linear_predictor(design, self.center, False, offset)  # the design has the intercept's column
+            eta = linear_predictor(x[start:stop], self.center, self.intercept, offset)
             prob, lse = softmax(np.ascontiguousarray(eta.T))  # the center's (m, r)
             if degree is not None:
-                out.score += _single_departures(design, prob, weights, shifts32, degree)
+                block = near.departures(centered, prob, weights, degree)
+                out.score[:, int(self.intercept) :] += block[:, 1:]
+                if self.intercept:
+                    out.score[:, 0] += block[:, 0]
             else:
+                design = np.column_stack([np.ones(stop - start), x[start:stop]]) if self.intercept else x[start:stop]
                 out.score += _double_departures(design, eta, lse, prob, weights, shifts)
         return out
 
-    @staticmethod
-    def _far(design: Array, shifts: Array) -> bool:
+    def _far(self, x: Array, shifts: Array) -> bool:
         """Whether some model's ``|z|`` exceeds :data:`NEAR` on these rows."""
+        design = np.column_stack([np.ones(x.shape[0]), x]) if self.intercept else x
         return any(np.abs(design @ shifts[:, :, c].T).max() > NEAR for c in range(shifts.shape[2]))
 
     def _stacked(self, rows: Rows) -> Departures:
@@ -229,36 +235,70 @@ class DepartureKernel(StackedKernel):
         return 8 * f * d * m
 
 
-def _single_departures(
-    design: Array, prob: Array, weights: NDArray[Any], shifts: list[NDArray[Any]], degree: int
-) -> Array:
-    """A block's departures (F, d, m) in single precision, ``expm1(z)`` from its series of ``degree`` (GEMMs and
-    arithmetic on (r, F) arrays of float32; each block's sums added in double); ``shifts`` each class's (d, F)."""
-    m = len(shifts)
-    (r, d), f = design.shape, shifts[0].shape[1]
-    x32 = design.astype(np.float32)
-    p32 = prob.T.astype(np.float32)  # (r, m)
-    e = np.empty((m, r, f), dtype=np.float32)
-    total, scale = np.empty((r, f), dtype=np.float32), np.empty((r, f), dtype=np.float32)
-    for c in range(m):
-        z = np.matmul(x32, shifts[c], out=scale)
-        np.multiply(z, np.float32(1 / math.factorial(degree)), out=e[c])  # Horner: e = z (1 + z (1/2 + ...))
-        for k in range(degree - 1, 0, -1):
-            e[c] += np.float32(1 / math.factorial(k))
-            e[c] *= z
-        if c == 0:
-            np.multiply(e[c], p32[:, :1], out=total)
-        else:
-            np.multiply(e[c], p32[:, c : c + 1], out=scale)
-            total += scale  # E = sum_k p_k e_k
-    np.add(total, np.float32(1.0), out=scale)
-    np.divide(weights, scale, out=scale)  # w / (1 + E)
-    out = np.empty((f, d, m))
-    for c in range(m):
-        e[c] -= total
-        e[c] *= scale  # w (p_fc - p_c) / p_c
-        out[:, :, c] = _row_sums(x32 * p32[:, c : c + 1], e[c]).T
-    return out
+@dataclass(frozen=True)
+class _Near:
+    """A partition's models as single-precision departures take them: ``z = kappa + (x - mid) slopes``, with the
+    columns centered at the partition's means ``mid`` (p,), so that no digits are lost to the columns' location.
+
+    Attributes
+    ----------
+    mid : ndarray, shape (p,)
+    spans : ndarray, shape (p, F m)
+        ``|slopes|``: a block's ``|z|`` is at most its centered columns' maxima times these plus ``reach``.
+    reach : ndarray, shape (F m,)
+        ``|kappa|``.
+    shifts : list of ndarray, shape (p + 1, F), float32
+        Each class's ``kappa`` (the models' ``z`` at ``mid``) over its ``slopes``.
+    """
+
+    mid: Array
+    spans: Array
+    reach: Array
+    shifts: list[NDArray[np.float32]]
+
+    @staticmethod
+    def of(x: Array, shifts: Array, intercept: bool) -> _Near:
+        f, _, m = shifts.shape
+        slopes = shifts[:, int(intercept) :, :]  # (F, p, m)
+        mid = x.mean(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+        kappa = np.einsum("p,fpm->fm", mid, slopes) + (shifts[:, 0, :] if intercept else 0.0)  # (F, m)
+        spans = np.abs(slopes).transpose(1, 0, 2).reshape(-1, f * m)
+        stacked = [np.vstack([kappa[:, c], slopes[:, :, c].T]).astype(np.float32) for c in range(m)]
+        return _Near(mid, spans, np.abs(kappa).ravel(), stacked)
+
+    def departures(self, centered: Array, prob: Array, weights: NDArray[Any], degree: int) -> Array:
+        """A block's departures in single precision, shape (F, p + 1, m): the sums of ``w (p_f - p)`` (the
+        intercept's row, whether or not the model has one) and of ``w (p_f - p) x``, from the block's ``centered``
+        columns (r, p), ``expm1(z)`` from its series of ``degree``; GEMMs and arithmetic on (r, F) arrays of
+        float32, sums added in double every :data:`SUM_ROWS` rows."""
+        m = len(self.shifts)
+        (p1, f), r = self.shifts[0].shape, centered.shape[0]
+        x32 = np.empty((r, p1), dtype=np.float32)
+        x32[:, 0], x32[:, 1:] = 1.0, centered
+        p32 = prob.T.astype(np.float32)  # (r, m)
+        e = np.empty((m, r, f), dtype=np.float32)
+        total, scale = np.empty((r, f), dtype=np.float32), np.empty((r, f), dtype=np.float32)
+        for c in range(m):
+            z = np.matmul(x32, self.shifts[c], out=scale)
+            np.multiply(z, np.float32(1 / math.factorial(degree)), out=e[c])  # Horner: e = z (1 + z (1/2 + ...))
+            for k in range(degree - 1, 0, -1):
+                e[c] += np.float32(1 / math.factorial(k))
+                e[c] *= z
+            if c == 0:
+                np.multiply(e[c], p32[:, :1], out=total)
+            else:
+                np.multiply(e[c], p32[:, c : c + 1], out=scale)
+                total += scale  # E = sum_k p_k e_k
+        np.add(total, np.float32(1.0), out=scale)
+        np.divide(weights, scale, out=scale)  # w / (1 + E)
+        out = np.empty((f, p1, m))
+        for c in range(m):
+            e[c] -= total
+            e[c] *= scale  # w (p_fc - p_c) / p_c
+            sums = _row_sums(x32 * p32[:, c : c + 1], e[c])  # of w (p_fc - p_c), and times x - mid: (p + 1, F)
+            sums[1:] += self.mid[:, None] * sums[0]
+            out[:, :, c] = sums.T
+        return out
 
 
 def _row_sums(a: NDArray[np.float32], b: NDArray[np.float32]) -> Array:
@@ -269,7 +309,7 @@ def _row_sums(a: NDArray[np.float32], b: NDArray[np.float32]) -> Array:
     runs = np.matmul(
         a[:full].reshape(-1, SUM_ROWS, a.shape[1]).transpose(0, 2, 1), b[:full].reshape(-1, SUM_ROWS, b.shape[1])
     )
-    out = runs.sum(axis=0, dtype=np.float64)
+    out = runs.astype(np.float64).sum(axis=0)
     if full < r:
         out += a[full:].T @ b[full:]
     return out
