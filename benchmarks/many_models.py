@@ -10,7 +10,8 @@ Tables printed:
    fitted alone (``dmlr.fit`` of the rows outside its fold): the bank's passes and the slowest fit's.
 2. In memory (n 200k, d 50, K 6; local threads): 5-fold cross-validation of one penalty, seconds, against one
    ``dmlr.fit`` of all rows and scikit-learn's ``cross_val_score`` of ``LogisticRegression`` (lbfgs, multinomial)
-   on the same folds (``PredefinedSplit`` of ``dmlr.fold_ids``). Median of ``--repeat`` runs each.
+   on the same folds (``PredefinedSplit`` of ``dmlr.fold_ids``): ``--repeat`` interleaved rounds, medians and each
+   round's ratio.
 3. Out of core (a store larger than its workers' memory, ``--gb`` GB on ``--workers`` x ``--memory-limit``): the
    whole cross-validation (5 folds x 1 and 3 penalties) and a 200-replicate bootstrap against one fit of the store:
    ``--repeat`` rounds of every job (interleaved: a slow spell of the shared machine slows a round, not one job),
@@ -33,13 +34,16 @@ import warnings
 import numpy as np
 
 
-def _seconds(func, repeat):
-    times, out = [], None
+def _rounds(jobs, repeat):
+    """``repeat`` rounds of every job in turn (a slow spell of the shared machine slows a round, not one job): each
+    job's seconds per round, and its last output."""
+    times = {name: [] for name in jobs}
+    outs = {}
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for name, job in jobs.items():
+            seconds, outs[name] = _timed(job)
+            times[name].append(seconds)
+    return times, outs
 
 
 def passes_table(seed: int = 0) -> None:
@@ -65,8 +69,6 @@ def memory_table(repeat: int) -> None:
 
     data = make_mnlogit(200_000, 50, 6, seed=2)
     folds = dmlr.fold_ids(len(data.y), 5, 0)
-    cv_s, cv = _seconds(lambda: dmlr.cross_validate(data.X, data.y, folds=5, l2=[1.0], refit=False), repeat)
-    fit_s, res = _seconds(lambda: dmlr.fit(data.X, data.y, l2=1.0), repeat)
     model = LogisticRegression(C=1.0, max_iter=1000, tol=1e-6)
 
     def sklearn():
@@ -74,14 +76,24 @@ def memory_table(repeat: int) -> None:
             warnings.simplefilter("ignore")
             return cross_val_score(model, data.X, data.y, cv=PredefinedSplit(folds), scoring="neg_log_loss")
 
-    sk_s, scores = _seconds(sklearn, max(1, repeat // 2))
-    print("\n2. in memory: n 200k, d 50, K 6, 5-fold cross-validation of one penalty (local threads)")
+    dmlr.fit(data.X, data.y, l2=1.0)  # imports and caches warm
+    jobs = {
+        "fit": lambda: dmlr.fit(data.X, data.y, l2=1.0),
+        "cv": lambda: dmlr.cross_validate(data.X, data.y, folds=5, l2=[1.0], refit=False),
+        "sklearn": sklearn,
+    }
+    times, outs = _rounds(jobs, repeat)
+    fit_s, cv_s, sk_s = (statistics.median(times[name]) for name in jobs)
+    res, cv = outs["fit"], outs["cv"]
+    print(f"\n2. in memory: n 200k, d 50, K 6, 5-fold cross-validation of one penalty (local threads); median of "
+          f"{repeat} rounds (each round: every job once)")  # fmt: skip
     print("| | seconds | passes | ratio to one dmlr fit |\n|---|---:|---:|---:|")
     print(f"| dmlr.fit (all rows, {res.method}) | {fit_s:.2f} | {res.n_passes} | 1.00 |")
     print(f"| dmlr.cross_validate (5 folds) | {cv_s:.2f} | {cv.n_passes} | {cv_s / fit_s:.2f} |")
     print(f"| scikit-learn cross_val_score (lbfgs) | {sk_s:.2f} | | {sk_s / fit_s:.2f} |")
-    print(f"dmlr cv / scikit-learn: x{cv_s / sk_s:.2f}; held-out log-loss dmlr {cv.scores.log_loss.mean():.5f}, "
-          f"scikit-learn {-scores.mean():.5f}")  # fmt: skip
+    rounds = ", ".join(f"{c / s:.2f}" for c, s in zip(times["cv"], times["sklearn"], strict=True))
+    print(f"dmlr cv / scikit-learn: x{cv_s / sk_s:.2f} (each round's: {rounds}); held-out log-loss dmlr "
+          f"{cv.scores.log_loss.mean():.5f}, scikit-learn {-outs['sklearn'].mean():.5f}")  # fmt: skip
 
 
 def store_table(gb: float, workers: int, memory_limit: str, folder: str, repeat: int) -> None:
@@ -110,13 +122,8 @@ def store_table(gb: float, workers: int, memory_limit: str, folder: str, repeat:
             jobs[f"res.bootstrap(nrep=200), {what}"] = lambda steps=steps: res.bootstrap(
                 store, nrep=200, steps=steps, client=client
             )
-        times: dict[str, list[float]] = {name: [] for name in jobs}
-        passes = {}
-        for _ in range(repeat):  # rounds of every job, so that the machine's slow spells hit them alike
-            for name, job in jobs.items():
-                seconds, out = _timed(job)
-                times[name].append(seconds)
-                passes[name] = out.n_passes
+        times, outs = _rounds(jobs, repeat)
+        passes = {name: out.n_passes for name, out in outs.items()}
     chunks = len(store.X.chunks[0])
     gb_x = store.X.nbytes / 1e9
     fits = times[next(iter(jobs))]
