@@ -770,7 +770,7 @@ def test_the_departures_of_models_near_a_center_are_the_differences_of_their_own
         if data is located:  # the same models of the located column: each intercept takes its shift
             center[0] -= 2000.0 * center[1]
             coefs[:, 0] -= 2000.0 * coefs[:, 1]
-        departures = DepartureKernel(center, coefs, intercept, replicates)(data).score
+        departures = DepartureKernel(center, coefs, intercept, replicates)(data).sums
         for f in range(6):
             reference = score(data, center, f, intercept).score - score(data, coefs[f], f, intercept).score
             error = np.abs(departures[f] - reference).max() / np.abs(reference).max()

@@ -48,8 +48,7 @@ from dmlr.models.many import shared_data
 from dmlr.models.weightings import PoissonReplicates
 from dmlr.options import FitOptions
 from dmlr.oracle.kernels import StatisticsKernel
-from dmlr.oracle.replicates import SINGLE_ERROR, DepartureKernel, Departures, ReplicateScoreKernel
-from dmlr.oracle.stacked import StackedScores
+from dmlr.oracle.replicates import SINGLE_ERROR, DepartureKernel, Departures, ReplicateScoreKernel, WeightedScores
 from dmlr.oracle.statistics import Request
 from dmlr.results.results import MNLogitResults
 from dmlr.steps.base import flat, unflat
@@ -174,8 +173,9 @@ def bootstrap(
         single = it > 0 and _single_is_enough(state, active, tol)
         record = _scores(passes.engine, result, np.stack([coefs[r] for r in active]), weighting, passes.columns, it,
                          single)  # fmt: skip
+        scores = state.scores(active, record)
         for i, r in enumerate(active):
-            gradient = objective.penalized(coefs[r], state.score(int(r), record, i))
+            gradient = objective.penalized(coefs[r], scores[i])
             size = np.abs(gradient).max() / max(float(state.weight_sum[r]), 1.0)
             if steps is None and size < tol:
                 done[r] = True
@@ -209,13 +209,13 @@ class _State:
     iteration: int = 0
     passes: int = 0
 
-    def score(self, r: int, record: StackedScores | Departures, i: int) -> Array:
-        """Replicate ``r``'s score from a pass's record (its ``i``-th model): at the fit in the first pass (kept, with
-        the weight sum), else the score at the fit minus the departure from it."""
-        if isinstance(record, StackedScores):
-            self.base[r], self.weight_sum[r] = record.score[i], record.weight_sum[i]
-            return self.base[r]
-        return self.base[r] - record.score[i]
+    def scores(self, active: NDArray[np.intp], record: WeightedScores | Departures) -> Array:
+        """The ``active`` replicates' scores (A, d, m) from a pass's record: their scores at the fit in the first
+        pass, which are kept with their weight sums; the score at the fit minus the departure from it later."""
+        if isinstance(record, WeightedScores):
+            self.base[active], self.weight_sum[active] = record.score, record.weight_sum
+            return record.score
+        return self.base[active] - record.sums
 
 
 def _single_is_enough(state: _State, active: NDArray[np.intp], tol: float) -> bool:
@@ -304,7 +304,7 @@ def _scores(
     columns: Any,
     it: int,
     single: bool,
-) -> StackedScores | Departures:
+) -> WeightedScores | Departures:
     """One pass: every active replicate's score at the fit (the first pass: each row's score once, weighted for all
     replicates by one GEMM), or its departure from the fit's (later passes: one GEMM each way per class for all of
     them, in single precision where ``single`` and the block is near)."""
@@ -317,7 +317,7 @@ def _scores(
 
     n = len(weighting.replicates)
     try:
-        record: StackedScores | Departures = engine.reduce(kernel_of(n))
+        record: WeightedScores | Departures = engine.reduce(kernel_of(n))
     except WorkerMemoryError as error:
         raise WorkerMemoryError(f"{error} {memory_advice(engine, n, kernel_of, 'replicates')}") from None
     return record

@@ -118,7 +118,6 @@ class FoldModel:
             self.held = record.held[i].copy()
             return self.converged
         self.n_iter += 1
-        assert record.loglik is not None
         self.loglik, self.weight_sum = float(record.loglik[i]), float(record.weight_sum[i])
         self.held = None if record.held is None else record.held[i].copy()
         objective = self.start.objective

@@ -33,20 +33,43 @@ from dmlr.oracle.stacked import (
     BLOCK_BYTES,
     StackedKernel,
     StackedScoreKernel,
-    StackedScores,
     StackWeighting,
+    block_weights,
     checked_columns,
     weighted_reads,
 )
 
-__all__ = ["NEAR", "DepartureKernel", "Departures", "ReplicateScoreKernel", "series_degree"]
+__all__ = ["NEAR", "DepartureKernel", "Departures", "ReplicateScoreKernel", "WeightedScores", "series_degree"]
 
 Array = NDArray[np.float64]
 
 
+@dataclass
+class WeightedScores:
+    """One model's score and weight sum under each of F row weightings.
+
+    Attributes
+    ----------
+    score : ndarray, shape (F, d, m)
+    weight_sum : ndarray, shape (F,)
+    """
+
+    score: Array
+    weight_sum: Array
+
+    def __add__(self, other: WeightedScores) -> WeightedScores:
+        return WeightedScores(self.score + other.score, self.weight_sum + other.weight_sum)
+
+    def add_(self, other: WeightedScores) -> WeightedScores:
+        """Add ``other`` in place."""
+        self.score += other.score
+        self.weight_sum += other.weight_sum
+        return self
+
+
 @dataclass(frozen=True)
 class ReplicateScoreKernel:
-    """The log-likelihood and score of one model under each of F row weightings.
+    """The score of one model under each of F row weightings (:class:`WeightedScores`).
 
     Attributes
     ----------
@@ -69,26 +92,22 @@ class ReplicateScoreKernel:
         """The rows, their weights and offset, and what the weighting reads (cluster ids)."""
         return weighted_reads(self.weighting)
 
-    def __call__(self, rows: Rows) -> StackedScores:
+    def __call__(self, rows: Rows) -> WeightedScores:
         x = checked_columns(rows, self.columns)
         assert rows.codes is not None
         d, m = self.coef.shape
         f = self.weighting.size
         keys = self.weighting.keys(rows)
         score = np.zeros((m * d, f))
-        loglik = np.zeros(f)
-        out = StackedScores(loglik, np.zeros((f, d, m)), np.zeros(f))
+        out = WeightedScores(np.zeros((f, d, m)), np.zeros(f))
         step = max(1, BLOCK_BYTES // (8 * max(f, m * d)))
         for start in range(0, x.shape[0], step):
             stop = min(start + step, x.shape[0])
-            weights = self.weighting.of_keys(keys[start:stop])  # (r_b, F)
-            if rows.weights is not None:
-                weights *= np.asarray(rows.weights[start:stop], dtype=np.float64)[:, None]
+            weights = block_weights(self.weighting, keys, rows, start, stop)  # (r_b, F)
             out.weight_sum += weights.sum(axis=0)
             offset = None if rows.offset is None else rows.offset[start:stop]
-            z, log_true = row_scores(x[start:stop], rows.codes[start:stop], self.coef, self.intercept, offset)
+            z, _ = row_scores(x[start:stop], rows.codes[start:stop], self.coef, self.intercept, offset)
             score += z.T @ weights
-            loglik += log_true @ weights
         out.score[:] = score.reshape(m, d, f).transpose(2, 1, 0)  # class-major rows of Z: (F, d, m)
         return out
 
@@ -122,17 +141,17 @@ MAX_DEGREE = 6
 
 @dataclass
 class Departures:
-    """Each model's departure from the center: ``sum_i w_if (p_if - p_i) kron x_i``, shape (F, d, m). A model's score
-    under its weights is the center's score under the same weights minus its departure."""
+    """Each model's departure from the center, ``sums`` (F, d, m) ``= sum_i w_if (p_if - p_i) kron x_i``: a model's
+    score under its weights is the center's score under the same weights minus it."""
 
-    score: Array
+    sums: Array
 
     def __add__(self, other: Departures) -> Departures:
-        return Departures(self.score + other.score)
+        return Departures(self.sums + other.sums)
 
     def add_(self, other: Departures) -> Departures:
         """Add ``other`` in place."""
-        self.score += other.score
+        self.sums += other.sums
         return self
 
 
@@ -186,6 +205,8 @@ class DepartureKernel(StackedKernel):
         keys = self.weighting.keys(rows)
         shifts = self.coefs - self.center
         near = _Near.of(x, shifts, self.intercept)
+        # double precision: each class's shifts (d, F) over a row of ones that adds the center's log-probability
+        shifted = [np.vstack([shifts[:, :, c].T, np.ones((1, f))]) for c in range(m)]
         out = Departures(np.zeros((f, d, m)))
         step = max(SUM_ROWS, self._step - self._step % SUM_ROWS)  # whole runs of single-precision sums
         for start in range(0, x.shape[0], step):
@@ -196,20 +217,19 @@ class DepartureKernel(StackedKernel):
                 out.add_(self._stacked(rows.slice(start, stop)))
                 continue
             degree = series_degree(bound) if self.single else None
-            weights = self.weighting.of_keys(keys[start:stop], np.float64 if degree is None else np.float32)
-            if rows.weights is not None:
-                weights *= np.asarray(rows.weights[start:stop], dtype=weights.dtype)[:, None]
+            precision = np.float64 if degree is None else np.float32
+            weights = block_weights(self.weighting, keys, rows, start, stop, precision)
             offset = None if rows.offset is None else rows.offset[start:stop]
             eta = linear_predictor(x[start:stop], self.center, self.intercept, offset)
             prob, lse = softmax(np.ascontiguousarray(eta.T))  # the center's (m, r)
             if degree is not None:
                 block = near.departures(centered, prob, weights, degree)
-                out.score[:, int(self.intercept) :] += block[:, 1:]
+                out.sums[:, int(self.intercept) :] += block[:, 1:]
                 if self.intercept:
-                    out.score[:, 0] += block[:, 0]
+                    out.sums[:, 0] += block[:, 0]
             else:
                 design = np.column_stack([np.ones(stop - start), x[start:stop]]) if self.intercept else x[start:stop]
-                out.score += _double_departures(design, eta, lse, prob, weights, shifts)
+                out.sums += _double_departures(design, eta, lse, prob, weights, shifted)
         return out
 
     def _far(self, x: Array, shifts: Array) -> bool:
@@ -315,17 +335,17 @@ def _row_sums(a: NDArray[np.float32], b: NDArray[np.float32]) -> Array:
     return out
 
 
-def _double_departures(design: Array, eta: Array, lse: Array, prob: Array, weights: Array, shifts: Array) -> Array:
+def _double_departures(
+    design: Array, eta: Array, lse: Array, prob: Array, weights: Array, shifted: list[Array]
+) -> Array:
     """A block's departures (F, d, m) in double precision: each model's probabilities the center's reweighted,
     ``p_fc = p_c exp(z_fc) / s_f``, ``s_f = sum_k p_k exp(z_fk)`` (``log p_c`` folded into the GEMM that makes
-    ``z``), minus the center's."""
-    f, d, m = shifts.shape
-    r = design.shape[0]
+    ``z``: ``shifted`` each class's (d + 1, F)), minus the center's."""
+    m, (r, d), f = len(shifted), design.shape, shifted[0].shape[1]
     terms = np.empty((m, r, f))
     total = np.exp(-lse)[:, None] + np.zeros((1, f))  # the base's probability, whose z is 0
     for c in range(m):
-        shifted = np.vstack([shifts[:, :, c].T, np.ones((1, f))])  # the last row adds the center's log-probability
-        np.matmul(np.column_stack([design, eta[:, c] - lse]), shifted, out=terms[c])
+        np.matmul(np.column_stack([design, eta[:, c] - lse]), shifted[c], out=terms[c])
         np.exp(terms[c], out=terms[c])  # p_c exp(z_c)
         total += terms[c]
     np.divide(weights, total, out=total)

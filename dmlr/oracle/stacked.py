@@ -18,7 +18,7 @@ from dmlr.oracle.checks import check_finite
 from dmlr.oracle.evaluation import class_terms
 from dmlr.oracle.probabilities import softmax
 
-__all__ = ["HELD_SUMS", "HeldOutStack", "StackedKernel", "StackedScoreKernel", "StackedScores"]
+__all__ = ["HELD_SUMS", "HeldOutStack", "StackedKernel", "StackedScoreKernel", "StackedScores", "block_weights"]
 
 Array = NDArray[np.float64]
 
@@ -67,6 +67,16 @@ class StackWeighting(Protocol):
     def of_keys(self, keys: NDArray[np.int64], dtype: type = np.float64) -> NDArray[Any]:
         """Each model's weight of each key, shape (r, F), of ``dtype`` (float64 or float32)."""
         ...
+
+
+def block_weights(
+    weighting: StackWeighting, keys: NDArray[np.int64], rows: Rows, start: int, stop: int, dtype: type = np.float64
+) -> NDArray[Any]:
+    """Each model's weight of rows ``start:stop`` times the data's weights, shape (r_b, F), of ``dtype``."""
+    weights = weighting.of_keys(keys[start:stop], dtype)
+    if rows.weights is not None:
+        weights *= np.asarray(rows.weights[start:stop], dtype=weights.dtype)[:, None]
+    return weights
 
 
 class HeldOutStack(StackWeighting, Protocol):
